@@ -1,0 +1,21 @@
+//! hangar sandboxes: an overlay root over read-only image layers, a network namespace with
+//! only loopback, cgroup limits, and hangar-init as PID 1, run by an OCI runtime (crun or
+//! runc). Commands run one after another with an explicit environment each; teardown
+//! leaves nothing behind. This crate knows nothing of tasks, images or the store.
+
+pub mod cgroup;
+mod control;
+mod error;
+pub mod netns;
+pub mod overlay;
+pub mod runtime;
+mod sandbox;
+pub mod spec;
+
+pub use error::{Result, SandboxError};
+pub use runtime::{OciRuntime, RuntimeKind};
+pub use sandbox::{
+    netns_names, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,
+    SandboxSpec, Stdio,
+};
+pub use spec::{BindMount, Resources};

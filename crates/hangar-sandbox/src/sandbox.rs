@@ -1,0 +1,828 @@
+//! A sandbox's life: create (overlay root, network namespace, bundle, runtime), exec,
+//! file access, and a teardown that leaves no mount, namespace, cgroup, process or directory.
+
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio as StdStdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_init::{ExecRequest, WaitStatus, MAX_MESSAGE};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use crate::cgroup::CgroupLayout;
+use crate::control::{Control, ExecFailure};
+use crate::error::{io_err, sys_err, Result, SandboxError};
+use crate::netns::{NetNs, NETNS_DIR};
+use crate::overlay::{self, OverlayDirs};
+use crate::runtime::{runtime, OciRuntime, RuntimeKind};
+use crate::spec::{self, BindMount, BundleSpec, Resources};
+
+/// How long a runtime may take to bring PID 1 up, or to exit after PID 1 has.
+const RUNTIME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A sandbox's name: lowercase letters, digits and '-', at most 48 characters, so it fits
+/// container ids, netns names and cgroup paths unescaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SandboxId(String);
+
+impl SandboxId {
+    pub fn new(s: impl Into<String>) -> Result<SandboxId> {
+        let s = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 48
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(SandboxId(s))
+        } else {
+            Err(SandboxError::InvalidId(s))
+        }
+    }
+
+    pub fn random() -> SandboxId {
+        SandboxId(format!("sb-{:016x}", rand::random::<u64>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name used for the container, the network namespace and the cgroup leaf.
+    pub fn host_name(&self) -> String {
+        format!("hangar-{}", self.0)
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Settings of this machine shared by every sandbox.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Parent of every sandbox's directory (upper, work, rootfs, bundle).
+    pub run_dir: PathBuf,
+    /// Parent of the runtimes' state directories; a tmpfs, so a reboot clears it.
+    pub state_dir: PathBuf,
+    /// The static hangar-init binary on the host.
+    pub init_binary: PathBuf,
+    pub cgroups: CgroupLayout,
+}
+
+impl HostConfig {
+    pub fn new(run_dir: PathBuf, init_binary: PathBuf) -> HostConfig {
+        HostConfig {
+            run_dir,
+            state_dir: PathBuf::from("/run/hangar"),
+            init_binary,
+            cgroups: CgroupLayout::detect(),
+        }
+    }
+}
+
+/// What to build one sandbox from.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub id: SandboxId,
+    /// Read-only layer directories, top-most first.
+    pub lowers: Vec<PathBuf>,
+    pub resources: Resources,
+    pub runtime: RuntimeKind,
+    pub mounts: Vec<BindMount>,
+    pub hostname: String,
+}
+
+impl SandboxSpec {
+    pub fn new(lowers: Vec<PathBuf>) -> SandboxSpec {
+        SandboxSpec {
+            id: SandboxId::random(),
+            lowers,
+            resources: Resources::default(),
+            runtime: RuntimeKind::default(),
+            mounts: Vec::new(),
+            hostname: "hangar".into(),
+        }
+    }
+}
+
+/// Where a process's standard stream goes.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    #[default]
+    Null,
+    /// A pipe whose host end is returned in [`Process`].
+    Piped,
+    /// An fd the caller already holds (a file, a pipe end).
+    Fd(OwnedFd),
+}
+
+/// One command to run in a sandbox. The environment is complete: nothing is inherited.
+#[derive(Debug, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl ExecSpec {
+    pub fn new<I, S>(argv: I) -> ExecSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            cwd: "/".into(),
+            ..ExecSpec::default()
+        }
+    }
+
+    pub fn env<K: Into<String>, V: Into<String>>(mut self, key: K, value: V) -> ExecSpec {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer ended it (the sandbox hit its memory limit).
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The shell's convention: the exit code, or 128 + the signal.
+    pub fn code_or_signal(&self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
+/// A running process in a sandbox.
+pub struct Process {
+    id: u64,
+    pid: u32,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    exit: oneshot::Receiver<WaitStatus>,
+    control: Control,
+    sandbox: SandboxId,
+    oom: OomProbe,
+}
+
+#[derive(Clone)]
+struct OomProbe {
+    layout: CgroupLayout,
+    cgroup: String,
+    before: u64,
+}
+
+impl Process {
+    /// The process's pid inside the sandbox's PID namespace.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends a signal to the process's group (it leads its own session).
+    pub fn signal(&self, signal: i32) {
+        self.control.signal(self.id, signal);
+    }
+
+    pub async fn wait(&mut self) -> Result<ExitStatus> {
+        let status = (&mut self.exit).await.map_err(|_| SandboxError::Control {
+            id: self.sandbox.to_string(),
+            reason: "the sandbox's init exited while the process was running".into(),
+        })?;
+        Ok(match status {
+            WaitStatus::Code(c) => ExitStatus {
+                code: Some(c),
+                signal: None,
+                oom_killed: false,
+            },
+            WaitStatus::Signal(s) => ExitStatus {
+                code: None,
+                signal: Some(s),
+                oom_killed: s == libc::SIGKILL
+                    && self.oom.layout.oom_kills(&self.oom.cgroup) > self.oom.before,
+            },
+        })
+    }
+}
+
+/// Collected result of [`Sandbox::output`].
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Paths of one sandbox on the host.
+#[derive(Debug, Clone)]
+struct Dirs {
+    base: PathBuf,
+    rootfs: PathBuf,
+    bundle: PathBuf,
+    log: PathBuf,
+}
+
+impl Dirs {
+    fn new(run_dir: &Path, id: &SandboxId) -> Dirs {
+        let base = run_dir.join(id.as_str());
+        Dirs {
+            rootfs: base.join("rootfs"),
+            bundle: base.join("bundle"),
+            log: base.join("runtime.log"),
+            base,
+        }
+    }
+}
+
+/// What has been set up so far, so that a failure at any step undoes exactly that much.
+struct Parts {
+    id: SandboxId,
+    dirs: Dirs,
+    mounted: bool,
+    netns: Option<NetNs>,
+    runtime: Arc<dyn OciRuntime>,
+    cgroups: CgroupLayout,
+    cgroup: String,
+    /// The runtime exited by itself after PID 1 did, so it already deleted the container.
+    runtime_done: bool,
+}
+
+impl Parts {
+    /// Removes everything of the sandbox, runtime state included; reports what stayed.
+    fn teardown(&mut self) -> Result<()> {
+        let mut leftovers = Vec::new();
+        if !self.runtime_done {
+            let _ = runtime_command(
+                &*self.runtime,
+                &self.cgroups,
+                &self.runtime.delete_args(&self.id.host_name()),
+                None,
+            )
+            .stdout(StdStdio::null())
+            .stderr(StdStdio::null())
+            .status();
+        }
+        if self.mounted {
+            match overlay::unmount(&self.dirs.rootfs) {
+                Ok(()) => self.mounted = false,
+                Err(e) => leftovers.push(e.to_string()),
+            }
+        }
+        if let Some(ns) = self.netns.take() {
+            if let Err(e) = ns.remove() {
+                leftovers.push(e.to_string());
+                self.netns = Some(ns);
+            }
+        }
+        for dir in self.cgroups.existing_dirs(&self.cgroup) {
+            if let Err(e) = fs::remove_dir(&dir) {
+                leftovers.push(format!("cgroup {} remains: {e}", dir.display()));
+            }
+        }
+        if !self.mounted {
+            if let Err(e) = fs::remove_dir_all(&self.dirs.base) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    leftovers.push(format!("{} remains: {e}", self.dirs.base.display()));
+                }
+            }
+        }
+        if leftovers.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Teardown {
+                id: self.id.to_string(),
+                leftover: leftovers.join("; "),
+            })
+        }
+    }
+}
+
+/// A running sandbox. Call [`Sandbox::destroy`]; dropping it tears down in the background.
+pub struct Sandbox {
+    parts: Option<Parts>,
+    child: Option<tokio::process::Child>,
+    control: Control,
+    init_pid_host: Option<u32>,
+}
+
+impl Sandbox {
+    /// Builds and starts a sandbox; returns once its init is serving requests.
+    pub async fn create(host: &HostConfig, spec: SandboxSpec) -> Result<Sandbox> {
+        if !host.init_binary.is_file() {
+            return Err(SandboxError::InitNotFound {
+                path: host.init_binary.clone(),
+            });
+        }
+        let runtime = runtime(spec.runtime, &host.state_dir)?;
+        let dirs = Dirs::new(&host.run_dir, &spec.id);
+        fs::create_dir_all(&host.run_dir).map_err(io_err("create", &host.run_dir))?;
+        match fs::create_dir(&dirs.base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::AlreadyExists {
+                    id: spec.id.to_string(),
+                })
+            }
+            Err(e) => return Err(io_err("create", &dirs.base)(e)),
+        }
+        let mut parts = Parts {
+            cgroup: host.cgroups.sandbox_path(&spec.id.host_name()),
+            id: spec.id.clone(),
+            dirs,
+            mounted: false,
+            netns: None,
+            runtime,
+            cgroups: host.cgroups.clone(),
+            runtime_done: false,
+        };
+        match start(host, &spec, &mut parts).await {
+            Ok((child, control, pid)) => Ok(Sandbox {
+                parts: Some(parts),
+                child: Some(child),
+                control,
+                init_pid_host: pid,
+            }),
+            Err(e) => {
+                let _ = parts.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn id(&self) -> &SandboxId {
+        &self.parts().id
+    }
+
+    fn parts(&self) -> &Parts {
+        self.parts
+            .as_ref()
+            .expect("sandbox parts live until destroy")
+    }
+
+    /// The host path of the sandbox's merged root filesystem.
+    pub fn rootfs(&self) -> &Path {
+        &self.parts().dirs.rootfs
+    }
+
+    /// The network namespace the sandbox runs in.
+    pub fn netns_path(&self) -> &Path {
+        self.parts()
+            .netns
+            .as_ref()
+            .expect("netns lives until destroy")
+            .path()
+    }
+
+    /// The sandbox's cgroup path (relative to each hierarchy's root).
+    pub fn cgroup_path(&self) -> &str {
+        &self.parts().cgroup
+    }
+
+    /// The runtime process driving the sandbox, as the host sees it.
+    pub fn runtime_pid(&self) -> Option<u32> {
+        self.init_pid_host
+    }
+
+    /// Starts one process.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<Process> {
+        let parts = self.parts();
+        let program = spec.argv.first().cloned().unwrap_or_default();
+        let req = ExecRequest {
+            id: 0,
+            argv: spec.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            cwd: spec.cwd.into_bytes(),
+            uid: spec.uid,
+            gid: spec.gid,
+        };
+        if req.argv.is_empty() {
+            return Err(SandboxError::Spawn {
+                id: parts.id.to_string(),
+                program,
+                stage: hangar_init::SpawnStage::Exec,
+                source: std::io::Error::other("empty command"),
+            });
+        }
+        let size = hangar_init::Request::Exec(req.clone()).encode().len();
+        if size > MAX_MESSAGE {
+            return Err(SandboxError::RequestTooLarge {
+                id: parts.id.to_string(),
+                program,
+                size,
+                max: MAX_MESSAGE,
+            });
+        }
+        let (stdin_child, stdin) = writer_end(spec.stdin)?;
+        let (stdout_child, stdout) = reader_end(spec.stdout)?;
+        let (stderr_child, stderr) = reader_end(spec.stderr)?;
+        let oom = OomProbe {
+            layout: parts.cgroups.clone(),
+            cgroup: parts.cgroup.clone(),
+            before: parts.cgroups.oom_kills(&parts.cgroup),
+        };
+        let started = self
+            .control
+            .exec(req, [stdin_child, stdout_child, stderr_child])
+            .await
+            .map_err(|f| match f {
+                ExecFailure::Spawn { stage, errno } => SandboxError::Spawn {
+                    id: parts.id.to_string(),
+                    program: program.clone(),
+                    stage,
+                    source: std::io::Error::from_raw_os_error(errno),
+                },
+                ExecFailure::Gone => SandboxError::Control {
+                    id: parts.id.to_string(),
+                    reason: "its init is not running".into(),
+                },
+                ExecFailure::Send(e) => SandboxError::Control {
+                    id: parts.id.to_string(),
+                    reason: e.to_string(),
+                },
+            })?;
+        Ok(Process {
+            id: started.id,
+            pid: started.pid,
+            stdin,
+            stdout,
+            stderr,
+            exit: started.exit,
+            control: self.control.clone(),
+            sandbox: parts.id.clone(),
+            oom,
+        })
+    }
+
+    /// Runs a command to completion and collects its output.
+    pub async fn output(&self, mut spec: ExecSpec) -> Result<Output> {
+        spec.stdout = Stdio::Piped;
+        spec.stderr = Stdio::Piped;
+        let mut proc = self.exec(spec).await?;
+        let mut out_pipe = proc.stdout.take().expect("piped");
+        let mut err_pipe = proc.stderr.take().expect("piped");
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (a, b) = tokio::join!(
+            out_pipe.read_to_end(&mut stdout),
+            err_pipe.read_to_end(&mut stderr)
+        );
+        a.and(b).map_err(|e| SandboxError::Control {
+            id: self.id().to_string(),
+            reason: format!("reading output: {e}"),
+        })?;
+        let status = proc.wait().await?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Reads a file of the sandbox's root filesystem. Paths resolve inside the root, as
+    /// the sandbox would see them: a symlink to `/etc/shadow` reads the sandbox's own.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let fd = self.open_in_root(path, OFlag::O_RDONLY, Mode::empty())?;
+        let mut data = Vec::new();
+        fs::File::from(fd)
+            .read_to_end(&mut data)
+            .map_err(|source| self.file_err(path, source))?;
+        Ok(data)
+    }
+
+    /// Writes (creating or truncating) a file of the sandbox's root filesystem, resolved
+    /// inside the root as [`Sandbox::read_file`] does. The parent directory must exist.
+    pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let fd = self.open_in_root(
+            path,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+            Mode::from_bits_truncate(mode),
+        )?;
+        fs::File::from(fd)
+            .write_all(data)
+            .map_err(|source| self.file_err(path, source))
+    }
+
+    fn open_in_root(&self, path: &str, flags: OFlag, mode: Mode) -> Result<OwnedFd> {
+        let root = fs::File::open(self.rootfs()).map_err(|source| self.file_err("/", source))?;
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .mode(mode)
+            .resolve(
+                ResolveFlag::RESOLVE_IN_ROOT
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
+        openat2(&root, path.trim_start_matches('/'), how).map_err(|e| self.file_err(path, e.into()))
+    }
+
+    fn file_err(&self, path: &str, source: std::io::Error) -> SandboxError {
+        SandboxError::File {
+            id: self.id().to_string(),
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// Stops every process and removes the sandbox: mount, network namespace, cgroup,
+    /// runtime state and directories. An error lists whatever remains.
+    pub async fn destroy(mut self) -> Result<()> {
+        self.control.shutdown();
+        let mut parts = self.parts.take().expect("destroy runs once");
+        if let Some(mut child) = self.child.take() {
+            match tokio::time::timeout(RUNTIME_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) => parts.runtime_done = status.success(),
+                _ => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || parts.teardown())
+            .await
+            .map_err(|e| SandboxError::Control {
+                id: "?".into(),
+                reason: e.to_string(),
+            })?
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let Some(mut parts) = self.parts.take() else {
+            return;
+        };
+        self.control.shutdown();
+        let child = self.child.take();
+        std::thread::spawn(move || {
+            if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+                let deadline = std::time::Instant::now() + RUNTIME_TIMEOUT;
+                while process_alive(pid) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            drop(child);
+            let _ = parts.teardown();
+        });
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Sets up the overlay, network namespace and bundle, then starts the runtime.
+async fn start(
+    host: &HostConfig,
+    spec: &SandboxSpec,
+    parts: &mut Parts,
+) -> Result<(tokio::process::Child, Control, Option<u32>)> {
+    let base = &parts.dirs.base;
+    let upper = base.join("upper");
+    let work = base.join("work");
+    for d in [&upper, &work, &parts.dirs.rootfs, &parts.dirs.bundle] {
+        fs::create_dir(d).map_err(io_err("create", d))?;
+    }
+    let mut lowers = spec.lowers.clone();
+    if lowers.is_empty() {
+        // Overlay needs at least one lower; an image with no layers gets an empty one.
+        let empty = base.join("empty");
+        fs::create_dir(&empty).map_err(io_err("create", &empty))?;
+        lowers.push(empty);
+    }
+    overlay::mount_overlay(
+        spec.id.as_str(),
+        &OverlayDirs {
+            lowers,
+            upper,
+            work,
+            target: parts.dirs.rootfs.clone(),
+        },
+    )?;
+    parts.mounted = true;
+
+    let netns = NetNs::create(&spec.id.host_name())?;
+    let netns_path = netns.path().to_path_buf();
+    parts.netns = Some(netns);
+
+    let config = spec::build(&BundleSpec {
+        rootfs: &parts.dirs.rootfs,
+        hostname: &spec.hostname,
+        netns: &netns_path,
+        cgroups_path: &parts.cgroup,
+        resources: &spec.resources,
+        init_binary: &host.init_binary,
+        mounts: &spec.mounts,
+    })
+    .map_err(|e| SandboxError::Spec {
+        id: spec.id.to_string(),
+        reason: e.to_string(),
+    })?;
+    let config_path = parts.dirs.bundle.join("config.json");
+    let json = serde_json::to_vec(&config).map_err(|e| SandboxError::Spec {
+        id: spec.id.to_string(),
+        reason: e.to_string(),
+    })?;
+    fs::write(&config_path, json).map_err(io_err("write", &config_path))?;
+    fs::create_dir_all(parts.runtime.state_root())
+        .map_err(io_err("create", parts.runtime.state_root()))?;
+
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(sys_err("create the control socket"))?;
+    // Init's end must block: it is a plain poll loop.
+    set_nonblocking(&theirs, false)?;
+    let log = fs::File::create(&parts.dirs.log).map_err(io_err("create", &parts.dirs.log))?;
+    let log_err = log.try_clone().map_err(io_err("open", &parts.dirs.log))?;
+    let args = parts
+        .runtime
+        .run_args(&parts.dirs.bundle, &spec.id.host_name(), 1);
+    let std_cmd = runtime_command(&*parts.runtime, &parts.cgroups, &args, Some(&theirs));
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.stdin(StdStdio::null()).stdout(log).stderr(log_err);
+    let child = cmd
+        .spawn()
+        .map_err(io_err("start the OCI runtime", parts.runtime.binary()))?;
+    let pid = child.id();
+    // From here init's end lives only in the runtime and the container, so EOF on ours
+    // means they are gone.
+    drop(cmd);
+    drop(theirs);
+    let (control, ready) =
+        Control::spawn(ours).map_err(io_err("watch the control socket", &parts.dirs.base))?;
+    let mut child = child;
+    match tokio::time::timeout(RUNTIME_TIMEOUT, ready).await {
+        Ok(Ok(_init_pid)) => Ok((child, control, pid)),
+        outcome => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let log = fs::read_to_string(&parts.dirs.log).unwrap_or_default();
+            let mut tail: Vec<&str> = log.lines().rev().take(10).collect();
+            tail.reverse();
+            let mut log = tail.join("\n");
+            if outcome.is_err() {
+                log = format!(
+                    "init did not come up within {}s. {log}",
+                    RUNTIME_TIMEOUT.as_secs()
+                );
+            }
+            if log.is_empty() {
+                log = "the runtime exited without a message".into();
+            }
+            Err(SandboxError::RuntimeFailed {
+                id: spec.id.to_string(),
+                runtime: parts.runtime.kind().to_string(),
+                log,
+            })
+        }
+    }
+}
+
+/// A runtime invocation. When the runtime needs it, the child enters a private mount
+/// namespace with the hybrid cgroup2 mount detached; `control` becomes its fd 3.
+fn runtime_command(
+    rt: &dyn OciRuntime,
+    layout: &CgroupLayout,
+    args: &[std::ffi::OsString],
+    control: Option<&OwnedFd>,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(rt.binary());
+    cmd.args(args);
+    let private_ns = rt.needs_private_mount_ns(layout);
+    let control_raw = control.as_ref().map(|fd| fd.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls with
+    // static, NUL-terminated strings: no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if private_ns {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            }
+            if let Some(fd) = control_raw {
+                if fd == hangar_init::CONTROL_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, hangar_init::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn set_nonblocking(fd: &OwnedFd, on: bool) -> Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(sys_err("read socket flags"))?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(sys_err("set socket flags"))?;
+    Ok(())
+}
+
+fn dev_null(write: bool) -> Result<OwnedFd> {
+    let f = fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")
+        .map_err(io_err("open", "/dev/null"))?;
+    Ok(f.into())
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))
+}
+
+/// The child's stdin end, and the host's writer if piped.
+fn writer_end(s: Stdio) -> Result<(OwnedFd, Option<pipe::Sender>)> {
+    Ok(match s {
+        Stdio::Null => (dev_null(false)?, None),
+        Stdio::Fd(fd) => (fd, None),
+        Stdio::Piped => {
+            let (r, w) = pipe_pair()?;
+            set_nonblocking(&w, true)?;
+            let sender = pipe::Sender::from_owned_fd(w).map_err(io_err("watch a pipe", "stdin"))?;
+            (r, Some(sender))
+        }
+    })
+}
+
+/// The child's stdout/stderr end, and the host's reader if piped.
+fn reader_end(s: Stdio) -> Result<(OwnedFd, Option<pipe::Receiver>)> {
+    Ok(match s {
+        Stdio::Null => (dev_null(true)?, None),
+        Stdio::Fd(fd) => (fd, None),
+        Stdio::Piped => {
+            let (r, w) = pipe_pair()?;
+            set_nonblocking(&r, true)?;
+            let receiver =
+                pipe::Receiver::from_owned_fd(r).map_err(io_err("watch a pipe", "stdout"))?;
+            (w, Some(receiver))
+        }
+    })
+}
+
+/// Lists pinned network namespaces (for tests and crash recovery).
+pub fn netns_names() -> Vec<String> {
+    fs::read_dir(NETNS_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
