@@ -1,1 +1,91 @@
-//! placeholder
+//! OCI images for hangar: build from Debian packages (mmdebstrap), import OCI layouts and
+//! `docker save` tarballs, pull from and push to registries, and unpack layers safely into
+//! the store. This crate never runs a container.
+
+mod build;
+mod error;
+mod import;
+mod registry;
+pub mod unpack;
+
+use std::path::PathBuf;
+
+use hangar_store::{Digest, ImageName, ImageRecord, Store};
+use oci_spec::image::ImageManifest;
+
+pub use build::{apt_sources_for, build_debian, BuildOptions, DEFAULT_PACKAGES};
+pub use error::{ImageError, Result};
+pub use import::import;
+pub use registry::{pull, push, RegistryOptions};
+
+/// Receives one line of progress at a time (shown on stderr by the CLI).
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// Stores a manifest and names it; every blob it references must already be stored.
+pub fn record_image(store: &Store, name: &ImageName, manifest_bytes: &[u8]) -> Result<ImageRecord> {
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| ImageError::BadImage {
+            image: name.to_string(),
+            reason: format!("bad manifest: {e}"),
+        })?;
+    let (digest, _) = store.write_blob_bytes(manifest_bytes, None)?;
+    let size = manifest.layers().iter().map(|l| l.size()).sum();
+    let rec = ImageRecord {
+        name: name.clone(),
+        manifest: digest,
+        created_ms: chrono::Utc::now().timestamp_millis(),
+        size,
+    };
+    store.put_image(&rec)?;
+    Ok(rec)
+}
+
+/// The unpacked layer directories of an image, top-most first (overlay's lowerdir order),
+/// unpacking any that are missing. A layer whose content does not match the config's
+/// diff_id is refused and not kept.
+pub fn layer_dirs(store: &Store, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
+    Ok(layers(store, rec)?.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Like [`layer_dirs`], with each layer's diff_id (for leases).
+pub fn layers(store: &Store, rec: &ImageRecord) -> Result<Vec<(Digest, PathBuf)>> {
+    let manifest = store.manifest(&rec.manifest)?;
+    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
+    let config = store.config(&config_digest)?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImageError::BadImage {
+            image: rec.name.to_string(),
+            reason: format!(
+                "{} layers but {} diff_ids in the config",
+                manifest.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut out = Vec::new();
+    for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        let blob: Digest = layer.digest().to_string().parse()?;
+        let diff_id: Digest = diff_id.parse()?;
+        let dir = ensure_layer(store, &blob, &diff_id)?;
+        out.push((diff_id, dir));
+    }
+    out.reverse();
+    Ok(out)
+}
+
+fn ensure_layer(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<PathBuf> {
+    if store.has_layer(diff_id) {
+        return Ok(store.layer_dir(diff_id));
+    }
+    let staging = store.staging_dir()?;
+    let actual = unpack::unpack_layer(store.open_blob(blob)?, staging.path())?;
+    if &actual != diff_id {
+        return Err(ImageError::DiffIdMismatch {
+            layer: blob.to_string(),
+            expected: diff_id.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(store.commit_layer(staging, diff_id)?)
+}

@@ -18,4 +18,4 @@ pub use sandbox::{
     netns_names, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,
     SandboxSpec, Stdio,
 };
-pub use spec::{BindMount, Resources};
+pub use spec::{format_bytes, parse_bytes, BindMount, Resources};

@@ -210,6 +210,14 @@ impl Process {
         self.control.signal(self.id, signal);
     }
 
+    /// A handle that can signal the process from another task.
+    pub fn signaller(&self) -> Signaller {
+        Signaller {
+            id: self.id,
+            control: self.control.clone(),
+        }
+    }
+
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let status = (&mut self.exit).await.map_err(|_| SandboxError::Control {
             id: self.sandbox.to_string(),
@@ -228,6 +236,19 @@ impl Process {
                     && self.oom.layout.oom_kills(&self.oom.cgroup) > self.oom.before,
             },
         })
+    }
+}
+
+/// Signals one process; see [`Process::signaller`].
+#[derive(Clone)]
+pub struct Signaller {
+    id: u64,
+    control: Control,
+}
+
+impl Signaller {
+    pub fn send(&self, signal: i32) {
+        self.control.signal(self.id, signal);
     }
 }
 

@@ -1,1 +1,447 @@
-fn main() {}
+//! The `hangar` command line. Thin: parses arguments, calls the libraries, prints.
+//!
+//! Exit codes: 0 success; 1 a hangar command failed (the message says what); 2 bad usage.
+//! `hangar run` exits with the command's own code, or 125 when hangar could not run it,
+//! 126 when the command cannot be executed, 127 when it is not found, 128+N when a signal
+//! N ended it (137 for the memory limit's OOM kill, with a message naming the limit).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hangar_image::{BuildOptions, RegistryOptions};
+use hangar_sandbox::{
+    format_bytes, parse_bytes, ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxSpec,
+    Stdio,
+};
+use hangar_store::{ImageName, Store};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+#[command(
+    name = "hangar",
+    version,
+    about = "Cloud environments for coding agents, on your own Linux machines"
+)]
+struct Cli {
+    /// Where hangar keeps images, layers and sandboxes.
+    #[arg(
+        long,
+        global = true,
+        env = "HANGAR_HOME",
+        default_value = "/var/lib/hangar"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, pull, push, import, list and remove images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
+    Run(RunArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build an image from Debian packages with mmdebstrap (names: debian-<suite>).
+    Build {
+        name: String,
+        /// Extra Debian packages to include (repeatable).
+        #[arg(long = "package", short = 'p')]
+        packages: Vec<String>,
+        /// A Debian mirror URL to use instead of the host's apt sources.
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+    /// Pull an image from an OCI registry.
+    Pull {
+        reference: String,
+        /// Use plain HTTP for this registry.
+        #[arg(long)]
+        insecure: bool,
+        /// Local name (default: the reference).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Push a local image to an OCI registry.
+    Push {
+        name: String,
+        reference: String,
+        /// Use plain HTTP for this registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Import an OCI image layout directory, or an OCI or `docker save` tarball.
+    Import {
+        path: PathBuf,
+        /// Local name (default: the name recorded in the input, else the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image and the layers no other image uses.
+    Rm { name: String },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    image: String,
+    /// Memory limit, e.g. 512MiB; the command is killed (exit 137) past it.
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pids: Option<i64>,
+    /// CPU limit in cores, e.g. 1 or 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long, default_value = "crun")]
+    runtime: RuntimeKind,
+    /// Extra environment variables, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory inside the sandbox (default: the image's).
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Pass standard input through to the command.
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HANGAR_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hangar: failed to start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let is_run = matches!(cli.command, Command::Run(_));
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hangar: {e:#}");
+            ExitCode::from(if is_run { 125 } else { 1 })
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8> {
+    let store = Store::open(&cli.data_dir)
+        .with_context(|| format!("failed to open the data dir {}", cli.data_dir.display()))?;
+    match cli.command {
+        Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
+        Command::Run(args) => run(&store, args).await,
+    }
+}
+
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+#[derive(Serialize)]
+struct ImageRow {
+    name: String,
+    digest: String,
+    size: u64,
+    created: String,
+}
+
+async fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
+    match cmd {
+        ImageCommand::Build {
+            name,
+            packages,
+            mirror,
+        } => {
+            let image_name: ImageName = name.parse()?;
+            let mut opts = BuildOptions::for_name(&name)?;
+            opts.packages.extend(packages);
+            if let Some(m) = mirror {
+                opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
+            }
+            let store = store.clone();
+            let rec = tokio::task::spawn_blocking(move || {
+                hangar_image::build_debian(&store, &image_name, &opts, &progress)
+            })
+            .await??;
+            println!("{}", rec.manifest);
+        }
+        ImageCommand::Pull {
+            reference,
+            insecure,
+            name,
+        } => {
+            let name = name.map(|n| n.parse()).transpose()?;
+            let rec = hangar_image::pull(
+                store,
+                &reference,
+                name.as_ref(),
+                &RegistryOptions { insecure },
+                &progress,
+            )
+            .await?;
+            println!("{}", rec.manifest);
+        }
+        ImageCommand::Push {
+            name,
+            reference,
+            insecure,
+        } => {
+            let digest = hangar_image::push(
+                store,
+                &name,
+                &reference,
+                &RegistryOptions { insecure },
+                &progress,
+            )
+            .await?;
+            println!("{digest}");
+        }
+        ImageCommand::Import { path, name } => {
+            let name = name.map(|n| n.parse()).transpose()?;
+            let store = store.clone();
+            let rec = tokio::task::spawn_blocking(move || {
+                hangar_image::import(&store, &path, name.as_ref(), &progress)
+            })
+            .await??;
+            eprintln!("imported {}", rec.name);
+            println!("{}", rec.manifest);
+        }
+        ImageCommand::Ls { json } => {
+            let rows: Vec<ImageRow> = store
+                .images()?
+                .into_iter()
+                .map(|r| ImageRow {
+                    created: r
+                        .created()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    name: r.name.to_string(),
+                    digest: r.manifest.to_string(),
+                    size: r.size,
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "images": rows }))?
+                );
+            } else {
+                println!("{:<32} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+                for r in rows {
+                    println!(
+                        "{:<32} {:<19} {:>10}  {}",
+                        r.name,
+                        &r.digest[..19],
+                        format_bytes(r.size),
+                        r.created
+                    );
+                }
+            }
+        }
+        ImageCommand::Rm { name } => {
+            let report = store.remove_image(&name)?;
+            eprintln!(
+                "removed {name} ({} blobs, {} layers, {} freed)",
+                report.blobs,
+                report.layers,
+                format_bytes(report.bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where the static hangar-init is: `HANGAR_INIT`, else beside this executable.
+fn init_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HANGAR_INIT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("failed to locate the hangar executable")?;
+    Ok(exe.with_file_name("hangar-init"))
+}
+
+async fn run(store: &Store, args: RunArgs) -> Result<u8> {
+    let rec = store.image(&args.image)?;
+    let layers = {
+        let (store, rec) = (store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec)).await??
+    };
+    let manifest = store.manifest(&rec.manifest)?;
+    let config = store.config(&manifest.config().digest().to_string().parse()?)?;
+    let image_config = config.config().clone().unwrap_or_default();
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    for kv in image_config.env().iter().flatten().chain(args.env.iter()) {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("failed to read environment variable `{kv}`: expected KEY=VALUE");
+        };
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), "/root".into()));
+    }
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| image_config.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+
+    let host = HostConfig::new(store.run_dir(), init_binary()?);
+    let mut spec = SandboxSpec::new(layers.iter().map(|(_, p)| p.clone()).collect());
+    spec.resources = Resources {
+        memory_bytes: args.memory,
+        pids: args.pids,
+        cpus: args.cpus,
+    };
+    spec.runtime = args.runtime;
+    let sandbox_dir = store.run_dir().join(spec.id.as_str());
+    let sandbox = Sandbox::create(&host, spec).await?;
+    let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
+    store.lease_layers(&sandbox_dir, &diff_ids)?;
+
+    let outcome = run_in(&sandbox, &args, env, cwd).await;
+    let teardown = sandbox.destroy().await;
+    let status = outcome?;
+    teardown?;
+    if status.oom_killed {
+        let limit = args
+            .memory
+            .map(format_bytes)
+            .unwrap_or_else(|| "the machine's".into());
+        eprintln!(
+            "hangar: the command was killed for running out of memory (memory limit {limit})"
+        );
+    }
+    Ok(status.code_or_signal().clamp(0, 255) as u8)
+}
+
+async fn run_in(
+    sandbox: &Sandbox,
+    args: &RunArgs,
+    env: Vec<(String, String)>,
+    cwd: String,
+) -> Result<hangar_sandbox::ExitStatus> {
+    let spec = ExecSpec {
+        argv: args.command.clone(),
+        env,
+        cwd,
+        stdin: if args.interactive {
+            Stdio::Piped
+        } else {
+            Stdio::Null
+        },
+        stdout: Stdio::Piped,
+        stderr: Stdio::Piped,
+        ..ExecSpec::default()
+    };
+    let mut proc = match sandbox.exec(spec).await {
+        Ok(p) => p,
+        Err(hangar_sandbox::SandboxError::Spawn {
+            source, program, ..
+        }) => {
+            eprintln!("hangar: failed to run `{program}`: {source}");
+            let code = if source.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            return Ok(hangar_sandbox::ExitStatus {
+                code: Some(code),
+                signal: None,
+                oom_killed: false,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stdin_task = proc.stdin.take().map(|mut w| {
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut input, &mut w).await;
+            let _ = w.shutdown().await;
+        })
+    });
+    let out = copy_out(proc.stdout.take(), false);
+    let err = copy_out(proc.stderr.take(), true);
+    let signals = forward_signals(&proc);
+    let (status, _, _) = tokio::join!(
+        async {
+            let s = proc.wait().await;
+            signals.abort();
+            s
+        },
+        out,
+        err
+    );
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    Ok(status?)
+}
+
+async fn copy_out(pipe: Option<tokio::net::unix::pipe::Receiver>, to_stderr: bool) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                // Unbuffered so interleaving with the other stream stays close to the source.
+                let res = if to_stderr {
+                    std::io::stderr().write_all(&buf[..n])
+                } else {
+                    std::io::stdout().write_all(&buf[..n])
+                };
+                if res.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards Ctrl-C and SIGTERM to the command, as `docker run` does.
+fn forward_signals(proc: &hangar_sandbox::Process) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let target = proc.signaller();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => target.send(libc::SIGINT),
+                _ = term.recv() => target.send(libc::SIGTERM),
+            }
+        }
+    })
+}

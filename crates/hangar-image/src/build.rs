@@ -1,0 +1,388 @@
+//! Local image build from Debian packages with mmdebstrap: no container registry involved.
+//! The package mirror comes from the host's own apt configuration, never from a built-in
+//! host name, so private mirrors work.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use flate2::write::GzEncoder;
+use hangar_store::{Digest, ImageName, ImageRecord, Store};
+use oci_spec::image::{
+    ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
+    ImageManifestBuilder, MediaType, RootFsBuilder,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{io_err, ImageError, Result};
+use crate::{record_image, Progress};
+
+/// Packages every built image has: a shell, TLS roots, git and curl.
+pub const DEFAULT_PACKAGES: &[&str] = &["bash", "ca-certificates", "git", "curl"];
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Debian suite (codename), e.g. `bookworm`.
+    pub suite: String,
+    /// Packages beyond minbase.
+    pub packages: Vec<String>,
+    /// apt sources to use, in one-line format; `None` derives them from the host's.
+    pub sources: Option<String>,
+}
+
+impl BuildOptions {
+    /// Options for an image name of the form `debian-<suite>`.
+    pub fn for_name(name: &str) -> Result<BuildOptions> {
+        let suite = name
+            .strip_prefix("debian-")
+            .filter(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+            .ok_or_else(|| {
+                ImageError::Build(format!(
+                    "`{name}` is not a buildable name: use debian-<suite>, e.g. debian-bookworm"
+                ))
+            })?;
+        Ok(BuildOptions {
+            suite: suite.into(),
+            packages: DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect(),
+            sources: None,
+        })
+    }
+}
+
+/// Builds a one-layer image with `mmdebstrap --variant=minbase` and names it.
+pub fn build_debian(
+    store: &Store,
+    name: &ImageName,
+    opts: &BuildOptions,
+    progress: Progress<'_>,
+) -> Result<ImageRecord> {
+    let work = store.staging_dir()?;
+    let sources = match &opts.sources {
+        Some(s) => s.clone(),
+        None => host_sources(&opts.suite)?,
+    };
+    let sources_file = work.path().join("hangar.list");
+    fs::write(&sources_file, &sources).map_err(io_err("write", &sources_file))?;
+    let tarball = work.path().join("rootfs.tar");
+
+    progress(&format!(
+        "building {name}: mmdebstrap {} with {}",
+        opts.suite,
+        opts.packages.join(", ")
+    ));
+    let mut child = Command::new("mmdebstrap")
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", opts.packages.join(",")))
+        // The runtime provides /dev; a layer may not carry device nodes.
+        .arg("--skip=output/dev")
+        .arg("--format=tar")
+        .arg(&opts.suite)
+        .arg(&tarball)
+        .arg(&sources_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            ImageError::Build(format!(
+                "could not run mmdebstrap ({e}); install it with `apt-get install mmdebstrap`"
+            ))
+        })?;
+    let stderr = child.stderr.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut s);
+        s
+    });
+    let mut tail: Vec<String> = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+        progress(&format!("  {line}"));
+        tail.push(line);
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+    }
+    let _ = out_thread.join();
+    let status = child
+        .wait()
+        .map_err(|e| ImageError::Build(format!("mmdebstrap: {e}")))?;
+    if !status.success() {
+        return Err(ImageError::Build(format!(
+            "mmdebstrap exited with {status}:\n{}",
+            tail.join("\n")
+        )));
+    }
+
+    progress("compressing the layer");
+    let (blob, blob_size, diff_id) = compress_layer(store, &tarball)?;
+    let config = ImageConfigurationBuilder::default()
+        .architecture(oci_spec::image::Arch::Amd64)
+        .os(oci_spec::image::Os::Linux)
+        .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .config(
+            ConfigBuilder::default()
+                .env(vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                    "LANG=C.UTF-8".to_string(),
+                ])
+                .working_dir("/")
+                .cmd(vec!["/bin/bash".to_string()])
+                .build()
+                .map_err(spec_err)?,
+        )
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(vec![diff_id.to_string()])
+                .build()
+                .map_err(spec_err)?,
+        )
+        .history(vec![HistoryBuilder::default()
+            .created_by(format!(
+                "mmdebstrap --variant=minbase --include={} {}",
+                opts.packages.join(","),
+                opts.suite
+            ))
+            .build()
+            .map_err(spec_err)?])
+        .build()
+        .map_err(spec_err)?;
+    let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::Build(e.to_string()))?;
+    let (config_digest, config_size) = store.write_blob_bytes(&config_bytes, None)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_size,
+        )?)
+        .layers(vec![descriptor(
+            MediaType::ImageLayerGzip,
+            &blob,
+            blob_size,
+        )?])
+        .build()
+        .map_err(spec_err)?;
+    let manifest_bytes =
+        serde_json::to_vec(&manifest).map_err(|e| ImageError::Build(e.to_string()))?;
+
+    progress("unpacking the layer");
+    let staging = store.staging_dir()?;
+    let unpacked = crate::unpack::unpack_layer(
+        fs::File::open(&tarball).map_err(io_err("open", &tarball))?,
+        staging.path(),
+    )?;
+    if unpacked != diff_id {
+        return Err(ImageError::Build(format!(
+            "layer digest changed while unpacking ({diff_id} vs {unpacked})"
+        )));
+    }
+    store.commit_layer(staging, &diff_id)?;
+    let rec = record_image(store, name, &manifest_bytes)?;
+    progress(&format!("built {name} {}", rec.manifest));
+    Ok(rec)
+}
+
+fn spec_err(e: oci_spec::OciSpecError) -> ImageError {
+    ImageError::Build(e.to_string())
+}
+
+fn descriptor(media: MediaType, digest: &Digest, size: u64) -> Result<oci_spec::image::Descriptor> {
+    DescriptorBuilder::default()
+        .media_type(media)
+        .digest(oci_spec::image::Digest::try_from(digest.as_str()).map_err(spec_err)?)
+        .size(size)
+        .build()
+        .map_err(spec_err)
+}
+
+/// Gzips a tarball into the blob store; returns the blob digest, its size and the diff_id.
+fn compress_layer(store: &Store, tarball: &Path) -> Result<(Digest, u64, Digest)> {
+    let mut input = fs::File::open(tarball).map_err(io_err("open", tarball))?;
+    let writer = store.blob_writer(None)?;
+    let mut gz = GzEncoder::new(writer, flate2::Compression::fast());
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).map_err(io_err("read", tarball))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        gz.write_all(&buf[..n])
+            .map_err(io_err("compress", tarball))?;
+    }
+    let writer = gz.finish().map_err(io_err("compress", tarball))?;
+    let (digest, size) = writer.finish()?;
+    Ok((digest, size, Digest::from_hasher(hasher)))
+}
+
+/// The host's apt sources for its own release, rewritten for `suite`, in one-line format.
+fn host_sources(suite: &str) -> Result<String> {
+    let os_release = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|s| s.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let mut files = Vec::new();
+    if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
+        files.push(("sources.list".to_string(), text));
+    }
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut names: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".list") || name.ends_with(".sources") {
+                if let Ok(text) = fs::read_to_string(&p) {
+                    files.push((name, text));
+                }
+            }
+        }
+    }
+    let out = apt_sources_for(&files, &codename, suite);
+    if out.is_empty() {
+        return Err(ImageError::Build(format!(
+            "found no Debian package sources for release `{codename}` in /etc/apt; give the mirror explicitly with --mirror URL"
+        )));
+    }
+    Ok(out)
+}
+
+/// From apt source files (one-line `.list` or deb822 `.sources`), keeps the binary entries
+/// of the host's release `codename` (and its `-updates`, `-security` companions) and
+/// rewrites them for `suite`. Third-party repositories (other suite names) are left out.
+pub fn apt_sources_for(files: &[(String, String)], codename: &str, suite: &str) -> String {
+    let rewrite = |s: &str| -> Option<String> {
+        if codename.is_empty() {
+            return None;
+        }
+        if s == codename {
+            Some(suite.to_string())
+        } else {
+            s.strip_prefix(codename)
+                .filter(|rest| rest.starts_with('-'))
+                .map(|rest| format!("{suite}{rest}"))
+        }
+    };
+    let mut lines = Vec::new();
+    for (name, text) in files {
+        if name.ends_with(".sources") {
+            for stanza in text.split("\n\n") {
+                let field = |key: &str| {
+                    stanza.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case(key)
+                            .then(|| v.trim().to_string())
+                    })
+                };
+                if field("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+                    continue;
+                }
+                if !field("Types")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .any(|t| t == "deb")
+                {
+                    continue;
+                }
+                let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) else {
+                    continue;
+                };
+                let components = field("Components").unwrap_or_else(|| "main".into());
+                for uri in uris.split_whitespace() {
+                    for s in suites.split_whitespace().filter_map(rewrite) {
+                        lines.push(format!("deb {uri} {s} {components}"));
+                    }
+                }
+            }
+        } else {
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                let mut words: Vec<&str> = line.split_whitespace().collect();
+                if words.first() != Some(&"deb") {
+                    continue;
+                }
+                // Drop an options block: `deb [signed-by=...] uri suite comps`.
+                if words.get(1).is_some_and(|w| w.starts_with('[')) {
+                    let end = words.iter().position(|w| w.ends_with(']')).unwrap_or(1);
+                    words.drain(1..=end);
+                }
+                if words.len() < 3 {
+                    continue;
+                }
+                if let Some(s) = rewrite(words[2]) {
+                    let comps = if words.len() > 3 {
+                        words[3..].join(" ")
+                    } else {
+                        "main".into()
+                    };
+                    lines.push(format!("deb {} {s} {comps}", words[1]));
+                }
+            }
+        }
+    }
+    lines.dedup();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(files: &[(&str, &str)], suite: &str, expected: &str) {
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(apt_sources_for(&files, "bookworm", suite), expected);
+    }
+
+    #[test]
+    fn deb822_sources_are_rewritten_for_the_suite() {
+        let deb822 = "Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        check(
+            &[("debian.sources", deb822)],
+            "trixie",
+            "deb http://mirror.test/debian trixie main\ndeb http://mirror.test/debian trixie-updates main\ndeb http://mirror.test/debian-security trixie-security main\n",
+        );
+    }
+
+    #[test]
+    fn third_party_and_source_entries_are_left_out() {
+        check(
+            &[
+                ("a.list", "deb [arch=amd64] http://m.test/debian bookworm main contrib\ndeb-src http://m.test/debian bookworm main\n# deb http://x bookworm main\n"),
+                ("node.sources", "Types: deb\nURIs: https://third.test/node\nSuites: nodistro\nComponents: main\n"),
+                ("off.sources", "Enabled: no\nTypes: deb\nURIs: http://off.test\nSuites: bookworm\n"),
+                ("cloud.list", "deb https://cloud.test/apt cloud-sdk-bookworm main\n"),
+            ],
+            "bookworm",
+            "deb http://m.test/debian bookworm main contrib\n",
+        );
+    }
+
+    #[test]
+    fn build_names() {
+        assert_eq!(
+            BuildOptions::for_name("debian-bookworm").unwrap().suite,
+            "bookworm"
+        );
+        assert!(BuildOptions::for_name("ubuntu-noble").is_err());
+        assert!(BuildOptions::for_name("debian-").is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Typed errors of image handling. Messages read after "failed to ...".
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] hangar_store::StoreError),
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to unpack layer: entry `{entry}` {reason}")]
+    UnsafeEntry { entry: String, reason: String },
+    #[error("failed to unpack layer: {0}")]
+    Unpack(String),
+    #[error("failed to unpack layer {layer}: its content hashes to {actual}, but the image config says {expected}")]
+    DiffIdMismatch {
+        layer: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("failed to build image: {0}")]
+    Build(String),
+    #[error("failed to import {}: {reason}", path.display())]
+    Import { path: PathBuf, reason: String },
+    #[error("failed to {action} {reference}: {reason}")]
+    Registry {
+        action: &'static str,
+        reference: String,
+        reason: String,
+    },
+    #[error("failed to read image {image}: {reason}")]
+    BadImage { image: String, reason: String },
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> ImageError {
+    let path = path.into();
+    move |source| ImageError::Io {
+        action,
+        path,
+        source,
+    }
+}
