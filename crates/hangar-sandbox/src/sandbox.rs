@@ -239,6 +239,15 @@ impl Process {
     }
 }
 
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("sandbox", &self.sandbox)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Signals one process; see [`Process::signaller`].
 #[derive(Clone)]
 pub struct Signaller {

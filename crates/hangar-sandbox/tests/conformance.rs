@@ -1,0 +1,374 @@
+//! The OCI runtime conformance suite: every case runs against crun and runc, in real
+//! sandboxes (root required), on the Debian image the testkit builds once per machine.
+
+use std::time::Duration;
+
+use hangar_sandbox::{
+    ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxError, SandboxSpec, Stdio,
+};
+use hangar_testkit::{assert_no_traces, debian_layers, host, traces};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+async fn sandbox_with(rt: RuntimeKind, resources: Resources) -> (HostConfig, Sandbox) {
+    let (store, layers) = tokio::task::spawn_blocking(debian_layers).await.unwrap();
+    let host = host(&store);
+    let mut spec = SandboxSpec::new(layers);
+    spec.runtime = rt;
+    spec.resources = resources;
+    let sb = Sandbox::create(&host, spec).await.expect("create sandbox");
+    (host, sb)
+}
+
+async fn sandbox(rt: RuntimeKind) -> (HostConfig, Sandbox) {
+    sandbox_with(rt, Resources::default()).await
+}
+
+fn sh(script: &str) -> ExecSpec {
+    ExecSpec::new(["/bin/sh", "-c", script]).env("PATH", PATH)
+}
+
+async fn stdout_of(sb: &Sandbox, script: &str) -> String {
+    let out = sb.output(sh(script)).await.expect("exec");
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+async fn commands_run_in_sequence_with_exactly_their_environment(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    // The test process's own environment must not leak into the sandbox.
+    let out = sb
+        .output(
+            ExecSpec::new(["/usr/bin/env"])
+                .env("A", "1")
+                .env("B", "two words"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "A=1\nB=two words\n");
+    stdout_of(&sb, "echo kept > /root/state").await;
+    assert_eq!(stdout_of(&sb, "cat /root/state").await, "kept\n");
+    let id = sb.id().clone();
+    sb.destroy().await.unwrap();
+    assert_no_traces(&host, &id);
+}
+
+async fn sees_only_its_own_processes(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    // One process lists /proc: it must see exactly PID 1 and itself.
+    let list = r#"opendir D, "/proc"; print join(" ", 1 * $$, sort { $a <=> $b } grep /^\d+$/, readdir D)"#;
+    let out = sb
+        .output(ExecSpec::new(["perl", "-e", list]).env("PATH", PATH))
+        .await
+        .unwrap();
+    let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (me, seen) = pids.split_first().expect("perl prints its pid first");
+    assert_eq!(seen, &[1, *me], "the sandbox sees foreign processes");
+    assert_eq!(
+        stdout_of(&sb, "tr '\\0' ' ' < /proc/1/cmdline")
+            .await
+            .trim(),
+        "/dev/hangar-init"
+    );
+    sb.destroy().await.unwrap();
+}
+
+async fn has_only_loopback_and_it_is_up(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    assert_eq!(stdout_of(&sb, "ls /sys/class/net").await, "lo\n");
+    let flags = stdout_of(&sb, "cat /sys/class/net/lo/flags").await;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down");
+    // No route anywhere: connecting to an outside address fails at once.
+    let out = sb
+        .output(sh("exec 3<>/dev/tcp/192.0.2.1/80"))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    sb.destroy().await.unwrap();
+}
+
+async fn sees_no_host_path(rt: RuntimeKind) {
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let (host, sb) = sandbox(rt).await;
+    for path in [
+        marker.path(),
+        host.run_dir.as_path(),
+        host.init_binary.as_path(),
+    ] {
+        let out = sb
+            .output(sh(&format!("test -e '{}'", path.display())))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code,
+            Some(1),
+            "host path {} is visible in the sandbox",
+            path.display()
+        );
+    }
+    sb.destroy().await.unwrap();
+}
+
+async fn pid1_never_holds_an_exec_environment(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    let out = sb
+        .output(sh("tr '\\0' '\\n' < /proc/1/environ").env("TOKEN", "s3cr3t-value"))
+        .await
+        .unwrap();
+    let environ = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !environ.contains("s3cr3t-value"),
+        "PID 1 holds an exec's variable: {environ}"
+    );
+    assert!(
+        !environ.contains("PATH="),
+        "PID 1 has an environment of its own: {environ}"
+    );
+    sb.destroy().await.unwrap();
+}
+
+async fn memory_limit_kills_and_is_reported(rt: RuntimeKind) {
+    let (host, sb) = sandbox_with(
+        rt,
+        Resources {
+            memory_bytes: Some(32 << 20),
+            ..Resources::default()
+        },
+    )
+    .await;
+    let out = sb
+        .output(sh(
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ))
+        .await
+        .unwrap();
+    assert!(out.status.oom_killed, "{:?}", out.status);
+    assert_eq!(out.status.code_or_signal(), 137);
+    // A process that merely gets SIGKILL is not reported as OOM.
+    let out = sb.output(sh("kill -9 $$")).await.unwrap();
+    assert_eq!(out.status.signal, Some(9));
+    assert!(!out.status.oom_killed);
+    let id = sb.id().clone();
+    sb.destroy().await.unwrap();
+    assert_no_traces(&host, &id);
+}
+
+async fn pids_limit_stops_a_fork_loop(rt: RuntimeKind) {
+    let (host, sb) = sandbox_with(
+        rt,
+        Resources {
+            pids: Some(16),
+            ..Resources::default()
+        },
+    )
+    .await;
+    // perl's fork fails at once (bash retries with backoff); children drop stdio so the
+    // output pipe closes when the parent exits.
+    let fork_loop = r#"my $n = 0; for (1..64) { my $p = fork(); if (!defined $p) { print "$n $!\n"; exit 0 } if ($p == 0) { close STDOUT; close STDERR; sleep 100; exit 0 } $n++ } print "$n none\n""#;
+    let out = sb
+        .output(ExecSpec::new(["perl", "-e", fork_loop]).env("PATH", PATH))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (forked, reason) = text
+        .trim()
+        .split_once(' ')
+        .expect("perl prints a count and a reason");
+    let forked: u32 = forked.parse().unwrap();
+    assert!(
+        forked > 0 && forked < 16,
+        "{forked} forks despite a limit of 16"
+    );
+    assert_eq!(reason, "Resource temporarily unavailable", "{text}");
+    let id = sb.id().clone();
+    sb.destroy().await.unwrap();
+    assert_no_traces(&host, &id);
+}
+
+async fn teardown_after_failure_and_kill_and_while_running(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    let out = sb.output(sh("echo oops >&2; exit 3")).await.unwrap();
+    assert_eq!(
+        (out.status.code, out.stderr.as_slice()),
+        (Some(3), &b"oops\n"[..])
+    );
+    let mut proc = sb.exec(sh("sleep 100")).await.unwrap();
+    proc.signal(libc::SIGTERM);
+    let status = proc.wait().await.unwrap();
+    assert_eq!(status.signal, Some(libc::SIGTERM));
+    // Still running at destroy: a daemonised process in its own session.
+    stdout_of(
+        &sb,
+        "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo started",
+    )
+    .await;
+    let id = sb.id().clone();
+    assert!(
+        !traces(&host, &id).mounts.is_empty(),
+        "the sandbox's root should be mounted while it runs"
+    );
+    sb.destroy().await.unwrap();
+    assert_no_traces(&host, &id);
+}
+
+async fn dropping_a_sandbox_still_tears_it_down(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    let id = sb.id().clone();
+    stdout_of(&sb, "sleep 1000 >/dev/null 2>&1 & echo bg").await;
+    drop(sb);
+    // Teardown on drop runs in the background: wait for it, bounded.
+    for _ in 0..300 {
+        if traces(&host, &id) == Default::default() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_no_traces(&host, &id);
+}
+
+async fn file_access_resolves_inside_the_root(rt: RuntimeKind) {
+    let outside = tempfile::tempdir().unwrap();
+    let host_target = outside.path().join("written-by-sandbox");
+    let (_host, sb) = sandbox(rt).await;
+    stdout_of(
+        &sb,
+        &format!(
+            "ln -s /etc/shadow /tmp/abs; ln -s ../../../../../../../etc/shadow /tmp/up; ln -s {} /tmp/out",
+            host_target.display()
+        ),
+    )
+    .await;
+    let own_shadow = stdout_of(&sb, "cat /etc/shadow").await;
+    assert_eq!(
+        String::from_utf8(sb.read_file("/tmp/abs").unwrap()).unwrap(),
+        own_shadow
+    );
+    assert_eq!(
+        String::from_utf8(sb.read_file("/tmp/up").unwrap()).unwrap(),
+        own_shadow
+    );
+    // A write through a symlink naming a host path lands inside the sandbox, if anywhere.
+    let _ = sb.write_file("/tmp/out", b"escaped?", 0o644);
+    assert!(
+        !host_target.exists(),
+        "a sandbox symlink made the host write {}",
+        host_target.display()
+    );
+    sb.write_file("/root/hello.txt", b"hi\n", 0o600).unwrap();
+    assert_eq!(
+        stdout_of(&sb, "cat /root/hello.txt; stat -c %a /root/hello.txt").await,
+        "hi\n600\n"
+    );
+    let err = sb.read_file("/no/such/file").unwrap_err();
+    assert!(err.to_string().contains("/no/such/file"), "{err}");
+    sb.destroy().await.unwrap();
+}
+
+async fn spawn_failures_name_the_step(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    let err = sb
+        .exec(ExecSpec::new(["definitely-not-a-command"]).env("PATH", PATH))
+        .await
+        .unwrap_err();
+    match &err {
+        SandboxError::Spawn { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{err}")
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let mut spec = sh("true");
+    spec.cwd = "/nonexistent".into();
+    let err = sb.exec(spec).await.unwrap_err().to_string();
+    assert!(err.contains("change directory"), "{err}");
+    sb.destroy().await.unwrap();
+}
+
+async fn privileged_operations_are_refused(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    for (script, what) in [
+        ("unshare -n true", "a new network namespace"),
+        ("unshare -U true", "a new user namespace"),
+        ("mount -t tmpfs none /mnt", "a mount"),
+        ("echo 1 > /proc/sys/kernel/sysrq", "a write to /proc/sys"),
+        (
+            "ip link add x type dummy 2>/dev/null || exit 1",
+            "a new network link",
+        ),
+    ] {
+        let out = sb.output(sh(script)).await.unwrap();
+        assert!(!out.status.success(), "the sandbox could make {what}");
+    }
+    assert_eq!(
+        stdout_of(&sb, "grep NoNewPrivs /proc/self/status")
+            .await
+            .split_whitespace()
+            .last(),
+        Some("1")
+    );
+    sb.destroy().await.unwrap();
+}
+
+async fn stdin_and_concurrent_execs(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    let mut spec = ExecSpec::new(["/usr/bin/tr", "a-z", "A-Z"]);
+    spec.stdin = Stdio::Piped;
+    spec.stdout = Stdio::Piped;
+    let mut proc = sb.exec(spec).await.unwrap();
+    let mut input = proc.stdin.take().unwrap();
+    input.write_all(b"hello sandbox\n").await.unwrap();
+    drop(input);
+    let mut out = String::new();
+    proc.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert!(proc.wait().await.unwrap().success());
+    assert_eq!(out, "HELLO SANDBOX\n");
+    let (a, b) = tokio::join!(sb.output(sh("sleep 0.2; echo a")), sb.output(sh("echo b")));
+    assert_eq!(
+        (a.unwrap().stdout, b.unwrap().stdout),
+        (b"a\n".to_vec(), b"b\n".to_vec())
+    );
+    sb.destroy().await.unwrap();
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod crun {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(hangar_sandbox::RuntimeKind::Crun).await })*
+        }
+        mod runc {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(hangar_sandbox::RuntimeKind::Runc).await })*
+        }
+    };
+}
+
+conformance!(
+    commands_run_in_sequence_with_exactly_their_environment,
+    sees_only_its_own_processes,
+    has_only_loopback_and_it_is_up,
+    sees_no_host_path,
+    pid1_never_holds_an_exec_environment,
+    memory_limit_kills_and_is_reported,
+    pids_limit_stops_a_fork_loop,
+    teardown_after_failure_and_kill_and_while_running,
+    dropping_a_sandbox_still_tears_it_down,
+    file_access_resolves_inside_the_root,
+    spawn_failures_name_the_step,
+    privileged_operations_are_refused,
+    stdin_and_concurrent_execs,
+);

@@ -1,0 +1,188 @@
+//! Fixtures for hangar's tests: the static init binary, a Debian image built once per
+//! machine and shared by every test process, a real OCI registry (Debian's
+//! `docker-registry`) on 127.0.0.1, and checks that a sandbox left nothing behind.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hangar_sandbox::{HostConfig, SandboxId};
+use hangar_store::{ImageRecord, Store};
+
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+/// The static hangar-init: `HANGAR_INIT`, else where `scripts/build` puts it.
+pub fn init_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HANGAR_INIT") {
+        return PathBuf::from(p);
+    }
+    for profile in ["release", "debug"] {
+        let p = target_dir()
+            .join("x86_64-unknown-linux-gnu")
+            .join(profile)
+            .join("hangar-init");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("hangar-init is not built: run scripts/test (or scripts/build) first")
+}
+
+/// The data dir shared by all tests on this machine: images are built once into it.
+pub fn shared_store() -> Store {
+    Store::open(target_dir().join("hangar-test-data")).expect("open the shared test store")
+}
+
+/// A sandbox host config on the given store.
+pub fn host(store: &Store) -> HostConfig {
+    HostConfig::new(store.run_dir(), init_binary())
+}
+
+/// `debian-bookworm` with the default packages, built on first use under a file lock so
+/// that concurrent test processes build it once.
+pub fn debian_image(store: &Store) -> ImageRecord {
+    let lock_path = store.root().join("debian.lock");
+    let lock = fs::File::create(&lock_path).expect("create lock file");
+    lock.lock().expect("lock the shared image build");
+    let rec = match store.image("debian-bookworm") {
+        Ok(rec) => rec,
+        Err(_) => {
+            let opts = hangar_image::BuildOptions::for_name("debian-bookworm").expect("name");
+            hangar_image::build_debian(
+                store,
+                &"debian-bookworm".parse().expect("name"),
+                &opts,
+                &|l| eprintln!("{l}"),
+            )
+            .expect("build debian-bookworm with mmdebstrap")
+        }
+    };
+    hangar_image::layers(store, &rec).expect("unpack layers");
+    drop(lock);
+    rec
+}
+
+/// The layer directories of the shared Debian image, top-most first.
+pub fn debian_layers() -> (Store, Vec<PathBuf>) {
+    let store = shared_store();
+    let rec = debian_image(&store);
+    let dirs = hangar_image::layer_dirs(&store, &rec).expect("layers");
+    (store, dirs)
+}
+
+/// A `docker-registry` (the CNCF distribution registry) on a free loopback port, with its
+/// storage in a temporary directory. Stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry (apt-get install docker-registry)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything of a sandbox that could outlive it, as the host sees it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Traces {
+    pub mounts: Vec<String>,
+    pub netns: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+    pub processes: Vec<String>,
+}
+
+/// Looks for anything left of sandbox `id` (by its host name) on this machine.
+pub fn traces(host: &HostConfig, id: &SandboxId) -> Traces {
+    let name = id.host_name();
+    let mounts = fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(id.as_str()))
+        .map(str::to_string)
+        .collect();
+    let netns = hangar_sandbox::netns_names()
+        .into_iter()
+        .filter(|n| n == &name)
+        .collect();
+    let cgroups = host
+        .cgroups
+        .existing_dirs(&host.cgroups.sandbox_path(&name));
+    let dirs = [host.run_dir.join(id.as_str())]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    let mut processes = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(&name) || text.contains(id.as_str()) {
+                processes.push(text);
+            }
+        }
+    }
+    Traces {
+        mounts,
+        netns,
+        cgroups,
+        dirs,
+        processes,
+    }
+}
+
+/// Panics with what is left when a sandbox's teardown was incomplete.
+pub fn assert_no_traces(host: &HostConfig, id: &SandboxId) {
+    let t = traces(host, id);
+    assert_eq!(t, Traces::default(), "sandbox {id} left traces behind");
+}
