@@ -82,7 +82,7 @@ pub fn debian_layers() -> (Store, Vec<PathBuf>) {
 pub struct Registry {
     child: Child,
     pub addr: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
@@ -118,11 +118,12 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Registry { child, addr, dir }
+    }
+
+    /// The registry's storage directory (to tamper with blobs in tests).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 }
 
