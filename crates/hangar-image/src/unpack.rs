@@ -123,11 +123,8 @@ fn symlink_escapes(link: &Path, target: &Path) -> bool {
     }
     for c in target.components() {
         match c {
-            Component::ParentDir => {
-                if depth.pop().is_none() {
-                    return true;
-                }
-            }
+            Component::ParentDir if depth.pop().is_none() => return true,
+            Component::ParentDir => {}
             Component::Normal(p) => depth.push(p),
             _ => {}
         }

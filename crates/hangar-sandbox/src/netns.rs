@@ -23,6 +23,12 @@ impl NetNs {
     /// Creates the namespace on a short-lived thread: `unshare(CLONE_NEWNET)` changes only
     /// the calling thread, so the rest of the process keeps the host's network.
     pub fn create(name: &str) -> Result<NetNs> {
+        NetNs::start(name)?.finish()
+    }
+
+    /// Starts creating the namespace on its helper thread and returns at once, so the
+    /// caller can prepare other parts of a sandbox meanwhile; see [`PendingNetNs::finish`].
+    pub fn start(name: &str) -> Result<PendingNetNs> {
         let dir = Path::new(NETNS_DIR);
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let path = dir.join(name);
@@ -32,7 +38,7 @@ impl NetNs {
             .open(&path)
             .map_err(io_err("create the network namespace pin", &path))?;
         let pin = path.clone();
-        let made = std::thread::spawn(move || -> Result<()> {
+        let thread = std::thread::spawn(move || -> Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(sys_err("create a network namespace"))?;
             loopback_up()?;
             mount(
@@ -46,19 +52,8 @@ impl NetNs {
                 "pin the network namespace at {}",
                 pin.display()
             )))
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(SandboxError::Sys {
-                action: "create a network namespace (helper thread panicked)".into(),
-                source: nix::Error::EIO,
-            })
         });
-        if let Err(e) = made {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        Ok(NetNs { path })
+        Ok(PendingNetNs { path, thread })
     }
 
     /// Re-adopts a pinned namespace by path (for teardown after a failed start).
@@ -81,6 +76,31 @@ impl NetNs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &self.path)(e)),
         }
+    }
+}
+
+/// A namespace being made; [`PendingNetNs::finish`] waits for it.
+#[derive(Debug)]
+pub struct PendingNetNs {
+    path: PathBuf,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl PendingNetNs {
+    /// Waits for the helper thread; on failure, nothing of the namespace remains.
+    pub fn finish(self) -> Result<NetNs> {
+        let made = self.thread.join().unwrap_or_else(|_| {
+            Err(SandboxError::Sys {
+                action: "create a network namespace (helper thread panicked)".into(),
+                source: nix::Error::EIO,
+            })
+        });
+        let ns = NetNs { path: self.path };
+        if let Err(e) = made {
+            let _ = ns.remove();
+            return Err(e);
+        }
+        Ok(ns)
     }
 }
 

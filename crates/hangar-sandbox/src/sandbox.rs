@@ -643,33 +643,17 @@ async fn start(
     spec: &SandboxSpec,
     parts: &mut Parts,
 ) -> Result<(tokio::process::Child, Control, Option<u32>)> {
-    let base = &parts.dirs.base;
-    let upper = base.join("upper");
-    let work = base.join("work");
-    for d in [&upper, &work, &parts.dirs.rootfs, &parts.dirs.bundle] {
-        fs::create_dir(d).map_err(io_err("create", d))?;
-    }
-    let mut lowers = spec.lowers.clone();
-    if lowers.is_empty() {
-        // Overlay needs at least one lower; an image with no layers gets an empty one.
-        let empty = base.join("empty");
-        fs::create_dir(&empty).map_err(io_err("create", &empty))?;
-        lowers.push(empty);
-    }
-    overlay::mount_overlay(
-        spec.id.as_str(),
-        &OverlayDirs {
-            lowers,
-            upper,
-            work,
-            target: parts.dirs.rootfs.clone(),
-        },
-    )?;
-    parts.mounted = true;
-
-    let netns = NetNs::create(&spec.id.host_name())?;
-    let netns_path = netns.path().to_path_buf();
-    parts.netns = Some(netns);
+    // The namespace is made on a helper thread while the root and bundle are prepared.
+    let pending = NetNs::start(&spec.id.host_name())?;
+    let prepared = prepare_root(spec, parts);
+    parts.netns = Some(pending.finish()?);
+    prepared?;
+    let netns_path = parts
+        .netns
+        .as_ref()
+        .expect("set above")
+        .path()
+        .to_path_buf();
 
     let config = spec::build(&BundleSpec {
         rootfs: &parts.dirs.rootfs,
@@ -746,6 +730,34 @@ async fn start(
             })
         }
     }
+}
+
+/// Makes the sandbox's directories and mounts its overlay root.
+fn prepare_root(spec: &SandboxSpec, parts: &mut Parts) -> Result<()> {
+    let base = &parts.dirs.base;
+    let upper = base.join("upper");
+    let work = base.join("work");
+    for d in [&upper, &work, &parts.dirs.rootfs, &parts.dirs.bundle] {
+        fs::create_dir(d).map_err(io_err("create", d))?;
+    }
+    let mut lowers = spec.lowers.clone();
+    if lowers.is_empty() {
+        // Overlay needs at least one lower; an image with no layers gets an empty one.
+        let empty = base.join("empty");
+        fs::create_dir(&empty).map_err(io_err("create", &empty))?;
+        lowers.push(empty);
+    }
+    overlay::mount_overlay(
+        spec.id.as_str(),
+        &OverlayDirs {
+            lowers,
+            upper,
+            work,
+            target: parts.dirs.rootfs.clone(),
+        },
+    )?;
+    parts.mounted = true;
+    Ok(())
 }
 
 /// A runtime invocation. When the runtime needs it, the child enters a private mount

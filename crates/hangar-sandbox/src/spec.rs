@@ -388,7 +388,7 @@ pub fn format_bytes(n: u64) -> String {
     for (name, size) in UNITS {
         if n >= size {
             let v = n as f64 / size as f64;
-            return if n % size == 0 {
+            return if n.is_multiple_of(size) {
                 format!("{}{name}", n / size)
             } else {
                 format!("{v:.1}{name}")

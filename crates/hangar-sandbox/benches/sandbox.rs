@@ -1,0 +1,231 @@
+//! Sandbox lifecycle benchmark: hangar's create + exec `/bin/true` + destroy, side by side
+//! with the raw runtime running the same bundle (`crun run`, `runc run`) with `/bin/true`
+//! as its process, in one run. Run with `cargo bench -p hangar-sandbox` (root).
+//!
+//! The baseline gets every advantage: its overlay root and network namespace are made
+//! once, outside the timing; hangar makes both per iteration, as it does for real.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hangar_sandbox::overlay::{mount_overlay, unmount, OverlayDirs};
+use hangar_sandbox::spec::{build, BundleSpec, Resources};
+use hangar_sandbox::{netns, ExecSpec, RuntimeKind, Sandbox, SandboxSpec};
+
+const ITERATIONS: usize = 100;
+const WARMUP: usize = 5;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Row {
+    name: String,
+    p50: Duration,
+    p95: Duration,
+}
+
+fn summarize(name: &str, mut samples: Vec<Duration>) -> Row {
+    samples.sort();
+    Row {
+        name: name.into(),
+        p50: percentile(&samples, 0.5),
+        p95: percentile(&samples, 0.95),
+    }
+}
+
+fn main() {
+    let (store, lowers) = hangar_testkit::debian_layers();
+    let host = hangar_testkit::host(&store);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for kind in RuntimeKind::ALL {
+        let binary = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {kind} || echo /usr/sbin/{kind}"))
+            .output()
+            .unwrap();
+        let binary = String::from_utf8_lossy(&binary.stdout).trim().to_string();
+        let mut raw = RawBaseline::new(&store, &host, &lowers, kind, binary);
+        let (mut raw_samples, mut ours, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+        // Raw and hangar iterations alternate, so both run under the same background load
+        // (such as the kernel freeing earlier sandboxes' network namespaces).
+        for i in 0..(WARMUP + ITERATIONS) {
+            let raw_time = raw.run_once(i);
+            let (total, to_ready) = rt.block_on(async {
+                let mut spec = SandboxSpec::new(lowers.clone());
+                spec.runtime = kind;
+                let t0 = Instant::now();
+                let sb = Sandbox::create(&host, spec).await.expect("create");
+                let t_ready = t0.elapsed();
+                let out = sb.output(ExecSpec::new(["/bin/true"])).await.expect("exec");
+                assert!(out.status.success());
+                sb.destroy().await.expect("destroy");
+                (t0.elapsed(), t_ready)
+            });
+            if i >= WARMUP {
+                raw_samples.push(raw_time);
+                ours.push(total);
+                ready.push(to_ready);
+            }
+        }
+        raw.finish();
+        let raw = summarize(
+            &format!("raw {kind} run (same bundle, process /bin/true)"),
+            raw_samples,
+        );
+        let ours = summarize(
+            &format!("hangar {kind}: create + exec /bin/true + destroy"),
+            ours,
+        );
+        let ratio50 = ours.p50.as_secs_f64() / raw.p50.as_secs_f64();
+        let ratio95 = ours.p95.as_secs_f64() / raw.p95.as_secs_f64();
+        rows.push(raw);
+        rows.push(ours);
+        rows.push(summarize(
+            &format!("hangar {kind}: sandbox ready (create only)"),
+            ready,
+        ));
+        rows.push(Row {
+            name: format!("ratio hangar/raw {kind} (p50 {ratio50:.2}x, p95 {ratio95:.2}x)"),
+            p50: Duration::ZERO,
+            p95: Duration::ZERO,
+        });
+    }
+    println!("\nsandbox lifecycle, {ITERATIONS} iterations each (after {WARMUP} warm-up)");
+    println!("{:<62} {:>9} {:>9}", "", "p50 ms", "p95 ms");
+    for r in rows {
+        if r.p50.is_zero() {
+            println!("{}", r.name);
+        } else {
+            println!(
+                "{:<62} {:>9.2} {:>9.2}",
+                r.name,
+                r.p50.as_secs_f64() * 1e3,
+                r.p95.as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
+/// `<runtime> run` of a bundle whose process is `/bin/true`, on a root and network
+/// namespace made once. The runtime runs in a private mount namespace without the hybrid
+/// cgroup2 mount, as hangar runs it, entered by a `pre_exec` exactly like hangar's.
+struct RawBaseline {
+    _base: tempfile::TempDir,
+    rootfs: std::path::PathBuf,
+    ns: netns::NetNs,
+    ns_name: String,
+    bundle: std::path::PathBuf,
+    state: std::path::PathBuf,
+    binary: String,
+    kind: RuntimeKind,
+    private_ns: bool,
+}
+
+impl RawBaseline {
+    fn new(
+        store: &hangar_store::Store,
+        host: &hangar_sandbox::HostConfig,
+        lowers: &[std::path::PathBuf],
+        kind: RuntimeKind,
+        binary: String,
+    ) -> RawBaseline {
+        let base = tempfile::tempdir_in(store.run_dir()).unwrap();
+        let dirs = OverlayDirs {
+            lowers: lowers.to_vec(),
+            upper: base.path().join("upper"),
+            work: base.path().join("work"),
+            target: base.path().join("rootfs"),
+        };
+        for d in [&dirs.upper, &dirs.work, &dirs.target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        mount_overlay("bench", &dirs).unwrap();
+        let ns_name = format!("hangar-bench-{kind}-{}", std::process::id());
+        let ns = netns::NetNs::create(&ns_name).unwrap();
+        let bundle = base.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        let cgroup = host.cgroups.sandbox_path(&ns_name);
+        let mut spec = build(&BundleSpec {
+            rootfs: &dirs.target,
+            hostname: "bench",
+            netns: ns.path(),
+            cgroups_path: &cgroup,
+            resources: &Resources::default(),
+            init_binary: &host.init_binary,
+            mounts: &[],
+        })
+        .unwrap();
+        let mut process = spec.process().clone().unwrap();
+        process.set_args(Some(vec!["/bin/true".into()]));
+        spec.set_process(Some(process));
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let state = Path::new("/run/hangar-bench").join(kind.name());
+        std::fs::create_dir_all(&state).unwrap();
+        let private_ns = kind == RuntimeKind::Crun && host.cgroups.hybrid;
+        RawBaseline {
+            rootfs: dirs.target,
+            _base: base,
+            ns,
+            ns_name,
+            bundle,
+            state,
+            binary,
+            kind,
+            private_ns,
+        }
+    }
+
+    fn run_once(&mut self, i: usize) -> Duration {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.state)
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg(format!("{}-{i}", self.ns_name));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.private_ns {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only raw syscalls on static strings between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    );
+                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+                    Ok(())
+                });
+            }
+        }
+        let t0 = Instant::now();
+        let status = cmd.status().unwrap();
+        let elapsed = t0.elapsed();
+        assert!(status.success(), "raw {} run failed", self.kind);
+        elapsed
+    }
+
+    fn finish(self) {
+        self.ns.remove().unwrap();
+        unmount(&self.rootfs).unwrap();
+    }
+}

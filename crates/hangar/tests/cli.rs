@@ -1,0 +1,196 @@
+//! The `hangar` binary as a user runs it: exit codes, streams, limits, listings.
+
+use std::process::{Command, Output};
+
+fn hangar(args: &[&str]) -> Output {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    Command::new(env!("CARGO_BIN_EXE_hangar"))
+        .args(args)
+        .env("HANGAR_HOME", store.root())
+        .env("HANGAR_INIT", hangar_testkit::init_binary())
+        .output()
+        .expect("run hangar")
+}
+
+fn check(args: &[&str], code: i32, stdout: &str, stderr_has: &str) {
+    let out = hangar(args);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "hangar {args:?}\nstdout: {o}\nstderr: {e}"
+    );
+    assert_eq!(o, stdout, "stdout of hangar {args:?}");
+    assert!(
+        e.contains(stderr_has),
+        "stderr of hangar {args:?} lacks `{stderr_has}`: {e}"
+    );
+}
+
+#[test]
+fn run_passes_streams_and_exit_codes_through() {
+    let img = ["run", "--image", "debian-bookworm", "--"];
+    let with = |rest: &[&'static str]| -> Vec<&'static str> {
+        img.iter().copied().chain(rest.iter().copied()).collect()
+    };
+    check(
+        &with(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        3,
+        "out\n",
+        "err\n",
+    );
+    check(
+        &with(&["sh", "-c", "echo $HOME $PATH"]),
+        0,
+        "/root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+        "",
+    );
+    check(
+        &with(&["no-such-command"]),
+        127,
+        "",
+        "failed to run `no-such-command`",
+    );
+    check(&with(&["/etc/passwd"]), 126, "", "Permission denied");
+    check(&with(&["sh", "-c", "kill -TERM $$"]), 143, "", "");
+}
+
+#[test]
+fn run_applies_limits_and_names_the_memory_limit() {
+    check(
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--memory",
+            "48MiB",
+            "--",
+            "sh",
+            "-c",
+            "x=$(head -c 300000000 /dev/zero | tr '\\0' a)",
+        ],
+        137,
+        "",
+        "out of memory (memory limit 48MiB)",
+    );
+    check(
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--cpus",
+            "0.5",
+            "--pids",
+            "64",
+            "--",
+            "true",
+        ],
+        0,
+        "",
+        "",
+    );
+    check(
+        &[
+            "run",
+            "--runtime",
+            "runc",
+            "--image",
+            "debian-bookworm",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd)",
+        ],
+        0,
+        "hi /tmp\n",
+        "",
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    check(
+        &["run", "--image", "no-such-image", "--", "true"],
+        125,
+        "",
+        "failed to find image `no-such-image`",
+    );
+    check(
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--memory",
+            "lots",
+            "--",
+            "true",
+        ],
+        2,
+        "",
+        "not a size",
+    );
+    check(
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--runtime",
+            "kata",
+            "--",
+            "true",
+        ],
+        2,
+        "",
+        "unknown OCI runtime `kata`",
+    );
+    check(
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "-e",
+            "NOEQUALS",
+            "--",
+            "true",
+        ],
+        125,
+        "",
+        "expected KEY=VALUE",
+    );
+    check(
+        &["image", "build", "ubuntu-noble"],
+        1,
+        "",
+        "use debian-<suite>",
+    );
+    check(&["image", "rm", "../../etc"], 1, "", "invalid image name");
+}
+
+#[test]
+fn image_ls_lists_as_text_and_json() {
+    let out = hangar(&["image", "ls", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let img = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "debian-bookworm")
+        .expect("debian-bookworm listed");
+    assert!(img["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(img["size"].as_u64().unwrap() > 10 << 20);
+    assert!(img["created"].as_str().unwrap().ends_with('Z'));
+    let text = String::from_utf8(hangar(&["image", "ls"]).stdout).unwrap();
+    assert!(
+        text.starts_with("NAME") && text.contains("debian-bookworm"),
+        "{text}"
+    );
+}
