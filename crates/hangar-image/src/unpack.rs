@@ -251,11 +251,7 @@ fn unpack_entry<R: Read>(
             io::copy(entry, &mut f).map_err(io_err("write", &path))?;
         }
         EntryType::Symlink => {
-            let target = entry
-                .link_name()
-                .map_err(|e| ImageError::Unpack(e.to_string()))?
-                .ok_or_else(|| unsafe_entry(&raw, "is a symlink without a target"))?
-                .into_owned();
+            let target = link_target(entry, &raw, "symlink")?;
             if symlink_escapes(&rel, &target) {
                 return Err(unsafe_entry(
                     &raw,
@@ -269,11 +265,7 @@ fn unpack_entry<R: Read>(
             symlink(&target, &path).map_err(io_err("create symlink", &path))?;
         }
         EntryType::Link => {
-            let target_raw = entry
-                .link_name()
-                .map_err(|e| ImageError::Unpack(e.to_string()))?
-                .ok_or_else(|| unsafe_entry(&raw, "is a hard link without a target"))?
-                .into_owned();
+            let target_raw = link_target(entry, &raw, "hard link")?;
             let target_rel = relative_path(&target_raw).map_err(|_| {
                 unsafe_entry(
                     &raw,
@@ -366,6 +358,15 @@ fn unpack_entry<R: Read>(
         UtimensatFlags::NoFollowSymlink,
     );
     Ok(None)
+}
+
+/// The target of a link entry; `what` names the kind of link in the error.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path, what: &str) -> Result<PathBuf> {
+    Ok(entry
+        .link_name()
+        .map_err(|e| ImageError::Unpack(e.to_string()))?
+        .ok_or_else(|| unsafe_entry(raw, format!("is a {what} without a target")))?
+        .into_owned())
 }
 
 fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {

@@ -33,6 +33,45 @@ fn diff_ids(store: &Store, rec: &ImageRecord) -> Vec<String> {
         .clone()
 }
 
+/// The shared Debian image, pushed to a fresh registry as `<addr>/hangar/<repo>:1`.
+struct Pushed {
+    shared: Store,
+    rec: ImageRecord,
+    registry: Registry,
+    reference: String,
+}
+
+async fn pushed(repo: &str) -> Pushed {
+    let shared = shared_store();
+    let rec = tokio::task::spawn_blocking({
+        let s = shared.clone();
+        move || debian_image(&s)
+    })
+    .await
+    .unwrap();
+    let registry = Registry::start();
+    let reference = format!("{}/hangar/{repo}:1", registry.addr);
+    let digest = push(
+        &shared,
+        "debian-bookworm",
+        &reference,
+        &RegistryOptions { insecure: true },
+        &quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        digest, rec.manifest,
+        "push reports the local manifest digest"
+    );
+    Pushed {
+        shared,
+        rec,
+        registry,
+        reference,
+    }
+}
+
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .args(args)
@@ -84,20 +123,13 @@ async fn built_image_has_a_proper_config_and_the_default_packages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_then_pull_round_trip_keeps_digests() {
-    let shared = shared_store();
-    let rec = tokio::task::spawn_blocking({
-        let s = shared.clone();
-        move || debian_image(&s)
-    })
-    .await
-    .unwrap();
-    let registry = Registry::start();
-    let reference = format!("{}/hangar/base:1", registry.addr);
+    let Pushed {
+        shared,
+        rec,
+        registry: _registry,
+        reference,
+    } = pushed("base").await;
     let opts = RegistryOptions { insecure: true };
-    let pushed = push(&shared, "debian-bookworm", &reference, &opts, &quiet)
-        .await
-        .unwrap();
-    assert_eq!(pushed, rec.manifest);
 
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh = Store::open(fresh_dir.path()).unwrap();
@@ -126,19 +158,13 @@ async fn push_then_pull_round_trip_keeps_digests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_registry_blob_is_refused_and_nothing_is_named() {
-    let shared = shared_store();
-    let rec = tokio::task::spawn_blocking({
-        let s = shared.clone();
-        move || debian_image(&s)
-    })
-    .await
-    .unwrap();
-    let registry = Registry::start();
-    let reference = format!("{}/hangar/tampered:1", registry.addr);
+    let Pushed {
+        shared,
+        rec,
+        registry,
+        reference,
+    } = pushed("tampered").await;
     let opts = RegistryOptions { insecure: true };
-    push(&shared, "debian-bookworm", &reference, &opts, &quiet)
-        .await
-        .unwrap();
     // Corrupt the config blob in the registry's own storage.
     let config = config_digest(&shared, &rec);
     let data =
@@ -177,24 +203,12 @@ fn walk(dir: &Path, hex: &str) -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_skopeo_layouts_and_archives() {
-    let shared = shared_store();
-    let rec = tokio::task::spawn_blocking({
-        let s = shared.clone();
-        move || debian_image(&s)
-    })
-    .await
-    .unwrap();
-    let registry = Registry::start();
-    let reference = format!("{}/hangar/import:1", registry.addr);
-    push(
-        &shared,
-        "debian-bookworm",
-        &reference,
-        &RegistryOptions { insecure: true },
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let Pushed {
+        shared,
+        rec,
+        registry: _registry,
+        reference,
+    } = pushed("import").await;
     let work = tempfile::tempdir().unwrap();
     let src = format!("docker://{reference}");
     let layout = work.path().join("layout");
