@@ -155,7 +155,7 @@ pub fn build_debian(
         .build()
         .map_err(spec_err)?;
     let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::Build(e.to_string()))?;
-    let (config_digest, config_size) = store.write_blob_bytes(&config_bytes, None)?;
+    let (config_digest, config_size) = store.write_blob(&config_bytes[..], None)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)

@@ -28,7 +28,7 @@ pub fn record_image(store: &Store, name: &ImageName, manifest_bytes: &[u8]) -> R
             image: name.to_string(),
             reason: format!("bad manifest: {e}"),
         })?;
-    let (digest, _) = store.write_blob_bytes(manifest_bytes, None)?;
+    let (digest, _) = store.write_blob(manifest_bytes, None)?;
     let size = manifest.layers().iter().map(|l| l.size()).sum();
     let rec = ImageRecord {
         name: name.clone(),
@@ -50,8 +50,7 @@ pub fn layer_dirs(store: &Store, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
 /// Like [`layer_dirs`], with each layer's diff_id (for leases).
 pub fn layers(store: &Store, rec: &ImageRecord) -> Result<Vec<(Digest, PathBuf)>> {
     let manifest = store.manifest(&rec.manifest)?;
-    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
-    let config = store.config(&config_digest)?;
+    let config = store.config(&hangar_store::config_digest(&manifest)?)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         return Err(ImageError::BadImage {

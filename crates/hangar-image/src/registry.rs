@@ -1,7 +1,7 @@
 //! Pull from and push to OCI registries with oci-client. Manifests travel as raw bytes, so
 //! a pushed image keeps its digest; every blob is verified by the store as it lands.
 
-use hangar_store::{Digest, ImageName, ImageRecord, Store};
+use hangar_store::{manifest_blobs, Digest, ImageName, ImageRecord, Store};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -115,12 +115,9 @@ pub async fn pull(
             reference: reference.into(),
             reason: e.to_string(),
         })?;
-    let config = manifest.config().digest().to_string();
-    let mut wanted = vec![config];
-    wanted.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
-    for (i, d) in wanted.iter().enumerate() {
-        let digest: Digest = d.parse()?;
-        if store.has_blob(&digest) {
+    let wanted = manifest_blobs(&manifest)?;
+    for (i, digest) in wanted.iter().enumerate() {
+        if store.has_blob(digest) {
             continue;
         }
         if i > 0 {
@@ -135,7 +132,7 @@ pub async fn pull(
         let mut file = tokio::fs::File::create(&path)
             .await
             .map_err(crate::error::io_err("create", &path))?;
-        c.pull_blob(&r, d.as_str(), &mut file)
+        c.pull_blob(&r, digest.as_str(), &mut file)
             .await
             .map_err(reg_err("pull a blob of", reference))?;
         file.flush()
@@ -143,7 +140,7 @@ pub async fn pull(
             .map_err(crate::error::io_err("write", &path))?;
         drop(file);
         let f = std::fs::File::open(&path).map_err(crate::error::io_err("open", &path))?;
-        store.write_blob(f, Some(digest))?;
+        store.write_blob(f, Some(digest.clone()))?;
     }
     let name = match name {
         Some(n) => n.clone(),
@@ -175,10 +172,9 @@ pub async fn push(
     .map_err(reg_err("authenticate to", reference))?;
     let manifest_bytes = store.read_blob(&rec.manifest)?;
     let manifest = store.manifest(&rec.manifest)?;
-    let mut blobs = vec![manifest.config().digest().to_string()];
-    blobs.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
+    let blobs = manifest_blobs(&manifest)?;
     for (i, d) in blobs.iter().enumerate() {
-        if c.blob_exists(&r, d)
+        if c.blob_exists(&r, d.as_str())
             .await
             .map_err(reg_err("query", reference))?
         {
@@ -188,11 +184,11 @@ pub async fn push(
             progress(&format!(
                 "pushing layer {i}/{} {}",
                 blobs.len() - 1,
-                &d[7..19]
+                d.short()
             ));
         }
-        let data = store.read_blob(&d.parse()?)?;
-        c.push_blob(&r, data, d)
+        let data = store.read_blob(d)?;
+        c.push_blob(&r, data, d.as_str())
             .await
             .map_err(reg_err("push a blob to", reference))?;
     }

@@ -8,29 +8,13 @@ use std::process::Command;
 
 use hangar_image::{pull, push, RegistryOptions};
 use hangar_sandbox::{ExecSpec, Sandbox, SandboxSpec};
-use hangar_store::{Digest, ImageRecord, Store};
+use hangar_store::{ImageRecord, Store};
 use hangar_testkit::{debian_image, host, shared_store, Registry};
 
 fn quiet(_: &str) {}
 
-fn config_digest(store: &Store, rec: &ImageRecord) -> Digest {
-    store
-        .manifest(&rec.manifest)
-        .unwrap()
-        .config()
-        .digest()
-        .to_string()
-        .parse()
-        .unwrap()
-}
-
 fn diff_ids(store: &Store, rec: &ImageRecord) -> Vec<String> {
-    store
-        .config(&config_digest(store, rec))
-        .unwrap()
-        .rootfs()
-        .diff_ids()
-        .clone()
+    store.image_config(rec).unwrap().rootfs().diff_ids().clone()
 }
 
 /// The shared Debian image, pushed to a fresh registry as `<addr>/hangar/<repo>:1`.
@@ -93,7 +77,7 @@ async fn built_image_has_a_proper_config_and_the_default_packages() {
     })
     .await
     .unwrap();
-    let config = store.config(&config_digest(&store, &rec)).unwrap();
+    let config = store.image_config(&rec).unwrap();
     let c = config.config().clone().unwrap();
     assert!(c
         .env()
@@ -166,7 +150,7 @@ async fn tampered_registry_blob_is_refused_and_nothing_is_named() {
     } = pushed("tampered").await;
     let opts = RegistryOptions { insecure: true };
     // Corrupt the config blob in the registry's own storage.
-    let config = config_digest(&shared, &rec);
+    let config = hangar_store::config_digest(&shared.manifest(&rec.manifest).unwrap()).unwrap();
     let data =
         walk(&registry.storage(), config.hex()).expect("the registry stores the config blob");
     fs::write(&data, b"{\"tampered\": true}").unwrap();

@@ -6,12 +6,15 @@
 //! once, outside the timing; hangar makes both per iteration, as it does for real.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hangar_sandbox::cgroup::CgroupLayout;
 use hangar_sandbox::overlay::{mount_overlay, unmount, OverlayDirs};
+use hangar_sandbox::runtime::{runtime, runtime_command};
 use hangar_sandbox::spec::{build, BundleSpec, Resources};
-use hangar_sandbox::{netns, ExecSpec, RuntimeKind, Sandbox, SandboxSpec};
+use hangar_sandbox::{netns, ExecSpec, OciRuntime, RuntimeKind, Sandbox, SandboxSpec};
 
 const ITERATIONS: usize = 100;
 const WARMUP: usize = 5;
@@ -45,13 +48,7 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     for kind in RuntimeKind::ALL {
-        let binary = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {kind} || echo /usr/sbin/{kind}"))
-            .output()
-            .unwrap();
-        let binary = String::from_utf8_lossy(&binary.stdout).trim().to_string();
-        let mut raw = RawBaseline::new(&store, &host, &lowers, kind, binary);
+        let mut raw = RawBaseline::new(&store, &host, &lowers, kind);
         let (mut raw_samples, mut ours, mut ready) = (Vec::new(), Vec::new(), Vec::new());
         // Raw and hangar iterations alternate, so both run under the same background load
         // (such as the kernel freeing earlier sandboxes' network namespaces).
@@ -115,17 +112,15 @@ fn main() {
 
 /// `<runtime> run` of a bundle whose process is `/bin/true`, on a root and network
 /// namespace made once. The runtime runs in a private mount namespace without the hybrid
-/// cgroup2 mount, as hangar runs it, entered by a `pre_exec` exactly like hangar's.
+/// cgroup2 mount, through hangar's own `runtime_command`.
 struct RawBaseline {
     _base: tempfile::TempDir,
     rootfs: std::path::PathBuf,
     ns: netns::NetNs,
     ns_name: String,
     bundle: std::path::PathBuf,
-    state: std::path::PathBuf,
-    binary: String,
-    kind: RuntimeKind,
-    private_ns: bool,
+    runtime: Arc<dyn OciRuntime>,
+    cgroups: CgroupLayout,
 }
 
 impl RawBaseline {
@@ -134,7 +129,6 @@ impl RawBaseline {
         host: &hangar_sandbox::HostConfig,
         lowers: &[std::path::PathBuf],
         kind: RuntimeKind,
-        binary: String,
     ) -> RawBaseline {
         let base = tempfile::tempdir_in(store.run_dir()).unwrap();
         let dirs = OverlayDirs {
@@ -170,57 +164,32 @@ impl RawBaseline {
             serde_json::to_vec(&spec).unwrap(),
         )
         .unwrap();
-        let state = Path::new("/run/hangar-bench").join(kind.name());
-        std::fs::create_dir_all(&state).unwrap();
-        let private_ns = kind == RuntimeKind::Crun && host.cgroups.hybrid;
+        // The runtime is found and invoked exactly as hangar does it (state in its own
+        // root), including the private mount namespace on hybrid cgroup machines.
+        let runtime = runtime(kind, Path::new("/run/hangar-bench")).unwrap();
+        std::fs::create_dir_all(runtime.state_root()).unwrap();
         RawBaseline {
             rootfs: dirs.target,
             _base: base,
             ns,
             ns_name,
             bundle,
-            state,
-            binary,
-            kind,
-            private_ns,
+            runtime,
+            cgroups: host.cgroups.clone(),
         }
     }
 
     fn run_once(&mut self, i: usize) -> Duration {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root")
-            .arg(&self.state)
-            .arg("run")
-            .arg("--bundle")
-            .arg(&self.bundle)
-            .arg(format!("{}-{i}", self.ns_name));
+        let id = format!("{}-{i}", self.ns_name);
+        let args = self.runtime.run_args(&self.bundle, &id, 0);
+        let mut cmd = runtime_command(&*self.runtime, &self.cgroups, &args, None);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if self.private_ns {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only raw syscalls on static strings between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::mount(
-                        std::ptr::null(),
-                        c"/".as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    );
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
-            }
-        }
         let t0 = Instant::now();
         let status = cmd.status().unwrap();
         let elapsed = t0.elapsed();
-        assert!(status.success(), "raw {} run failed", self.kind);
+        assert!(status.success(), "raw {} run failed", self.runtime.kind());
         elapsed
     }
 

@@ -13,9 +13,9 @@ mod sandbox;
 pub mod spec;
 
 pub use error::{Result, SandboxError};
+pub use netns::netns_names;
 pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{
-    netns_names, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,
-    SandboxSpec, Stdio,
+    ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId, SandboxSpec, Stdio,
 };
 pub use spec::{format_bytes, parse_bytes, BindMount, Resources};

@@ -56,11 +56,6 @@ impl NetNs {
         Ok(PendingNetNs { path, thread })
     }
 
-    /// Re-adopts a pinned namespace by path (for teardown after a failed start).
-    pub fn from_path(path: PathBuf) -> NetNs {
-        NetNs { path }
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -129,4 +124,15 @@ fn loopback_up() -> Result<()> {
         return Err(sys_err("bring lo up")(nix::Error::last()));
     }
     Ok(())
+}
+
+/// Lists pinned network namespaces (for tests and crash recovery).
+pub fn netns_names() -> Vec<String> {
+    fs::read_dir(NETNS_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }

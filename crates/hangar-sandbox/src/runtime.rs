@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -146,4 +147,50 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// A runtime invocation. When the runtime needs it, the child enters a private mount
+/// namespace with the hybrid cgroup2 mount detached; `control` becomes its fd 3.
+pub fn runtime_command(
+    rt: &dyn OciRuntime,
+    layout: &CgroupLayout,
+    args: &[std::ffi::OsString],
+    control: Option<&OwnedFd>,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(rt.binary());
+    cmd.args(args);
+    let private_ns = rt.needs_private_mount_ns(layout);
+    let control_raw = control.as_ref().map(|fd| fd.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls with
+    // static, NUL-terminated strings: no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if private_ns {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            }
+            if let Some(fd) = control_raw {
+                if fd == hangar_init::CONTROL_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, hangar_init::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }

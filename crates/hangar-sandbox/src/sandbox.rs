@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use tokio::sync::oneshot;
 use crate::cgroup::CgroupLayout;
 use crate::control::{Control, ExecFailure};
 use crate::error::{io_err, sys_err, Result, SandboxError};
-use crate::netns::{NetNs, NETNS_DIR};
+use crate::netns::NetNs;
 use crate::overlay::{self, OverlayDirs};
-use crate::runtime::{runtime, OciRuntime, RuntimeKind};
+use crate::runtime::{runtime, runtime_command, OciRuntime, RuntimeKind};
 use crate::spec::{self, BindMount, BundleSpec, Resources};
 
 /// How long a runtime may take to bring PID 1 up, or to exit after PID 1 has.
@@ -181,13 +181,12 @@ impl ExitStatus {
 
 /// A running process in a sandbox.
 pub struct Process {
-    id: u64,
+    signaller: Signaller,
     pid: u32,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     exit: oneshot::Receiver<WaitStatus>,
-    control: Control,
     sandbox: SandboxId,
     oom: OomProbe,
 }
@@ -207,15 +206,12 @@ impl Process {
 
     /// Sends a signal to the process's group (it leads its own session).
     pub fn signal(&self, signal: i32) {
-        self.control.signal(self.id, signal);
+        self.signaller.send(signal);
     }
 
     /// A handle that can signal the process from another task.
     pub fn signaller(&self) -> Signaller {
-        Signaller {
-            id: self.id,
-            control: self.control.clone(),
-        }
+        self.signaller.clone()
     }
 
     pub async fn wait(&mut self) -> Result<ExitStatus> {
@@ -358,7 +354,6 @@ pub struct Sandbox {
     parts: Option<Parts>,
     child: Option<tokio::process::Child>,
     control: Control,
-    init_pid_host: Option<u32>,
 }
 
 impl Sandbox {
@@ -392,11 +387,10 @@ impl Sandbox {
             runtime_done: false,
         };
         match start(host, &spec, &mut parts).await {
-            Ok((child, control, pid)) => Ok(Sandbox {
+            Ok((child, control)) => Ok(Sandbox {
                 parts: Some(parts),
                 child: Some(child),
                 control,
-                init_pid_host: pid,
             }),
             Err(e) => {
                 let _ = parts.teardown();
@@ -434,9 +428,10 @@ impl Sandbox {
         &self.parts().cgroup
     }
 
-    /// The runtime process driving the sandbox, as the host sees it.
-    pub fn runtime_pid(&self) -> Option<u32> {
-        self.init_pid_host
+    /// The sandbox's own directory on the host; removed by teardown, so whatever a
+    /// caller leaves there (such as a layer lease) lives exactly as long as the sandbox.
+    pub fn dir(&self) -> &Path {
+        &self.parts().dirs.base
     }
 
     /// Starts one process.
@@ -501,13 +496,15 @@ impl Sandbox {
                 },
             })?;
         Ok(Process {
-            id: started.id,
+            signaller: Signaller {
+                id: started.id,
+                control: self.control.clone(),
+            },
             pid: started.pid,
             stdin,
             stdout,
             stderr,
             exit: started.exit,
-            control: self.control.clone(),
             sandbox: parts.id.clone(),
             oom,
         })
@@ -587,6 +584,7 @@ impl Sandbox {
     pub async fn destroy(mut self) -> Result<()> {
         self.control.shutdown();
         let mut parts = self.parts.take().expect("destroy runs once");
+        let id = parts.id.to_string();
         if let Some(mut child) = self.child.take() {
             match tokio::time::timeout(RUNTIME_TIMEOUT, child.wait()).await {
                 Ok(Ok(status)) => parts.runtime_done = status.success(),
@@ -598,9 +596,9 @@ impl Sandbox {
         }
         tokio::task::spawn_blocking(move || parts.teardown())
             .await
-            .map_err(|e| SandboxError::Control {
-                id: "?".into(),
-                reason: e.to_string(),
+            .map_err(|e| SandboxError::Teardown {
+                id,
+                leftover: format!("the teardown task failed: {e}"),
             })?
     }
 }
@@ -642,7 +640,7 @@ async fn start(
     host: &HostConfig,
     spec: &SandboxSpec,
     parts: &mut Parts,
-) -> Result<(tokio::process::Child, Control, Option<u32>)> {
+) -> Result<(tokio::process::Child, Control)> {
     // The namespace is made on a helper thread while the root and bundle are prepared.
     let pending = NetNs::start(&spec.id.host_name())?;
     let prepared = prepare_root(spec, parts);
@@ -694,19 +692,17 @@ async fn start(
     let std_cmd = runtime_command(&*parts.runtime, &parts.cgroups, &args, Some(&theirs));
     let mut cmd = tokio::process::Command::from(std_cmd);
     cmd.stdin(StdStdio::null()).stdout(log).stderr(log_err);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(io_err("start the OCI runtime", parts.runtime.binary()))?;
-    let pid = child.id();
     // From here init's end lives only in the runtime and the container, so EOF on ours
     // means they are gone.
     drop(cmd);
     drop(theirs);
     let (control, ready) =
         Control::spawn(ours).map_err(io_err("watch the control socket", &parts.dirs.base))?;
-    let mut child = child;
     match tokio::time::timeout(RUNTIME_TIMEOUT, ready).await {
-        Ok(Ok(_init_pid)) => Ok((child, control, pid)),
+        Ok(Ok(_init_pid)) => Ok((child, control)),
         outcome => {
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -760,52 +756,6 @@ fn prepare_root(spec: &SandboxSpec, parts: &mut Parts) -> Result<()> {
     Ok(())
 }
 
-/// A runtime invocation. When the runtime needs it, the child enters a private mount
-/// namespace with the hybrid cgroup2 mount detached; `control` becomes its fd 3.
-fn runtime_command(
-    rt: &dyn OciRuntime,
-    layout: &CgroupLayout,
-    args: &[std::ffi::OsString],
-    control: Option<&OwnedFd>,
-) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(rt.binary());
-    cmd.args(args);
-    let private_ns = rt.needs_private_mount_ns(layout);
-    let control_raw = control.as_ref().map(|fd| fd.as_raw_fd());
-    // SAFETY: the closure runs between fork and exec and only makes raw syscalls with
-    // static, NUL-terminated strings: no allocation, no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            if private_ns {
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-            }
-            if let Some(fd) = control_raw {
-                if fd == hangar_init::CONTROL_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0);
-                } else if libc::dup2(fd, hangar_init::CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
 fn set_nonblocking(fd: &OwnedFd, on: bool) -> Result<()> {
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
         .map_err(sys_err("read socket flags"))?;
@@ -856,15 +806,4 @@ fn reader_end(s: Stdio) -> Result<(OwnedFd, Option<pipe::Receiver>)> {
             (w, Some(receiver))
         }
     })
-}
-
-/// Lists pinned network namespaces (for tests and crash recovery).
-pub fn netns_names() -> Vec<String> {
-    fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -276,14 +276,6 @@ impl Store {
         w.finish()
     }
 
-    pub fn write_blob_bytes(
-        &self,
-        bytes: &[u8],
-        expected: Option<Digest>,
-    ) -> Result<(Digest, u64)> {
-        self.write_blob(bytes, expected)
-    }
-
     pub fn open_blob(&self, d: &Digest) -> Result<fs::File> {
         fs::File::open(self.blob_path(d)).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -411,16 +403,18 @@ impl Store {
         self.gc()
     }
 
+    /// The config of a named image.
+    pub fn image_config(&self, rec: &ImageRecord) -> Result<ImageConfiguration> {
+        self.config(&config_digest(&self.manifest(&rec.manifest)?)?)
+    }
+
     /// The blobs and layer dirs an image references.
     pub fn references(&self, rec: &ImageRecord) -> Result<(Vec<Digest>, Vec<Digest>)> {
         let manifest = self.manifest(&rec.manifest)?;
-        let config_digest: Digest = manifest.config().digest().to_string().parse()?;
-        let mut blobs = vec![rec.manifest.clone(), config_digest.clone()];
-        for l in manifest.layers() {
-            blobs.push(l.digest().to_string().parse()?);
-        }
-        let config = self.config(&config_digest)?;
-        let layers = config
+        let mut blobs = vec![rec.manifest.clone()];
+        blobs.extend(manifest_blobs(&manifest)?);
+        let layers = self
+            .config(&config_digest(&manifest)?)?
             .rootfs()
             .diff_ids()
             .iter()
@@ -487,6 +481,20 @@ impl Store {
     }
 }
 
+/// The digest of a manifest's config blob.
+pub fn config_digest(manifest: &ImageManifest) -> Result<Digest> {
+    manifest.config().digest().to_string().parse()
+}
+
+/// The blobs a manifest names: its config first, then its layers in order.
+pub fn manifest_blobs(manifest: &ImageManifest) -> Result<Vec<Digest>> {
+    let mut out = vec![config_digest(manifest)?];
+    for layer in manifest.layers() {
+        out.push(layer.digest().to_string().parse()?);
+    }
+    Ok(out)
+}
+
 /// A blob being written; see [`Store::blob_writer`].
 pub struct BlobWriter {
     store: Store,
@@ -542,14 +550,12 @@ mod tests {
     fn blobs_are_verified_on_write() {
         let (_d, store) = store();
         let good = Digest::of(b"hello");
-        let (d, n) = store
-            .write_blob_bytes(b"hello", Some(good.clone()))
-            .unwrap();
+        let (d, n) = store.write_blob(&b"hello"[..], Some(good.clone())).unwrap();
         assert_eq!((d.clone(), n), (good, 5));
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
 
         let err = store
-            .write_blob_bytes(b"tampered", Some(Digest::of(b"original")))
+            .write_blob(&b"tampered"[..], Some(Digest::of(b"original")))
             .unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
         assert!(

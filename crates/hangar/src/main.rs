@@ -291,9 +291,11 @@ async fn run(store: &Store, args: RunArgs) -> Result<u8> {
         let (store, rec) = (store.clone(), rec.clone());
         tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec)).await??
     };
-    let manifest = store.manifest(&rec.manifest)?;
-    let config = store.config(&manifest.config().digest().to_string().parse()?)?;
-    let image_config = config.config().clone().unwrap_or_default();
+    let image_config = store
+        .image_config(&rec)?
+        .config()
+        .clone()
+        .unwrap_or_default();
 
     let mut env: Vec<(String, String)> = Vec::new();
     for kv in image_config.env().iter().flatten().chain(args.env.iter()) {
@@ -321,10 +323,9 @@ async fn run(store: &Store, args: RunArgs) -> Result<u8> {
         cpus: args.cpus,
     };
     spec.runtime = args.runtime;
-    let sandbox_dir = store.run_dir().join(spec.id.as_str());
     let sandbox = Sandbox::create(&host, spec).await?;
     let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
-    store.lease_layers(&sandbox_dir, &diff_ids)?;
+    store.lease_layers(sandbox.dir(), &diff_ids)?;
 
     let outcome = run_in(&sandbox, &args, env, cwd).await;
     let teardown = sandbox.destroy().await;
