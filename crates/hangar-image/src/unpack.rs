@@ -266,37 +266,19 @@ fn unpack_entry<R: Read>(
         }
         EntryType::Link => {
             let target_raw = link_target(entry, &raw, "hard link")?;
-            let target_rel = relative_path(&target_raw).map_err(|_| {
+            let refuse = |why: &str| {
                 unsafe_entry(
                     &raw,
-                    format!(
-                        "is a hard link to `{}`, which escapes the layer",
-                        target_raw.display()
-                    ),
+                    format!("is a hard link to `{}`{why}", target_raw.display()),
                 )
-            })?;
+            };
+            let target_rel =
+                relative_path(&target_raw).map_err(|_| refuse(", which escapes the layer"))?;
             // The target must be a file this layer already holds, reached without symlinks.
-            ensure_parents(dest, &target_rel, &raw).map_err(|_| {
-                unsafe_entry(
-                    &raw,
-                    format!(
-                        "is a hard link to `{}` through a symlink",
-                        target_raw.display()
-                    ),
-                )
-            })?;
+            ensure_parents(dest, &target_rel, &raw).map_err(|_| refuse(" through a symlink"))?;
             let target = dest.join(&target_rel);
-            match fs::symlink_metadata(&target) {
-                Ok(m) if !m.is_dir() => {}
-                _ => {
-                    return Err(unsafe_entry(
-                        &raw,
-                        format!(
-                            "is a hard link to `{}`, which is not a file in this layer",
-                            target_raw.display()
-                        ),
-                    ))
-                }
+            if !fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
+                return Err(refuse(", which is not a file in this layer"));
             }
             clear(&path, false)?;
             fs::hard_link(&target, &path).map_err(io_err("create hard link", &path))?;
