@@ -19,7 +19,7 @@ use crate::error::{io_err, ImageError, Result};
 use crate::{record_image, Progress};
 
 /// Packages every built image has: a shell, TLS roots, git and curl.
-pub const DEFAULT_PACKAGES: &[&str] = &["bash", "ca-certificates", "git", "curl"];
+pub const DEFAULT_PACKAGES: &[&str] = &["bash", "ca-certificates", "git", "curl", "python3"];
 
 /// What to build.
 #[derive(Debug, Clone)]

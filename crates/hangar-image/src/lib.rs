@@ -88,3 +88,41 @@ fn ensure_layer(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<PathBu
     }
     Ok(store.commit_layer(staging, diff_id)?)
 }
+
+/// What an image's config says every process starts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    /// `Env` of the config, in order, with `HOME=/root` added when the image sets none.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+}
+
+impl ImageDefaults {
+    /// Reads the defaults from an image's config blob.
+    pub fn of(store: &Store, rec: &ImageRecord) -> Result<ImageDefaults> {
+        let config = store
+            .image_config(rec)?
+            .config()
+            .clone()
+            .unwrap_or_default();
+        let mut env = Vec::new();
+        for kv in config.env().iter().flatten() {
+            if let Some((k, v)) = kv.split_once('=') {
+                set_var(&mut env, k, v);
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            env.push(("HOME".into(), "/root".into()));
+        }
+        Ok(ImageDefaults {
+            env,
+            working_dir: config.working_dir().clone().filter(|w| !w.is_empty()),
+        })
+    }
+}
+
+/// Sets `key` in an ordered environment, replacing an earlier value.
+pub fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.to_string()));
+}

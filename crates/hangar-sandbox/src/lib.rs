@@ -18,4 +18,4 @@ pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{
     ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId, SandboxSpec, Stdio,
 };
-pub use spec::{format_bytes, parse_bytes, BindMount, Resources};
+pub use spec::{BindMount, Resources};

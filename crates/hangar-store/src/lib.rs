@@ -10,7 +10,10 @@
 //! images/<name>.json     image records (name, manifest digest, created, size)
 //! tmp/                   staging; every write lands here first, then is renamed
 //! run/                   sandboxes' directories (owned by hangar-sandbox)
+//! hangar.db              metadata: environments, tasks, attempts, logs (see [`db`])
 //! ```
+
+pub mod db;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -1,6 +1,7 @@
 //! The `hangar` command line. Thin: parses arguments, calls the libraries, prints.
 //!
-//! Exit codes: 0 success; 1 a hangar command failed (the message says what); 2 bad usage.
+//! Exit codes: 0 success; 1 a hangar command failed (the message says what); 2 bad usage;
+//! 3 `hangar exec`: the task ended in error or was cancelled (its id is still printed).
 //! `hangar run` exits with the command's own code, or 125 when hangar could not run it,
 //! 126 when the command cannot be executed, 127 when it is not found, 128+N when a signal
 //! N ended it (137 for the memory limit's OOM kill, with a message naming the limit).
@@ -12,13 +13,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use hangar_image::{BuildOptions, RegistryOptions};
-use hangar_sandbox::{
-    format_bytes, parse_bytes, ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxSpec,
-    Stdio,
-};
+use hangar_sandbox::{ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxSpec, Stdio};
+use hangar_spec::{format_bytes, parse_bytes};
 use hangar_store::{ImageName, Store};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod tasks;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,34 @@ enum Command {
     Image(ImageCommand),
     /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
     Run(RunArgs),
+    /// Create, list, show, update, delete and resolve environments.
+    #[command(subcommand)]
+    Env(tasks::EnvCommand),
+    /// Run a task: a prompt against an environment; prints the task id last.
+    Exec(tasks::ExecArgs),
+    /// List tasks, newest first.
+    List(tasks::ListArgs),
+    /// Show a task and its attempts.
+    Show {
+        #[command(flatten)]
+        task: tasks::TaskArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's logs.
+    Logs {
+        #[command(flatten)]
+        task: tasks::TaskArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's diff (binary-safe, for `git apply`).
+    Diff(tasks::TaskArgs),
+    /// Apply a task's diff to the git repository you are in.
+    Apply(tasks::TaskArgs),
+    /// Run an accepted task (what `exec --detach` starts in the background).
+    #[command(hide = true)]
+    TaskRun { id: String },
 }
 
 #[derive(Subcommand)]
@@ -153,9 +182,22 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<u8> {
     let store = Store::open(&cli.data_dir)
         .with_context(|| format!("failed to open the data dir {}", cli.data_dir.display()))?;
+    let engine = || async {
+        hangar_engine::Engine::open(store.clone(), init_binary()?)
+            .await
+            .map_err(anyhow::Error::from)
+    };
     match cli.command {
         Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
         Command::Run(args) => run(&store, args).await,
+        Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
+        Command::Exec(args) => tasks::exec(&engine().await?, &cli.data_dir, args).await,
+        Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
+        Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
+        Command::Logs { task, json } => tasks::logs(&engine().await?, task, json).await.map(|()| 0),
+        Command::Diff(task) => tasks::diff(&engine().await?, task).await.map(|()| 0),
+        Command::Apply(task) => tasks::apply(&engine().await?, task).await.map(|()| 0),
+        Command::TaskRun { id } => tasks::task_run(&engine().await?, &id).await,
     }
 }
 
@@ -291,28 +333,18 @@ async fn run(store: &Store, args: RunArgs) -> Result<u8> {
         let (store, rec) = (store.clone(), rec.clone());
         tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec)).await??
     };
-    let image_config = store
-        .image_config(&rec)?
-        .config()
-        .clone()
-        .unwrap_or_default();
-
-    let mut env: Vec<(String, String)> = Vec::new();
-    for kv in image_config.env().iter().flatten().chain(args.env.iter()) {
+    let defaults = hangar_image::ImageDefaults::of(store, &rec)?;
+    let mut env = defaults.env;
+    for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
             bail!("failed to read environment variable `{kv}`: expected KEY=VALUE");
         };
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    if !env.iter().any(|(k, _)| k == "HOME") {
-        env.push(("HOME".into(), "/root".into()));
+        hangar_image::set_var(&mut env, k, v);
     }
     let cwd = args
         .workdir
         .clone()
-        .or_else(|| image_config.working_dir().clone())
-        .filter(|w| !w.is_empty())
+        .or(defaults.working_dir)
         .unwrap_or_else(|| "/".into());
 
     let host = HostConfig::new(store.run_dir(), init_binary()?);

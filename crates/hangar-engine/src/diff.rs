@@ -1,0 +1,182 @@
+//! Reading what a diff touches: the summary counts from `git diff --numstat`, and the
+//! paths of a patch, checked so that applying it cannot write outside the repository.
+
+use hangar_store::db::DiffSummary;
+
+use crate::error::{EngineError, Result};
+
+/// Counts from `git diff --numstat` output (binary files count as changed, 0 lines).
+pub fn summary(numstat: &str) -> DiffSummary {
+    let mut s = DiffSummary::default();
+    for line in numstat.lines().filter(|l| !l.trim().is_empty()) {
+        let mut cols = line.splitn(3, '\t');
+        let added = cols.next().and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+        let removed = cols.next().and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+        s.files_changed += 1;
+        s.lines_added += added;
+        s.lines_removed += removed;
+    }
+    s
+}
+
+/// Every path a git patch names (`diff --git`, `---`/`+++`, renames and copies),
+/// unquoted. Refuses a path that is absolute, climbs with `..`, or enters `.git`.
+pub fn patch_paths(patch: &[u8]) -> Result<Vec<String>> {
+    let text = String::from_utf8_lossy(patch);
+    let mut paths = Vec::new();
+    let mut in_binary = false;
+    for line in text.lines() {
+        if line.starts_with("diff --git ") {
+            in_binary = false;
+        } else if line.starts_with("GIT binary patch") {
+            in_binary = true;
+        }
+        if in_binary {
+            continue;
+        }
+        let named = [
+            ("--- a/", true),
+            ("+++ b/", true),
+            ("--- ", false),
+            ("+++ ", false),
+            ("rename from ", true),
+            ("rename to ", true),
+            ("copy from ", true),
+            ("copy to ", true),
+        ];
+        for (prefix, strip) in named {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let p = unquote(rest.trim_end_matches('\t'));
+                if !strip && (p == "/dev/null" || p.starts_with("a/") || p.starts_with("b/")) {
+                    if p != "/dev/null" {
+                        paths.push(p[2..].to_string());
+                    }
+                } else if strip {
+                    paths.push(p);
+                } else {
+                    return Err(EngineError::BadPatch(format!(
+                        "the path `{p}` lacks git's a/ b/ prefix"
+                    )));
+                }
+                break;
+            }
+        }
+    }
+    for p in &paths {
+        check_path(p)?;
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+fn check_path(p: &str) -> Result<()> {
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.split('/')
+            .any(|c| c == ".." || c.eq_ignore_ascii_case(".git"));
+    if bad {
+        return Err(EngineError::BadPatch(format!(
+            "the path `{p}` leaves the repository or enters .git"
+        )));
+    }
+    Ok(())
+}
+
+/// Undoes git's C-style quoting of a path (`"a\tb"`, octal escapes).
+fn unquote(s: &str) -> String {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return s.to_string();
+    };
+    let mut out = Vec::new();
+    let mut bytes = inner.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'"') => out.push(b'"'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(d @ b'0'..=b'7') => {
+                let mut v = u32::from(d - b'0');
+                for _ in 0..2 {
+                    if let Some(&n @ b'0'..=b'7') = bytes.peek() {
+                        v = v * 8 + u32::from(n - b'0');
+                        bytes.next();
+                    }
+                }
+                out.push(v as u8);
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numstat_counts() {
+        let s = summary("3\t1\tsrc/a.py\n-\t-\tlogo.png\n0\t0\t{old => new}.txt\n");
+        assert_eq!(
+            s,
+            DiffSummary {
+                files_changed: 3,
+                lines_added: 3,
+                lines_removed: 1
+            }
+        );
+        assert_eq!(summary(""), DiffSummary::default());
+    }
+
+    fn check(patch: &str, expected: std::result::Result<&[&str], &str>) {
+        match (patch_paths(patch.as_bytes()), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{patch}"),
+            (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e}"),
+            (got, want) => panic!("{patch}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn patch_paths_stay_inside() {
+        check(
+            "diff --git a/x.txt b/x.txt\n--- a/x.txt\n+++ b/x.txt\n@@ -1 +1 @@\n-a\n+b\n",
+            Ok(&["x.txt"]),
+        );
+        check(
+            "diff --git a/old b/new\nsimilarity index 100%\nrename from old\nrename to new\n",
+            Ok(&["new", "old"]),
+        );
+        check(
+            "diff --git a/n b/n\nnew file mode 100644\n--- /dev/null\n+++ b/n\n",
+            Ok(&["n"]),
+        );
+        check(
+            "diff --git \"a/t\\tb\" \"b/t\\tb\"\n--- \"a/t\\tb\"\n+++ \"b/t\\tb\"\n",
+            Ok(&["t\tb"]),
+        );
+        check(
+            "diff --git a/../x b/../x\n--- a/../x\n+++ b/../x\n",
+            Err("`../x` leaves the repository"),
+        );
+        check("--- a/.git/config\n+++ b/.git/config\n", Err("enters .git"));
+        check(
+            "rename from ok\nrename to /etc/passwd\n",
+            Err("`/etc/passwd`"),
+        );
+        check(
+            "--- /etc/passwd\n+++ /etc/passwd\n",
+            Err("lacks git's a/ b/ prefix"),
+        );
+        check(
+            "diff --git a/b b/b\nGIT binary patch\nliteral 4\n--- junk that is data\n",
+            Ok(&[]),
+        );
+    }
+}

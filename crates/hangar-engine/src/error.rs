@@ -1,0 +1,48 @@
+//! The engine's errors. Messages read after "failed to ..." and name the thing.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Spec(#[from] hangar_spec::SpecError),
+    #[error(transparent)]
+    Db(#[from] hangar_store::db::DbError),
+    #[error(transparent)]
+    Store(#[from] hangar_store::StoreError),
+    #[error(transparent)]
+    Image(#[from] hangar_image::ImageError),
+    #[error(transparent)]
+    Sandbox(#[from] hangar_sandbox::SandboxError),
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to run git ({what}): {message}")]
+    Git { what: String, message: String },
+    #[error("failed to apply the diff: {0}")]
+    Apply(String),
+    #[error("failed to apply the diff: it conflicts in {}", files.join(", "))]
+    Conflicts { files: Vec<String> },
+    #[error("failed to read the diff: {0}")]
+    BadPatch(String),
+    #[error("failed to start the task: {0}")]
+    BadRequest(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> EngineError {
+    let path = path.into();
+    move |source| EngineError::Io {
+        action,
+        path,
+        source,
+    }
+}

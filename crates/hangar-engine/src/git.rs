@@ -1,0 +1,141 @@
+//! Host-side git: one bare mirror per repository, and nothing else. These commands never
+//! touch a work tree, run with hooks, fsmonitor and the user's and system's git config
+//! off, and clone local sources over the pack protocol (`--no-local`), so a crafted
+//! source repository cannot make the host run its code (security invariant 2).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{io_err, EngineError, Result};
+
+/// The bare mirrors under one directory.
+#[derive(Debug, Clone)]
+pub struct Mirrors {
+    dir: PathBuf,
+}
+
+/// A git command that reads no config but hangar's own and runs no hooks.
+pub(crate) fn hardened_git(home: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.env_clear();
+    for var in ["PATH", "SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "LANG"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ATTR_NOSYSTEM", "1")
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd.output().map_err(|e| EngineError::Git {
+        what: what.to_string(),
+        message: format!("cannot start git: {e}"),
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(EngineError::Git {
+            what: what.to_string(),
+            message: stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("no message")
+                .to_string(),
+        })
+    }
+}
+
+impl Mirrors {
+    pub fn new(dir: PathBuf) -> Mirrors {
+        Mirrors { dir }
+    }
+
+    /// Where the mirror of `repo` lives (whether or not it exists yet).
+    pub fn path(&self, repo: &str) -> PathBuf {
+        let hash = hex::encode(&Sha256::digest(repo.as_bytes())[..8]);
+        self.dir
+            .join(format!("{hash}-{}.git", hangar_spec::repo_name(repo)))
+    }
+
+    /// Clones or refreshes the mirror of `repo`; returns its path. Concurrent callers
+    /// for the same repository take turns on a lock file.
+    pub fn sync(&self, repo: &str) -> Result<PathBuf> {
+        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let home = self.dir.join(".home");
+        fs::create_dir_all(&home).map_err(io_err("create", &home))?;
+        let path = self.path(repo);
+        let lock_path = path.with_extension("lock");
+        let lock = fs::File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+        lock.lock().map_err(io_err("lock", &lock_path))?;
+
+        let mut cmd = hardened_git(&home);
+        if path.join("HEAD").is_file() {
+            cmd.arg("-C")
+                .arg(&path)
+                .args(["fetch", "--prune", "--quiet", "origin"]);
+            run(cmd, &format!("fetch {repo}"))?;
+            return Ok(path);
+        }
+        let source = local_source(repo);
+        if let Some(src) = &source {
+            // The source may belong to another user; reading it over the pack protocol
+            // runs none of its config, so trusting it for this one command is safe.
+            cmd.arg("-c")
+                .arg(format!("safe.directory={}", src.display()));
+        }
+        let partial = path.with_extension("partial");
+        let _ = fs::remove_dir_all(&partial);
+        cmd.args(["clone", "--mirror", "--no-local", "--quiet", "--"])
+            .arg(source.as_deref().map_or(repo.as_ref(), Path::as_os_str))
+            .arg(&partial);
+        if let Err(e) = run(cmd, &format!("clone {repo}")) {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        fs::rename(&partial, &path).map_err(io_err("rename", &partial))?;
+        Ok(path)
+    }
+}
+
+/// A repository given as a local path (absolute, or `file://`), canonicalized.
+fn local_source(repo: &str) -> Option<PathBuf> {
+    let p = repo.strip_prefix("file://").unwrap_or(repo);
+    if p.starts_with('/') {
+        fs::canonicalize(p).ok()
+    } else {
+        None
+    }
+}

@@ -1,0 +1,339 @@
+//! hangar's engine: environments in, tasks out. It keeps repository mirrors on the host,
+//! runs each attempt through its phases in a sandbox, stores logs, timings and the diff,
+//! and applies a finished diff to a user's checkout. It speaks no HTTP.
+
+mod apply;
+mod attempt;
+pub mod autoinstall;
+pub mod diff;
+mod error;
+mod git;
+mod phase;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hangar_sandbox::{HostConfig, RuntimeKind};
+use hangar_spec::{Environment, Harness, Phase, TaskId};
+use hangar_store::db::{Db, EnvRecord, LogLine, NewTask, TaskRecord, DEFAULT_WORKSPACE};
+use hangar_store::{ImageRecord, Store};
+use tokio::sync::watch;
+
+pub use apply::{apply_patch, ApplyReport};
+pub use error::{EngineError, Result};
+pub use git::Mirrors;
+
+/// What a running task reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    PhaseStarted {
+        attempt: u32,
+        phase: Phase,
+    },
+    PhaseFinished {
+        attempt: u32,
+        phase: Phase,
+        ms: i64,
+        ok: bool,
+    },
+    Line(LogLine),
+}
+
+/// Receives [`Event`]s; shared by every attempt of a task.
+pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A new task.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRequest {
+    pub environment: String,
+    pub prompt: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    /// The agent script's text (`hangar exec --script FILE`), instead of the environment's.
+    pub script: Option<String>,
+}
+
+/// The engine over one data directory.
+pub struct Engine {
+    store: Store,
+    db: Db,
+    host: HostConfig,
+    mirrors: Mirrors,
+    runtime: RuntimeKind,
+    workspace: String,
+}
+
+impl Engine {
+    /// Opens the engine over a store; `init_binary` is the static hangar-init.
+    pub async fn open(store: Store, init_binary: PathBuf) -> Result<Engine> {
+        let db = Db::open(&store.root().join("hangar.db")).await?;
+        Ok(Engine {
+            host: HostConfig::new(store.run_dir(), init_binary),
+            mirrors: Mirrors::new(store.root().join("mirrors")),
+            db,
+            store,
+            runtime: RuntimeKind::default(),
+            workspace: DEFAULT_WORKSPACE.to_string(),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn workspace(&self) -> &str {
+        &self.workspace
+    }
+
+    // ---- environments ----
+
+    /// Validates an environment file and stores it. A relative local `repo` is taken
+    /// from `base_dir` (the file's directory).
+    pub async fn create_env(&self, file: &str, source: &str, base_dir: &Path) -> Result<EnvRecord> {
+        let env = normalized(file, source, base_dir)?;
+        let now = hangar_store::db::now_ms();
+        let rec = EnvRecord {
+            workspace: self.workspace.clone(),
+            name: env.name.to_string(),
+            version: 1,
+            source: env.to_toml(),
+            repo: env.repo.clone(),
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.db.create_env(&rec).await?;
+        Ok(rec)
+    }
+
+    /// Replaces environment `name` with a new file (which must keep the name).
+    pub async fn update_env(
+        &self,
+        name: &str,
+        file: &str,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<EnvRecord> {
+        let env = normalized(file, source, base_dir)?;
+        if env.name.as_str() != name {
+            return Err(EngineError::BadRequest(format!(
+                "{file} describes environment `{}`, not `{name}`",
+                env.name
+            )));
+        }
+        self.db.env(&self.workspace, name).await?;
+        Ok(self
+            .db
+            .update_env(&self.workspace, name, &env.to_toml(), &env.repo)
+            .await?)
+    }
+
+    /// A stored environment, parsed.
+    pub async fn env(&self, name: &str) -> Result<(EnvRecord, Environment)> {
+        let rec = self.db.env(&self.workspace, name).await?;
+        let env = Environment::parse(&format!("environment `{name}`"), &rec.source)?;
+        Ok((rec, env))
+    }
+
+    /// Environments whose repository is `query`: a URL, a path, or its last components
+    /// (`owner/name`), compared without scheme, host, `.git` or trailing slash.
+    pub async fn resolve_env(&self, query: &str) -> Result<Vec<EnvRecord>> {
+        let want = repo_key(query);
+        let envs = self.db.envs(&self.workspace).await?;
+        Ok(envs
+            .into_iter()
+            .filter(|e| {
+                let have = repo_key(&e.repo);
+                !want.is_empty() && (have == want || have.ends_with(&format!("/{want}")))
+            })
+            .collect())
+    }
+
+    // ---- tasks ----
+
+    /// Records a task (pending) after checking that it can run.
+    pub async fn submit(&self, req: &TaskRequest) -> Result<TaskRecord> {
+        let (rec, env) = self.env(&req.environment).await?;
+        if req.prompt.trim().is_empty() {
+            return Err(EngineError::BadRequest("the prompt is empty".into()));
+        }
+        if req.branch.is_some() && req.commit.is_some() {
+            return Err(EngineError::BadRequest(
+                "give a branch or a commit, not both".into(),
+            ));
+        }
+        if let Some(b) = &req.branch {
+            hangar_spec::check_branch(b).map_err(EngineError::BadRequest)?;
+        }
+        if let Some(c) = &req.commit {
+            if !(4..=64).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(EngineError::BadRequest(format!(
+                    "`{c}` is not a commit id (4 to 64 hex digits)"
+                )));
+            }
+        }
+        if env.agent.harness != Harness::Script {
+            return Err(EngineError::BadRequest(format!(
+                "environment `{}` uses the `{}` harness; this version runs the `script` harness only",
+                env.name,
+                serde_json::to_value(env.agent.harness)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        if req.script.is_none() && env.agent.script.is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "environment `{}` has no [agent] script; give one with --script FILE",
+                env.name
+            )));
+        }
+        let task = NewTask {
+            id: TaskId::random(),
+            workspace: self.workspace.clone(),
+            environment: rec.name.clone(),
+            environment_version: rec.version,
+            spec: rec.source.clone(),
+            title: title_of(&req.prompt),
+            prompt: req.prompt.clone(),
+            branch: req.branch.clone(),
+            commit: req.commit.clone(),
+            agent_script: req.script.clone(),
+            attempts: 1,
+        };
+        Ok(self.db.create_task(&task).await?)
+    }
+
+    /// Runs a pending task's attempts to the end; `cancel` set to true stops them.
+    pub async fn run_task(
+        &self,
+        id: &TaskId,
+        progress: Progress,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<TaskRecord> {
+        let task = self.db.task(&self.workspace, id).await?;
+        let env = Environment::parse(&format!("task {id}'s environment"), &task.spec)?;
+        let script = task
+            .agent_script
+            .clone()
+            .or_else(|| env.agent.script.clone())
+            .unwrap_or_default();
+        let attempts = self.db.attempts(id).await?;
+        for a in attempts
+            .iter()
+            .filter(|a| a.status == hangar_spec::AttemptStatus::Pending)
+        {
+            let plan = attempt::AttemptPlan {
+                task: id,
+                index: a.index,
+                env: &env,
+                prompt: &task.prompt,
+                branch: task.branch.as_deref(),
+                commit: task.commit.as_deref(),
+                agent_script: &script,
+                progress: progress.clone(),
+            };
+            self.run_attempt(&plan, cancel.clone()).await?;
+        }
+        Ok(self.db.task(&self.workspace, id).await?)
+    }
+
+    /// The image an environment names: from the local store, else pulled.
+    async fn image_for(&self, env: &Environment) -> Result<ImageRecord> {
+        match self.store.image(&env.image) {
+            Ok(rec) => Ok(rec),
+            Err(hangar_store::StoreError::ImageNotFound(_)) if env.image.contains('/') => {
+                Ok(hangar_image::pull(
+                    &self.store,
+                    &env.image,
+                    None,
+                    &hangar_image::RegistryOptions::default(),
+                    &|l| tracing::info!("{l}"),
+                )
+                .await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Parses an environment file and makes a relative local repository path absolute.
+fn normalized(file: &str, source: &str, base_dir: &Path) -> Result<Environment> {
+    let mut env = Environment::parse(file, source)?;
+    if is_local_relative(&env.repo) {
+        let joined = base_dir.join(&env.repo);
+        let abs = std::fs::canonicalize(&joined).map_err(|e| {
+            EngineError::BadRequest(format!(
+                "{file}: repo `{}` (resolved to {}) cannot be read: {e}",
+                env.repo,
+                joined.display()
+            ))
+        })?;
+        env.repo = abs.to_string_lossy().into_owned();
+    }
+    Ok(env)
+}
+
+/// A path that is neither absolute nor a URL (`scheme://`, `user@host:path`).
+fn is_local_relative(repo: &str) -> bool {
+    let scp_like = repo
+        .split_once(':')
+        .is_some_and(|(host, _)| !host.contains('/'));
+    !repo.starts_with('/') && !repo.contains("://") && !scp_like
+}
+
+/// A repository's comparable form: no scheme, no `user@`, `:` as `/`, no `.git`.
+fn repo_key(repo: &str) -> String {
+    let s = repo.trim().trim_end_matches('/');
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let s = s.rsplit_once('@').map_or(s, |(_, rest)| rest);
+    s.replace(':', "/")
+        .trim_end_matches(".git")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A task's title: the prompt's first non-empty line, at most 80 characters.
+fn title_of(prompt: &str) -> String {
+    let first = prompt
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if first.chars().count() > 80 {
+        format!("{}…", first.chars().take(79).collect::<String>())
+    } else {
+        first.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_keys_compare_loosely() {
+        for (input, want) in [
+            (
+                "https://git.example.com/acme/payments.git",
+                "git.example.com/acme/payments",
+            ),
+            ("git@github.com:acme/web.git", "github.com/acme/web"),
+            ("/srv/repos/acme/tools/", "/srv/repos/acme/tools"),
+            ("acme/web", "acme/web"),
+        ] {
+            assert_eq!(repo_key(input), want, "{input}");
+        }
+        assert!(is_local_relative(".."));
+        assert!(is_local_relative("repos/x"));
+        assert!(!is_local_relative("/abs"));
+        assert!(!is_local_relative("git@host:x"));
+        assert!(!is_local_relative("https://h/x"));
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_of("\n  Fix the bug \nmore"), "Fix the bug");
+        let long = "x".repeat(100);
+        assert_eq!(title_of(&long).chars().count(), 80);
+    }
+}

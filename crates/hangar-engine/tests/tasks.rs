@@ -1,0 +1,621 @@
+//! Tasks end to end in real sandboxes: the example repository, every kind of change in a
+//! diff, setup failures, the bashrc rule, branches and commits, timeouts, cancellation,
+//! and a repository that tries to run code on the host through git.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_sandbox::SandboxId;
+use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
+use hangar_store::db::{AttemptRecord, Stream, TaskRecord};
+use tokio::sync::watch;
+
+async fn engine() -> Engine {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .expect("open the engine")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository on branch main with these files committed.
+fn repo(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    for (path, data) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "initial"]);
+    dir
+}
+
+/// A new environment over `repo`; `extra` is more of the file (tables).
+async fn env(engine: &Engine, repo: &Path, extra: &str) -> String {
+    let name = format!("t-{}", TaskId::random());
+    let source = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n{extra}",
+        repo.display()
+    );
+    engine
+        .create_env("test.toml", &source, repo)
+        .await
+        .expect("create the environment");
+    name
+}
+
+fn agent(script: &str) -> String {
+    format!("[agent]\nscript = '''\n{script}\n'''\n")
+}
+
+fn quiet() -> Progress {
+    Arc::new(|_: &Event| {})
+}
+
+/// Runs a task to the end; checks that its sandbox left nothing behind.
+async fn run(engine: &Engine, req: TaskRequest) -> (TaskRecord, AttemptRecord) {
+    let task = engine.submit(&req).await.expect("submit");
+    let (_tx, rx) = watch::channel(false);
+    let task = engine.run_task(&task.id, quiet(), rx).await.expect("run");
+    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    no_traces(&attempt);
+    (task, attempt)
+}
+
+fn no_traces(attempt: &AttemptRecord) {
+    let store = hangar_testkit::shared_store();
+    let id = SandboxId::new(attempt.sandbox.clone().expect("sandbox recorded")).unwrap();
+    hangar_testkit::assert_no_traces(&hangar_testkit::host(&store), &id);
+}
+
+fn request(env: &str, prompt: &str) -> TaskRequest {
+    TaskRequest {
+        environment: env.into(),
+        prompt: prompt.into(),
+        ..TaskRequest::default()
+    }
+}
+
+/// The tree a checkout has after applying: `git add -A` into a scratch index.
+fn tree_of(dir: &Path) -> String {
+    let index = dir.join(".git/hangar-test-index");
+    let out = Command::new("sh")
+        .current_dir(dir)
+        .env("GIT_INDEX_FILE", &index)
+        .args(["-c", "git read-tree HEAD && git add -A && git write-tree"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(index);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Applies the attempt's diff to a fresh clone of `origin` at the base commit and checks
+/// the clone then holds exactly the tree the sandbox ended with.
+async fn apply_round_trip(engine: &Engine, task: &TaskRecord, a: &AttemptRecord, origin: &Path) {
+    let clone = tempfile::tempdir().unwrap();
+    git(
+        clone.path(),
+        &["clone", "-q", origin.to_str().unwrap(), "."],
+    );
+    git(
+        clone.path(),
+        &["checkout", "-q", a.base_commit.as_deref().unwrap()],
+    );
+    let diff = engine.db().diff(&task.id, a.index).await.unwrap().unwrap();
+    let report = hangar_engine::apply_patch(clone.path(), &diff).expect("apply");
+    assert!(!report.merged);
+    assert_eq!(
+        tree_of(clone.path()),
+        a.result_tree.clone().unwrap(),
+        "the applied clone differs from the sandbox's tree"
+    );
+}
+
+#[tokio::test]
+async fn example_task_fixes_the_test_and_applies_to_a_fresh_clone() {
+    let engine = engine().await;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pyfix");
+    let origin = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args(["-a", &format!("{}/.", example.display())])
+        .arg(origin.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    git(origin.path(), &["init", "-q", "-b", "main"]);
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-qm", "example"]);
+    // The example's file names its repository as `..`, relative to .hangar/.
+    let file = origin.path().join(".hangar/environment.toml");
+    let name = format!("pyfix-{}", TaskId::random());
+    let source = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("name = \"pyfix\"", &format!("name = \"{name}\""));
+    let rec = engine
+        .create_env("environment.toml", &source, file.parent().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(Path::new(&rec.repo), origin.path().canonicalize().unwrap());
+
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let progress: Progress = Arc::new(move |e: &Event| {
+        let text = match e {
+            Event::PhaseStarted { phase, .. } => format!("start {phase}"),
+            Event::PhaseFinished { phase, ok, .. } => format!("end {phase} {ok}"),
+            Event::Line(l) => format!("{} {}", l.phase, l.line),
+        };
+        seen.lock().unwrap().push(text);
+    });
+    let task = engine
+        .submit(&request(&name, "Fix the failing test"))
+        .await
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Pending);
+    let (_tx, rx) = watch::channel(false);
+    let task = engine.run_task(&task.id, progress, rx).await.unwrap();
+    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    no_traces(&a);
+    assert_eq!(task.status, TaskStatus::Ready, "{:?}", a.error);
+    assert_eq!(
+        a.final_message.as_deref(),
+        Some("Fixed add() in calc.py: it subtracted instead of adding; the tests pass.")
+    );
+    let s = a.summary.unwrap();
+    assert_eq!((s.files_changed, s.lines_added, s.lines_removed), (1, 1, 1));
+    let phases: Vec<Phase> = a.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Prepare,
+            Phase::Setup,
+            Phase::Checkout,
+            Phase::Maintenance,
+            Phase::Agent,
+            Phase::Collect
+        ]
+    );
+    let seen = lines.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"maintenance FAILED (failures=1)".to_string()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"end agent true".to_string()), "{seen:?}");
+    let diff = String::from_utf8(engine.db().diff(&task.id, 1).await.unwrap().unwrap()).unwrap();
+    assert!(
+        diff.contains("-    return a - b\n+    return a + b\n"),
+        "{diff}"
+    );
+    apply_round_trip(&engine, &task, &a, origin.path()).await;
+}
+
+#[tokio::test]
+async fn diff_covers_new_deleted_renamed_binary_mode_and_symlink_changes() {
+    let engine = engine().await;
+    let big: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    let origin = repo(&[
+        ("keep.txt", b"keep\n"),
+        ("gone.txt", b"to be deleted\n"),
+        ("old-name.txt", big.as_bytes()),
+        ("tool.sh", b"#!/bin/sh\necho tool\n"),
+        ("image.bin", &[0, 1, 2, 3, 255, 254, 0, 7]),
+        ("link", b"placeholder"),
+    ]);
+    let name = env(
+        &engine,
+        origin.path(),
+        &agent(
+            r#"echo new > new.txt
+rm gone.txt
+mv old-name.txt new-name.txt
+chmod +x tool.sh
+printf '\x00\x01\x02\x09\xff' > image.bin
+printf '\x00binary\x00' > fresh.bin
+rm link && ln -s keep.txt link
+mkdir -p 'sub dir' && echo accented > 'sub dir/café.txt'
+echo "done""#,
+        ),
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "change everything")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    let diff = String::from_utf8_lossy(&engine.db().diff(&task.id, 1).await.unwrap().unwrap())
+        .into_owned();
+    for want in [
+        "new file mode 100644",
+        "deleted file mode 100644",
+        "rename from old-name.txt\nrename to new-name.txt",
+        "old mode 100644\nnew mode 100755",
+        "GIT binary patch",
+        "new file mode 120000",
+        "\"b/sub dir/caf\\303\\251.txt\"",
+    ] {
+        assert!(diff.contains(want), "diff lacks {want:?}:\n{diff}");
+    }
+    assert_eq!(a.summary.unwrap().files_changed, 8, "{diff}");
+    apply_round_trip(&engine, &task, &a, origin.path()).await;
+}
+
+#[tokio::test]
+async fn setup_failure_names_the_line_the_exit_code_and_keeps_the_output() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"x\n")]);
+    let name = env(
+        &engine,
+        origin.path(),
+        &format!(
+            "[setup]\nscript = '''\necho preparing\necho 'about to fail' >&2\nls /no/such/dir\necho never\n'''\n{}",
+            agent("echo agent ran")
+        ),
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "anything")).await;
+    assert_eq!(task.status, TaskStatus::Error);
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the setup script failed at line 3 (`ls /no/such/dir`) with exit code 2")
+    );
+    assert_eq!(a.exit_code, Some(2));
+    assert!(a.summary.is_none());
+    let logs = engine.db().logs(&task.id, Some(1)).await.unwrap();
+    let text: Vec<_> = logs
+        .iter()
+        .map(|l| (l.phase, l.stream, l.line.as_str()))
+        .collect();
+    assert!(
+        text.contains(&(Phase::Setup, Stream::Stdout, "preparing")),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&(Phase::Setup, Stream::Stderr, "about to fail")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|(_, s, l)| *s == Stream::Stderr && l.contains("No such file or directory")),
+        "{text:?}"
+    );
+    assert!(!text
+        .iter()
+        .any(|(_, _, l)| *l == "never" || *l == "agent ran"));
+}
+
+#[tokio::test]
+async fn bashrc_lines_reach_later_phases_and_plain_exports_do_not() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"x\n")]);
+    let name = env(
+        &engine,
+        origin.path(),
+        &format!(
+            "[env]\nFROM_ENV = \"everywhere\"\n\n[setup]\nscript = '''\nexport PLAIN=set-in-setup\necho 'export FROM_BASHRC=yes' >> ~/.bashrc\necho \"setup sees $FROM_ENV\" > /tmp/setup-saw\n'''\n\n[maintenance]\nscript = 'echo \"maintenance sees ${{FROM_BASHRC:-nothing}}\"'\n{}",
+            agent("cat /tmp/setup-saw\necho \"plain=${PLAIN:-unset} bashrc=${FROM_BASHRC:-unset} env=$FROM_ENV phase=$HANGAR_PHASE\"")
+        ),
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "report")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    assert_eq!(
+        a.final_message.as_deref(),
+        Some("plain=unset bashrc=yes env=everywhere phase=agent")
+    );
+    let logs = engine.db().logs(&task.id, None).await.unwrap();
+    let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert!(lines.contains(&"setup sees everywhere"), "{lines:?}");
+    assert!(lines.contains(&"maintenance sees yes"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn tasks_check_out_a_branch_or_a_commit_after_setup() {
+    let engine = engine().await;
+    let origin = repo(&[("file.txt", b"main\n")]);
+    let main_sha = git(origin.path(), &["rev-parse", "HEAD"]);
+    git(origin.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(origin.path().join("file.txt"), "feature\n").unwrap();
+    git(origin.path(), &["commit", "-qam", "feature"]);
+    let feature_sha = git(origin.path(), &["rev-parse", "HEAD"]);
+    git(origin.path(), &["checkout", "-q", "main"]);
+    std::fs::write(origin.path().join("file.txt"), "main two\n").unwrap();
+    git(origin.path(), &["commit", "-qam", "main two"]);
+    let name = env(
+        &engine,
+        origin.path(),
+        &format!(
+            "[setup]\nscript = 'cat file.txt > /tmp/setup-saw'\n{}",
+            agent("echo \"$(cat /tmp/setup-saw) then $(cat file.txt)\"")
+        ),
+    )
+    .await;
+
+    let (_, a) = run(
+        &engine,
+        TaskRequest {
+            branch: Some("feature".into()),
+            ..request(&name, "on a branch")
+        },
+    )
+    .await;
+    assert_eq!(a.base_commit.as_deref(), Some(feature_sha.as_str()));
+    assert_eq!(a.final_message.as_deref(), Some("main two then feature"));
+
+    let (_, a) = run(
+        &engine,
+        TaskRequest {
+            commit: Some(main_sha[..10].to_string()),
+            ..request(&name, "at a commit")
+        },
+    )
+    .await;
+    assert_eq!(a.base_commit.as_deref(), Some(main_sha.as_str()));
+    assert_eq!(a.final_message.as_deref(), Some("main two then main"));
+
+    let (task, a) = run(
+        &engine,
+        TaskRequest {
+            branch: Some("nope".into()),
+            ..request(&name, "missing branch")
+        },
+    )
+    .await;
+    assert_eq!(task.status, TaskStatus::Error);
+    assert_eq!(
+        a.error.as_deref(),
+        Some(
+            "failed to check out the task's branch or commit: branch nope is not in the repository"
+        )
+    );
+    let err = engine
+        .submit(&TaskRequest {
+            branch: Some("a..b".into()),
+            ..request(&name, "bad")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`a..b` is not a valid branch name"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn agent_failures_timeouts_and_missing_tools_are_reported() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"x\n")]);
+
+    let name = env(
+        &engine,
+        origin.path(),
+        &agent("echo partial > work.txt\nexit 3"),
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "fail")).await;
+    assert_eq!(task.status, TaskStatus::Error);
+    assert_eq!(a.exit_code, Some(3));
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the agent script failed with exit code 3")
+    );
+    assert_eq!(
+        a.summary.unwrap().files_changed,
+        1,
+        "partial work is collected"
+    );
+
+    let name = env(
+        &engine,
+        origin.path(),
+        "[agent]\nscript = 'echo started; sleep 600'\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "hang")).await;
+    assert_eq!(task.status, TaskStatus::Error);
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the agent script did not finish within 2s and was stopped")
+    );
+
+    let with_lock = repo(&[("Cargo.toml", b"[package]\n"), ("Cargo.lock", b"")]);
+    let name = env(&engine, with_lock.path(), &agent("echo hi")).await;
+    let (task, a) = run(&engine, request(&name, "install")).await;
+    assert_eq!(
+        a.error.as_deref(),
+        Some("failed to auto-install: Cargo.lock calls for `cargo`, which the image lacks (add it to the image, or set [setup] auto_install = false)")
+    );
+    let logs = engine.db().logs(&task.id, Some(1)).await.unwrap();
+    let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert!(
+        lines.contains(&"Cargo.lock calls for `cargo`, which the image lacks (add it to the image, or set [setup] auto_install = false)"),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_task_stops_the_agent_and_tears_down() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"x\n")]);
+    let name = env(&engine, origin.path(), &agent("echo waiting\nsleep 600")).await;
+    let task = engine.submit(&request(&name, "wait")).await.unwrap();
+    let (tx, rx) = watch::channel(false);
+    let progress: Progress = Arc::new(move |e: &Event| {
+        if let Event::Line(l) = e {
+            if l.phase == Phase::Agent && l.line == "waiting" {
+                let _ = tx.send(true);
+            }
+        }
+    });
+    let task = engine.run_task(&task.id, progress, rx).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    assert_eq!(a.status, AttemptStatus::Cancelled);
+    no_traces(&a);
+}
+
+/// A source repository whose config and hooks would write markers on the host, and an
+/// agent that plants the same in the workspace before collect: no marker may appear.
+#[tokio::test]
+async fn repository_controlled_git_config_never_runs_on_the_host() {
+    let engine = engine().await;
+    let markers = tempfile::tempdir().unwrap();
+    let m = |name: &str| markers.path().join(name).display().to_string();
+    let origin = repo(&[
+        ("README", b"x\n"),
+        (".gitattributes", b"* filter=evil diff=evil\n"),
+    ]);
+    let o = origin.path();
+    git(
+        o,
+        &[
+            "config",
+            "core.fsmonitor",
+            &format!("touch {}", m("fsmonitor")),
+        ],
+    );
+    git(
+        o,
+        &[
+            "config",
+            "filter.evil.clean",
+            &format!("touch {}; cat", m("clean")),
+        ],
+    );
+    git(
+        o,
+        &[
+            "config",
+            "filter.evil.smudge",
+            &format!("touch {}; cat", m("smudge")),
+        ],
+    );
+    git(
+        o,
+        &[
+            "config",
+            "diff.evil.command",
+            &format!("touch {}", m("diff")),
+        ],
+    );
+    git(
+        o,
+        &[
+            "config",
+            "uploadpack.packObjectsHook",
+            &format!("touch {}", m("packhook")),
+        ],
+    );
+    for hook in [
+        "post-checkout",
+        "pre-upload-pack",
+        "reference-transaction",
+        "post-update",
+    ] {
+        let path = o.join(".git/hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", m(hook))).unwrap();
+        Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    }
+    let plant = format!(
+        "git config core.fsmonitor 'touch {fs}'\n\
+         git config diff.external 'touch {ext}'\n\
+         printf '#!/bin/sh\\ntouch {hook}\\n' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit\n\
+         echo changed >> README\n\
+         echo planted",
+        fs = m("agent-fsmonitor"),
+        ext = m("agent-external"),
+        hook = m("agent-hook"),
+    );
+    let name = env(&engine, o, &agent(&plant)).await;
+    let (task, a) = run(&engine, request(&name, "poison git")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    // Again, so that the mirror is fetched (not cloned) too.
+    let (_, again) = run(&engine, request(&name, "poison git again")).await;
+    assert_eq!(again.status, AttemptStatus::Ready, "{:?}", again.error);
+    let left: Vec<_> = std::fs::read_dir(markers.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "repository code ran on the host: {left:?}");
+    let diff = String::from_utf8_lossy(&engine.db().diff(&task.id, 1).await.unwrap().unwrap())
+        .into_owned();
+    assert!(diff.contains("+changed"), "{diff}");
+}
+
+#[tokio::test]
+async fn environments_resolve_update_and_refuse_bad_input_without_losing_anything() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"x\n")]);
+    let name = env(&engine, origin.path(), &agent("true")).await;
+    let (before, _) = engine.env(&name).await.unwrap();
+    let repo_tail = {
+        let p = origin.path().canonicalize().unwrap();
+        let parts: Vec<_> = p.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+        parts[parts.len() - 2..].join("/")
+    };
+    let found = engine.resolve_env(&repo_tail).await.unwrap();
+    assert!(found.iter().any(|e| e.name == name), "{found:?}");
+
+    let bad = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n[agent]\ntimeout = \"soon\"\n",
+        origin.path().display()
+    );
+    let err = engine
+        .update_env(&name, "bad.toml", &bad, origin.path())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad.toml:5: `agent.timeout`: `soon` is not a duration (use e.g. 90s, 30m, 1h30m, 12h)"
+    );
+    let (after, _) = engine.env(&name).await.unwrap();
+    assert_eq!(
+        after, before,
+        "a refused update changed the stored environment"
+    );
+
+    let other = bad.replace(&name, "someone-else");
+    let err = engine
+        .update_env(
+            &name,
+            "other.toml",
+            &other.replace("soon", "1m"),
+            origin.path(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("describes environment `someone-else`"),
+        "{err}"
+    );
+
+    let good = bad.replace("soon", "10m");
+    let updated = engine
+        .update_env(&name, "good.toml", &good, origin.path())
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    let err = engine.submit(&request(&name, "go")).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no [agent] script; give one with --script FILE"),
+        "{err}"
+    );
+}

@@ -1,0 +1,1171 @@
+//! The environment file (`.hangar/environment.toml`): parsed into spanned raw values,
+//! then validated into [`Environment`], whose values are known good. Every error names
+//! the file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+
+use crate::duration::{format_duration, parse_duration};
+use crate::ids::EnvName;
+use crate::size::{format_bytes, parse_bytes};
+
+/// One problem in an environment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub message: String,
+}
+
+/// An environment file that could not be read; lists every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}:{}: {}", self.file, d.line, d.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Environment {
+    pub name: EnvName,
+    /// A URL git understands, or a local path (made absolute by the caller).
+    pub repo: String,
+    pub default_branch: String,
+    pub image: String,
+    pub setup: Setup,
+    pub maintenance: Maintenance,
+    pub env: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretDecl>,
+    pub network: Network,
+    pub agent: Agent,
+    pub cache: Cache,
+    pub resources: ResourceLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setup {
+    pub script: String,
+    pub auto_install: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Maintenance {
+    pub script: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretPhase {
+    Setup,
+    Maintenance,
+    Agent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretDecl {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject: Option<Inject>,
+    pub phases: Vec<SecretPhase>,
+}
+
+/// Where the proxy swaps a projected secret's placeholder for its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inject {
+    pub hosts: Vec<HostRule>,
+    pub header: String,
+    /// Contains `{}` exactly once: where the value goes.
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Network {
+    pub setup: NetworkPolicy,
+    pub maintenance: NetworkPolicy,
+    pub agent: NetworkPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Off,
+    Limited,
+    Unrestricted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    PackageManagers,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkPolicy {
+    pub access: Access,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<HostRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<HostRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub presets: Vec<Preset>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+impl NetworkPolicy {
+    fn with_access(access: Access) -> NetworkPolicy {
+        NetworkPolicy {
+            access,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            presets: Vec::new(),
+            methods: Vec::new(),
+        }
+    }
+}
+
+/// `host`, `*.suffix`, either with an optional `:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    /// Lowercase; a leading `*.` matches any subdomain (not the bare suffix).
+    pub pattern: String,
+    pub port: Option<u16>,
+}
+
+impl HostRule {
+    pub fn parse(s: &str) -> Result<HostRule, String> {
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                let port: u16 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("`{s}` has a bad port `{p}`"))?;
+                (h, Some(port))
+            }
+            _ => (s, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        if !is_ip && (name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label)) {
+            return Err(format!(
+                "`{s}` is not a host rule (use `example.com`, `*.example.com`, optionally `:443`)"
+            ));
+        }
+        Ok(HostRule {
+            pattern: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `host:port` matches this rule.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host_ok = match self.pattern.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == self.pattern,
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl fmt::Display for HostRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bracket = self.pattern.contains(':');
+        match (bracket, self.port) {
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.pattern),
+            (false, Some(p)) => write!(f, "{}:{p}", self.pattern),
+            (_, None) => f.write_str(&self.pattern),
+        }
+    }
+}
+
+impl Serialize for HostRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Harness {
+    Codex,
+    Claude,
+    Openclaw,
+    Hermes,
+    Aider,
+    Script,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    ReadOnly,
+    Auto,
+    FullAccess,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agent {
+    pub harness: Harness,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The name of a declared secret, projected for the endpoint's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub approval: Approval,
+    /// With the `script` harness: bash run in the workspace as the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cache {
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct ResourceLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_bytes"
+    )]
+    pub memory: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn ser_opt_bytes<S: Serializer>(b: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.serialize_str(&format_bytes(*b)),
+        None => s.serialize_none(),
+    }
+}
+
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(12 * 3600);
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE",
+];
+
+impl Environment {
+    /// Parses and validates an environment file; `file` names it in errors.
+    pub fn parse(file: &str, src: &str) -> Result<Environment, SpecError> {
+        let raw: RawEnv = toml::from_str(src).map_err(|e| SpecError {
+            file: file.to_string(),
+            diagnostics: vec![toml_diagnostic(src, &e)],
+        })?;
+        let mut cx = Cx {
+            src,
+            diags: Vec::new(),
+        };
+        let env = raw.validate(&mut cx);
+        match env {
+            Some(env) if cx.diags.is_empty() => Ok(env),
+            _ => Err(SpecError {
+                file: file.to_string(),
+                diagnostics: cx.diags,
+            }),
+        }
+    }
+
+    /// The environment as an environment file; [`Environment::parse`] reads it back equal.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an environment serializes to TOML")
+    }
+
+    /// Secrets that reach a phase's execs.
+    pub fn secrets_for(&self, phase: SecretPhase) -> impl Iterator<Item = (&str, &SecretDecl)> {
+        self.secrets
+            .iter()
+            .filter(move |(_, d)| d.phases.contains(&phase))
+            .map(|(k, d)| (k.as_str(), d))
+    }
+}
+
+/// Collects diagnostics while validating.
+struct Cx<'a> {
+    src: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        line_of(self.src, span.start)
+    }
+
+    fn err(&mut self, span: &Range<usize>, key: &str, message: impl fmt::Display) {
+        self.diags.push(Diagnostic {
+            line: self.line(span),
+            message: format!("`{key}`: {message}"),
+        });
+    }
+
+    /// Runs a check on a spanned value; on failure records it under `key`.
+    fn check<T, U>(
+        &mut self,
+        key: &str,
+        v: &Spanned<T>,
+        f: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Option<U> {
+        match f(v.get_ref()) {
+            Ok(u) => Some(u),
+            Err(m) => {
+                self.err(&v.span(), key, m);
+                None
+            }
+        }
+    }
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].matches('\n').count() + 1
+}
+
+/// Turns toml's error into a diagnostic in our words, naming the key when the line has one.
+fn toml_diagnostic(src: &str, e: &toml::de::Error) -> Diagnostic {
+    let span = e.span().unwrap_or(0..0);
+    let line = line_of(src, span.start);
+    let mut message = e
+        .message()
+        .trim()
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key");
+    if let Some(i) = message.find(", expected") {
+        let rest = message[i + 2..].to_string();
+        message = format!("{} ({rest})", &message[..i]);
+    }
+    let line_text = src.lines().nth(line - 1).unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let message = match key {
+        Some(k) if !message.contains(&format!("`{k}`")) => format!("`{k}`: {message}"),
+        _ => message,
+    };
+    Diagnostic { line, message }
+}
+
+fn valid_var_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_var_name(kind: &str, s: &str) -> Result<(), String> {
+    if !valid_var_name(s) {
+        return Err(format!(
+            "`{s}` is not a valid {kind} name (letters, digits and `_`, not starting with a digit)"
+        ));
+    }
+    if s.starts_with("HANGAR_") {
+        return Err(format!(
+            "`{s}`: names starting with HANGAR_ are hangar's own"
+        ));
+    }
+    Ok(())
+}
+
+/// A branch name git accepts (the common rules of `git check-ref-format`).
+pub fn check_branch(s: &str) -> Result<String, String> {
+    let bad = s.is_empty()
+        || s.starts_with('-')
+        || s.starts_with('/')
+        || s.ends_with('/')
+        || s.ends_with('.')
+        || s.ends_with(".lock")
+        || s.contains("..")
+        || s.contains("//")
+        || s.contains("@{")
+        || s.split('/').any(|c| c.starts_with('.'))
+        || s.chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        Err(format!("`{s}` is not a valid branch name"))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn check_repo(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("is empty; give a git URL or a local path".into());
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` starts with `-`"));
+    }
+    if let Some((scheme, _)) = s.split_once("::") {
+        return Err(format!(
+            "`{scheme}::` transports are refused; use https, ssh, git or a path"
+        ));
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        if !["https", "http", "ssh", "git", "file"].contains(&scheme) {
+            return Err(format!("unsupported URL scheme `{scheme}`"));
+        }
+    }
+    Ok(s.to_string())
+}
+
+fn check_endpoint(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{s}` is not an http(s) URL"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    HostRule::parse(authority).map_err(|_| format!("`{s}` has no valid host"))?;
+    Ok(s.to_string())
+}
+
+fn one_of<T: for<'de> Deserialize<'de>>(s: &str, options: &[&str]) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+        .map_err(|_| format!("`{s}` is not one of {}", options.join(", ")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    name: Option<Spanned<String>>,
+    repo: Option<Spanned<String>>,
+    default_branch: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    setup: RawSetup,
+    #[serde(default)]
+    maintenance: RawMaintenance,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<RawSecret>>,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    resources: RawResources,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSetup {
+    script: Option<String>,
+    auto_install: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    script: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    inject: Option<Spanned<RawInject>>,
+    phases: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInject {
+    hosts: Spanned<Vec<String>>,
+    header: Spanned<String>,
+    #[serde(default)]
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    setup: Option<Spanned<RawPolicy>>,
+    maintenance: Option<Spanned<RawPolicy>>,
+    agent: Option<Spanned<RawPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    access: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    #[serde(default)]
+    presets: Vec<Spanned<String>>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    harness: Option<Spanned<String>>,
+    model: Option<String>,
+    endpoint: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    approval: Option<Spanned<String>>,
+    script: Option<String>,
+    timeout: Option<Spanned<String>>,
+    check: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    cpus: Option<Spanned<f64>>,
+    memory: Option<Spanned<String>>,
+    pids: Option<Spanned<i64>>,
+}
+
+impl RawEnv {
+    fn validate(self, cx: &mut Cx<'_>) -> Option<Environment> {
+        let top = 0..0;
+        let required = |v: &Option<Spanned<String>>, key: &str, cx: &mut Cx<'_>| {
+            if v.is_none() {
+                cx.err(&top, key, "missing (required)");
+            }
+        };
+        required(&self.name, "name", cx);
+        required(&self.repo, "repo", cx);
+        required(&self.image, "image", cx);
+
+        let name = self.name.as_ref().and_then(|n| {
+            cx.check("name", n, |s| {
+                s.parse::<EnvName>().map_err(|e| e.to_string())
+            })
+        });
+        let repo = self
+            .repo
+            .as_ref()
+            .and_then(|r| cx.check("repo", r, |s| check_repo(s)));
+        let default_branch = match &self.default_branch {
+            Some(b) => cx.check("default_branch", b, |s| check_branch(s)),
+            None => Some("main".to_string()),
+        };
+        let image = self.image.as_ref().and_then(|i| {
+            cx.check("image", i, |s| {
+                if s.trim().is_empty() || s.chars().any(char::is_whitespace) {
+                    Err(format!("`{s}` is not an image name or reference"))
+                } else {
+                    Ok(s.clone())
+                }
+            })
+        });
+
+        let mut env = BTreeMap::new();
+        for (k, v) in &self.env {
+            if let Err(m) = check_var_name("variable", k) {
+                cx.err(&v.span(), &format!("env.{k}"), m);
+            }
+            env.insert(k.clone(), v.get_ref().clone());
+        }
+
+        let mut secrets = BTreeMap::new();
+        for (k, v) in &self.secrets {
+            let key = format!("secrets.{k}");
+            if let Err(m) = check_var_name("secret", k) {
+                cx.err(&v.span(), &key, m);
+            }
+            if env.contains_key(k) {
+                cx.err(
+                    &v.span(),
+                    &key,
+                    "is also set in [env]; a name is a secret or a variable, not both",
+                );
+            }
+            if let Some(decl) = validate_secret(cx, &key, v.get_ref()) {
+                secrets.insert(k.clone(), decl);
+            }
+        }
+
+        let network = Network {
+            setup: validate_policy(
+                cx,
+                "network.setup",
+                &self.network.setup,
+                Access::Unrestricted,
+            ),
+            maintenance: validate_policy(
+                cx,
+                "network.maintenance",
+                &self.network.maintenance,
+                Access::Unrestricted,
+            ),
+            agent: validate_policy(cx, "network.agent", &self.network.agent, Access::Off),
+        };
+
+        let agent = validate_agent(cx, self.agent, &secrets);
+        let cache = Cache {
+            ttl: match &self.cache.ttl {
+                Some(t) => cx
+                    .check("cache.ttl", t, |s| parse_duration(s))
+                    .unwrap_or(DEFAULT_CACHE_TTL),
+                None => DEFAULT_CACHE_TTL,
+            },
+        };
+        let r = &self.resources;
+        let resources = ResourceLimits {
+            cpus: r.cpus.as_ref().and_then(|c| {
+                cx.check("resources.cpus", c, |c| {
+                    if *c > 0.0 && *c <= 1024.0 {
+                        Ok(*c)
+                    } else {
+                        Err(format!("{c} is not a CPU count (give a number above 0)"))
+                    }
+                })
+            }),
+            memory: r
+                .memory
+                .as_ref()
+                .and_then(|m| cx.check("resources.memory", m, |s| parse_bytes(s))),
+            pids: r.pids.as_ref().and_then(|p| {
+                cx.check("resources.pids", p, |p| {
+                    if *p >= 1 {
+                        Ok(*p)
+                    } else {
+                        Err(format!("{p} is not a process limit (give at least 1)"))
+                    }
+                })
+            }),
+        };
+
+        Some(Environment {
+            name: name?,
+            repo: repo?,
+            default_branch: default_branch?,
+            image: image?,
+            setup: Setup {
+                script: self.setup.script.unwrap_or_default(),
+                auto_install: self.setup.auto_install.unwrap_or(true),
+            },
+            maintenance: Maintenance {
+                script: self.maintenance.script.unwrap_or_default(),
+            },
+            env,
+            secrets,
+            network,
+            agent: agent?,
+            cache,
+            resources,
+        })
+    }
+}
+
+fn validate_secret(cx: &mut Cx<'_>, key: &str, raw: &RawSecret) -> Option<SecretDecl> {
+    let inject = match &raw.inject {
+        None => None,
+        Some(inj) => {
+            let i = inj.get_ref();
+            let key = format!("{key}.inject");
+            let mut hosts = Vec::new();
+            if i.hosts.get_ref().is_empty() {
+                cx.err(&i.hosts.span(), &format!("{key}.hosts"), "names no host");
+            }
+            for h in i.hosts.get_ref() {
+                match HostRule::parse(h) {
+                    Ok(r) => hosts.push(r),
+                    Err(m) => cx.err(&i.hosts.span(), &format!("{key}.hosts"), m),
+                }
+            }
+            let header = cx.check(&format!("{key}.header"), &i.header, |h| {
+                let token = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if token {
+                    Ok(h.clone())
+                } else {
+                    Err(format!("`{h}` is not an HTTP header name"))
+                }
+            });
+            let format = match &i.format {
+                None => Some("{}".to_string()),
+                Some(f) => cx.check(&format!("{key}.format"), f, |f| {
+                    if f.matches("{}").count() == 1 {
+                        Ok(f.clone())
+                    } else {
+                        Err(format!(
+                            "`{f}` must contain `{{}}` exactly once (where the value goes)"
+                        ))
+                    }
+                }),
+            };
+            Some(Inject {
+                hosts,
+                header: header?,
+                format: format?,
+            })
+        }
+    };
+    let phases = match &raw.phases {
+        None => vec![SecretPhase::Setup, SecretPhase::Maintenance],
+        Some(p) => {
+            let mut phases = Vec::new();
+            for s in p.get_ref() {
+                match one_of::<SecretPhase>(s, &["setup", "maintenance", "agent"]) {
+                    Ok(ph) if !phases.contains(&ph) => phases.push(ph),
+                    Ok(_) => {}
+                    Err(m) => cx.err(&p.span(), &format!("{key}.phases"), m),
+                }
+            }
+            if phases.contains(&SecretPhase::Agent) && inject.is_none() {
+                cx.err(
+                    &p.span(),
+                    &format!("{key}.phases"),
+                    "a secret reaches the agent phase only as a projected secret: add `inject`",
+                );
+            }
+            phases.sort();
+            phases
+        }
+    };
+    Some(SecretDecl { inject, phases })
+}
+
+fn validate_policy(
+    cx: &mut Cx<'_>,
+    key: &str,
+    raw: &Option<Spanned<RawPolicy>>,
+    default: Access,
+) -> NetworkPolicy {
+    let Some(raw) = raw else {
+        return NetworkPolicy::with_access(default);
+    };
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let access = match &raw.access {
+        Some(a) => cx
+            .check(&format!("{key}.access"), a, |s| {
+                one_of::<Access>(s, &["off", "limited", "unrestricted"])
+            })
+            .unwrap_or(default),
+        None => default,
+    };
+    let mut policy = NetworkPolicy::with_access(access);
+    let rules = |cx: &mut Cx<'_>, name: &str, list: &[Spanned<String>]| -> Vec<HostRule> {
+        list.iter()
+            .filter_map(|r| cx.check(&format!("{key}.{name}"), r, |s| HostRule::parse(s)))
+            .collect()
+    };
+    policy.allow = rules(cx, "allow", &raw.allow);
+    policy.deny = rules(cx, "deny", &raw.deny);
+    policy.presets = raw
+        .presets
+        .iter()
+        .filter_map(|p| {
+            cx.check(&format!("{key}.presets"), p, |s| {
+                one_of::<Preset>(s, &["package-managers"])
+            })
+        })
+        .collect();
+    policy.methods = raw
+        .methods
+        .iter()
+        .filter_map(|m| {
+            cx.check(&format!("{key}.methods"), m, |s| {
+                if METHODS.contains(&s.as_str()) {
+                    Ok(s.clone())
+                } else {
+                    Err(format!("`{s}` is not one of {}", METHODS.join(", ")))
+                }
+            })
+        })
+        .collect();
+    let limits = !(raw.allow.is_empty() && raw.presets.is_empty() && raw.methods.is_empty());
+    if limits && access != Access::Limited {
+        cx.err(
+            &span,
+            key,
+            "`allow`, `presets` and `methods` apply only with access = \"limited\"",
+        );
+    }
+    policy
+}
+
+fn validate_agent(
+    cx: &mut Cx<'_>,
+    raw: RawAgent,
+    secrets: &BTreeMap<String, SecretDecl>,
+) -> Option<Agent> {
+    let harness = match &raw.harness {
+        Some(h) => cx.check("agent.harness", h, |s| {
+            one_of::<Harness>(
+                s,
+                &["codex", "claude", "openclaw", "hermes", "aider", "script"],
+            )
+        })?,
+        None => Harness::Script,
+    };
+    let approval = match &raw.approval {
+        Some(a) => cx.check("agent.approval", a, |s| {
+            one_of::<Approval>(s, &["read-only", "auto", "full-access"])
+        })?,
+        None => Approval::Auto,
+    };
+    let timeout = match &raw.timeout {
+        Some(t) => cx.check("agent.timeout", t, |s| parse_duration(s))?,
+        None => DEFAULT_AGENT_TIMEOUT,
+    };
+    let endpoint = match &raw.endpoint {
+        Some(e) => Some(cx.check("agent.endpoint", e, |s| check_endpoint(s))?),
+        None => None,
+    };
+    let key = match &raw.key {
+        Some(k) => Some(cx.check("agent.key", k, |s| {
+            if secrets.contains_key(s) {
+                Ok(s.clone())
+            } else {
+                Err(format!("names no secret: declare it with [secrets.{s}]"))
+            }
+        })?),
+        None => None,
+    };
+    if let (Some(k), None) = (&raw.key, &endpoint) {
+        cx.err(
+            &k.span(),
+            "agent.key",
+            "needs `agent.endpoint`: the key is projected for the endpoint's host only",
+        );
+    }
+    Some(Agent {
+        harness,
+        model: raw.model,
+        endpoint,
+        key,
+        approval,
+        script: raw.script,
+        timeout,
+        check: raw.check,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name = "payments"
+repo = "https://git.example.com/acme/payments.git"
+default_branch = "main"
+image = "debian-bookworm"
+
+[setup]
+script = "pip install -e '.[test]'"
+auto_install = true
+
+[maintenance]
+script = "pip install -e '.[test]'"
+
+[env]
+DATABASE_URL = "postgres://localhost/test"
+
+[secrets.NPM_TOKEN]
+[secrets.OPENAI_API_KEY]
+[secrets.GH_TOKEN]
+inject = { hosts = ["api.github.com"], header = "Authorization", format = "Bearer {}" }
+phases = ["agent"]
+
+[network.agent]
+access = "limited"
+allow = ["api.github.com", "*.internal.example"]
+presets = ["package-managers"]
+methods = ["GET", "HEAD", "OPTIONS"]
+
+[agent]
+harness = "codex"
+model = "gpt-5.5"
+endpoint = "https://api.openai.com/v1"
+key = "OPENAI_API_KEY"
+approval = "auto"
+timeout = "30m"
+check = "pytest -q"
+
+[cache]
+ttl = "12h"
+
+[resources]
+cpus = 2
+memory = "4GiB"
+pids = 4096
+"#;
+
+    #[test]
+    fn design_example_parses_and_round_trips() {
+        let env = Environment::parse("env.toml", FULL).unwrap();
+        assert_eq!(env.name.as_str(), "payments");
+        assert_eq!(env.agent.harness, Harness::Codex);
+        assert_eq!(env.agent.timeout, Duration::from_secs(1800));
+        assert_eq!(env.resources.memory, Some(4 << 30));
+        assert_eq!(env.resources.cpus, Some(2.0));
+        assert_eq!(env.network.agent.access, Access::Limited);
+        assert_eq!(env.network.setup.access, Access::Unrestricted);
+        assert_eq!(
+            env.secrets["NPM_TOKEN"].phases,
+            vec![SecretPhase::Setup, SecretPhase::Maintenance]
+        );
+        assert_eq!(env.secrets["GH_TOKEN"].phases, vec![SecretPhase::Agent]);
+        let again = Environment::parse("again.toml", &env.to_toml()).unwrap();
+        assert_eq!(again, env);
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let env = Environment::parse(
+            "m.toml",
+            "name = \"m\"\nrepo = \"/srv/m\"\nimage = \"debian-bookworm\"\n",
+        )
+        .unwrap();
+        assert_eq!(env.default_branch, "main");
+        assert_eq!(env.agent.harness, Harness::Script);
+        assert_eq!(env.agent.approval, Approval::Auto);
+        assert_eq!(env.network.agent.access, Access::Off);
+        assert_eq!(env.cache.ttl, DEFAULT_CACHE_TTL);
+        assert!(env.setup.auto_install);
+        assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
+    }
+
+    const HEAD: &str = "name = \"e\"\nrepo = \"/srv/e\"\nimage = \"debian-bookworm\"\n";
+
+    /// Parses `HEAD + body` and expects the first diagnostic to be on `line` and to
+    /// contain `message`.
+    fn check(body: &str, line: usize, message: &str) {
+        let src = format!("{HEAD}{body}");
+        let err = Environment::parse("env.toml", &src).expect_err(body);
+        let d = &err.diagnostics[0];
+        assert!(
+            d.line == line && d.message.contains(message),
+            "for {body:?}: got line {} {:?}, want line {line} containing {message:?}",
+            d.line,
+            d.message
+        );
+        assert!(err.to_string().starts_with(&format!("env.toml:{line}: ")));
+    }
+
+    #[test]
+    fn bad_files_name_key_and_line() {
+        check("colour = \"red\"\n", 4, "unknown key `colour`");
+        check(
+            "[setup]\nscrpt = \"x\"\n",
+            5,
+            "unknown key `scrpt` (expected `script` or `auto_install`)",
+        );
+        check("[setpu]\n", 4, "unknown key `setpu`");
+        check(
+            "[setup]\nauto_install = \"yes\"\n",
+            5,
+            "`auto_install`: invalid type",
+        );
+        check(
+            "[agent]\ntimeout = \"3x\"\n",
+            5,
+            "`agent.timeout`: `3x` has an unknown unit `x`",
+        );
+        check(
+            "[agent]\ntimeout = 30\n",
+            5,
+            "`timeout`: invalid type: integer `30`",
+        );
+        check(
+            "[agent]\nharness = \"gpt\"\n",
+            5,
+            "`agent.harness`: `gpt` is not one of codex",
+        );
+        check(
+            "[agent]\napproval = \"yolo\"\n",
+            5,
+            "`agent.approval`: `yolo` is not one of read-only",
+        );
+        check(
+            "[agent]\nendpoint = \"ftp://x\"\n",
+            5,
+            "`agent.endpoint`: `ftp://x` is not an http(s) URL",
+        );
+        check(
+            "[agent]\nendpoint = \"https://m.example/v1\"\nkey = \"NOPE\"\n",
+            6,
+            "`agent.key`: names no secret",
+        );
+        check(
+            "[secrets.T]\n[agent]\nkey = \"T\"\n",
+            6,
+            "`agent.key`: needs `agent.endpoint`",
+        );
+        check(
+            "[env]\n\"1BAD\" = \"x\"\n",
+            5,
+            "`env.1BAD`: `1BAD` is not a valid variable name",
+        );
+        check("[env]\nHANGAR_X = \"x\"\n", 5, "hangar's own");
+        check(
+            "[env]\nPORT = 8080\n",
+            5,
+            "`PORT`: invalid type: integer `8080` (expected a string)",
+        );
+        check(
+            "[env]\nT = \"x\"\n[secrets.T]\n",
+            6,
+            "`secrets.T`: is also set in [env]",
+        );
+        check(
+            "[secrets.S]\nphases = [\"agent\"]\n",
+            5,
+            "only as a projected secret",
+        );
+        check(
+            "[secrets.S]\nphases = [\"collect\"]\n",
+            5,
+            "`collect` is not one of setup, maintenance, agent",
+        );
+        check(
+            "[secrets.S]\ninject = { hosts = [\"api.x\"], header = \"Bad Header\" }\n",
+            5,
+            "`secrets.S.inject.header`: `Bad Header` is not an HTTP header name",
+        );
+        check(
+            "[secrets.S]\ninject = { hosts = [\"api.x\"], header = \"A\", format = \"Bearer\" }\n",
+            5,
+            "must contain `{}` exactly once",
+        );
+        check(
+            "[secrets.S]\ninject = { hosts = [\"a b\"], header = \"A\" }\n",
+            5,
+            "`a b` is not a host rule",
+        );
+        check(
+            "[network.agent]\naccess = \"some\"\n",
+            5,
+            "`network.agent.access`: `some` is not one of off",
+        );
+        check(
+            "[network.agent]\nallow = [\"x.com\"]\n",
+            4,
+            "apply only with access = \"limited\"",
+        );
+        check(
+            "[network.agent]\naccess = \"limited\"\nallow = [\"x.com:http\"]\n",
+            6,
+            "bad port `http`",
+        );
+        check(
+            "[network.agent]\naccess = \"limited\"\npresets = [\"pypi\"]\n",
+            6,
+            "`pypi` is not one of package-managers",
+        );
+        check(
+            "[network.agent]\naccess = \"limited\"\nmethods = [\"get\"]\n",
+            6,
+            "`get` is not one of GET",
+        );
+        check("[network.lockdown]\n", 4, "unknown key `lockdown`");
+        check(
+            "[cache]\nttl = \"forever\"\n",
+            5,
+            "`cache.ttl`: `forever` is not a duration",
+        );
+        check(
+            "[resources]\nmemory = \"lots\"\n",
+            5,
+            "`resources.memory`: `lots` is not a size",
+        );
+        check(
+            "[resources]\ncpus = 0\n",
+            5,
+            "`resources.cpus`: 0 is not a CPU count",
+        );
+        check(
+            "[resources]\npids = 0\n",
+            5,
+            "`resources.pids`: 0 is not a process limit",
+        );
+        check(
+            "default_branch = \"a..b\"\n",
+            4,
+            "`default_branch`: `a..b` is not a valid branch name",
+        );
+        check("[setup\n", 4, "");
+    }
+
+    #[test]
+    fn missing_and_bad_top_level_keys() {
+        let err = Environment::parse("e.toml", "repo = \"ext::sh -c x\"\n").unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("e.toml:1: `name`: missing (required)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("e.toml:1: `image`: missing (required)"),
+            "{all}"
+        );
+        assert!(all.contains("`ext::` transports are refused"), "{all}");
+        let err = Environment::parse(
+            "e.toml",
+            "name = \"Bad Name\"\nrepo = \"-u\"\nimage = \"i\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.diagnostics.len(), 2, "{err}");
+        assert_eq!(err.diagnostics[1].line, 2);
+    }
+
+    #[test]
+    fn host_rules() {
+        let r = HostRule::parse("*.Example.com:443").unwrap();
+        assert!(r.matches("api.example.com", 443));
+        assert!(!r.matches("example.com", 443));
+        assert!(!r.matches("api.example.com", 80));
+        let r = HostRule::parse("pypi.org").unwrap();
+        assert!(r.matches("PyPI.org.", 8443));
+        assert!(!r.matches("evilpypi.org", 443));
+        assert_eq!(
+            HostRule::parse("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
+        assert!(HostRule::parse("a_b.com").is_err());
+        assert!(HostRule::parse("x.com:0").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! hangar's environment file and task vocabulary: parsing, validation and diagnostics
+//! that name the key and line. No I/O: callers hand in text and get typed values back.
+
+mod duration;
+mod env;
+mod ids;
+mod size;
+mod task;
+
+pub use duration::{format_duration, parse_duration};
+pub use env::{
+    check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,
+    Inject, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits, SecretDecl, SecretPhase,
+    Setup, SpecError,
+};
+pub use ids::{EnvName, IdError, TaskId};
+pub use size::{format_bytes, parse_bytes};
+pub use task::{repo_name, AttemptStatus, Phase, TaskStatus};

@@ -1,0 +1,922 @@
+//! hangar's metadata in SQLite (sqlx, embedded migrations): environments, tasks,
+//! attempts and their logs. Times are epoch milliseconds. Many CLI processes may open the
+//! same file: WAL mode and a busy timeout let them take turns.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+/// Failures of the metadata database. Messages read after "failed to ...".
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("failed to open the database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to migrate the database {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("failed to {action}: {source}")]
+    Query {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to create environment `{0}`: it already exists (use `hangar env update`)")]
+    EnvExists(String),
+    #[error("failed to find environment `{0}` (see `hangar env list`)")]
+    EnvNotFound(String),
+    #[error("failed to find task `{0}` (see `hangar list`)")]
+    TaskNotFound(String),
+    #[error("failed to find task `{prefix}`: the prefix matches {}", matches.join(", "))]
+    AmbiguousTask {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("failed to find attempt {attempt} of task {task}")]
+    AttemptNotFound { task: String, attempt: u32 },
+    #[error("failed to read stored {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("failed to read list cursor `{0}`")]
+    BadCursor(String),
+}
+
+pub type DbResult<T> = std::result::Result<T, DbError>;
+
+fn query(action: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    move |source| DbError::Query { action, source }
+}
+
+fn corrupt(what: &'static str) -> impl FnOnce(String) -> DbError {
+    move |reason| DbError::Corrupt { what, reason }
+}
+
+/// The workspace every object belongs to until tokens choose another.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+/// A stored environment (its file, validated when it was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRecord {
+    pub workspace: String,
+    pub name: String,
+    pub version: i64,
+    pub source: String,
+    pub repo: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// What starting a task records.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub workspace: String,
+    pub environment: String,
+    pub environment_version: i64,
+    pub spec: String,
+    pub title: String,
+    pub prompt: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub agent_script: Option<String>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub workspace: String,
+    pub environment: String,
+    pub environment_version: i64,
+    pub spec: String,
+    pub title: String,
+    pub prompt: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub agent_script: Option<String>,
+    pub status: TaskStatus,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub attempt_total: u32,
+    /// The diff summary of the task's leading attempt (the first ready one, else the first).
+    pub summary: Option<DiffSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub files_changed: u32,
+    pub lines_added: u32,
+    pub lines_removed: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub index: u32,
+    pub status: AttemptStatus,
+    pub sandbox: Option<String>,
+    pub base_commit: Option<String>,
+    pub result_tree: Option<String>,
+    pub final_message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub phases: Vec<PhaseTiming>,
+    pub summary: Option<DiffSummary>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub status: AttemptStatus,
+    pub final_message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub summary: Option<DiffSummary>,
+    pub diff: Option<Vec<u8>>,
+    pub result_tree: Option<String>,
+}
+
+/// Which stream a log line came from; `hangar` lines are hangar's own notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Hangar,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Hangar => "hangar",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Stream> {
+        [Stream::Stdout, Stream::Stderr, Stream::Hangar]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub phase: Phase,
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// Which tasks to list, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskQuery {
+    pub workspace: String,
+    pub environment: Option<String>,
+    pub limit: u32,
+    /// From a previous page's [`TaskPage::cursor`].
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Present when more tasks follow.
+    pub cursor: Option<String>,
+}
+
+/// The metadata database.
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> DbResult<Db> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Db { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- environments ----
+
+    pub async fn create_env(&self, rec: &EnvRecord) -> DbResult<()> {
+        let res = sqlx::query(
+            "INSERT INTO environments (workspace, name, version, source, repo, created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rec.workspace)
+        .bind(&rec.name)
+        .bind(rec.version)
+        .bind(&rec.source)
+        .bind(&rec.repo)
+        .bind(rec.created_ms)
+        .bind(rec.updated_ms)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(DbError::EnvExists(rec.name.clone()))
+            }
+            Err(e) => Err(query("store the environment")(e)),
+        }
+    }
+
+    /// Replaces an environment's file; its version goes up by one.
+    pub async fn update_env(
+        &self,
+        workspace: &str,
+        name: &str,
+        source: &str,
+        repo: &str,
+    ) -> DbResult<EnvRecord> {
+        let n = sqlx::query(
+            "UPDATE environments SET source = ?, repo = ?, version = version + 1, updated_ms = ?
+             WHERE workspace = ? AND name = ?",
+        )
+        .bind(source)
+        .bind(repo)
+        .bind(now_ms())
+        .bind(workspace)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(query("update the environment"))?
+        .rows_affected();
+        if n == 0 {
+            return Err(DbError::EnvNotFound(name.to_string()));
+        }
+        self.env(workspace, name).await
+    }
+
+    pub async fn env(&self, workspace: &str, name: &str) -> DbResult<EnvRecord> {
+        sqlx::query("SELECT * FROM environments WHERE workspace = ? AND name = ?")
+            .bind(workspace)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read the environment"))?
+            .map(|r| env_row(&r))
+            .ok_or_else(|| DbError::EnvNotFound(name.to_string()))
+    }
+
+    pub async fn envs(&self, workspace: &str) -> DbResult<Vec<EnvRecord>> {
+        let rows = sqlx::query("SELECT * FROM environments WHERE workspace = ? ORDER BY name")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("list environments"))?;
+        Ok(rows.iter().map(env_row).collect())
+    }
+
+    pub async fn delete_env(&self, workspace: &str, name: &str) -> DbResult<()> {
+        let n = sqlx::query("DELETE FROM environments WHERE workspace = ? AND name = ?")
+            .bind(workspace)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(query("delete the environment"))?
+            .rows_affected();
+        if n == 0 {
+            return Err(DbError::EnvNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    // ---- tasks and attempts ----
+
+    /// Records a new task with its attempts, all pending.
+    pub async fn create_task(&self, t: &NewTask) -> DbResult<TaskRecord> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
+        sqlx::query(
+            "INSERT INTO tasks (id, workspace, environment, environment_version, spec, title, prompt,
+                                branch, git_commit, agent_script, status, created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.as_str())
+        .bind(&t.workspace)
+        .bind(&t.environment)
+        .bind(t.environment_version)
+        .bind(&t.spec)
+        .bind(&t.title)
+        .bind(&t.prompt)
+        .bind(&t.branch)
+        .bind(&t.commit)
+        .bind(&t.agent_script)
+        .bind(TaskStatus::Pending.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(query("store the task"))?;
+        for idx in 1..=t.attempts {
+            sqlx::query(
+                "INSERT INTO attempts (task_id, idx, status, created_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(t.id.as_str())
+            .bind(idx)
+            .bind(AttemptStatus::Pending.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("store the task's attempts"))?;
+        }
+        tx.commit().await.map_err(query("commit the task"))?;
+        self.task(&t.workspace, &t.id).await
+    }
+
+    /// Finds a task by its id or a unique prefix of it.
+    pub async fn resolve_task(&self, workspace: &str, id_or_prefix: &str) -> DbResult<TaskId> {
+        if !TaskId::is_prefix(id_or_prefix) {
+            return Err(DbError::TaskNotFound(id_or_prefix.to_string()));
+        }
+        let pattern = format!("{}%", id_or_prefix.to_ascii_lowercase());
+        let rows = sqlx::query("SELECT id FROM tasks WHERE workspace = ? AND id LIKE ? LIMIT 6")
+            .bind(workspace)
+            .bind(&pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("look up the task"))?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
+        match ids.as_slice() {
+            [] => Err(DbError::TaskNotFound(id_or_prefix.to_string())),
+            [one] => TaskId::from_str(one).map_err(|e| corrupt("task id")(e.to_string())),
+            _ => Err(DbError::AmbiguousTask {
+                prefix: id_or_prefix.to_string(),
+                matches: ids,
+            }),
+        }
+    }
+
+    pub async fn task(&self, workspace: &str, id: &TaskId) -> DbResult<TaskRecord> {
+        let row = sqlx::query(&format!("{TASK_SELECT} WHERE t.workspace = ? AND t.id = ?"))
+            .bind(workspace)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read the task"))?
+            .ok_or_else(|| DbError::TaskNotFound(id.to_string()))?;
+        task_row(&row)
+    }
+
+    pub async fn tasks(&self, q: &TaskQuery) -> DbResult<TaskPage> {
+        let (before_ms, before_id) = match &q.cursor {
+            None => (i64::MAX, String::new()),
+            Some(c) => c
+                .split_once(':')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| DbError::BadCursor(c.clone()))?,
+        };
+        let limit = q.limit.max(1);
+        let rows = sqlx::query(&format!(
+            "{TASK_SELECT} WHERE t.workspace = ? AND (? IS NULL OR t.environment = ?)
+               AND (t.created_ms < ? OR (t.created_ms = ? AND (? = '' OR t.id < ?)))
+             ORDER BY t.created_ms DESC, t.id DESC LIMIT ?"
+        ))
+        .bind(&q.workspace)
+        .bind(&q.environment)
+        .bind(&q.environment)
+        .bind(before_ms)
+        .bind(before_ms)
+        .bind(&before_id)
+        .bind(&before_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("list tasks"))?;
+        let mut tasks = rows.iter().map(task_row).collect::<DbResult<Vec<_>>>()?;
+        let cursor = if tasks.len() > limit as usize {
+            tasks.truncate(limit as usize);
+            tasks.last().map(|t| format!("{}:{}", t.created_ms, t.id))
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, cursor })
+    }
+
+    pub async fn attempts(&self, task: &TaskId) -> DbResult<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE task_id = ? ORDER BY idx")
+            .bind(task.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("read the task's attempts"))?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    pub async fn start_attempt(&self, task: &TaskId, idx: u32) -> DbResult<()> {
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET status = 'running', started_ms = ? WHERE task_id = ? AND idx = ?",
+            |q| q.bind(now_ms()),
+        )
+        .await
+    }
+
+    pub async fn set_sandbox(&self, task: &TaskId, idx: u32, sandbox: &str) -> DbResult<()> {
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET sandbox = ? WHERE task_id = ? AND idx = ?",
+            |q| q.bind(sandbox.to_string()),
+        )
+        .await
+    }
+
+    pub async fn set_base_commit(&self, task: &TaskId, idx: u32, commit: &str) -> DbResult<()> {
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET base_commit = ? WHERE task_id = ? AND idx = ?",
+            |q| q.bind(commit.to_string()),
+        )
+        .await
+    }
+
+    /// Appends one phase's timing.
+    pub async fn add_phase(&self, task: &TaskId, idx: u32, timing: PhaseTiming) -> DbResult<()> {
+        let entry = serde_json::to_string(&timing).expect("a timing serializes");
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET phases = json_insert(phases, '$[#]', json(?))
+             WHERE task_id = ? AND idx = ?",
+            |q| q.bind(entry),
+        )
+        .await
+    }
+
+    pub async fn finish_attempt(
+        &self,
+        task: &TaskId,
+        idx: u32,
+        o: &AttemptOutcome,
+    ) -> DbResult<()> {
+        let s = o.summary;
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET status = ?, final_message = ?, exit_code = ?, error = ?,
+                 files_changed = ?, lines_added = ?, lines_removed = ?, diff = ?, result_tree = ?,
+                 finished_ms = ?
+             WHERE task_id = ? AND idx = ?",
+            |q| {
+                q.bind(o.status.as_str())
+                    .bind(o.final_message.clone())
+                    .bind(o.exit_code)
+                    .bind(o.error.clone())
+                    .bind(s.map(|s| s.files_changed))
+                    .bind(s.map(|s| s.lines_added))
+                    .bind(s.map(|s| s.lines_removed))
+                    .bind(o.diff.clone())
+                    .bind(o.result_tree.clone())
+                    .bind(now_ms())
+            },
+        )
+        .await
+    }
+
+    /// Runs one attempt update, then recomputes the task's status from its attempts, in
+    /// one transaction.
+    async fn set_attempt<'q>(
+        &self,
+        task: &TaskId,
+        idx: u32,
+        sql: &'q str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> DbResult<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
+        let n = bind(sqlx::query(sql))
+            .bind(task.as_str().to_string())
+            .bind(idx)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("update the attempt"))?
+            .rows_affected();
+        if n == 0 {
+            return Err(DbError::AttemptNotFound {
+                task: task.to_string(),
+                attempt: idx,
+            });
+        }
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM attempts WHERE task_id = ?")
+                .bind(task.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query("read attempt statuses"))?;
+        let statuses = statuses
+            .iter()
+            .map(|s| s.parse::<AttemptStatus>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt("attempt status"))?;
+        sqlx::query("UPDATE tasks SET status = ?, updated_ms = ? WHERE id = ?")
+            .bind(TaskStatus::from_attempts(&statuses).as_str())
+            .bind(now_ms())
+            .bind(task.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query("update the task's status"))?;
+        tx.commit()
+            .await
+            .map_err(query("commit the attempt update"))
+    }
+
+    pub async fn diff(&self, task: &TaskId, idx: u32) -> DbResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT diff FROM attempts WHERE task_id = ? AND idx = ?")
+            .bind(task.as_str())
+            .bind(idx)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read the diff"))?
+            .ok_or_else(|| DbError::AttemptNotFound {
+                task: task.to_string(),
+                attempt: idx,
+            })?;
+        Ok(row.get("diff"))
+    }
+
+    // ---- logs ----
+
+    /// Appends log lines; `seq` numbers them within the attempt.
+    pub async fn append_logs(&self, task: &TaskId, lines: &[LogLine]) -> DbResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
+        for l in lines {
+            sqlx::query(
+                "INSERT INTO logs (task_id, attempt, seq, ts_ms, phase, stream, line)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(task.as_str())
+            .bind(l.attempt)
+            .bind(l.seq)
+            .bind(l.ts_ms)
+            .bind(l.phase.as_str())
+            .bind(l.stream.as_str())
+            .bind(&l.line)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("store log lines"))?;
+        }
+        tx.commit().await.map_err(query("commit log lines"))
+    }
+
+    pub async fn logs(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT * FROM logs WHERE task_id = ? AND (? IS NULL OR attempt = ?)
+             ORDER BY attempt, seq",
+        )
+        .bind(task.as_str())
+        .bind(attempt)
+        .bind(attempt)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("read logs"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    attempt: r.get::<u32, _>("attempt"),
+                    seq: r.get("seq"),
+                    ts_ms: r.get("ts_ms"),
+                    phase: r
+                        .get::<String, _>("phase")
+                        .parse()
+                        .map_err(corrupt("log phase"))?,
+                    stream: Stream::parse(&r.get::<String, _>("stream"))
+                        .ok_or_else(|| corrupt("log stream")("unknown stream".into()))?,
+                    line: r.get("line"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Tasks with their attempt count and the leading attempt's summary.
+const TASK_SELECT: &str = "SELECT t.*,
+    (SELECT COUNT(*) FROM attempts a WHERE a.task_id = t.id) AS attempt_total,
+    (SELECT a.files_changed || ',' || a.lines_added || ',' || a.lines_removed FROM attempts a
+      WHERE a.task_id = t.id AND a.files_changed IS NOT NULL
+      ORDER BY (a.status = 'ready') DESC, a.idx LIMIT 1) AS summary
+  FROM tasks t";
+
+fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRecord {
+    EnvRecord {
+        workspace: r.get("workspace"),
+        name: r.get("name"),
+        version: r.get("version"),
+        source: r.get("source"),
+        repo: r.get("repo"),
+        created_ms: r.get("created_ms"),
+        updated_ms: r.get("updated_ms"),
+    }
+}
+
+fn parse_summary(s: &str) -> Option<DiffSummary> {
+    let mut it = s.split(',').map(|n| n.parse::<u32>().ok());
+    Some(DiffSummary {
+        files_changed: it.next()??,
+        lines_added: it.next()??,
+        lines_removed: it.next()??,
+    })
+}
+
+fn task_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<TaskRecord> {
+    Ok(TaskRecord {
+        id: TaskId::from_str(&r.get::<String, _>("id"))
+            .map_err(|e| corrupt("task id")(e.to_string()))?,
+        workspace: r.get("workspace"),
+        environment: r.get("environment"),
+        environment_version: r.get("environment_version"),
+        spec: r.get("spec"),
+        title: r.get("title"),
+        prompt: r.get("prompt"),
+        branch: r.get("branch"),
+        commit: r.get("git_commit"),
+        agent_script: r.get("agent_script"),
+        status: r
+            .get::<String, _>("status")
+            .parse()
+            .map_err(corrupt("task status"))?,
+        created_ms: r.get("created_ms"),
+        updated_ms: r.get("updated_ms"),
+        attempt_total: r.get::<u32, _>("attempt_total"),
+        summary: r
+            .get::<Option<String>, _>("summary")
+            .as_deref()
+            .and_then(parse_summary),
+    })
+}
+
+fn attempt_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<AttemptRecord> {
+    let files: Option<u32> = r.get("files_changed");
+    Ok(AttemptRecord {
+        index: r.get::<u32, _>("idx"),
+        status: r
+            .get::<String, _>("status")
+            .parse()
+            .map_err(corrupt("attempt status"))?,
+        sandbox: r.get("sandbox"),
+        base_commit: r.get("base_commit"),
+        result_tree: r.get("result_tree"),
+        final_message: r.get("final_message"),
+        exit_code: r.get("exit_code"),
+        error: r.get("error"),
+        phases: serde_json::from_str(&r.get::<String, _>("phases"))
+            .map_err(|e| corrupt("phase timings")(e.to_string()))?,
+        summary: files.map(|files_changed| DiffSummary {
+            files_changed,
+            lines_added: r.get::<Option<u32>, _>("lines_added").unwrap_or(0),
+            lines_removed: r.get::<Option<u32>, _>("lines_removed").unwrap_or(0),
+        }),
+        created_ms: r.get("created_ms"),
+        started_ms: r.get("started_ms"),
+        finished_ms: r.get("finished_ms"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hangar.db")).await.unwrap();
+        (dir, db)
+    }
+
+    fn new_task(env: &str) -> NewTask {
+        NewTask {
+            id: TaskId::random(),
+            workspace: DEFAULT_WORKSPACE.into(),
+            environment: env.into(),
+            environment_version: 1,
+            spec: "name = \"e\"".into(),
+            title: "fix it".into(),
+            prompt: "fix it\nplease".into(),
+            branch: None,
+            commit: None,
+            agent_script: None,
+            attempts: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn environments_round_trip() {
+        let (_d, db) = db().await;
+        let rec = EnvRecord {
+            workspace: DEFAULT_WORKSPACE.into(),
+            name: "web".into(),
+            version: 1,
+            source: "name = \"web\"".into(),
+            repo: "/srv/web".into(),
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        db.create_env(&rec).await.unwrap();
+        assert!(matches!(db.create_env(&rec).await, Err(DbError::EnvExists(n)) if n == "web"));
+        let updated = db
+            .update_env("default", "web", "x", "/srv/web2")
+            .await
+            .unwrap();
+        assert_eq!((updated.version, updated.repo.as_str()), (2, "/srv/web2"));
+        assert!(db.envs("other").await.unwrap().is_empty());
+        assert!(matches!(
+            db.env("other", "web").await,
+            Err(DbError::EnvNotFound(_))
+        ));
+        db.delete_env("default", "web").await.unwrap();
+        assert!(matches!(
+            db.delete_env("default", "web").await,
+            Err(DbError::EnvNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn task_status_follows_attempts_and_lists_page() {
+        let (_d, db) = db().await;
+        let t = db.create_task(&new_task("web")).await.unwrap();
+        assert_eq!((t.status, t.attempt_total), (TaskStatus::Pending, 2));
+        db.start_attempt(&t.id, 1).await.unwrap();
+        assert_eq!(
+            db.task("default", &t.id).await.unwrap().status,
+            TaskStatus::Running
+        );
+        let timing = PhaseTiming {
+            phase: Phase::Setup,
+            started_ms: 5,
+            ended_ms: 9,
+        };
+        db.add_phase(&t.id, 1, timing).await.unwrap();
+        db.add_phase(&t.id, 1, timing).await.unwrap();
+        let outcome = AttemptOutcome {
+            status: AttemptStatus::Ready,
+            final_message: Some("done".into()),
+            exit_code: Some(0),
+            error: None,
+            summary: Some(DiffSummary {
+                files_changed: 1,
+                lines_added: 2,
+                lines_removed: 3,
+            }),
+            diff: Some(b"diff --git".to_vec()),
+            result_tree: None,
+        };
+        db.finish_attempt(&t.id, 1, &outcome).await.unwrap();
+        db.finish_attempt(
+            &t.id,
+            2,
+            &AttemptOutcome {
+                status: AttemptStatus::Error,
+                error: Some("it broke".into()),
+                summary: None,
+                diff: None,
+                ..outcome.clone()
+            },
+        )
+        .await
+        .unwrap();
+        let t = db.task("default", &t.id).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Ready);
+        assert_eq!(t.summary, outcome.summary);
+        let attempts = db.attempts(&t.id).await.unwrap();
+        assert_eq!(attempts[0].phases, vec![timing, timing]);
+        assert_eq!(attempts[1].error.as_deref(), Some("it broke"));
+        assert_eq!(db.diff(&t.id, 1).await.unwrap().unwrap(), b"diff --git");
+        assert!(matches!(
+            db.diff(&t.id, 3).await,
+            Err(DbError::AttemptNotFound { attempt: 3, .. })
+        ));
+
+        for _ in 0..4 {
+            db.create_task(&new_task("api")).await.unwrap();
+        }
+        let mut q = TaskQuery {
+            workspace: "default".into(),
+            environment: None,
+            limit: 2,
+            cursor: None,
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = db.tasks(&q).await.unwrap();
+            seen.extend(page.tasks.iter().map(|t| t.id.clone()));
+            match page.cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "pages overlap");
+        q.environment = Some("web".into());
+        q.cursor = None;
+        assert_eq!(db.tasks(&q).await.unwrap().tasks.len(), 1);
+        q.cursor = Some("nonsense".into());
+        assert!(matches!(db.tasks(&q).await, Err(DbError::BadCursor(_))));
+    }
+
+    #[tokio::test]
+    async fn task_prefixes_and_logs() {
+        let (_d, db) = db().await;
+        let t = db.create_task(&new_task("web")).await.unwrap();
+        assert_eq!(
+            db.resolve_task("default", &t.id.as_str()[..5])
+                .await
+                .unwrap(),
+            t.id
+        );
+        assert!(matches!(
+            db.resolve_task("default", "not-hex").await,
+            Err(DbError::TaskNotFound(_))
+        ));
+        assert!(matches!(
+            db.resolve_task("other", t.id.as_str()).await,
+            Err(DbError::TaskNotFound(_))
+        ));
+        let line = |seq, text: &str| LogLine {
+            attempt: 1,
+            seq,
+            ts_ms: 10,
+            phase: Phase::Setup,
+            stream: Stream::Stdout,
+            line: text.into(),
+        };
+        db.append_logs(&t.id, &[line(0, "a"), line(1, "b")])
+            .await
+            .unwrap();
+        let logs = db.logs(&t.id, Some(1)).await.unwrap();
+        assert_eq!(logs, vec![line(0, "a"), line(1, "b")]);
+        assert!(db.logs(&t.id, Some(2)).await.unwrap().is_empty());
+    }
+}
