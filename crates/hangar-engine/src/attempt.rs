@@ -36,6 +36,8 @@ struct Stop {
     status: AttemptStatus,
     error: String,
     exit_code: Option<i32>,
+    /// The phase it happened in (set by [`timed`]).
+    phase: Option<Phase>,
 }
 
 impl Stop {
@@ -44,6 +46,7 @@ impl Stop {
             status: AttemptStatus::Error,
             error: error.into(),
             exit_code: None,
+            phase: None,
         }
     }
 }
@@ -171,6 +174,7 @@ impl Ctx<'_> {
                     hangar_spec::format_duration(timeout.unwrap_or_default())
                 ),
                 exit_code: res.status.code.or(res.status.signal.map(|s| 128 + s)),
+                phase: None,
             });
         }
         if !res.status.success() {
@@ -191,6 +195,7 @@ impl Ctx<'_> {
                 status: AttemptStatus::Error,
                 error: format!("the {label} failed{at} {how}"),
                 exit_code: Some(code),
+                phase: None,
             });
         }
         Ok(res)
@@ -209,7 +214,10 @@ async fn timed<T>(
         attempt: plan.index,
         phase,
     });
-    let out = f.await;
+    let out = f.await.map_err(|mut stop| {
+        stop.phase.get_or_insert(phase);
+        stop
+    });
     let ended_ms = now_ms();
     let timing = PhaseTiming {
         phase,
@@ -233,6 +241,7 @@ fn cancelled() -> Stop {
         status: AttemptStatus::Cancelled,
         error: "cancelled".into(),
         exit_code: None,
+        phase: None,
     }
 }
 
@@ -254,7 +263,8 @@ elif [ -n "$HANGAR_COMMIT" ]; then
   fi
   git -c advice.detachedHead=false checkout --quiet --detach "$HANGAR_COMMIT"
 fi
-git rev-parse HEAD
+git rev-parse HEAD > "$HANGAR_RUN/base"
+git log -1 --format='at %h %s'
 "#;
 
 /// The diff against the base, from a temporary index so the agent's own index (and any
@@ -308,7 +318,8 @@ impl Engine {
         let record = match outcome {
             Ok(done) => done,
             Err(stop) => {
-                ctx.logger.note(Phase::Collect, &stop.error);
+                ctx.logger
+                    .note(stop.phase.unwrap_or(Phase::Prepare), &stop.error);
                 AttemptOutcome {
                     status: stop.status,
                     final_message: None,
@@ -440,23 +451,24 @@ impl Engine {
         .await?;
 
         let base = timed(self, plan, Phase::Checkout, async {
-            let res = ctx
-                .internal(
-                    sandbox,
-                    Own {
-                        phase: Phase::Checkout,
-                        name: "checkout",
-                        script: CHECKOUT,
-                        cwd: &workdir,
-                        env: &[
-                            ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
-                            ("HANGAR_COMMIT", plan.commit.unwrap_or("")),
-                        ],
-                        what: "check out the task's branch or commit",
-                    },
-                )
-                .await?;
-            let base = res.last_stdout.unwrap_or_default().trim().to_string();
+            ctx.internal(
+                sandbox,
+                Own {
+                    phase: Phase::Checkout,
+                    name: "checkout",
+                    script: CHECKOUT,
+                    cwd: &workdir,
+                    env: &[
+                        ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
+                        ("HANGAR_COMMIT", plan.commit.unwrap_or("")),
+                        ("HANGAR_RUN", RUN_DIR),
+                    ],
+                    what: "check out the task's branch or commit",
+                },
+            )
+            .await?;
+            let base = sandbox.read_file(&format!("{RUN_DIR}/base"))?;
+            let base = String::from_utf8_lossy(&base).trim().to_string();
             if base.len() < 40 || !base.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(Stop::error(format!(
                     "failed to read the base commit (git printed `{base}`)"

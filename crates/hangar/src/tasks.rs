@@ -388,9 +388,9 @@ fn show_event(e: &Event, quiet: bool) {
         Event::PhaseStarted { phase, .. } => writeln!(err, "==> {phase}"),
         Event::PhaseFinished { phase, ms, ok, .. } => writeln!(
             err,
-            "==> {phase} {} in {:.1}s",
+            "==> {phase} {} in {}",
             if *ok { "done" } else { "failed" },
-            *ms as f64 / 1000.0
+            duration(*ms)
         ),
         Event::Line(l) if !quiet || l.stream == Stream::Hangar => {
             writeln!(err, "    {} | {}", l.phase, l.line)
@@ -411,7 +411,11 @@ async fn report_end(
                 eprintln!("hangar: task {} attempt {}: {err}", task.id, a.index);
                 if quiet {
                     let logs = engine.db().logs(&task.id, Some(a.index)).await?;
-                    let failed_phase = logs.last().map(|l| l.phase);
+                    let failed_phase = logs
+                        .iter()
+                        .rev()
+                        .find(|l| l.stream != Stream::Hangar)
+                        .map(|l| l.phase);
                     let tail: Vec<&LogLine> = logs
                         .iter()
                         .filter(|l| Some(l.phase) == failed_phase && l.stream != Stream::Hangar)
@@ -431,6 +435,15 @@ async fn report_end(
         }
     }
     Ok(())
+}
+
+/// `850ms`, `12.3s`.
+fn duration(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
 }
 
 fn describe_summary(s: &DiffSummary) -> String {
@@ -572,13 +585,7 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
         let timings: Vec<String> = a
             .phases
             .iter()
-            .map(|p| {
-                format!(
-                    "{} {:.1}s",
-                    p.phase,
-                    (p.ended_ms - p.started_ms) as f64 / 1000.0
-                )
-            })
+            .map(|p| format!("{} {}", p.phase, duration(p.ended_ms - p.started_ms)))
             .collect();
         if !timings.is_empty() {
             println!("  timings   {}", timings.join(", "));

@@ -1,0 +1,330 @@
+//! Environments and tasks through the `hangar` binary, as a user drives them: exec, list,
+//! show, logs, diff, apply into a fresh clone, detached runs and bad environment files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn hangar_in(dir: &Path, args: &[&str]) -> Output {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    Command::new(env!("CARGO_BIN_EXE_hangar"))
+        .current_dir(dir)
+        .args(args)
+        .env("HANGAR_HOME", store.root())
+        .env("HANGAR_INIT", hangar_testkit::init_binary())
+        .output()
+        .expect("run hangar")
+}
+
+/// Runs hangar and expects `code`; returns stdout.
+fn ok_in(dir: &Path, args: &[&str], code: i32) -> String {
+    let out = hangar_in(dir, args);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "hangar {args:?}\nstdout: {o}\nstderr: {e}"
+    );
+    o
+}
+
+fn json_in(dir: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok_in(dir, args, 0)).expect("JSON output")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A git copy of `examples/pyfix` whose environment is renamed to `name`.
+fn example(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pyfix/.");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success());
+    let file = dir.path().join(".hangar/environment.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("name = \"pyfix\"", &format!("name = \"{name}\""));
+    std::fs::write(&file, text).unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "example"]);
+    dir
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", hangar_spec::TaskId::random())
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn exec_list_show_logs_diff_and_apply_into_a_fresh_clone() {
+    let name = unique("cli");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(
+        r,
+        &["env", "create", "--file", ".hangar/environment.toml"],
+        0,
+    );
+
+    let out = hangar_in(r, &["exec", "--env", &name, "Fix the failing test"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let id = stdout.lines().last().unwrap().to_string();
+    assert_eq!(
+        id.len(),
+        12,
+        "the task id is the last line of stdout: {stdout}"
+    );
+    for phase in ["setup", "checkout", "maintenance", "agent", "collect"] {
+        assert!(stderr.contains(&format!("==> {phase} done")), "{stderr}");
+    }
+    assert!(stderr.contains("ready: 1 file changed, +1 -1"), "{stderr}");
+
+    let list = json_in(r, &["list", "--json", "--env", &name]);
+    assert_eq!(keys(&list), ["cursor", "tasks"]);
+    assert_eq!(list["cursor"], Value::Null);
+    let task = &list["tasks"][0];
+    assert_eq!(
+        keys(task),
+        [
+            "attempt_total",
+            "created_at",
+            "environment",
+            "id",
+            "status",
+            "summary",
+            "title",
+            "updated_at"
+        ]
+    );
+    assert_eq!(task["id"], id.as_str());
+    assert_eq!(task["status"], "ready");
+    assert_eq!(task["environment"], name.as_str());
+    assert_eq!(task["title"], "Fix the failing test");
+    assert_eq!(task["attempt_total"], 1);
+    assert_eq!(
+        task["summary"],
+        serde_json::json!({"files_changed": 1, "lines_added": 1, "lines_removed": 1})
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap()).is_ok());
+
+    let show = json_in(r, &["show", &id[..6], "--json"]);
+    let attempt = &show["attempts"][0];
+    assert_eq!(attempt["status"], "ready");
+    assert_eq!(attempt["exit_code"], 0);
+    assert_eq!(attempt["error"], Value::Null);
+    assert!(attempt["final_message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Fixed add()"));
+    let phases: Vec<&str> = attempt["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "prepare",
+            "setup",
+            "checkout",
+            "maintenance",
+            "agent",
+            "collect"
+        ]
+    );
+
+    let logs = ok_in(r, &["logs", &id], 0);
+    assert!(
+        logs.contains("==> agent (attempt 1)\n  prompt: Fix the failing test"),
+        "{logs}"
+    );
+    let diff = ok_in(r, &["diff", &id], 0);
+    assert!(diff.starts_with("diff --git a/calc.py b/calc.py"), "{diff}");
+
+    let clone = tempfile::tempdir().unwrap();
+    git(clone.path(), &["clone", "-q", r.to_str().unwrap(), "."]);
+    let applied = ok_in(clone.path(), &["apply", &id], 0);
+    assert_eq!(applied, "calc.py\n");
+    let test = Command::new("python3")
+        .args(["-m", "unittest", "-q"])
+        .current_dir(clone.path())
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "the applied fix does not pass the tests"
+    );
+
+    // Applying again conflicts with itself: hangar names the file and exits 1.
+    git(clone.path(), &["commit", "-qam", "applied"]);
+    std::fs::write(
+        clone.path().join("calc.py"),
+        "def add(a, b):\n    return b + a + 0\n",
+    )
+    .unwrap();
+    git(clone.path(), &["commit", "-qam", "rewritten"]);
+    let out = hangar_in(clone.path(), &["apply", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("conflicts in calc.py"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn detached_exec_returns_the_id_and_the_task_finishes_in_the_background() {
+    let name = unique("detach");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(
+        r,
+        &["env", "create", "--file", ".hangar/environment.toml"],
+        0,
+    );
+    let out = ok_in(r, &["exec", "--detach", "--env", &name, "fix it"], 0);
+    let id = out.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let show = json_in(r, &["show", &id, "--json"]);
+        let status = show["status"].as_str().unwrap().to_string();
+        if !matches!(status.as_str(), "pending" | "running") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "task {id} still {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, "ready");
+}
+
+#[test]
+fn a_failing_task_exits_3_names_the_line_and_still_prints_its_id() {
+    let name = unique("fails");
+    let repo = example(&name);
+    let r = repo.path();
+    let out = ok_in(
+        r,
+        &[
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "--setup",
+            "echo one\nfalse\necho two",
+            "--agent-script",
+            "true",
+        ],
+        0,
+    );
+    assert_eq!(out, "");
+    let out = hangar_in(r, &["exec", "--quiet", "--env", &name, "go"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the setup script failed at line 2 (`false`) with exit code 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setup | one"),
+        "the tail is shown: {stderr}"
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let show = json_in(r, &["show", &id, "--json"]);
+    assert_eq!(show["status"], "error");
+    assert_eq!(show["attempts"][0]["exit_code"], 1);
+}
+
+#[test]
+fn environments_from_flags_show_resolve_and_refuse_bad_files() {
+    let name = unique("flags");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(
+        r,
+        &[
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "-e",
+            "A=1",
+            "--agent-script",
+            "true",
+        ],
+        0,
+    );
+    let show = json_in(r, &["env", "show", &name, "--json"]);
+    assert_eq!(show["version"], 1);
+    assert_eq!(show["spec"]["env"]["A"], "1");
+    assert_eq!(show["spec"]["agent"]["harness"], "script");
+    assert_eq!(
+        show["spec"]["repo"],
+        r.canonicalize().unwrap().to_str().unwrap()
+    );
+    let tail = r.file_name().unwrap().to_str().unwrap();
+    let resolved = ok_in(r, &["env", "resolve", "--repo", tail], 0);
+    assert!(resolved.lines().any(|l| l == name), "{resolved}");
+    let out = hangar_in(r, &["env", "resolve", "--repo", "nobody/nothing"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    std::fs::write(
+        r.join("bad.toml"),
+        format!("name = \"{name}\"\nrepo = \".\"\nimage = \"debian-bookworm\"\n\n[agnet]\nscript = \"x\"\n"),
+    )
+    .unwrap();
+    let out = hangar_in(r, &["env", "update", &name, "--file", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("hangar: bad.toml:5: unknown key `agnet`"),
+        "{stderr}"
+    );
+    assert_eq!(json_in(r, &["env", "show", &name, "--json"])["version"], 1);
+
+    let out = hangar_in(r, &["env", "create", "--file", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let envs = json_in(r, &["env", "list", "--json"]);
+    let count = envs["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == name.as_str())
+        .count();
+    assert_eq!(count, 1);
+    ok_in(r, &["env", "delete", &name], 0);
+    let out = hangar_in(r, &["env", "show", &name]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "hangar: failed to find environment `{name}` (see `hangar env list`)"
+    )));
+}
