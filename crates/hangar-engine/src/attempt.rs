@@ -3,18 +3,21 @@
 //! maintenance, the agent, collect the diff, teardown. Each phase is timed and logged;
 //! whatever fails becomes the attempt's error sentence.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hangar_image::ImageDefaults;
 use hangar_sandbox::{BindMount, Resources, Sandbox, SandboxSpec};
 use hangar_spec::{AttemptStatus, Environment, Phase, TaskId};
-use hangar_store::db::{now_ms, AttemptOutcome, PhaseTiming};
+use hangar_store as store;
+use hangar_store::db::{now_ms, AttemptOutcome, PhaseTiming, SnapshotRecord};
 use tokio::sync::watch;
 
 use crate::autoinstall;
+use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
 use crate::diff;
-use crate::error::{EngineError, Result};
+use crate::error::{io_err, EngineError, Result};
 use crate::phase::{run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR};
 use crate::{Engine, Event, Progress};
 
@@ -249,19 +252,23 @@ const CLONE: &str = r#"mkdir -p "$(dirname "$HANGAR_WORKDIR")"
 git clone --quiet --no-hardlinks --branch "$HANGAR_DEFAULT_BRANCH" "$HANGAR_MIRROR" "$HANGAR_WORKDIR" 2>&1
 "#;
 
-const LIST_TOP: &str = r#"ls -A1 > "$HANGAR_RUN/top"
-"#;
-
-const CHECKOUT: &str = r#"if [ -n "$HANGAR_BRANCH" ]; then
+/// The workspace in a snapshot is as old as the snapshot: fetch from the mirror (mounted
+/// read-only, refreshed on the host for this task), then check out the task's branch,
+/// commit, or the default branch's tip. `--force`: the base is exactly the commit, even
+/// where setup changed tracked files.
+const CHECKOUT: &str = r#"git fetch --quiet --prune origin
+if [ -n "$HANGAR_BRANCH" ]; then
   if ! git rev-parse --verify --quiet "refs/remotes/origin/$HANGAR_BRANCH^{commit}" >/dev/null; then
     echo "branch $HANGAR_BRANCH is not in the repository" >&2; exit 1
   fi
-  git checkout --quiet -B "$HANGAR_BRANCH" "origin/$HANGAR_BRANCH"
+  git checkout --quiet --force -B "$HANGAR_BRANCH" "origin/$HANGAR_BRANCH"
 elif [ -n "$HANGAR_COMMIT" ]; then
   if ! git rev-parse --verify --quiet "$HANGAR_COMMIT^{commit}" >/dev/null; then
     echo "commit $HANGAR_COMMIT is not in the repository" >&2; exit 1
   fi
-  git -c advice.detachedHead=false checkout --quiet --detach "$HANGAR_COMMIT"
+  git -c advice.detachedHead=false checkout --quiet --force --detach "$HANGAR_COMMIT"
+else
+  git checkout --quiet --force -B "$HANGAR_DEFAULT_BRANCH" "origin/$HANGAR_DEFAULT_BRANCH"
 fi
 git rev-parse HEAD > "$HANGAR_RUN/base"
 git log -1 --format='at %h %s'
@@ -280,6 +287,26 @@ g write-tree > "$HANGAR_RUN/tree"
 g diff --cached --binary --full-index --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/diff.patch"
 g diff --cached --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/numstat"
 "#;
+
+/// What preparing found: the image, the mirror, and whether a snapshot serves.
+struct Prepared {
+    layers: Vec<(hangar_store::Digest, PathBuf)>,
+    defaults: ImageDefaults,
+    mirror: PathBuf,
+    components: KeyComponents,
+    key: String,
+    lookup: Lookup,
+    steps: Vec<autoinstall::InstallStep>,
+}
+
+impl Prepared {
+    fn lookup_reason(&self) -> String {
+        match &self.lookup {
+            Lookup::Miss(r) => r.clone(),
+            Lookup::Hit(_) => String::new(),
+        }
+    }
+}
 
 impl Engine {
     /// Runs one attempt and records how it ended. Never fails: every failure becomes
@@ -303,18 +330,7 @@ impl Engine {
             base_env: Vec::new(),
             cancel,
         };
-        let prepared = timed(self, plan, Phase::Prepare, self.prepare(plan)).await;
-        let outcome = match prepared {
-            Err(stop) => Err(stop),
-            Ok((sandbox, defaults)) => {
-                ctx.base_env = base_env(plan.env, defaults, &ctx.workdir);
-                let out = self.phases(&mut ctx, &sandbox).await;
-                if let Err(e) = sandbox.destroy().await {
-                    ctx.logger.note(Phase::Collect, &format!("teardown: {e}"));
-                }
-                out
-            }
-        };
+        let outcome = self.attempt(&mut ctx).await;
         let record = match outcome {
             Ok(done) => done,
             Err(stop) => {
@@ -338,21 +354,129 @@ impl Engine {
         Ok(())
     }
 
-    /// Image layers and the repository mirror, then the sandbox over them.
-    async fn prepare(&self, plan: &AttemptPlan<'_>) -> Result<(Sandbox, ImageDefaults), Stop> {
-        let rec = self.image_for(plan.env).await?;
+    async fn attempt(&self, ctx: &mut Ctx<'_>) -> Result<AttemptOutcome, Stop> {
+        let plan = ctx.plan;
+        let p = timed(self, plan, Phase::Prepare, self.prepare(plan)).await?;
+        ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
+        let snapshot = self.snapshot_dir(&p.key);
+        let info = match &p.lookup {
+            Lookup::Hit(s) => {
+                self.db
+                    .touch_snapshot(&s.key, self.now())
+                    .await
+                    .map_err(EngineError::from)?;
+                CacheInfo {
+                    status: "hit".into(),
+                    reason: format!(
+                        "snapshot {}, built {}",
+                        cache::short(&s.key),
+                        cache::ago(self.now() - s.created_ms)
+                    ),
+                    snapshot: cache::short(&s.key).into(),
+                }
+            }
+            Lookup::Miss(reason) => {
+                let missed = CacheInfo {
+                    status: "miss".into(),
+                    reason: reason.clone(),
+                    snapshot: cache::short(&p.key).into(),
+                };
+                self.record_cache(ctx, &missed).await?;
+                timed(self, plan, Phase::Setup, self.build(ctx, &p)).await?
+            }
+        };
+        if matches!(p.lookup, Lookup::Hit(_)) || info.reason != p.lookup_reason() {
+            self.record_cache(ctx, &info).await?;
+        }
+
+        let mut lowers = vec![snapshot];
+        lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
+        let sandbox = self.sandbox(plan, lowers, &p).await?;
+        store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]).map_err(EngineError::from)?;
+        let out = self.phases(ctx, &sandbox).await;
+        if let Err(e) = sandbox.destroy().await {
+            ctx.logger.note(Phase::Collect, &format!("teardown: {e}"));
+        }
+        out
+    }
+
+    async fn record_cache(&self, ctx: &Ctx<'_>, info: &CacheInfo) -> Result<(), Stop> {
+        ctx.logger
+            .note(Phase::Prepare, &format!("cache: {}", info.describe()));
+        let json = serde_json::to_string(info).expect("cache info serializes");
+        self.db
+            .set_cache(ctx.plan.task, ctx.plan.index, &json)
+            .await
+            .map_err(EngineError::from)?;
+        Ok(())
+    }
+
+    /// Image layers, the repository mirror, the cache key and its lookup.
+    async fn prepare(&self, plan: &AttemptPlan<'_>) -> Result<Prepared, Stop> {
+        let env = plan.env;
+        let rec = self.image_for(env).await?;
         let (store, rec2) = (self.store.clone(), rec.clone());
         let layers = tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec2))
             .await
             .map_err(|e| Stop::error(format!("failed to unpack the image: {e}")))?
             .map_err(EngineError::from)?;
         let defaults = ImageDefaults::of(&self.store, &rec).map_err(EngineError::from)?;
-        let (mirrors, repo) = (self.mirrors.clone(), plan.env.repo.clone());
-        let mirror: PathBuf = tokio::task::spawn_blocking(move || mirrors.sync(&repo))
+        let (mirrors, repo, branch) = (
+            self.mirrors.clone(),
+            env.repo.clone(),
+            env.default_branch.clone(),
+        );
+        let (mirror, top) = tokio::task::spawn_blocking(move || {
+            let mirror = mirrors.sync(&repo)?;
+            let top = mirrors.top_files(&repo, &branch)?;
+            Ok::<_, EngineError>((mirror, top))
+        })
+        .await
+        .map_err(|e| Stop::error(format!("failed to mirror the repository: {e}")))??;
+        let steps = if env.setup.auto_install {
+            autoinstall::plan(&top)
+        } else {
+            Vec::new()
+        };
+        let components = cache::components(
+            env,
+            rec.manifest.as_str(),
+            self.runtime.name(),
+            &steps,
+            BTreeMap::new(),
+        );
+        let key = components.key();
+        let snapshots = self
+            .db
+            .snapshots_of(&self.workspace, env.name.as_str())
             .await
-            .map_err(|e| Stop::error(format!("failed to mirror the repository: {e}")))??;
+            .map_err(EngineError::from)?;
+        let mut lookup = cache::lookup(&key, &components, &snapshots, self.now());
+        if matches!(lookup, Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
+            lookup = Lookup::Miss(format!(
+                "snapshot {} is missing on disk",
+                cache::short(&key)
+            ));
+        }
+        Ok(Prepared {
+            layers,
+            defaults,
+            mirror,
+            components,
+            key,
+            lookup,
+            steps,
+        })
+    }
 
-        let mut spec = SandboxSpec::new(layers.iter().map(|(_, p)| p.clone()).collect());
+    /// A sandbox over `lowers` with the mirror mounted, recorded on the attempt.
+    async fn sandbox(
+        &self,
+        plan: &AttemptPlan<'_>,
+        lowers: Vec<PathBuf>,
+        p: &Prepared,
+    ) -> Result<Sandbox, Stop> {
+        let mut spec = SandboxSpec::new(lowers);
         let r = plan.env.resources;
         spec.resources = Resources {
             memory_bytes: r.memory,
@@ -361,7 +485,7 @@ impl Engine {
         };
         spec.runtime = self.runtime;
         spec.mounts.push(BindMount {
-            source: mirror,
+            source: p.mirror.clone(),
             destination: MIRROR_DIR.into(),
             read_only: true,
         });
@@ -370,17 +494,10 @@ impl Engine {
             .await
             .map_err(EngineError::from)?;
         let sandbox = Sandbox::create(&self.host, spec).await?;
-        let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
+        let diff_ids: Vec<_> = p.layers.iter().map(|(d, _)| d.clone()).collect();
         self.store
             .lease_layers(sandbox.dir(), &diff_ids)
             .map_err(EngineError::from)?;
-        Ok((sandbox, defaults))
-    }
-
-    async fn phases(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<AttemptOutcome, Stop> {
-        let plan = ctx.plan;
-        let env = plan.env;
-        let workdir = ctx.workdir.clone();
         // hangar's run directory; the agent may replace it, so every later access goes
         // through the sandbox's own root (see Sandbox::write_file).
         let mkdir = sandbox
@@ -392,64 +509,170 @@ impl Engine {
                 String::from_utf8_lossy(&mkdir.stderr).trim()
             )));
         }
+        Ok(sandbox)
+    }
 
-        timed(self, plan, Phase::Setup, async {
-            ctx_clone(ctx, sandbox, &workdir).await?;
-            if env.setup.auto_install {
-                ctx.internal(
-                    sandbox,
-                    Own {
-                        phase: Phase::Setup,
-                        name: "list",
-                        script: LIST_TOP,
-                        cwd: &workdir,
-                        env: &[("HANGAR_RUN", RUN_DIR)],
-                        what: "list the workspace",
-                    },
-                )
-                .await?;
-                let top = sandbox.read_file(&format!("{RUN_DIR}/top"))?;
-                let files: Vec<String> = String::from_utf8_lossy(&top)
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                let steps = autoinstall::plan(&files);
-                if steps.is_empty() {
-                    ctx.logger
-                        .note(Phase::Setup, "auto-install: no lockfiles found");
-                } else {
-                    ctx.internal(
-                        sandbox,
-                        Own {
-                            phase: Phase::Setup,
-                            name: "probe",
-                            script: &autoinstall::probe_script(&steps),
-                            cwd: &workdir,
-                            env: &[],
-                            what: "auto-install",
-                        },
-                    )
-                    .await?;
-                    let script = autoinstall::install_script(&steps);
-                    ctx.user(sandbox, Phase::Setup, "auto-install", &script, &[], None)
-                        .await?;
-                }
-            }
-            if !env.setup.script.trim().is_empty() {
-                ctx.user(
-                    sandbox,
-                    Phase::Setup,
-                    "setup script",
-                    &env.setup.script,
-                    &[],
-                    None,
-                )
-                .await?;
-            }
-            Ok(())
+    /// Builds the snapshot for `p.key`, once: concurrent builders of the same key (in
+    /// this process or another) wait on a lock file and then find it built. Setup runs
+    /// in its own sandbox, whose upper directory becomes the snapshot by a rename; a
+    /// failure anywhere stores nothing.
+    async fn build(&self, ctx: &mut Ctx<'_>, p: &Prepared) -> Result<CacheInfo, Stop> {
+        let plan = ctx.plan;
+        let dir = self.snapshot_dir(&p.key);
+        let parent = dir.parent().expect("snapshots have a parent").to_path_buf();
+        let lock_path = parent.join(format!("{}.lock", p.key));
+        let lock = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+            let f = std::fs::File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+            f.lock().map_err(io_err("lock", &lock_path))?;
+            Ok::<_, EngineError>(f)
         })
-        .await?;
+        .await
+        .map_err(|e| Stop::error(format!("failed to wait for the snapshot build: {e}")))??;
+        let short = cache::short(&p.key).to_string();
+        let reason = p.lookup_reason();
+        if let Some(s) = self
+            .db
+            .snapshot(&p.key)
+            .await
+            .map_err(EngineError::from)?
+            .filter(|s| !s.reset && s.expires_ms > self.now() && dir.is_dir())
+        {
+            ctx.logger.note(
+                Phase::Setup,
+                &format!("snapshot {short} was built by another task meanwhile"),
+            );
+            return Ok(CacheInfo {
+                status: "miss".into(),
+                reason: format!(
+                    "{reason}; waited for snapshot {short}, built {}",
+                    cache::ago(self.now() - s.created_ms)
+                ),
+                snapshot: short,
+            });
+        }
+        // A directory without a record is what a crash mid-build leaves.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        }
+        let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
+        let sandbox = self.sandbox(plan, lowers, p).await?;
+        let setup = self.setup(ctx, &sandbox, &p.steps).await;
+        let cleaned = match &setup {
+            Ok(()) => sandbox
+                .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
+                .await
+                .map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        let kept = match (&setup, cleaned) {
+            (Ok(()), Ok(())) => sandbox.destroy_keeping_upper(dir.clone()).await,
+            (_, cleaned) => {
+                let destroyed = sandbox.destroy().await;
+                cleaned.and(destroyed)
+            }
+        };
+        setup?;
+        if let Err(e) = kept {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Stop::error(format!("failed to keep the snapshot: {e}")));
+        }
+        let size = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || dir_size(&dir)
+        })
+        .await
+        .unwrap_or(0);
+        let now = self.now();
+        self.db
+            .put_snapshot(&SnapshotRecord {
+                key: p.key.clone(),
+                workspace: self.workspace.clone(),
+                environment: plan.env.name.to_string(),
+                components: serde_json::to_string(&p.components).expect("components serialize"),
+                size: size as i64,
+                created_ms: now,
+                expires_ms: now + plan.env.cache.ttl.as_millis() as i64,
+                last_used_ms: now,
+                hits: 0,
+                reset: false,
+            })
+            .await
+            .map_err(EngineError::from)?;
+        drop(lock);
+        Ok(CacheInfo {
+            status: "miss".into(),
+            reason,
+            snapshot: short,
+        })
+    }
 
+    /// Clone the default branch, auto-install, the setup script.
+    async fn setup(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        steps: &[autoinstall::InstallStep],
+    ) -> Result<(), Stop> {
+        let env = ctx.plan.env;
+        let workdir = ctx.workdir.clone();
+        let branch = env.default_branch.clone();
+        ctx.internal(
+            sandbox,
+            Own {
+                phase: Phase::Setup,
+                name: "clone",
+                script: CLONE,
+                cwd: "/",
+                env: &[
+                    ("HANGAR_WORKDIR", &workdir),
+                    ("HANGAR_DEFAULT_BRANCH", &branch),
+                    ("HANGAR_MIRROR", MIRROR_DIR),
+                ],
+                what: &format!("clone the default branch `{branch}`"),
+            },
+        )
+        .await?;
+        if !env.setup.auto_install {
+            ctx.logger.note(Phase::Setup, "auto-install: off");
+        } else if steps.is_empty() {
+            ctx.logger
+                .note(Phase::Setup, "auto-install: no lockfiles found");
+        } else {
+            ctx.internal(
+                sandbox,
+                Own {
+                    phase: Phase::Setup,
+                    name: "probe",
+                    script: &autoinstall::probe_script(steps),
+                    cwd: &workdir,
+                    env: &[],
+                    what: "auto-install",
+                },
+            )
+            .await?;
+            let script = autoinstall::install_script(steps);
+            ctx.user(sandbox, Phase::Setup, "auto-install", &script, &[], None)
+                .await?;
+        }
+        if !env.setup.script.trim().is_empty() {
+            ctx.user(
+                sandbox,
+                Phase::Setup,
+                "setup script",
+                &env.setup.script,
+                &[],
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn phases(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<AttemptOutcome, Stop> {
+        let plan = ctx.plan;
+        let env = plan.env;
+        let workdir = ctx.workdir.clone();
         let base = timed(self, plan, Phase::Checkout, async {
             ctx.internal(
                 sandbox,
@@ -459,6 +682,7 @@ impl Engine {
                     script: CHECKOUT,
                     cwd: &workdir,
                     env: &[
+                        ("HANGAR_DEFAULT_BRANCH", &env.default_branch),
                         ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
                         ("HANGAR_COMMIT", plan.commit.unwrap_or("")),
                         ("HANGAR_RUN", RUN_DIR),
@@ -558,25 +782,20 @@ impl Engine {
     }
 }
 
-async fn ctx_clone(ctx: &mut Ctx<'_>, sandbox: &Sandbox, workdir: &str) -> Result<(), Stop> {
-    let branch = ctx.plan.env.default_branch.clone();
-    ctx.internal(
-        sandbox,
-        Own {
-            phase: Phase::Setup,
-            name: "clone",
-            script: CLONE,
-            cwd: "/",
-            env: &[
-                ("HANGAR_WORKDIR", workdir),
-                ("HANGAR_DEFAULT_BRANCH", &branch),
-                ("HANGAR_MIRROR", MIRROR_DIR),
-            ],
-            what: &format!("clone the default branch `{branch}`"),
-        },
-    )
-    .await
-    .map(|_| ())
+/// Bytes of the files under `dir` (not following symlinks).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// The environment every exec starts from: the image's, a UTF-8 locale, `[env]`, and

@@ -130,6 +130,36 @@ impl Mirrors {
     }
 }
 
+impl Mirrors {
+    /// The names at the top of `branch` in the mirror (what auto-install looks at).
+    pub fn top_files(&self, repo: &str, branch: &str) -> Result<Vec<String>> {
+        let mut cmd = hardened_git(&self.dir.join(".home"));
+        cmd.arg("-C").arg(self.path(repo)).args([
+            "ls-tree",
+            "--name-only",
+            "-z",
+            &format!("refs/heads/{branch}"),
+            "--",
+        ]);
+        let out = cmd.output().map_err(|e| EngineError::Git {
+            what: format!("list {repo}"),
+            message: format!("cannot start git: {e}"),
+        })?;
+        if !out.status.success() {
+            return Err(EngineError::Git {
+                what: format!("read branch `{branch}` of {repo}"),
+                message: format!("the default branch `{branch}` is not in the repository"),
+            });
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    }
+}
+
 /// A repository given as a local path (absolute, or `file://`), canonicalized.
 fn local_source(repo: &str) -> Option<PathBuf> {
     let p = repo.strip_prefix("file://").unwrap_or(repo);

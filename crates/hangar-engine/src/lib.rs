@@ -5,6 +5,7 @@
 mod apply;
 mod attempt;
 pub mod autoinstall;
+pub mod cache;
 pub mod diff;
 mod error;
 mod git;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 
 use hangar_sandbox::{HostConfig, RuntimeKind};
 use hangar_spec::{Environment, Harness, Phase, TaskId};
-use hangar_store::db::{Db, EnvRecord, LogLine, NewTask, TaskRecord, DEFAULT_WORKSPACE};
+use hangar_store::db::{
+    Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
+};
 use hangar_store::{ImageRecord, Store};
 use tokio::sync::watch;
 
@@ -42,6 +45,15 @@ pub enum Event {
 /// Receives [`Event`]s; shared by every attempt of a task.
 pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// What [`Engine::cache_gc`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheGcReport {
+    pub snapshots: u32,
+    pub bytes: u64,
+    /// Directories no record knew (left by a crash mid-build).
+    pub orphans: u32,
+}
+
 /// A new task.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRequest {
@@ -61,7 +73,11 @@ pub struct Engine {
     mirrors: Mirrors,
     runtime: RuntimeKind,
     workspace: String,
+    clock: Clock,
 }
+
+/// Now, in epoch milliseconds; tests replace it to move time without sleeping.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl Engine {
     /// Opens the engine over a store; `init_binary` is the static hangar-init.
@@ -74,7 +90,23 @@ impl Engine {
             store,
             runtime: RuntimeKind::default(),
             workspace: DEFAULT_WORKSPACE.to_string(),
+            clock: Arc::new(hangar_store::db::now_ms),
         })
+    }
+
+    /// Replaces the clock used for snapshot ages and expiry.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Where the snapshot with this key lives: beside the sandboxes' directories, on
+    /// the same filesystem, so that an upper directory becomes one by a rename.
+    fn snapshot_dir(&self, key: &str) -> PathBuf {
+        self.store.root().join("snapshots").join(key)
     }
 
     pub fn db(&self) -> &Db {
@@ -235,6 +267,65 @@ impl Engine {
             self.run_attempt(&plan, cancel.clone()).await?;
         }
         Ok(self.db.task(&self.workspace, id).await?)
+    }
+
+    // ---- the environment cache ----
+
+    /// Every snapshot of this workspace, by environment, newest first.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        Ok(self
+            .db
+            .all_snapshots()
+            .await?
+            .into_iter()
+            .filter(|s| s.workspace == self.workspace)
+            .collect())
+    }
+
+    /// Makes the environment's next task rebuild its snapshot; returns how many
+    /// snapshots were reset.
+    pub async fn cache_reset(&self, env: &str) -> Result<u64> {
+        self.db.env(&self.workspace, env).await?;
+        Ok(self.db.reset_snapshots(&self.workspace, env).await?)
+    }
+
+    /// Removes reset and expired snapshots, then least recently used ones past `budget`
+    /// bytes, and whatever a crash left (a directory without a record, a record without
+    /// its directory). Snapshots in use by a running sandbox stay.
+    pub async fn cache_gc(&self, budget: Option<u64>) -> Result<CacheGcReport> {
+        let all = self.db.all_snapshots().await?;
+        let leased = self.store.leased("snapshot");
+        let mut report = CacheGcReport::default();
+        for s in cache::to_collect(&all, &leased, self.now(), budget) {
+            let dir = self.snapshot_dir(&s.key);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(error::io_err("remove", &dir))?;
+            }
+            self.db.delete_snapshot(&s.key).await?;
+            report.snapshots += 1;
+            report.bytes += s.size.max(0) as u64;
+        }
+        for s in &all {
+            if !self.snapshot_dir(&s.key).is_dir() && !leased.contains(&s.key) {
+                self.db.delete_snapshot(&s.key).await?;
+            }
+        }
+        let root = self.store.root().join("snapshots");
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let known = all.iter().any(|s| s.key == name) || name.ends_with(".lock");
+            // A build holds its key's lock from before its directory appears until its
+            // record is written.
+            let building = std::fs::File::open(root.join(format!("{name}.lock")))
+                .map(|f| f.try_lock().is_err())
+                .unwrap_or(false);
+            if !known && !building && !leased.contains(&name) && entry.path().is_dir() {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(error::io_err("remove", entry.path()))?;
+                report.orphans += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// The image an environment names: from the local store, else pulled.

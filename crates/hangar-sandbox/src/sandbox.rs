@@ -301,7 +301,8 @@ struct Parts {
 
 impl Parts {
     /// Removes everything of the sandbox, runtime state included; reports what stayed.
-    fn teardown(&mut self) -> Result<()> {
+    /// With `keep`, the upper directory is first synced and renamed there.
+    fn teardown(&mut self, keep: Option<&Path>) -> Result<()> {
         let mut leftovers = Vec::new();
         if !self.runtime_done {
             let _ = runtime_command(
@@ -329,6 +330,13 @@ impl Parts {
         for dir in self.cgroups.existing_dirs(&self.cgroup) {
             if let Err(e) = fs::remove_dir(&dir) {
                 leftovers.push(format!("cgroup {} remains: {e}", dir.display()));
+            }
+        }
+        if let Some(dest) = keep {
+            if self.mounted {
+                leftovers.push("the upper directory cannot be kept while mounted".into());
+            } else if let Err(e) = keep_upper(&self.dirs.base.join("upper"), dest) {
+                leftovers.push(format!("the upper directory was not kept: {e}"));
             }
         }
         if !self.mounted {
@@ -393,7 +401,7 @@ impl Sandbox {
                 control,
             }),
             Err(e) => {
-                let _ = parts.teardown();
+                let _ = parts.teardown(None);
                 Err(e)
             }
         }
@@ -581,7 +589,19 @@ impl Sandbox {
 
     /// Stops every process and removes the sandbox: mount, network namespace, cgroup,
     /// runtime state and directories. An error lists whatever remains.
-    pub async fn destroy(mut self) -> Result<()> {
+    pub async fn destroy(self) -> Result<()> {
+        self.finish(None).await
+    }
+
+    /// Like [`Sandbox::destroy`], but first makes the upper directory (everything the
+    /// sandbox wrote, in overlay's format) durable and renames it to `dest`, which must
+    /// not exist and must be on the same filesystem: O(1) in its size. Processes do not
+    /// survive; files do.
+    pub async fn destroy_keeping_upper(self, dest: PathBuf) -> Result<()> {
+        self.finish(Some(dest)).await
+    }
+
+    async fn finish(mut self, keep: Option<PathBuf>) -> Result<()> {
         self.control.shutdown();
         let mut parts = self.parts.take().expect("destroy runs once");
         let id = parts.id.to_string();
@@ -594,7 +614,7 @@ impl Sandbox {
                 }
             }
         }
-        tokio::task::spawn_blocking(move || parts.teardown())
+        tokio::task::spawn_blocking(move || parts.teardown(keep.as_deref()))
             .await
             .map_err(|e| SandboxError::Teardown {
                 id,
@@ -618,9 +638,16 @@ impl Drop for Sandbox {
                 }
             }
             drop(child);
-            let _ = parts.teardown();
+            let _ = parts.teardown(None);
         });
     }
+}
+
+/// syncfs the upper (it was mounted `volatile`), then rename it into place.
+fn keep_upper(upper: &Path, dest: &Path) -> std::io::Result<()> {
+    let dir = fs::File::open(upper)?;
+    nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
+    fs::rename(upper, dest)
 }
 
 fn process_alive(pid: u32) -> bool {

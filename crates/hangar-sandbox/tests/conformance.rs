@@ -344,6 +344,49 @@ async fn stdin_and_concurrent_execs(rt: RuntimeKind) {
     sb.destroy().await.unwrap();
 }
 
+/// What a sandbox wrote, kept by a rename, serves as the top lower of the next one:
+/// files and deletions survive, processes do not.
+async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    stdout_of(
+        &sb,
+        "echo kept > /opt/kept && rm /etc/debian_version && \
+         (setsid sleep 1000 </dev/null >/dev/null 2>&1 &)",
+    )
+    .await;
+    let id = sb.id().clone();
+    let dest = host
+        .run_dir
+        .parent()
+        .unwrap()
+        .join("tmp")
+        .join(format!("kept-{id}"));
+    sb.destroy_keeping_upper(dest.clone()).await.unwrap();
+    assert_no_traces(&host, &id);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("opt/kept")).unwrap(),
+        "kept\n"
+    );
+
+    let (store, layers) = tokio::task::spawn_blocking(debian_layers).await.unwrap();
+    let mut spec = SandboxSpec::new(std::iter::once(dest.clone()).chain(layers).collect());
+    spec.runtime = rt;
+    let next = Sandbox::create(&hangar_testkit::host(&store), spec)
+        .await
+        .unwrap();
+    assert_eq!(
+        stdout_of(
+            &next,
+            "cat /opt/kept; test -e /etc/debian_version || echo deleted; \
+             cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c 'sleep 100[0]' || true"
+        )
+        .await,
+        "kept\ndeleted\n0\n"
+    );
+    next.destroy().await.unwrap();
+    std::fs::remove_dir_all(&dest).unwrap();
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod crun {
@@ -371,4 +414,5 @@ conformance!(
     spawn_failures_name_the_step,
     privileged_operations_are_refused,
     stdin_and_concurrent_execs,
+    kept_upper_becomes_a_lower_of_the_next_sandbox,
 );

@@ -131,6 +131,8 @@ pub struct AttemptRecord {
     pub index: u32,
     pub status: AttemptStatus,
     pub sandbox: Option<String>,
+    /// How the environment was found (JSON {status, reason, snapshot}).
+    pub cache: Option<String>,
     pub base_commit: Option<String>,
     pub result_tree: Option<String>,
     pub final_message: Option<String>,
@@ -190,6 +192,22 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// A stored environment snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub key: String,
+    pub workspace: String,
+    pub environment: String,
+    /// JSON of the key's components (compared to explain a miss).
+    pub components: String,
+    pub size: i64,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub last_used_ms: i64,
+    pub hits: i64,
+    pub reset: bool,
+}
+
 /// Which tasks to list, newest first.
 #[derive(Debug, Clone)]
 pub struct TaskQuery {
@@ -221,27 +239,47 @@ pub fn now_ms() -> i64 {
 impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub async fn open(path: &Path) -> DbResult<Db> {
+        // Creating the file, switching it to WAL and migrating it are not safe against
+        // another process doing the same at the same moment (two CLI commands on a new
+        // data dir): take turns.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::create(&lock_path)?;
+            f.lock()?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| DbError::Open {
+            path: path.to_path_buf(),
+            source: sqlx::Error::Io(e),
+        })?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
+        let pool = match SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| DbError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| DbError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        {
+            Ok(pool) => pool,
+            Err(source) => {
+                return Err(DbError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| DbError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Db { pool })
     }
 
@@ -480,6 +518,16 @@ impl Db {
         .await
     }
 
+    pub async fn set_cache(&self, task: &TaskId, idx: u32, cache_json: &str) -> DbResult<()> {
+        self.set_attempt(
+            task,
+            idx,
+            "UPDATE attempts SET cache = ? WHERE task_id = ? AND idx = ?",
+            |q| q.bind(cache_json.to_string()),
+        )
+        .await
+    }
+
     pub async fn set_base_commit(&self, task: &TaskId, idx: u32, commit: &str) -> DbResult<()> {
         self.set_attempt(
             task,
@@ -600,6 +648,96 @@ impl Db {
         Ok(row.get("diff"))
     }
 
+    // ---- snapshots ----
+
+    pub async fn put_snapshot(&self, s: &SnapshotRecord) -> DbResult<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO snapshots (key, workspace, environment, components, size,
+                 created_ms, expires_ms, last_used_ms, hits, reset)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.key)
+        .bind(&s.workspace)
+        .bind(&s.environment)
+        .bind(&s.components)
+        .bind(s.size)
+        .bind(s.created_ms)
+        .bind(s.expires_ms)
+        .bind(s.last_used_ms)
+        .bind(s.hits)
+        .bind(s.reset)
+        .execute(&self.pool)
+        .await
+        .map_err(query("store the snapshot"))?;
+        Ok(())
+    }
+
+    pub async fn snapshot(&self, key: &str) -> DbResult<Option<SnapshotRecord>> {
+        let row = sqlx::query("SELECT * FROM snapshots WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read the snapshot"))?;
+        Ok(row.as_ref().map(snapshot_row))
+    }
+
+    /// An environment's snapshots, newest first.
+    pub async fn snapshots_of(&self, workspace: &str, env: &str) -> DbResult<Vec<SnapshotRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE workspace = ? AND environment = ?
+             ORDER BY created_ms DESC",
+        )
+        .bind(workspace)
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("list the environment's snapshots"))?;
+        Ok(rows.iter().map(snapshot_row).collect())
+    }
+
+    /// Every snapshot, of every workspace (gc works on the whole data dir).
+    pub async fn all_snapshots(&self) -> DbResult<Vec<SnapshotRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM snapshots ORDER BY workspace, environment, created_ms DESC")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query("list snapshots"))?;
+        Ok(rows.iter().map(snapshot_row).collect())
+    }
+
+    /// Counts a hit.
+    pub async fn touch_snapshot(&self, key: &str, now_ms: i64) -> DbResult<()> {
+        sqlx::query("UPDATE snapshots SET hits = hits + 1, last_used_ms = ? WHERE key = ?")
+            .bind(now_ms)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(query("count a snapshot hit"))?;
+        Ok(())
+    }
+
+    /// Marks an environment's snapshots as reset; returns how many.
+    pub async fn reset_snapshots(&self, workspace: &str, env: &str) -> DbResult<u64> {
+        Ok(
+            sqlx::query("UPDATE snapshots SET reset = 1 WHERE workspace = ? AND environment = ?")
+                .bind(workspace)
+                .bind(env)
+                .execute(&self.pool)
+                .await
+                .map_err(query("reset the environment's snapshots"))?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn delete_snapshot(&self, key: &str) -> DbResult<()> {
+        sqlx::query("DELETE FROM snapshots WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(query("delete the snapshot"))?;
+        Ok(())
+    }
+
     // ---- logs ----
 
     /// Appends log lines; `seq` numbers them within the attempt.
@@ -681,6 +819,21 @@ fn env_row(r: &sqlx::sqlite::SqliteRow) -> EnvRecord {
     }
 }
 
+fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> SnapshotRecord {
+    SnapshotRecord {
+        key: r.get("key"),
+        workspace: r.get("workspace"),
+        environment: r.get("environment"),
+        components: r.get("components"),
+        size: r.get("size"),
+        created_ms: r.get("created_ms"),
+        expires_ms: r.get("expires_ms"),
+        last_used_ms: r.get("last_used_ms"),
+        hits: r.get("hits"),
+        reset: r.get("reset"),
+    }
+}
+
 fn parse_summary(s: &str) -> Option<DiffSummary> {
     let mut it = s.split(',').map(|n| n.parse::<u32>().ok());
     Some(DiffSummary {
@@ -726,6 +879,7 @@ fn attempt_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<AttemptRecord> {
             .parse()
             .map_err(corrupt("attempt status"))?,
         sandbox: r.get("sandbox"),
+        cache: r.get("cache"),
         base_commit: r.get("base_commit"),
         result_tree: r.get("result_tree"),
         final_message: r.get("final_message"),
@@ -767,6 +921,21 @@ mod tests {
             commit: None,
             agent_script: None,
             attempts: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_opens_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hangar.db");
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { Db::open(&path).await.map(|_| ()) })
+            })
+            .collect();
+        for o in opens {
+            o.await.unwrap().expect("every concurrent open succeeds");
         }
     }
 

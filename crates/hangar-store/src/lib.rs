@@ -466,22 +466,35 @@ impl Store {
 
     /// Marks the layers a sandbox uses so that gc keeps them while it runs.
     pub fn lease_layers(&self, sandbox_dir: &Path, layers: &[Digest]) -> Result<()> {
-        let path = sandbox_dir.join("layers");
-        let text: String = layers.iter().map(|d| format!("{}\n", d.hex())).collect();
-        fs::write(&path, text).map_err(io_err("write", &path))
+        let hexes: Vec<&str> = layers.iter().map(Digest::hex).collect();
+        lease(sandbox_dir, "layers", &hexes)
     }
 
     fn layers_in_use(&self) -> HashSet<String> {
+        self.leased("layers")
+    }
+
+    /// Everything running sandboxes hold a `kind` lease on (see [`lease`]).
+    pub fn leased(&self, kind: &str) -> HashSet<String> {
         let mut out = HashSet::new();
         if let Ok(entries) = fs::read_dir(self.run_dir()) {
             for e in entries.flatten() {
-                if let Ok(text) = fs::read_to_string(e.path().join("layers")) {
+                if let Ok(text) = fs::read_to_string(e.path().join(kind)) {
                     out.extend(text.lines().map(str::to_string));
                 }
             }
         }
         out
     }
+}
+
+/// Records, in a sandbox's directory, names of `kind` (layers, a snapshot) it uses. The
+/// sandbox's teardown removes the directory and so ends the lease; collectors skip what
+/// [`Store::leased`] returns.
+pub fn lease(sandbox_dir: &Path, kind: &str, names: &[&str]) -> Result<()> {
+    let path = sandbox_dir.join(kind);
+    let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+    fs::write(&path, text).map_err(io_err("write", &path))
 }
 
 /// The digest of a manifest's config blob.

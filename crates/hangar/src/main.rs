@@ -50,6 +50,9 @@ enum Command {
     /// Create, list, show, update, delete and resolve environments.
     #[command(subcommand)]
     Env(tasks::EnvCommand),
+    /// List, reset and collect environment snapshots.
+    #[command(subcommand)]
+    Cache(tasks::CacheCommand),
     /// Run a task: a prompt against an environment; prints the task id last.
     Exec(tasks::ExecArgs),
     /// List tasks, newest first.
@@ -173,10 +176,24 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("hangar: {e:#}");
+            eprintln!("hangar: {}", message(&e));
             ExitCode::from(if is_run { 125 } else { 1 })
         }
     }
+}
+
+/// An error and its causes, each cause added only when the message does not already
+/// say it (library errors name their source in their own message).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
@@ -191,6 +208,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
         Command::Run(args) => run(&store, args).await,
         Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
+        Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
         Command::Exec(args) => tasks::exec(&engine().await?, &cli.data_dir, args).await,
         Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
         Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),

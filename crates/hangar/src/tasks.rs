@@ -49,6 +49,23 @@ pub enum EnvCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// List environment snapshots.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an environment's next task rebuild its snapshot.
+    Reset { environment: String },
+    /// Remove expired and reset snapshots (and, past --budget, the least recently used).
+    Gc {
+        /// Keep at most this much, e.g. 20GiB.
+        #[arg(long, value_parser = hangar_spec::parse_bytes)]
+        budget: Option<u64>,
+    },
+}
+
 #[derive(Args)]
 pub struct EnvCreateArgs {
     /// The environment's name (with flags; a file names itself).
@@ -241,6 +258,66 @@ pub async fn env(engine: &Engine, cmd: EnvCommand) -> Result<()> {
                     println!("{}", e.name);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
+    match cmd {
+        CacheCommand::Ls { json } => {
+            let snaps = engine.snapshots().await?;
+            let rows: Vec<_> = snaps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "environment": s.environment,
+                        "key": s.key,
+                        "size": s.size,
+                        "built_at": rfc3339(s.created_ms),
+                        "expires_at": rfc3339(s.expires_ms),
+                        "last_used_at": rfc3339(s.last_used_ms),
+                        "hits": s.hits,
+                        "reset": s.reset,
+                    })
+                })
+                .collect();
+            if json {
+                return print_json(&json!({ "snapshots": rows }));
+            }
+            println!(
+                "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}",
+                "ENVIRONMENT", "KEY", "SIZE", "BUILT", "EXPIRES", "HITS"
+            );
+            for s in &snaps {
+                println!(
+                    "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}{}",
+                    s.environment,
+                    &s.key[..4],
+                    hangar_spec::format_bytes(s.size.max(0) as u64),
+                    &rfc3339(s.created_ms)[..19],
+                    &rfc3339(s.expires_ms)[..19],
+                    s.hits,
+                    if s.reset { "  (reset)" } else { "" }
+                );
+            }
+        }
+        CacheCommand::Reset { environment } => {
+            let n = engine.cache_reset(&environment).await?;
+            eprintln!("reset {n} snapshot(s) of {environment}; its next task rebuilds");
+        }
+        CacheCommand::Gc { budget } => {
+            let r = engine.cache_gc(budget).await?;
+            eprintln!(
+                "removed {} snapshot(s), {} freed{}",
+                r.snapshots,
+                hangar_spec::format_bytes(r.bytes),
+                if r.orphans > 0 {
+                    format!(", and {} left by an interrupted build", r.orphans)
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     Ok(())
@@ -534,6 +611,7 @@ fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
         "exit_code": a.exit_code,
         "error": a.error,
         "base_commit": a.base_commit,
+        "cache": a.cache.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
         "timings": timings,
         "summary": a.summary,
         "created_at": rfc3339(a.created_ms),
@@ -570,6 +648,13 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
     for a in &attempts {
         println!();
         println!("attempt {}   {}", a.index, a.status);
+        if let Some(c) = a
+            .cache
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<hangar_engine::cache::CacheInfo>(c).ok())
+        {
+            println!("  cache     {}", c.describe());
+        }
         if let Some(b) = &a.base_commit {
             println!("  base      {b}");
         }

@@ -1,0 +1,380 @@
+//! The environment cache: what a snapshot's key is made of, why a lookup missed, and
+//! which snapshots a collection removes. The key hashes a canonical encoding (JSON with
+//! sorted maps) of everything setup depends on, except the repository's commits.
+
+use std::collections::BTreeMap;
+
+use hangar_spec::Environment;
+use hangar_store::db::SnapshotRecord;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Bumped when a snapshot's layout changes, so older ones are never reused.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Everything a snapshot's key is made of. Field order is the encoding's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyComponents {
+    pub format: u32,
+    pub environment: String,
+    pub repo: String,
+    pub default_branch: String,
+    /// The base image's manifest digest.
+    pub image: String,
+    pub setup_script: String,
+    pub maintenance_script: String,
+    pub env: BTreeMap<String, String>,
+    /// Secret name to a keyed hash of its value (the key is per installation).
+    pub secrets: BTreeMap<String, String>,
+    /// The OCI runtime and hangar's version.
+    pub runtime: String,
+    /// The auto-install commands, with the lockfile that called for each.
+    pub auto_install: Vec<String>,
+}
+
+impl KeyComponents {
+    /// The key: sha256 over the canonical encoding, in hex.
+    pub fn key(&self) -> String {
+        let encoded = serde_json::to_vec(self).expect("components serialize");
+        hex::encode(Sha256::digest(&encoded))
+    }
+
+    /// Why a snapshot built from `old` does not serve `self`, in words.
+    pub fn changes_since(&self, old: &KeyComponents) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut differs = |changed: bool, what: &'static str| {
+            if changed {
+                out.push(what);
+            }
+        };
+        differs(self.format != old.format, "snapshot format changed");
+        differs(
+            self.repo != old.repo || self.default_branch != old.default_branch,
+            "repository changed",
+        );
+        differs(self.image != old.image, "image changed");
+        differs(
+            self.setup_script != old.setup_script,
+            "setup script changed",
+        );
+        differs(
+            self.maintenance_script != old.maintenance_script,
+            "maintenance script changed",
+        );
+        differs(self.env != old.env, "environment variables changed");
+        differs(self.secrets != old.secrets, "secrets changed");
+        differs(self.runtime != old.runtime, "runtime changed");
+        differs(
+            self.auto_install != old.auto_install,
+            "auto-install plan changed",
+        );
+        out
+    }
+}
+
+/// A keyed hash of a secret's value: equal values give equal hashes on one installation,
+/// and the stored hash says nothing about the value without the installation's key.
+pub fn secret_hash(installation_key: &[u8], name: &str, value: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(installation_key).expect("HMAC takes any key");
+    mac.update(name.as_bytes());
+    mac.update(&[0]);
+    mac.update(value);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The components for an environment, given what only the engine knows.
+pub fn components(
+    env: &Environment,
+    image_digest: &str,
+    runtime: &str,
+    auto_install: &[crate::autoinstall::InstallStep],
+    secret_hashes: BTreeMap<String, String>,
+) -> KeyComponents {
+    KeyComponents {
+        format: SNAPSHOT_FORMAT,
+        environment: env.name.to_string(),
+        repo: env.repo.clone(),
+        default_branch: env.default_branch.clone(),
+        image: image_digest.to_string(),
+        setup_script: env.setup.script.clone(),
+        maintenance_script: env.maintenance.script.clone(),
+        env: env.env.clone(),
+        secrets: secret_hashes,
+        runtime: format!("{runtime} hangar-{}", env!("CARGO_PKG_VERSION")),
+        auto_install: auto_install
+            .iter()
+            .map(|s| format!("{}: {}", s.found, s.command))
+            .collect(),
+    }
+}
+
+/// How an attempt found its environment; stored on the attempt and shown by `exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    /// `hit` or `miss`.
+    pub status: String,
+    pub reason: String,
+    /// The short key of the snapshot used (built on a miss).
+    pub snapshot: String,
+}
+
+impl CacheInfo {
+    /// `hit (snapshot 3f2a, built 2 h ago)`, `miss (setup script changed since snapshot 3f2a)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.status, self.reason)
+    }
+}
+
+/// The four hex digits a snapshot goes by.
+pub fn short(key: &str) -> &str {
+    &key[..key.len().min(4)]
+}
+
+/// "2 h ago", "5 min ago", "just now".
+pub fn ago(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(SnapshotRecord),
+    /// The reason, for `miss (...)`.
+    Miss(String),
+}
+
+/// Decides hit or miss for `key` among an environment's snapshots (newest first).
+pub fn lookup(
+    key: &str,
+    wanted: &KeyComponents,
+    snapshots: &[SnapshotRecord],
+    now_ms: i64,
+) -> Lookup {
+    if let Some(s) = snapshots.iter().find(|s| s.key == key) {
+        if s.reset {
+            return Lookup::Miss("reset".into());
+        }
+        if s.expires_ms <= now_ms {
+            return Lookup::Miss(format!(
+                "expired: snapshot {} was built {}",
+                short(key),
+                ago(now_ms - s.created_ms)
+            ));
+        }
+        return Lookup::Hit(s.clone());
+    }
+    let Some(latest) = snapshots.first() else {
+        return Lookup::Miss("none yet".into());
+    };
+    let reasons = match serde_json::from_str::<KeyComponents>(&latest.components) {
+        Ok(old) => wanted.changes_since(&old),
+        Err(_) => vec!["snapshot format changed"],
+    };
+    let what = if reasons.is_empty() {
+        "key changed".to_string()
+    } else {
+        reasons.join(", ")
+    };
+    Lookup::Miss(format!("{what} since snapshot {}", short(&latest.key)))
+}
+
+/// Snapshots a collection removes: reset or expired ones, then least recently used ones
+/// until the rest fit in `budget` bytes. Leased (in use) snapshots are never chosen.
+pub fn to_collect<'a>(
+    all: &'a [SnapshotRecord],
+    leased: &std::collections::HashSet<String>,
+    now_ms: i64,
+    budget: Option<u64>,
+) -> Vec<&'a SnapshotRecord> {
+    let mut out: Vec<&SnapshotRecord> = all
+        .iter()
+        .filter(|s| !leased.contains(&s.key) && (s.reset || s.expires_ms <= now_ms))
+        .collect();
+    if let Some(budget) = budget {
+        let mut kept: Vec<&SnapshotRecord> = all
+            .iter()
+            .filter(|s| !out.iter().any(|o| o.key == s.key))
+            .collect();
+        let mut total: u64 = kept.iter().map(|s| s.size.max(0) as u64).sum();
+        kept.sort_by_key(|s| s.last_used_ms);
+        for s in kept {
+            if total <= budget {
+                break;
+            }
+            if leased.contains(&s.key) {
+                continue;
+            }
+            total -= s.size.max(0) as u64;
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> KeyComponents {
+        KeyComponents {
+            format: SNAPSHOT_FORMAT,
+            environment: "web".into(),
+            repo: "/srv/web".into(),
+            default_branch: "main".into(),
+            image: "sha256:aa".into(),
+            setup_script: "make deps".into(),
+            maintenance_script: "make update".into(),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            secrets: BTreeMap::from([("T".into(), secret_hash(b"k", "T", b"v1"))]),
+            runtime: "crun hangar-0.1.0".into(),
+            auto_install: vec!["package-lock.json: npm ci".into()],
+        }
+    }
+
+    fn snap(c: &KeyComponents, created_ms: i64) -> SnapshotRecord {
+        SnapshotRecord {
+            key: c.key(),
+            workspace: "default".into(),
+            environment: c.environment.clone(),
+            components: serde_json::to_string(c).unwrap(),
+            size: 10,
+            created_ms,
+            expires_ms: created_ms + 1000,
+            last_used_ms: created_ms,
+            hits: 0,
+            reset: false,
+        }
+    }
+
+    /// Changes one component and expects a miss for exactly `reason`.
+    fn check(change: impl FnOnce(&mut KeyComponents), reason: &str) {
+        let old = base();
+        let mut new = base();
+        change(&mut new);
+        assert_ne!(new.key(), old.key(), "{reason}: the key did not change");
+        let got = lookup(&new.key(), &new, &[snap(&old, 0)], 10);
+        assert_eq!(
+            got,
+            Lookup::Miss(format!("{reason} since snapshot {}", short(&old.key())))
+        );
+    }
+
+    #[test]
+    fn each_component_alone_misses_with_its_reason() {
+        check(|c| c.image = "sha256:bb".into(), "image changed");
+        check(|c| c.setup_script.push_str(" all"), "setup script changed");
+        check(
+            |c| c.maintenance_script.clear(),
+            "maintenance script changed",
+        );
+        check(
+            |c| {
+                c.env.insert("B".into(), "2".into());
+            },
+            "environment variables changed",
+        );
+        check(
+            |c| {
+                c.secrets.insert("T".into(), secret_hash(b"k", "T", b"v2"));
+            },
+            "secrets changed",
+        );
+        check(
+            |c| c.runtime = "runc hangar-0.1.0".into(),
+            "runtime changed",
+        );
+        check(|c| c.auto_install.clear(), "auto-install plan changed");
+        check(|c| c.format += 1, "snapshot format changed");
+        check(|c| c.default_branch = "dev".into(), "repository changed");
+        check(
+            |c| {
+                c.setup_script.clear();
+                c.image = "sha256:cc".into();
+            },
+            "image changed, setup script changed",
+        );
+    }
+
+    #[test]
+    fn nothing_else_misses() {
+        let c = base();
+        let s = snap(&c, 0);
+        assert_eq!(
+            lookup(&c.key(), &base(), std::slice::from_ref(&s), 10),
+            Lookup::Hit(s.clone())
+        );
+        assert_eq!(base().key(), c.key(), "the encoding is stable");
+        assert_eq!(
+            lookup(&c.key(), &c, &[], 10),
+            Lookup::Miss("none yet".into())
+        );
+        assert_eq!(
+            lookup(
+                &c.key(),
+                &c,
+                &[SnapshotRecord {
+                    reset: true,
+                    ..s.clone()
+                }],
+                10
+            ),
+            Lookup::Miss("reset".into())
+        );
+        assert_eq!(
+            lookup(&c.key(), &c, &[s], 1000),
+            Lookup::Miss(format!(
+                "expired: snapshot {} was built just now",
+                short(&c.key())
+            ))
+        );
+    }
+
+    #[test]
+    fn secret_hashes_are_keyed() {
+        let a = secret_hash(b"install-1", "T", b"value");
+        assert_eq!(a, secret_hash(b"install-1", "T", b"value"));
+        assert_ne!(a, secret_hash(b"install-2", "T", b"value"));
+        assert_ne!(a, hex::encode(Sha256::digest(b"value")));
+        assert!(!a.contains("value"));
+    }
+
+    #[test]
+    fn collection_takes_expired_then_least_recently_used() {
+        let mk = |key: &str, used: i64, expires: i64, size: i64| SnapshotRecord {
+            key: key.into(),
+            workspace: "default".into(),
+            environment: "e".into(),
+            components: "{}".into(),
+            size,
+            created_ms: 0,
+            expires_ms: expires,
+            last_used_ms: used,
+            hits: 0,
+            reset: false,
+        };
+        let all = vec![
+            mk("old", 1, 5, 100),
+            mk("lru", 2, 100, 100),
+            mk("mru", 9, 100, 100),
+            mk("busy", 0, 100, 100),
+        ];
+        let leased = std::collections::HashSet::from(["busy".to_string()]);
+        let keys = |v: Vec<&SnapshotRecord>| v.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(to_collect(&all, &leased, 10, None)), ["old"]);
+        assert_eq!(
+            keys(to_collect(&all, &leased, 10, Some(200))),
+            ["old", "lru"]
+        );
+        assert_eq!(
+            keys(to_collect(&all, &leased, 10, Some(0))),
+            ["old", "lru", "mru"]
+        );
+    }
+}

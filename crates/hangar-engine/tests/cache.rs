@@ -1,0 +1,277 @@
+//! The environment cache in real sandboxes: hits and misses with their reasons, expiry on
+//! an injected clock, reset, collection, single flight, what survives a snapshot, and
+//! that a failed setup caches nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use hangar_engine::cache::CacheInfo;
+use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_spec::{Phase, TaskId};
+use hangar_store::db::{AttemptRecord, TaskRecord};
+use tokio::sync::watch;
+
+/// An engine whose clock runs `offset` ms ahead of the real one.
+async fn engine(offset: Arc<AtomicI64>) -> Engine {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    let mut engine = Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .expect("open the engine");
+    engine.set_clock(Arc::new(move || {
+        hangar_store::db::now_ms() + offset.load(Ordering::SeqCst)
+    }));
+    engine
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README"), "x\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "initial"]);
+    dir
+}
+
+fn source(name: &str, repo: &Path, setup: &str) -> String {
+    format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [setup]\nscript = '''\n{setup}\n'''\n\
+         [maintenance]\nscript = 'echo maintenance ran'\n\
+         [agent]\nscript = '''\necho \"$(cat /opt/from-setup) $(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\\\0' ' ' | grep -o 'sleep 100[0]' | wc -l)\"\n'''\n",
+        repo.display()
+    )
+}
+
+async fn run(engine: &Engine, env: &str) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
+    let task = engine
+        .submit(&TaskRequest {
+            environment: env.into(),
+            prompt: "go".into(),
+            ..TaskRequest::default()
+        })
+        .await
+        .unwrap();
+    run_id(engine, &task.id).await
+}
+
+async fn run_id(
+    engine: &Engine,
+    id: &TaskId,
+) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
+    let (_tx, rx) = watch::channel(false);
+    let progress: Progress = Arc::new(|_: &Event| {});
+    let task = engine.run_task(id, progress, rx).await.unwrap();
+    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let cache: CacheInfo =
+        serde_json::from_str(a.cache.as_deref().expect("cache recorded")).unwrap();
+    let logs = engine
+        .db()
+        .logs(&task.id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    (task, a, cache, logs)
+}
+
+fn built(a: &AttemptRecord) -> bool {
+    a.phases.iter().any(|p| p.phase == Phase::Setup)
+}
+
+#[tokio::test]
+async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let engine = engine(offset.clone()).await;
+    let origin = repo();
+    let name = format!("cache-{}", TaskId::random());
+    let setup = "echo from-setup > /opt/from-setup";
+    engine
+        .create_env(
+            "e.toml",
+            &source(&name, origin.path(), setup),
+            origin.path(),
+        )
+        .await
+        .unwrap();
+
+    let (_, a, cache, logs) = run(&engine, &name).await;
+    assert_eq!(
+        (cache.status.as_str(), cache.reason.as_str()),
+        ("miss", "none yet"),
+        "{:?}",
+        a.error
+    );
+    assert!(built(&a));
+    assert_eq!(a.final_message.as_deref(), Some("from-setup 0"));
+    assert!(logs.contains(&"maintenance ran".to_string()));
+    let first = cache.snapshot.clone();
+
+    let (_, a, cache, logs) = run(&engine, &name).await;
+    assert_eq!(cache.status, "hit");
+    assert_eq!(cache.reason, format!("snapshot {first}, built just now"));
+    assert!(!built(&a), "a hit runs no setup");
+    assert!(
+        logs.contains(&"maintenance ran".to_string()),
+        "maintenance runs on every attempt"
+    );
+    assert_eq!(a.final_message.as_deref(), Some("from-setup 0"));
+
+    let changed = source(&name, origin.path(), "echo changed > /opt/from-setup");
+    engine
+        .update_env(&name, "e.toml", &changed, origin.path())
+        .await
+        .unwrap();
+    let (_, a, cache, _) = run(&engine, &name).await;
+    assert_eq!(
+        (cache.status.as_str(), cache.reason.clone()),
+        (
+            "miss",
+            format!("setup script changed since snapshot {first}")
+        )
+    );
+    assert_eq!(a.final_message.as_deref(), Some("changed 0"));
+    let second = cache.snapshot.clone();
+
+    offset.store(13 * 3600 * 1000, Ordering::SeqCst);
+    let (_, _, cache, _) = run(&engine, &name).await;
+    assert_eq!(
+        (cache.status.as_str(), cache.reason.clone()),
+        (
+            "miss",
+            format!("expired: snapshot {second} was built 13 h ago")
+        )
+    );
+
+    let (_, _, cache, _) = run(&engine, &name).await;
+    assert_eq!(cache.status, "hit", "the rebuilt snapshot serves");
+    assert_eq!(
+        engine.cache_reset(&name).await.unwrap(),
+        2,
+        "both snapshots of the environment"
+    );
+    let (_, _, cache, _) = run(&engine, &name).await;
+    assert_eq!(
+        (cache.status.as_str(), cache.reason.as_str()),
+        ("miss", "reset")
+    );
+
+    // Collect what is expired or reset: the first snapshot (other key, expired now) and
+    // nothing that the latest build made.
+    let before: Vec<_> = engine
+        .snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.environment == name)
+        .collect();
+    engine.cache_gc(None).await.unwrap();
+    let after: Vec<_> = engine
+        .snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.environment == name)
+        .collect();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(after.len(), 1, "before: {before:?}\nafter: {after:?}");
+    assert!(after[0].key.starts_with(&second));
+    assert!(!after[0].reset);
+    let root = hangar_testkit::shared_store().root().join("snapshots");
+    for s in &before {
+        assert_eq!(
+            root.join(&s.key).is_dir(),
+            s.key == after[0].key,
+            "{}",
+            s.key
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_tasks_wait_for_one_build_and_setup_processes_do_not_survive() {
+    let engine = engine(Arc::new(AtomicI64::new(0))).await;
+    let origin = repo();
+    let name = format!("flight-{}", TaskId::random());
+    let setup = "setsid sleep 1000 </dev/null >/dev/null 2>&1 &\nsleep 2\necho files-survive > /opt/from-setup";
+    engine
+        .create_env(
+            "e.toml",
+            &source(&name, origin.path(), setup),
+            origin.path(),
+        )
+        .await
+        .unwrap();
+    let submit = || async {
+        engine
+            .submit(&TaskRequest {
+                environment: name.clone(),
+                prompt: "go".into(),
+                ..TaskRequest::default()
+            })
+            .await
+            .unwrap()
+    };
+    let (a, b) = (submit().await, submit().await);
+    let ((_, a, ca, la), (_, b, cb, lb)) =
+        tokio::join!(run_id(&engine, &a.id), run_id(&engine, &b.id));
+    let ran_setup = |logs: &[String]| logs.iter().any(|l| l == "auto-install: no lockfiles found");
+    assert_eq!(
+        [ran_setup(&la), ran_setup(&lb)]
+            .iter()
+            .filter(|x| **x)
+            .count(),
+        1,
+        "one build for two tasks: {ca:?} {cb:?}"
+    );
+    assert_eq!(ca.snapshot, cb.snapshot);
+    for x in [&a, &b] {
+        assert_eq!(
+            x.final_message.as_deref(),
+            Some("files-survive 0"),
+            "{:?}",
+            x.error
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_setup_caches_nothing() {
+    let engine = engine(Arc::new(AtomicI64::new(0))).await;
+    let origin = repo();
+    let name = format!("broken-{}", TaskId::random());
+    engine
+        .create_env(
+            "e.toml",
+            &source(&name, origin.path(), "echo half > /opt/half\nexit 4"),
+            origin.path(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (_, a, cache, _) = run(&engine, &name).await;
+        assert_eq!(
+            (cache.status.as_str(), cache.reason.as_str()),
+            ("miss", "none yet")
+        );
+        assert_eq!(
+            a.error.as_deref(),
+            Some("the setup script failed with exit code 4")
+        );
+    }
+    let snaps = engine.snapshots().await.unwrap();
+    assert!(!snaps.iter().any(|s| s.environment == name), "{snaps:?}");
+}
