@@ -15,28 +15,10 @@ use hangar_sandbox::overlay::{mount_overlay, unmount, OverlayDirs};
 use hangar_sandbox::runtime::{runtime, runtime_command};
 use hangar_sandbox::spec::{build, BundleSpec, Resources};
 use hangar_sandbox::{netns, ExecSpec, OciRuntime, RuntimeKind, Sandbox, SandboxSpec};
+use hangar_testkit::bench::{summarize, Row};
 
 const ITERATIONS: usize = 100;
 const WARMUP: usize = 5;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Row {
-    name: String,
-    p50: Duration,
-    p95: Duration,
-}
-
-fn summarize(name: &str, mut samples: Vec<Duration>) -> Row {
-    samples.sort();
-    Row {
-        name: name.into(),
-        p50: percentile(&samples, 0.5),
-        p95: percentile(&samples, 0.95),
-    }
-}
 
 fn main() {
     let (store, lowers) = hangar_testkit::debian_layers();

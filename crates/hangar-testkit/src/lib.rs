@@ -187,3 +187,29 @@ pub fn assert_no_traces(host: &HostConfig, id: &SandboxId) {
     let t = traces(host, id);
     assert_eq!(t, Traces::default(), "sandbox {id} left traces behind");
 }
+
+/// Percentiles for the project's benchmarks.
+pub mod bench {
+    use std::time::Duration;
+
+    /// One line of a benchmark's table.
+    pub struct Row {
+        pub name: String,
+        pub p50: Duration,
+        pub p95: Duration,
+    }
+
+    fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    /// p50 and p95 of `samples` (at least one).
+    pub fn summarize(name: &str, mut samples: Vec<Duration>) -> Row {
+        samples.sort();
+        Row {
+            name: name.into(),
+            p50: percentile(&samples, 0.5),
+            p95: percentile(&samples, 0.95),
+        }
+    }
+}
