@@ -20,39 +20,6 @@ use tokio::sync::watch;
 
 const TASKS: usize = 15;
 
-fn example_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pyfix/.");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success());
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "example",
-        ],
-    ] {
-        assert!(Command::new("git")
-            .current_dir(dir.path())
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    }
-    dir
-}
-
 /// Accepted → agent started for one task.
 async fn to_agent(engine: &Engine, env: &str) -> Duration {
     let started = Arc::new(Mutex::new(None::<Instant>));
@@ -152,12 +119,10 @@ async fn main() {
     let engine = Engine::open(store, hangar_testkit::init_binary())
         .await
         .unwrap();
-    let repo = example_repo();
-    let file = repo.path().join(".hangar/environment.toml");
     let name = format!("bench-{}", TaskId::random());
-    let source = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("name = \"pyfix\"", &format!("name = \"{name}\""));
+    let repo = hangar_testkit::example_repo("pyfix", &name);
+    let file = repo.path().join(".hangar/environment.toml");
+    let source = std::fs::read_to_string(&file).unwrap();
     engine
         .create_env("bench.toml", &source, file.parent().unwrap())
         .await

@@ -133,23 +133,11 @@ async fn apply_round_trip(engine: &Engine, task: &TaskRecord, a: &AttemptRecord,
 #[tokio::test]
 async fn example_task_fixes_the_test_and_applies_to_a_fresh_clone() {
     let engine = engine().await;
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pyfix");
-    let origin = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .args(["-a", &format!("{}/.", example.display())])
-        .arg(origin.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    git(origin.path(), &["init", "-q", "-b", "main"]);
-    git(origin.path(), &["add", "-A"]);
-    git(origin.path(), &["commit", "-qm", "example"]);
+    let name = format!("pyfix-{}", TaskId::random());
+    let origin = hangar_testkit::example_repo("pyfix", &name);
     // The example's file names its repository as `..`, relative to .hangar/.
     let file = origin.path().join(".hangar/environment.toml");
-    let name = format!("pyfix-{}", TaskId::random());
-    let source = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("name = \"pyfix\"", &format!("name = \"{name}\""));
+    let source = std::fs::read_to_string(&file).unwrap();
     let rec = engine
         .create_env("environment.toml", &source, file.parent().unwrap())
         .await

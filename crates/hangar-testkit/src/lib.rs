@@ -213,3 +213,48 @@ pub mod bench {
         }
     }
 }
+
+/// A git repository (branch main, one commit) holding a copy of `examples/<name>`, whose
+/// `.hangar/environment.toml` names its environment `env_name` instead of `<name>`.
+pub fn example_repo(name: &str, env_name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .join(".");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dir.path())
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "copy examples/{name}");
+    let file = dir.path().join(".hangar/environment.toml");
+    let text = fs::read_to_string(&file)
+        .expect("the example's environment file")
+        .replace(
+            &format!("name = \"{name}\""),
+            &format!("name = \"{env_name}\""),
+        );
+    fs::write(&file, text).expect("write the environment file");
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "example"],
+    ] {
+        let ok = Command::new("git")
+            .current_dir(dir.path())
+            .args([
+                "-c",
+                "user.name=hangar",
+                "-c",
+                "user.email=hangar@localhost",
+            ])
+            .args(args)
+            .status()
+            .expect("run git")
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    dir
+}

@@ -49,26 +49,8 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A git copy of `examples/pyfix` whose environment is renamed to `name`.
 fn example(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pyfix/.");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success());
-    let file = dir.path().join(".hangar/environment.toml");
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("name = \"pyfix\"", &format!("name = \"{name}\""));
-    std::fs::write(&file, text).unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-qm", "example"]);
-    dir
+    hangar_testkit::example_repo("pyfix", name)
 }
 
 fn unique(prefix: &str) -> String {
