@@ -11,7 +11,7 @@ use hangar_image::ImageDefaults;
 use hangar_sandbox::{BindMount, Resources, Sandbox, SandboxSpec};
 use hangar_spec::{AttemptStatus, Environment, Phase, TaskId};
 use hangar_store as store;
-use hangar_store::db::{now_ms, AttemptOutcome, PhaseTiming, SnapshotRecord};
+use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, PhaseTiming, SnapshotRecord};
 use tokio::sync::watch;
 
 use crate::autoinstall;
@@ -92,6 +92,24 @@ impl Ctx<'_> {
         env
     }
 
+    /// Runs a step with the phase's environment plus `extra`; a cancel ends the attempt.
+    async fn run(
+        &mut self,
+        sandbox: &Sandbox,
+        mut step: Step<'_>,
+        extra: &[(&str, &str)],
+    ) -> Result<StepResult, Stop> {
+        step.env = self.env_for(step.phase);
+        for (k, v) in extra {
+            hangar_image::set_var(&mut step.env, k, v);
+        }
+        let res = run_step(sandbox, &self.logger, step, &mut self.cancel).await?;
+        if res.cancelled {
+            return Err(cancelled());
+        }
+        Ok(res)
+    }
+
     /// Runs hangar's own script (clone, checkout, collect); a failure is `what` plus
     /// the last line the script printed.
     async fn internal(&mut self, sandbox: &Sandbox, own: Own<'_>) -> Result<StepResult, Stop> {
@@ -103,27 +121,15 @@ impl Ctx<'_> {
             env: extra,
             what,
         } = own;
-        let mut env = self.env_for(phase);
-        for (k, v) in extra {
-            hangar_image::set_var(&mut env, k, v);
-        }
-        let res = run_step(
-            sandbox,
-            &self.logger,
-            Step {
-                phase,
-                name,
-                script,
-                cwd,
-                env,
-                timeout: None,
-            },
-            &mut self.cancel,
-        )
-        .await?;
-        if res.cancelled {
-            return Err(cancelled());
-        }
+        let step = Step {
+            phase,
+            name,
+            script,
+            cwd,
+            env: Vec::new(),
+            timeout: None,
+        };
+        let res = self.run(sandbox, step, extra).await?;
         if !res.success() {
             let last = res.tail.last().cloned().unwrap_or_default();
             return Err(Stop::error(format!(
@@ -148,27 +154,16 @@ impl Ctx<'_> {
         extra: &[(&str, &str)],
         timeout: Option<Duration>,
     ) -> Result<StepResult, Stop> {
-        let mut env = self.env_for(phase);
-        for (k, v) in extra {
-            hangar_image::set_var(&mut env, k, v);
-        }
-        let res = run_step(
-            sandbox,
-            &self.logger,
-            Step {
-                phase,
-                name: phase.as_str(),
-                script,
-                cwd: &self.workdir.clone(),
-                env,
-                timeout,
-            },
-            &mut self.cancel,
-        )
-        .await?;
-        if res.cancelled {
-            return Err(cancelled());
-        }
+        let cwd = self.workdir.clone();
+        let step = Step {
+            phase,
+            name: phase.as_str(),
+            script,
+            cwd: &cwd,
+            env: Vec::new(),
+            timeout,
+        };
+        let res = self.run(sandbox, step, extra).await?;
         if res.timed_out {
             return Err(Stop {
                 status: AttemptStatus::Error,
@@ -405,7 +400,7 @@ impl Engine {
             .note(Phase::Prepare, &format!("cache: {}", info.describe()));
         let json = serde_json::to_string(info).expect("cache info serializes");
         self.db
-            .set_cache(ctx.plan.task, ctx.plan.index, &json)
+            .set_attempt_field(ctx.plan.task, ctx.plan.index, AttemptField::Cache, &json)
             .await
             .map_err(EngineError::from)?;
         Ok(())
@@ -490,7 +485,12 @@ impl Engine {
             read_only: true,
         });
         self.db
-            .set_sandbox(plan.task, plan.index, spec.id.as_str())
+            .set_attempt_field(
+                plan.task,
+                plan.index,
+                AttemptField::Sandbox,
+                spec.id.as_str(),
+            )
             .await
             .map_err(EngineError::from)?;
         let sandbox = Sandbox::create(&self.host, spec).await?;
@@ -702,7 +702,7 @@ impl Engine {
         })
         .await?;
         self.db
-            .set_base_commit(plan.task, plan.index, &base)
+            .set_attempt_field(plan.task, plan.index, AttemptField::BaseCommit, &base)
             .await
             .map_err(EngineError::from)?;
 

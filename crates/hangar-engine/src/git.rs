@@ -18,7 +18,7 @@ pub struct Mirrors {
 }
 
 /// A git command that reads no config but hangar's own and runs no hooks.
-pub(crate) fn hardened_git(home: &Path) -> Command {
+fn hardened_git(home: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.env_clear();
     for var in ["PATH", "SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "LANG"] {
@@ -57,13 +57,14 @@ pub(crate) fn hardened_git(home: &Path) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<String> {
+/// Runs git; its stdout, or its last line of stderr as the error.
+fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd.output().map_err(|e| EngineError::Git {
         what: what.to_string(),
         message: format!("cannot start git: {e}"),
     })?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(out.stdout)
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(EngineError::Git {
@@ -83,6 +84,15 @@ impl Mirrors {
         Mirrors { dir }
     }
 
+    /// The hardened git, with an empty home of hangar's own.
+    fn git(&self) -> Command {
+        hardened_git(&self.home())
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join(".home")
+    }
+
     /// Where the mirror of `repo` lives (whether or not it exists yet).
     pub fn path(&self, repo: &str) -> PathBuf {
         let hash = hex::encode(&Sha256::digest(repo.as_bytes())[..8]);
@@ -93,15 +103,14 @@ impl Mirrors {
     /// Clones or refreshes the mirror of `repo`; returns its path. Concurrent callers
     /// for the same repository take turns on a lock file.
     pub fn sync(&self, repo: &str) -> Result<PathBuf> {
-        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
-        let home = self.dir.join(".home");
+        let home = self.home();
         fs::create_dir_all(&home).map_err(io_err("create", &home))?;
         let path = self.path(repo);
         let lock_path = path.with_extension("lock");
         let lock = fs::File::create(&lock_path).map_err(io_err("create", &lock_path))?;
         lock.lock().map_err(io_err("lock", &lock_path))?;
 
-        let mut cmd = hardened_git(&home);
+        let mut cmd = self.git();
         if path.join("HEAD").is_file() {
             cmd.arg("-C")
                 .arg(&path)
@@ -128,12 +137,10 @@ impl Mirrors {
         fs::rename(&partial, &path).map_err(io_err("rename", &partial))?;
         Ok(path)
     }
-}
 
-impl Mirrors {
     /// The names at the top of `branch` in the mirror (what auto-install looks at).
     pub fn top_files(&self, repo: &str, branch: &str) -> Result<Vec<String>> {
-        let mut cmd = hardened_git(&self.dir.join(".home"));
+        let mut cmd = self.git();
         cmd.arg("-C").arg(self.path(repo)).args([
             "ls-tree",
             "--name-only",
@@ -141,18 +148,14 @@ impl Mirrors {
             &format!("refs/heads/{branch}"),
             "--",
         ]);
-        let out = cmd.output().map_err(|e| EngineError::Git {
-            what: format!("list {repo}"),
-            message: format!("cannot start git: {e}"),
-        })?;
-        if !out.status.success() {
-            return Err(EngineError::Git {
-                what: format!("read branch `{branch}` of {repo}"),
+        let out = run(cmd, &format!("read branch `{branch}` of {repo}")).map_err(|e| match e {
+            EngineError::Git { what, .. } => EngineError::Git {
+                what,
                 message: format!("the default branch `{branch}` is not in the repository"),
-            });
-        }
+            },
+            other => other,
+        })?;
         Ok(out
-            .stdout
             .split(|b| *b == 0)
             .filter(|n| !n.is_empty())
             .map(|n| String::from_utf8_lossy(n).into_owned())

@@ -152,7 +152,6 @@ impl Engine {
                 env.name
             )));
         }
-        self.db.env(&self.workspace, name).await?;
         Ok(self
             .db
             .update_env(&self.workspace, name, &env.to_toml(), &env.repo)
@@ -206,11 +205,7 @@ impl Engine {
         if env.agent.harness != Harness::Script {
             return Err(EngineError::BadRequest(format!(
                 "environment `{}` uses the `{}` harness; this version runs the `script` harness only",
-                env.name,
-                serde_json::to_value(env.agent.harness)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                env.name, env.agent.harness
             )));
         }
         if req.script.is_none() && env.agent.script.is_none() {

@@ -3,7 +3,6 @@
 //! that a failed setup caches nothing.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -27,22 +26,7 @@ async fn engine(offset: Arc<AtomicI64>) -> Engine {
 }
 
 fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .current_dir(dir.path())
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("README"), "x\n").unwrap();
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "initial"]);
-    dir
+    hangar_testkit::repo_with(&[("README", b"x\n")])
 }
 
 fn source(name: &str, repo: &Path, setup: &str) -> String {
@@ -53,6 +37,21 @@ fn source(name: &str, repo: &Path, setup: &str) -> String {
          [agent]\nscript = '''\necho \"$(cat /opt/from-setup) $(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\\\0' ' ' | grep -o 'sleep 100[0]' | wc -l)\"\n'''\n",
         repo.display()
     )
+}
+
+/// A new environment over a new repository, with this setup script.
+async fn env(engine: &Engine, prefix: &str, setup: &str) -> (tempfile::TempDir, String) {
+    let origin = repo();
+    let name = format!("{prefix}-{}", TaskId::random());
+    engine
+        .create_env(
+            "e.toml",
+            &source(&name, origin.path(), setup),
+            origin.path(),
+        )
+        .await
+        .unwrap();
+    (origin, name)
 }
 
 async fn run(engine: &Engine, env: &str) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
@@ -96,17 +95,8 @@ fn built(a: &AttemptRecord) -> bool {
 async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     let offset = Arc::new(AtomicI64::new(0));
     let engine = engine(offset.clone()).await;
-    let origin = repo();
-    let name = format!("cache-{}", TaskId::random());
     let setup = "echo from-setup > /opt/from-setup";
-    engine
-        .create_env(
-            "e.toml",
-            &source(&name, origin.path(), setup),
-            origin.path(),
-        )
-        .await
-        .unwrap();
+    let (origin, name) = env(&engine, "cache", setup).await;
 
     let (_, a, cache, logs) = run(&engine, &name).await;
     assert_eq!(
@@ -204,17 +194,8 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
 #[tokio::test]
 async fn concurrent_tasks_wait_for_one_build_and_setup_processes_do_not_survive() {
     let engine = engine(Arc::new(AtomicI64::new(0))).await;
-    let origin = repo();
-    let name = format!("flight-{}", TaskId::random());
     let setup = "setsid sleep 1000 </dev/null >/dev/null 2>&1 &\nsleep 2\necho files-survive > /opt/from-setup";
-    engine
-        .create_env(
-            "e.toml",
-            &source(&name, origin.path(), setup),
-            origin.path(),
-        )
-        .await
-        .unwrap();
+    let (_origin, name) = env(&engine, "flight", setup).await;
     let submit = || async {
         engine
             .submit(&TaskRequest {
@@ -251,16 +232,7 @@ async fn concurrent_tasks_wait_for_one_build_and_setup_processes_do_not_survive(
 #[tokio::test]
 async fn a_failed_setup_caches_nothing() {
     let engine = engine(Arc::new(AtomicI64::new(0))).await;
-    let origin = repo();
-    let name = format!("broken-{}", TaskId::random());
-    engine
-        .create_env(
-            "e.toml",
-            &source(&name, origin.path(), "echo half > /opt/half\nexit 4"),
-            origin.path(),
-        )
-        .await
-        .unwrap();
+    let (_origin, name) = env(&engine, "broken", "echo half > /opt/half\nexit 4").await;
     for _ in 0..2 {
         let (_, a, cache, _) = run(&engine, &name).await;
         assert_eq!(

@@ -10,6 +10,7 @@ use hangar_engine::{Engine, Event, Progress, TaskRequest};
 use hangar_sandbox::SandboxId;
 use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
 use hangar_store::db::{AttemptRecord, Stream, TaskRecord};
+use hangar_testkit::{git, repo_with as repo};
 use tokio::sync::watch;
 
 async fn engine() -> Engine {
@@ -18,35 +19,6 @@ async fn engine() -> Engine {
     Engine::open(store, hangar_testkit::init_binary())
         .await
         .expect("open the engine")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A repository on branch main with these files committed.
-fn repo(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    for (path, data) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-qm", "initial"]);
-    dir
 }
 
 /// A new environment over `repo`; `extra` is more of the file (tables).
@@ -470,46 +442,18 @@ async fn repository_controlled_git_config_never_runs_on_the_host() {
         (".gitattributes", b"* filter=evil diff=evil\n"),
     ]);
     let o = origin.path();
-    git(
-        o,
-        &[
-            "config",
-            "core.fsmonitor",
-            &format!("touch {}", m("fsmonitor")),
-        ],
-    );
-    git(
-        o,
-        &[
-            "config",
-            "filter.evil.clean",
-            &format!("touch {}; cat", m("clean")),
-        ],
-    );
-    git(
-        o,
-        &[
-            "config",
-            "filter.evil.smudge",
-            &format!("touch {}; cat", m("smudge")),
-        ],
-    );
-    git(
-        o,
-        &[
-            "config",
-            "diff.evil.command",
-            &format!("touch {}", m("diff")),
-        ],
-    );
-    git(
-        o,
-        &[
-            "config",
+    for (key, command) in [
+        ("core.fsmonitor", format!("touch {}", m("fsmonitor"))),
+        ("filter.evil.clean", format!("touch {}; cat", m("clean"))),
+        ("filter.evil.smudge", format!("touch {}; cat", m("smudge"))),
+        ("diff.evil.command", format!("touch {}", m("diff"))),
+        (
             "uploadpack.packObjectsHook",
-            &format!("touch {}", m("packhook")),
-        ],
-    );
+            format!("touch {}", m("packhook")),
+        ),
+    ] {
+        git(o, &["config", key, &command]);
+    }
     for hook in [
         "post-checkout",
         "pre-upload-pack",

@@ -1,6 +1,8 @@
 //! hangar's environment file and task vocabulary: parsing, validation and diagnostics
 //! that name the key and line. No I/O: callers hand in text and get typed values back.
 
+#[macro_use]
+mod spelled;
 mod duration;
 mod env;
 mod ids;

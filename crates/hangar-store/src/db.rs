@@ -192,6 +192,26 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// A text field of an attempt that is set on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptField {
+    /// The id of the sandbox running it (for recovery after a crash).
+    Sandbox,
+    /// How its environment was found (JSON {status, reason, snapshot}).
+    Cache,
+    BaseCommit,
+}
+
+impl AttemptField {
+    fn column(self) -> &'static str {
+        match self {
+            AttemptField::Sandbox => "sandbox",
+            AttemptField::Cache => "cache",
+            AttemptField::BaseCommit => "base_commit",
+        }
+    }
+}
+
 /// A stored environment snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
@@ -499,56 +519,37 @@ impl Db {
     }
 
     pub async fn start_attempt(&self, task: &TaskId, idx: u32) -> DbResult<()> {
-        self.set_attempt(
-            task,
-            idx,
+        let q = sqlx::query(
             "UPDATE attempts SET status = 'running', started_ms = ? WHERE task_id = ? AND idx = ?",
-            |q| q.bind(now_ms()),
         )
-        .await
+        .bind(now_ms());
+        self.set_attempt(task, idx, q).await
     }
 
-    pub async fn set_sandbox(&self, task: &TaskId, idx: u32, sandbox: &str) -> DbResult<()> {
-        self.set_attempt(
-            task,
-            idx,
-            "UPDATE attempts SET sandbox = ? WHERE task_id = ? AND idx = ?",
-            |q| q.bind(sandbox.to_string()),
-        )
-        .await
-    }
-
-    pub async fn set_cache(&self, task: &TaskId, idx: u32, cache_json: &str) -> DbResult<()> {
-        self.set_attempt(
-            task,
-            idx,
-            "UPDATE attempts SET cache = ? WHERE task_id = ? AND idx = ?",
-            |q| q.bind(cache_json.to_string()),
-        )
-        .await
-    }
-
-    pub async fn set_base_commit(&self, task: &TaskId, idx: u32, commit: &str) -> DbResult<()> {
-        self.set_attempt(
-            task,
-            idx,
-            "UPDATE attempts SET base_commit = ? WHERE task_id = ? AND idx = ?",
-            |q| q.bind(commit.to_string()),
-        )
-        .await
+    /// Sets one text field of an attempt (no status change).
+    pub async fn set_attempt_field(
+        &self,
+        task: &TaskId,
+        idx: u32,
+        field: AttemptField,
+        value: &str,
+    ) -> DbResult<()> {
+        let sql = format!(
+            "UPDATE attempts SET {} = ? WHERE task_id = ? AND idx = ?",
+            field.column()
+        );
+        update_attempt(&self.pool, task, idx, sqlx::query(&sql).bind(value)).await
     }
 
     /// Appends one phase's timing.
     pub async fn add_phase(&self, task: &TaskId, idx: u32, timing: PhaseTiming) -> DbResult<()> {
         let entry = serde_json::to_string(&timing).expect("a timing serializes");
-        self.set_attempt(
-            task,
-            idx,
+        let q = sqlx::query(
             "UPDATE attempts SET phases = json_insert(phases, '$[#]', json(?))
              WHERE task_id = ? AND idx = ?",
-            |q| q.bind(entry),
         )
-        .await
+        .bind(entry);
+        update_attempt(&self.pool, task, idx, q).await
     }
 
     pub async fn finish_attempt(
@@ -558,59 +559,35 @@ impl Db {
         o: &AttemptOutcome,
     ) -> DbResult<()> {
         let s = o.summary;
-        self.set_attempt(
-            task,
-            idx,
+        let q = sqlx::query(
             "UPDATE attempts SET status = ?, final_message = ?, exit_code = ?, error = ?,
                  files_changed = ?, lines_added = ?, lines_removed = ?, diff = ?, result_tree = ?,
                  finished_ms = ?
              WHERE task_id = ? AND idx = ?",
-            |q| {
-                q.bind(o.status.as_str())
-                    .bind(o.final_message.clone())
-                    .bind(o.exit_code)
-                    .bind(o.error.clone())
-                    .bind(s.map(|s| s.files_changed))
-                    .bind(s.map(|s| s.lines_added))
-                    .bind(s.map(|s| s.lines_removed))
-                    .bind(o.diff.clone())
-                    .bind(o.result_tree.clone())
-                    .bind(now_ms())
-            },
         )
-        .await
+        .bind(o.status.as_str())
+        .bind(o.final_message.as_deref())
+        .bind(o.exit_code)
+        .bind(o.error.as_deref())
+        .bind(s.map(|s| s.files_changed))
+        .bind(s.map(|s| s.lines_added))
+        .bind(s.map(|s| s.lines_removed))
+        .bind(o.diff.as_deref())
+        .bind(o.result_tree.as_deref())
+        .bind(now_ms());
+        self.set_attempt(task, idx, q).await
     }
 
-    /// Runs one attempt update, then recomputes the task's status from its attempts, in
-    /// one transaction.
-    async fn set_attempt<'q>(
-        &self,
-        task: &TaskId,
-        idx: u32,
-        sql: &'q str,
-        bind: impl FnOnce(
-            sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-        )
-            -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> DbResult<()> {
+    /// Changes an attempt's status (with `q`, whose last placeholders are the task id
+    /// and index), then recomputes the task's status from its attempts', in one
+    /// transaction.
+    async fn set_attempt(&self, task: &TaskId, idx: u32, q: AttemptQuery<'_>) -> DbResult<()> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(query("begin a transaction"))?;
-        let n = bind(sqlx::query(sql))
-            .bind(task.as_str().to_string())
-            .bind(idx)
-            .execute(&mut *tx)
-            .await
-            .map_err(query("update the attempt"))?
-            .rows_affected();
-        if n == 0 {
-            return Err(DbError::AttemptNotFound {
-                task: task.to_string(),
-                attempt: idx,
-            });
-        }
+        update_attempt(&mut *tx, task, idx, q).await?;
         let statuses: Vec<String> =
             sqlx::query_scalar("SELECT status FROM attempts WHERE task_id = ?")
                 .bind(task.as_str())
@@ -797,6 +774,35 @@ impl Db {
             })
             .collect()
     }
+}
+
+type AttemptQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Runs an `UPDATE attempts ... WHERE task_id = ? AND idx = ?`, binding those two last;
+/// updating no attempt is an error.
+async fn update_attempt<'q, 'c, E>(
+    exec: E,
+    task: &TaskId,
+    idx: u32,
+    q: AttemptQuery<'q>,
+) -> DbResult<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let n = q
+        .bind(task.as_str().to_string())
+        .bind(idx)
+        .execute(exec)
+        .await
+        .map_err(query("update the attempt"))?
+        .rows_affected();
+    if n == 0 {
+        return Err(DbError::AttemptNotFound {
+            task: task.to_string(),
+            attempt: idx,
+        });
+    }
+    Ok(())
 }
 
 /// Tasks with their attempt count and the leading attempt's summary.

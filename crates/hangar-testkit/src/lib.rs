@@ -214,6 +214,46 @@ pub mod bench {
     }
 }
 
+/// Runs git in `dir` (with an author set) and returns its trimmed stdout; panics on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=hangar",
+            "-c",
+            "user.email=hangar@localhost",
+        ])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Makes `dir` a repository on branch main whose one commit holds what is in it.
+fn commit_all(dir: &Path, message: &str) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", message]);
+}
+
+/// A repository on branch main with these files committed.
+pub fn repo_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, data) in files {
+        let p = dir.path().join(path);
+        fs::create_dir_all(p.parent().expect("a file has a parent")).expect("mkdir");
+        fs::write(p, data).expect("write a repository file");
+    }
+    commit_all(dir.path(), "initial");
+    dir
+}
+
 /// A git repository (branch main, one commit) holding a copy of `examples/<name>`, whose
 /// `.hangar/environment.toml` names its environment `env_name` instead of `<name>`.
 pub fn example_repo(name: &str, env_name: &str) -> tempfile::TempDir {
@@ -237,24 +277,6 @@ pub fn example_repo(name: &str, env_name: &str) -> tempfile::TempDir {
             &format!("name = \"{env_name}\""),
         );
     fs::write(&file, text).expect("write the environment file");
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-qm", "example"],
-    ] {
-        let ok = Command::new("git")
-            .current_dir(dir.path())
-            .args([
-                "-c",
-                "user.name=hangar",
-                "-c",
-                "user.email=hangar@localhost",
-            ])
-            .args(args)
-            .status()
-            .expect("run git")
-            .success();
-        assert!(ok, "git {args:?}");
-    }
+    commit_all(dir.path(), "example");
     dir
 }

@@ -157,16 +157,7 @@ pub async fn env(engine: &Engine, cmd: EnvCommand) -> Result<()> {
     match cmd {
         EnvCommand::Create(args) => {
             let (file, source, base) = match &args.file {
-                Some(path) => {
-                    let source = std::fs::read_to_string(path)
-                        .with_context(|| format!("failed to read {}", path.display()))?;
-                    let base = path
-                        .parent()
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .unwrap_or(Path::new("."))
-                        .to_path_buf();
-                    (path.display().to_string(), source, base)
-                }
+                Some(path) => env_file(path)?,
                 None => (
                     "the command line".to_string(),
                     source_from_flags(&args)?,
@@ -223,15 +214,8 @@ pub async fn env(engine: &Engine, cmd: EnvCommand) -> Result<()> {
             }
         }
         EnvCommand::Update { name, file } => {
-            let source = std::fs::read_to_string(&file)
-                .with_context(|| format!("failed to read {}", file.display()))?;
-            let base = file
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let rec = engine
-                .update_env(&name, &file.display().to_string(), &source, base)
-                .await?;
+            let (file, source, base) = env_file(&file)?;
+            let rec = engine.update_env(&name, &file, &source, &base).await?;
             eprintln!(
                 "updated environment {} to version {}",
                 rec.name, rec.version
@@ -321,6 +305,19 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An environment file: its name for messages, its text, and the directory a relative
+/// `repo` path is taken from.
+fn env_file(path: &Path) -> Result<(String, String, PathBuf)> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Ok((path.display().to_string(), source, base))
 }
 
 /// An environment file written from `env create NAME --repo ...` flags, so that flags

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use hangar_testkit::git;
 use serde_json::Value;
 
 fn hangar_in(dir: &Path, args: &[&str]) -> Output {
@@ -36,17 +37,6 @@ fn ok_in(dir: &Path, args: &[&str], code: i32) -> String {
 
 fn json_in(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok_in(dir, args, 0)).expect("JSON output")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn example(name: &str) -> tempfile::TempDir {
