@@ -362,11 +362,7 @@ impl Engine {
                     .map_err(EngineError::from)?;
                 CacheInfo {
                     status: "hit".into(),
-                    reason: format!(
-                        "snapshot {}, built {}",
-                        cache::short(&s.key),
-                        cache::ago(self.now() - s.created_ms)
-                    ),
+                    reason: cache::hit_reason(s, self.now()),
                     snapshot: cache::short(&s.key).into(),
                 }
             }
@@ -446,7 +442,7 @@ impl Engine {
             .snapshots_of(&self.workspace, env.name.as_str())
             .await
             .map_err(EngineError::from)?;
-        let mut lookup = cache::lookup(&key, &components, &snapshots, self.now());
+        let mut lookup = cache::lookup(&key, &components, &snapshots, self.now_at());
         if matches!(lookup, Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
             lookup = Lookup::Miss(format!(
                 "snapshot {} is missing on disk",
@@ -536,7 +532,12 @@ impl Engine {
             .snapshot(&p.key)
             .await
             .map_err(EngineError::from)?
-            .filter(|s| !s.reset && s.expires_ms > self.now() && dir.is_dir())
+            .filter(|s| {
+                !s.reset
+                    && s.expires_ms > self.now()
+                    && !cache::lost(s, self.now_at())
+                    && dir.is_dir()
+            })
         {
             ctx.logger.note(
                 Phase::Setup,
@@ -596,10 +597,14 @@ impl Engine {
                 last_used_ms: now,
                 hits: 0,
                 reset: false,
+                boot_id: self.boot_id.clone(),
+                durable: false,
+                source: None,
             })
             .await
             .map_err(EngineError::from)?;
         drop(lock);
+        self.make_durable_later(&p.key);
         Ok(CacheInfo {
             status: "miss".into(),
             reason,

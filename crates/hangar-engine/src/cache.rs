@@ -142,6 +142,29 @@ pub fn ago(ms: i64) -> String {
     }
 }
 
+/// The moment a lookup or a collection judges snapshots at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now<'a> {
+    pub ms: i64,
+    /// This boot's id: a snapshot not yet durable serves only the boot that built it.
+    pub boot_id: &'a str,
+}
+
+/// Whether a snapshot's data may have been lost: committed by a rename before a
+/// background sync reached the disk, and the machine restarted since.
+pub fn lost(s: &SnapshotRecord, now: Now<'_>) -> bool {
+    !s.durable && s.boot_id != now.boot_id
+}
+
+/// `snapshot 3f2a, built 2 h ago` or `snapshot 3f2a, imported from REF 5 min ago`.
+pub fn hit_reason(s: &SnapshotRecord, now_ms: i64) -> String {
+    let age = ago(now_ms - s.created_ms);
+    match &s.source {
+        Some(source) => format!("snapshot {}, imported from {source} {age}", short(&s.key)),
+        None => format!("snapshot {}, built {age}", short(&s.key)),
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -155,17 +178,23 @@ pub fn lookup(
     key: &str,
     wanted: &KeyComponents,
     snapshots: &[SnapshotRecord],
-    now_ms: i64,
+    now: Now<'_>,
 ) -> Lookup {
     if let Some(s) = snapshots.iter().find(|s| s.key == key) {
         if s.reset {
             return Lookup::Miss("reset".into());
         }
-        if s.expires_ms <= now_ms {
+        if s.expires_ms <= now.ms {
             return Lookup::Miss(format!(
                 "expired: snapshot {} was built {}",
                 short(key),
-                ago(now_ms - s.created_ms)
+                ago(now.ms - s.created_ms)
+            ));
+        }
+        if lost(s, now) {
+            return Lookup::Miss(format!(
+                "snapshot {} was not yet on disk when the machine restarted",
+                short(key)
             ));
         }
         return Lookup::Hit(s.clone());
@@ -185,17 +214,17 @@ pub fn lookup(
     Lookup::Miss(format!("{what} since snapshot {}", short(&latest.key)))
 }
 
-/// Snapshots a collection removes: reset or expired ones, then least recently used ones
-/// until the rest fit in `budget` bytes. Leased (in use) snapshots are never chosen.
+/// Snapshots a collection removes: reset, expired or lost ones, then least recently used
+/// ones until the rest fit in `budget` bytes. Leased (in use) snapshots are never chosen.
 pub fn to_collect<'a>(
     all: &'a [SnapshotRecord],
     leased: &std::collections::HashSet<String>,
-    now_ms: i64,
+    now: Now<'_>,
     budget: Option<u64>,
 ) -> Vec<&'a SnapshotRecord> {
     let mut out: Vec<&SnapshotRecord> = all
         .iter()
-        .filter(|s| !leased.contains(&s.key) && (s.reset || s.expires_ms <= now_ms))
+        .filter(|s| !leased.contains(&s.key) && (s.reset || s.expires_ms <= now.ms || lost(s, now)))
         .collect();
     if let Some(budget) = budget {
         let mut kept: Vec<&SnapshotRecord> = all
@@ -250,6 +279,16 @@ mod tests {
             last_used_ms: created_ms,
             hits: 0,
             reset: false,
+            boot_id: "boot-1".into(),
+            durable: true,
+            source: None,
+        }
+    }
+
+    fn at(ms: i64) -> Now<'static> {
+        Now {
+            ms,
+            boot_id: "boot-1",
         }
     }
 
@@ -259,7 +298,7 @@ mod tests {
         let mut new = base();
         change(&mut new);
         assert_ne!(new.key(), old.key(), "{reason}: the key did not change");
-        let got = lookup(&new.key(), &new, &[snap(&old, 0)], 10);
+        let got = lookup(&new.key(), &new, &[snap(&old, 0)], at(10));
         assert_eq!(
             got,
             Lookup::Miss(format!("{reason} since snapshot {}", short(&old.key())))
@@ -307,12 +346,12 @@ mod tests {
         let c = base();
         let s = snap(&c, 0);
         assert_eq!(
-            lookup(&c.key(), &base(), std::slice::from_ref(&s), 10),
+            lookup(&c.key(), &base(), std::slice::from_ref(&s), at(10)),
             Lookup::Hit(s.clone())
         );
         assert_eq!(base().key(), c.key(), "the encoding is stable");
         assert_eq!(
-            lookup(&c.key(), &c, &[], 10),
+            lookup(&c.key(), &c, &[], at(10)),
             Lookup::Miss("none yet".into())
         );
         assert_eq!(
@@ -323,17 +362,56 @@ mod tests {
                     reset: true,
                     ..s.clone()
                 }],
-                10
+                at(10)
             ),
             Lookup::Miss("reset".into())
         );
         assert_eq!(
-            lookup(&c.key(), &c, &[s], 1000),
+            lookup(&c.key(), &c, std::slice::from_ref(&s), at(1000)),
             Lookup::Miss(format!(
                 "expired: snapshot {} was built just now",
                 short(&c.key())
             ))
         );
+    }
+
+    #[test]
+    fn a_snapshot_not_yet_on_disk_serves_only_its_own_boot() {
+        let c = base();
+        let pending = SnapshotRecord {
+            durable: false,
+            ..snap(&c, 0)
+        };
+        let other_boot = Now {
+            ms: 10,
+            boot_id: "boot-2",
+        };
+        assert_eq!(
+            lookup(&c.key(), &c, std::slice::from_ref(&pending), at(10)),
+            Lookup::Hit(pending.clone())
+        );
+        assert_eq!(
+            lookup(&c.key(), &c, std::slice::from_ref(&pending), other_boot),
+            Lookup::Miss(format!(
+                "snapshot {} was not yet on disk when the machine restarted",
+                short(&c.key())
+            ))
+        );
+        let durable = snap(&c, 0);
+        assert_eq!(
+            lookup(&c.key(), &c, std::slice::from_ref(&durable), other_boot),
+            Lookup::Hit(durable.clone())
+        );
+        let none = std::collections::HashSet::new();
+        assert_eq!(
+            to_collect(&[durable], &none, other_boot, None),
+            Vec::<&SnapshotRecord>::new()
+        );
+        assert_eq!(
+            to_collect(std::slice::from_ref(&pending), &none, other_boot, None),
+            vec![&pending]
+        );
+        assert!(to_collect(std::slice::from_ref(&pending), &none, at(10), None).is_empty());
     }
 
     #[test]
@@ -358,6 +436,9 @@ mod tests {
             last_used_ms: used,
             hits: 0,
             reset: false,
+            boot_id: "boot-1".into(),
+            durable: true,
+            source: None,
         };
         let all = vec![
             mk("old", 1, 5, 100),
@@ -367,13 +448,13 @@ mod tests {
         ];
         let leased = std::collections::HashSet::from(["busy".to_string()]);
         let keys = |v: Vec<&SnapshotRecord>| v.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
-        assert_eq!(keys(to_collect(&all, &leased, 10, None)), ["old"]);
+        assert_eq!(keys(to_collect(&all, &leased, at(10), None)), ["old"]);
         assert_eq!(
-            keys(to_collect(&all, &leased, 10, Some(200))),
+            keys(to_collect(&all, &leased, at(10), Some(200))),
             ["old", "lru"]
         );
         assert_eq!(
-            keys(to_collect(&all, &leased, 10, Some(0))),
+            keys(to_collect(&all, &leased, at(10), Some(0))),
             ["old", "lru", "mru"]
         );
     }

@@ -74,6 +74,11 @@ pub struct Engine {
     runtime: RuntimeKind,
     workspace: String,
     clock: Clock,
+    /// This boot's id (a snapshot not yet durable serves only the boot that built it).
+    boot_id: String,
+    /// Background syncs making freshly committed snapshots durable; [`Engine::settle`]
+    /// waits for them. The lock is only held to add or take tasks, never across an await.
+    syncs: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Now, in epoch milliseconds; tests replace it to move time without sleeping.
@@ -91,7 +96,41 @@ impl Engine {
             runtime: RuntimeKind::default(),
             workspace: DEFAULT_WORKSPACE.to_string(),
             clock: Arc::new(hangar_store::db::now_ms),
+            boot_id: boot_id(),
+            syncs: Default::default(),
         })
+    }
+
+    /// Waits until every snapshot this engine committed is on disk (or failed to get
+    /// there, which leaves it serving this boot only). A process calls it before it exits.
+    pub async fn settle(&self) {
+        let mut pending = std::mem::take(&mut *self.syncs.lock().expect("not poisoned"));
+        while pending.join_next().await.is_some() {}
+    }
+
+    /// Starts making a committed snapshot durable in the background.
+    fn make_durable_later(&self, key: &str) {
+        let (db, dir, key) = (self.db.clone(), self.snapshot_dir(key), key.to_string());
+        self.syncs.lock().expect("not poisoned").spawn(async move {
+            let synced =
+                tokio::task::spawn_blocking(move || hangar_sandbox::make_durable(&dir)).await;
+            match synced {
+                Ok(Ok(())) => {
+                    if let Err(e) = db.mark_snapshot_durable(&key).await {
+                        tracing::warn!("failed to mark snapshot {key} durable: {e}");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!("snapshot {key} stays unsynced: {e}"),
+                Err(e) => tracing::warn!("snapshot {key} stays unsynced: {e}"),
+            }
+        });
+    }
+
+    fn now_at(&self) -> cache::Now<'_> {
+        cache::Now {
+            ms: self.now(),
+            boot_id: &self.boot_id,
+        }
     }
 
     /// Replaces the clock used for snapshot ages and expiry.
@@ -291,7 +330,7 @@ impl Engine {
         let all = self.db.all_snapshots().await?;
         let leased = self.store.leased("snapshot");
         let mut report = CacheGcReport::default();
-        for s in cache::to_collect(&all, &leased, self.now(), budget) {
+        for s in cache::to_collect(&all, &leased, self.now_at(), budget) {
             let dir = self.snapshot_dir(&s.key);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(error::io_err("remove", &dir))?;
@@ -390,6 +429,14 @@ fn title_of(prompt: &str) -> String {
     } else {
         first.to_string()
     }
+}
+
+/// The kernel's id of this boot; a fresh random one (trusting nothing unsynced) when it
+/// cannot be read.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("unknown-{}", TaskId::random()))
 }
 
 #[cfg(test)]

@@ -109,6 +109,13 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     assert_eq!(a.final_message.as_deref(), Some("from-setup 0"));
     assert!(logs.contains(&"maintenance ran".to_string()));
     let first = cache.snapshot.clone();
+    engine.settle().await;
+    let snaps = engine.snapshots().await.unwrap();
+    let committed = snaps.iter().find(|s| s.environment == name).unwrap();
+    assert!(
+        committed.durable,
+        "the snapshot was synced in the background: {committed:?}"
+    );
 
     let (_, a, cache, logs) = run(&engine, &name).await;
     assert_eq!(cache.status, "hit");

@@ -16,6 +16,7 @@ pub use error::{Result, SandboxError};
 pub use netns::netns_names;
 pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{
-    ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId, SandboxSpec, Stdio,
+    make_durable, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,
+    SandboxSpec, Stdio,
 };
 pub use spec::{BindMount, Resources};

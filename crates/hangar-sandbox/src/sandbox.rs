@@ -593,10 +593,12 @@ impl Sandbox {
         self.finish(None).await
     }
 
-    /// Like [`Sandbox::destroy`], but first makes the upper directory (everything the
-    /// sandbox wrote, in overlay's format) durable and renames it to `dest`, which must
-    /// not exist and must be on the same filesystem: O(1) in its size. Processes do not
-    /// survive; files do.
+    /// Like [`Sandbox::destroy`], but renames the upper directory (everything the sandbox
+    /// wrote, in overlay's format) to `dest`, which must not exist and must be on the same
+    /// filesystem: O(1) in its size. Processes do not survive; files do. The overlay was
+    /// mounted `volatile`, so the data may still be only in the page cache: a caller that
+    /// needs it to survive a machine crash calls [`make_durable`] on `dest` (it costs
+    /// O(dirty data), which is why it is not done here).
     pub async fn destroy_keeping_upper(self, dest: PathBuf) -> Result<()> {
         self.finish(Some(dest)).await
     }
@@ -643,11 +645,22 @@ impl Drop for Sandbox {
     }
 }
 
-/// syncfs the upper (it was mounted `volatile`), then rename it into place.
 fn keep_upper(upper: &Path, dest: &Path) -> std::io::Result<()> {
-    let dir = fs::File::open(upper)?;
-    nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
     fs::rename(upper, dest)
+}
+
+/// Writes the filesystem holding `dir` to disk (syncfs): what a kept upper needs before
+/// it may be trusted after a machine crash, since sandboxes' overlays are `volatile`.
+pub fn make_durable(dir: &Path) -> Result<()> {
+    let sync = || -> std::io::Result<()> {
+        let f = fs::File::open(dir)?;
+        nix::unistd::syncfs(&f).map_err(std::io::Error::from)
+    };
+    sync().map_err(|e| SandboxError::Io {
+        action: "sync",
+        path: dir.to_path_buf(),
+        source: e,
+    })
 }
 
 fn process_alive(pid: u32) -> bool {

@@ -363,6 +363,7 @@ async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
         .join(format!("kept-{id}"));
     sb.destroy_keeping_upper(dest.clone()).await.unwrap();
     assert_no_traces(&host, &id);
+    hangar_sandbox::make_durable(&dest).unwrap();
     assert_eq!(
         std::fs::read_to_string(dest.join("opt/kept")).unwrap(),
         "kept\n"

@@ -226,6 +226,12 @@ pub struct SnapshotRecord {
     pub last_used_ms: i64,
     pub hits: i64,
     pub reset: bool,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) the snapshot was committed in.
+    pub boot_id: String,
+    /// Whether its data is known to be on disk; until then it only serves `boot_id`.
+    pub durable: bool,
+    /// The registry reference it was imported from; `None` when built here.
+    pub source: Option<String>,
 }
 
 /// Which tasks to list, newest first.
@@ -630,8 +636,8 @@ impl Db {
     pub async fn put_snapshot(&self, s: &SnapshotRecord) -> DbResult<()> {
         sqlx::query(
             "INSERT OR REPLACE INTO snapshots (key, workspace, environment, components, size,
-                 created_ms, expires_ms, last_used_ms, hits, reset)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_ms, expires_ms, last_used_ms, hits, reset, boot_id, durable, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.key)
         .bind(&s.workspace)
@@ -643,6 +649,9 @@ impl Db {
         .bind(s.last_used_ms)
         .bind(s.hits)
         .bind(s.reset)
+        .bind(&s.boot_id)
+        .bind(s.durable)
+        .bind(&s.source)
         .execute(&self.pool)
         .await
         .map_err(query("store the snapshot"))?;
@@ -690,6 +699,16 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(query("count a snapshot hit"))?;
+        Ok(())
+    }
+
+    /// Records that a snapshot's data reached the disk.
+    pub async fn mark_snapshot_durable(&self, key: &str) -> DbResult<()> {
+        sqlx::query("UPDATE snapshots SET durable = 1 WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(query("mark the snapshot durable"))?;
         Ok(())
     }
 
@@ -837,6 +856,9 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> SnapshotRecord {
         last_used_ms: r.get("last_used_ms"),
         hits: r.get("hits"),
         reset: r.get("reset"),
+        boot_id: r.get("boot_id"),
+        durable: r.get("durable"),
+        source: r.get("source"),
     }
 }
 

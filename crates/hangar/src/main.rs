@@ -209,13 +209,23 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => run(&store, args).await,
         Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
         Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
-        Command::Exec(args) => tasks::exec(&engine().await?, &cli.data_dir, args).await,
+        Command::Exec(args) => {
+            let engine = engine().await?;
+            let code = tasks::exec(&engine, &cli.data_dir, args).await;
+            engine.settle().await;
+            code
+        }
         Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
         Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
         Command::Logs { task, json } => tasks::logs(&engine().await?, task, json).await.map(|()| 0),
         Command::Diff(task) => tasks::diff(&engine().await?, task).await.map(|()| 0),
         Command::Apply(task) => tasks::apply(&engine().await?, task).await.map(|()| 0),
-        Command::TaskRun { id } => tasks::task_run(&engine().await?, &id).await,
+        Command::TaskRun { id } => {
+            let engine = engine().await?;
+            let code = tasks::task_run(&engine, &id).await;
+            engine.settle().await;
+            code
+        }
     }
 }
 
