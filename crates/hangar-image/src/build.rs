@@ -191,11 +191,15 @@ pub fn build_debian(
     Ok(rec)
 }
 
-fn spec_err(e: oci_spec::OciSpecError) -> ImageError {
+pub(crate) fn spec_err(e: oci_spec::OciSpecError) -> ImageError {
     ImageError::Build(e.to_string())
 }
 
-fn descriptor(media: MediaType, digest: &Digest, size: u64) -> Result<oci_spec::image::Descriptor> {
+pub(crate) fn descriptor(
+    media: MediaType,
+    digest: &Digest,
+    size: u64,
+) -> Result<oci_spec::image::Descriptor> {
     DescriptorBuilder::default()
         .media_type(media)
         .digest(oci_spec::image::Digest::try_from(digest.as_str()).map_err(spec_err)?)

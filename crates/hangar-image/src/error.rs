@@ -24,6 +24,8 @@ pub enum ImageError {
         expected: String,
         actual: String,
     },
+    #[error("failed to pack `{}` into a layer: it {reason}", path.display())]
+    Pack { path: PathBuf, reason: String },
     #[error("failed to build image: {0}")]
     Build(String),
     #[error("failed to import {}: {reason}", path.display())]

@@ -5,6 +5,7 @@
 mod build;
 mod error;
 mod import;
+pub mod pack;
 mod registry;
 pub mod unpack;
 
@@ -16,7 +17,7 @@ use oci_spec::image::ImageManifest;
 pub use build::{apt_sources_for, build_debian, BuildOptions, DEFAULT_PACKAGES};
 pub use error::{ImageError, Result};
 pub use import::import;
-pub use registry::{pull, push, RegistryOptions};
+pub use registry::{fetch, pull, push, push_manifest, RegistryOptions};
 
 /// Receives one line of progress at a time (shown on stderr by the CLI).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);

@@ -62,6 +62,26 @@ pub async fn pull(
     opts: &RegistryOptions,
     progress: Progress<'_>,
 ) -> Result<ImageRecord> {
+    let manifest = fetch(store, reference, opts, progress).await?;
+    let name = match name {
+        Some(n) => n.clone(),
+        None => reference.parse()?,
+    };
+    let rec = record_image(store, &name, &store.read_blob(&manifest)?)?;
+    progress("unpacking layers");
+    layers(store, &rec)?;
+    Ok(rec)
+}
+
+/// Fetches the manifest of `reference` (linux/amd64 from a multi-platform index) and every
+/// blob it names into the store, each verified, without naming an image; returns the
+/// manifest's digest.
+pub async fn fetch(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+    progress: Progress<'_>,
+) -> Result<Digest> {
     let mut r = parse_ref(reference)?;
     let c = client(&r, opts);
     let auth = RegistryAuth::Anonymous;
@@ -142,14 +162,8 @@ pub async fn pull(
         let f = std::fs::File::open(&path).map_err(crate::error::io_err("open", &path))?;
         store.write_blob(f, Some(digest.clone()))?;
     }
-    let name = match name {
-        Some(n) => n.clone(),
-        None => reference.parse()?,
-    };
-    let rec = record_image(store, &name, &bytes)?;
-    progress("unpacking layers");
-    layers(store, &rec)?;
-    Ok(rec)
+    store.write_blob(&bytes[..], Some(manifest_digest.clone()))?;
+    Ok(manifest_digest)
 }
 
 /// Pushes a local image to `reference`; returns the manifest digest (the same as local).
@@ -161,6 +175,18 @@ pub async fn push(
     progress: Progress<'_>,
 ) -> Result<Digest> {
     let rec = store.image(name)?;
+    push_manifest(store, &rec.manifest, reference, opts, progress).await?;
+    Ok(rec.manifest)
+}
+
+/// Pushes a stored manifest and its blobs to `reference`.
+pub async fn push_manifest(
+    store: &Store,
+    manifest_digest: &Digest,
+    reference: &str,
+    opts: &RegistryOptions,
+    progress: Progress<'_>,
+) -> Result<()> {
     let r = parse_ref(reference)?;
     let c = client(&r, opts);
     c.auth(
@@ -170,8 +196,8 @@ pub async fn push(
     )
     .await
     .map_err(reg_err("authenticate to", reference))?;
-    let manifest_bytes = store.read_blob(&rec.manifest)?;
-    let manifest = store.manifest(&rec.manifest)?;
+    let manifest_bytes = store.read_blob(manifest_digest)?;
+    let manifest = store.manifest(manifest_digest)?;
     let blobs = manifest_blobs(&manifest)?;
     for (i, d) in blobs.iter().enumerate() {
         if c.blob_exists(&r, d.as_str())
@@ -205,5 +231,5 @@ pub async fn push(
     c.push_manifest_raw(&r, manifest_bytes, header)
         .await
         .map_err(reg_err("push the manifest to", reference))?;
-    Ok(rec.manifest)
+    Ok(())
 }

@@ -25,8 +25,10 @@ pub fn options(dirs: &OverlayDirs) -> String {
     // `volatile`: no syncs to the upper filesystem. An upper is scratch space for one
     // sandbox, and unmounting a non-volatile overlay costs a journal commit (~40 ms here).
     // Whoever keeps an upper (a snapshot) syncs it explicitly.
+    // No redirects or metacopy, whatever the kernel's defaults: a kept upper must be a
+    // plain tree that packs as an OCI layer.
     format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
+        "lowerdir={},upperdir={},workdir={},volatile,redirect_dir=off,metacopy=off",
         lowers.join(":"),
         escape(&dirs.upper),
         escape(&dirs.work)
@@ -90,7 +92,7 @@ mod tests {
         };
         assert_eq!(
             options(&dirs),
-            r"lowerdir=/l/a:/l/b\:c,upperdir=/u\,x,workdir=/w,volatile"
+            r"lowerdir=/l/a:/l/b\:c,upperdir=/u\,x,workdir=/w,volatile,redirect_dir=off,metacopy=off"
         );
     }
 }

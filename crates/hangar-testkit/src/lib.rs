@@ -280,3 +280,85 @@ pub fn example_repo(name: &str, env_name: &str) -> tempfile::TempDir {
     commit_all(dir.path(), "example");
     dir
 }
+
+/// Every entry under `dir` as one line, sorted: path, type, owner, mode, mtime (seconds),
+/// content digest or link target, hard-link group (named by its first path) and the
+/// xattrs a layer keeps (overlay's opaque marker included), so that two trees compare as
+/// equal lists.
+pub fn tree(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut entries = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read a tree") {
+            let path = entry.expect("read a tree").path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&path).expect("inspect a tree");
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if t.is_symlink() {
+                format!("symlink -> {}", fs::read_link(&path).unwrap().display())
+            } else if t.is_char_device() {
+                format!("char {}", m.rdev())
+            } else if t.is_fifo() {
+                "fifo".to_string()
+            } else if t.is_socket() {
+                "socket".to_string()
+            } else {
+                let bytes = fs::read(&path).expect("read a file of a tree");
+                format!("file {} bytes {}", bytes.len(), sha256_hex(&bytes))
+            };
+            let mut attrs: Vec<String> = xattr::list(&path)
+                .map(|names| names.collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| k.to_string_lossy().into_owned())
+                .filter(|k| {
+                    k.starts_with("user.")
+                        || k == "security.capability"
+                        || k == "trusted.overlay.opaque"
+                })
+                .map(|k| {
+                    let v = xattr::get(&path, &k).ok().flatten().unwrap_or_default();
+                    format!("{k}={}", String::from_utf8_lossy(&v))
+                })
+                .collect();
+            attrs.sort();
+            // Neither a symlink's own time nor a whiteout's is seen through an overlay,
+            // and layers do not keep them.
+            let mtime = if t.is_symlink() || t.is_char_device() {
+                0
+            } else {
+                m.mtime()
+            };
+            let line = format!(
+                "{rel} {what} {}:{} {:o} t{mtime} [{}]",
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777,
+                attrs.join(",")
+            );
+            let group = (!t.is_dir() && m.nlink() > 1).then_some(m.ino());
+            entries.push((rel, line, group));
+        }
+    }
+    entries.sort();
+    let mut first: std::collections::HashMap<u64, String> = Default::default();
+    entries
+        .into_iter()
+        .map(|(rel, line, group)| match group {
+            Some(ino) => {
+                let name = first.entry(ino).or_insert(rel);
+                format!("{line} linked-with {name}")
+            }
+            None => line,
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
