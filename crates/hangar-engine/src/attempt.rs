@@ -3,7 +3,6 @@
 //! maintenance, the agent, collect the diff, teardown. Each phase is timed and logged;
 //! whatever fails becomes the attempt's error sentence.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -405,44 +404,20 @@ impl Engine {
     /// Image layers, the repository mirror, the cache key and its lookup.
     async fn prepare(&self, plan: &AttemptPlan<'_>) -> Result<Prepared, Stop> {
         let env = plan.env;
-        let rec = self.image_for(env).await?;
-        let (store, rec2) = (self.store.clone(), rec.clone());
-        let layers = tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec2))
+        let keyed = self.keyed(env).await?;
+        let (store, rec) = (self.store.clone(), keyed.image.clone());
+        let layers = tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
             .await
             .map_err(|e| Stop::error(format!("failed to unpack the image: {e}")))?
             .map_err(EngineError::from)?;
-        let defaults = ImageDefaults::of(&self.store, &rec).map_err(EngineError::from)?;
-        let (mirrors, repo, branch) = (
-            self.mirrors.clone(),
-            env.repo.clone(),
-            env.default_branch.clone(),
-        );
-        let (mirror, top) = tokio::task::spawn_blocking(move || {
-            let mirror = mirrors.sync(&repo)?;
-            let top = mirrors.top_files(&repo, &branch)?;
-            Ok::<_, EngineError>((mirror, top))
-        })
-        .await
-        .map_err(|e| Stop::error(format!("failed to mirror the repository: {e}")))??;
-        let steps = if env.setup.auto_install {
-            autoinstall::plan(&top)
-        } else {
-            Vec::new()
-        };
-        let components = cache::components(
-            env,
-            rec.manifest.as_str(),
-            self.runtime.name(),
-            &steps,
-            BTreeMap::new(),
-        );
-        let key = components.key();
+        let defaults = ImageDefaults::of(&self.store, &keyed.image).map_err(EngineError::from)?;
         let snapshots = self
             .db
             .snapshots_of(&self.workspace, env.name.as_str())
             .await
             .map_err(EngineError::from)?;
-        let mut lookup = cache::lookup(&key, &components, &snapshots, self.now_at());
+        let key = keyed.components.key();
+        let mut lookup = cache::lookup(&key, &keyed.components, &snapshots, self.now_at());
         if matches!(lookup, Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
             lookup = Lookup::Miss(format!(
                 "snapshot {} is missing on disk",
@@ -452,11 +427,11 @@ impl Engine {
         Ok(Prepared {
             layers,
             defaults,
-            mirror,
-            components,
+            mirror: keyed.mirror,
+            components: keyed.components,
             key,
             lookup,
-            steps,
+            steps: keyed.steps,
         })
     }
 
@@ -515,16 +490,7 @@ impl Engine {
     async fn build(&self, ctx: &mut Ctx<'_>, p: &Prepared) -> Result<CacheInfo, Stop> {
         let plan = ctx.plan;
         let dir = self.snapshot_dir(&p.key);
-        let parent = dir.parent().expect("snapshots have a parent").to_path_buf();
-        let lock_path = parent.join(format!("{}.lock", p.key));
-        let lock = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
-            let f = std::fs::File::create(&lock_path).map_err(io_err("create", &lock_path))?;
-            f.lock().map_err(io_err("lock", &lock_path))?;
-            Ok::<_, EngineError>(f)
-        })
-        .await
-        .map_err(|e| Stop::error(format!("failed to wait for the snapshot build: {e}")))??;
+        let lock = self.lock_snapshot(&p.key).await?;
         let short = cache::short(&p.key).to_string();
         let reason = p.lookup_reason();
         if let Some(s) = self
@@ -788,7 +754,7 @@ impl Engine {
 }
 
 /// Bytes of the files under `dir` (not following symlinks).
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

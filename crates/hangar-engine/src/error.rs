@@ -29,6 +29,10 @@ pub enum EngineError {
     Conflicts { files: Vec<String> },
     #[error("failed to read the diff: {0}")]
     BadPatch(String),
+    #[error("failed to export the snapshot of environment `{env}`: {reason}")]
+    Export { env: String, reason: String },
+    #[error("failed to import {reference}: {reason}")]
+    Import { reference: String, reason: String },
     #[error("failed to start the task: {0}")]
     BadRequest(String),
 }

@@ -10,7 +10,9 @@ pub mod diff;
 mod error;
 mod git;
 mod phase;
+pub mod travel;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -81,6 +83,14 @@ pub struct Engine {
     syncs: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
+/// An environment's snapshot key and what it was computed from.
+struct Keyed {
+    image: ImageRecord,
+    mirror: PathBuf,
+    steps: Vec<autoinstall::InstallStep>,
+    components: cache::KeyComponents,
+}
+
 /// Now, in epoch milliseconds; tests replace it to move time without sleeping.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -124,6 +134,30 @@ impl Engine {
                 Err(e) => tracing::warn!("snapshot {key} stays unsynced: {e}"),
             }
         });
+    }
+
+    /// Whether a stored snapshot may serve a task now.
+    fn usable(&self, s: &SnapshotRecord) -> bool {
+        !s.reset && s.expires_ms > self.now() && !cache::lost(s, self.now_at())
+    }
+
+    /// Takes the lock that makes one builder (or importer) per key; others wait here.
+    async fn lock_snapshot(&self, key: &str) -> Result<std::fs::File> {
+        let parent = self.store.root().join("snapshots");
+        let lock_path = parent.join(format!("{key}.lock"));
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&parent).map_err(error::io_err("create", &parent))?;
+            let f =
+                std::fs::File::create(&lock_path).map_err(error::io_err("create", &lock_path))?;
+            f.lock().map_err(error::io_err("lock", &lock_path))?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            action: "wait for the lock of",
+            path: self.snapshot_dir(key),
+            source: std::io::Error::other(e.to_string()),
+        })?
     }
 
     fn now_at(&self) -> cache::Now<'_> {
@@ -360,6 +394,45 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// What an environment's snapshot key is made of here and now: its image, its
+    /// repository's mirror (synced) and the auto-install plan from the default branch.
+    async fn keyed(&self, env: &Environment) -> Result<Keyed> {
+        let image = self.image_for(env).await?;
+        let (mirrors, repo, branch) = (
+            self.mirrors.clone(),
+            env.repo.clone(),
+            env.default_branch.clone(),
+        );
+        let (mirror, top) = tokio::task::spawn_blocking(move || {
+            let mirror = mirrors.sync(&repo)?;
+            let top = mirrors.top_files(&repo, &branch)?;
+            Ok::<_, EngineError>((mirror, top))
+        })
+        .await
+        .map_err(|e| EngineError::Git {
+            what: "mirror".into(),
+            message: e.to_string(),
+        })??;
+        let steps = if env.setup.auto_install {
+            autoinstall::plan(&top)
+        } else {
+            Vec::new()
+        };
+        let components = cache::components(
+            env,
+            image.manifest.as_str(),
+            self.runtime.name(),
+            &steps,
+            BTreeMap::new(),
+        );
+        Ok(Keyed {
+            image,
+            mirror,
+            steps,
+            components,
+        })
     }
 
     /// The image an environment names: from the local store, else pulled.

@@ -64,6 +64,29 @@ pub enum CacheCommand {
         #[arg(long, value_parser = hangar_spec::parse_bytes)]
         budget: Option<u64>,
     },
+    /// Push an environment's snapshot to a registry, as an image (its base image's
+    /// layers plus the snapshot layer).
+    Export {
+        environment: String,
+        reference: String,
+        /// Use plain HTTP for this registry.
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull a snapshot made by `cache export` and use it for its environment here.
+    Import {
+        reference: String,
+        /// The environment to use it for (default: the one it was exported from).
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// Use plain HTTP for this registry.
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -263,6 +286,8 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
                         "last_used_at": rfc3339(s.last_used_ms),
                         "hits": s.hits,
                         "reset": s.reset,
+                        "durable": s.durable,
+                        "source": s.source,
                     })
                 })
                 .collect();
@@ -282,7 +307,11 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
                     &rfc3339(s.created_ms)[..19],
                     &rfc3339(s.expires_ms)[..19],
                     s.hits,
-                    if s.reset { "  (reset)" } else { "" }
+                    match (&s.source, s.reset) {
+                        (_, true) => "  (reset)".to_string(),
+                        (Some(from), false) => format!("  (imported from {from})"),
+                        (None, false) => String::new(),
+                    }
                 );
             }
         }
@@ -302,6 +331,56 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
                     String::new()
                 }
             );
+        }
+        CacheCommand::Export {
+            environment,
+            reference,
+            insecure,
+            json,
+        } => {
+            let opts = hangar_image::RegistryOptions { insecure };
+            let out = engine
+                .cache_export(&environment, &reference, &opts, &|l| eprintln!("{l}"))
+                .await?;
+            if json {
+                return print_json(&out);
+            }
+            eprintln!(
+                "exported snapshot {} of {environment} ({} layer) to {reference}",
+                &out.snapshot[..4],
+                hangar_spec::format_bytes(out.layer_size)
+            );
+            println!("{}", out.manifest);
+        }
+        CacheCommand::Import {
+            reference,
+            environment,
+            insecure,
+            json,
+        } => {
+            let opts = hangar_image::RegistryOptions { insecure };
+            let out = engine
+                .cache_import(&reference, environment.as_deref(), &opts, &|l| {
+                    eprintln!("{l}")
+                })
+                .await?;
+            if json {
+                return print_json(&out);
+            }
+            if out.imported {
+                eprintln!(
+                    "imported snapshot {} ({}) for {}; its next task starts from it",
+                    &out.snapshot[..4],
+                    hangar_spec::format_bytes(out.size),
+                    out.environment
+                );
+            } else {
+                eprintln!(
+                    "{} already has snapshot {}; kept it",
+                    out.environment,
+                    &out.snapshot[..4]
+                );
+            }
         }
     }
     Ok(())

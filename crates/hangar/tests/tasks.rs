@@ -11,10 +11,15 @@ use serde_json::Value;
 fn hangar_in(dir: &Path, args: &[&str]) -> Output {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
+    hangar_at(store.root(), dir, args)
+}
+
+/// hangar over the data dir `home`, run in `dir`.
+fn hangar_at(home: &Path, dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hangar"))
         .current_dir(dir)
         .args(args)
-        .env("HANGAR_HOME", store.root())
+        .env("HANGAR_HOME", home)
         .env("HANGAR_INIT", hangar_testkit::init_binary())
         .output()
         .expect("run hangar")
@@ -22,7 +27,11 @@ fn hangar_in(dir: &Path, args: &[&str]) -> Output {
 
 /// Runs hangar and expects `code`; returns stdout.
 fn ok_in(dir: &Path, args: &[&str], code: i32) -> String {
-    let out = hangar_in(dir, args);
+    expect(hangar_in(dir, args), args, code)
+}
+
+/// Expects `code` from a finished hangar; returns stdout.
+fn expect(out: Output, args: &[&str], code: i32) -> String {
     let (o, e) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -168,6 +177,125 @@ fn exec_list_show_logs_diff_and_apply_into_a_fresh_clone() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("conflicts in calc.py"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cache_ls_export_import_and_reset_through_the_cli() {
+    let name = unique("cachecli");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(
+        r,
+        &["env", "create", "--file", ".hangar/environment.toml"],
+        0,
+    );
+    let registry = hangar_testkit::Registry::start();
+    let snapshot_ref = format!("{}/snapshots/{name}:1", registry.addr);
+
+    let out = hangar_in(r, &["cache", "export", &name, &snapshot_ref, "--insecure"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("hangar: failed to export the snapshot of environment `{name}`: it has no snapshot to export (cache miss: none yet); run a task first")
+    );
+
+    ok_in(r, &["exec", "-q", "--env", &name, "fix it"], 0);
+    let ls = json_in(r, &["cache", "ls", "--json"]);
+    let mine: Vec<&Value> = ls["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["environment"] == name.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{ls}");
+    assert_eq!(
+        keys(mine[0]),
+        [
+            "built_at",
+            "durable",
+            "environment",
+            "expires_at",
+            "hits",
+            "key",
+            "last_used_at",
+            "reset",
+            "size",
+            "source"
+        ]
+    );
+    assert_eq!(
+        mine[0]["durable"], true,
+        "exec waits for the background sync"
+    );
+    assert_eq!(mine[0]["source"], Value::Null);
+
+    let exported = json_in(
+        r,
+        &[
+            "cache",
+            "export",
+            &name,
+            &snapshot_ref,
+            "--insecure",
+            "--json",
+        ],
+    );
+    assert_eq!(exported["snapshot"], mine[0]["key"]);
+
+    // Another data dir: the base image through the registry, the same environment file.
+    let other = tempfile::tempdir().unwrap();
+    let home = other.path();
+    let base_ref = format!("{}/base/{name}:1", registry.addr);
+    ok_in(
+        r,
+        &["image", "push", "debian-bookworm", &base_ref, "--insecure"],
+        0,
+    );
+    let at = |args: &[&str], code| expect(hangar_at(home, r, args), args, code);
+    at(
+        &[
+            "image",
+            "pull",
+            &base_ref,
+            "--insecure",
+            "--name",
+            "debian-bookworm",
+        ],
+        0,
+    );
+    at(&["env", "create", "--file", ".hangar/environment.toml"], 0);
+    let out = hangar_at(home, r, &["cache", "import", &snapshot_ref, "--insecure"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let short = &exported["snapshot"].as_str().unwrap()[..4];
+    assert!(
+        stderr.contains(&format!("imported snapshot {short}")),
+        "{stderr}"
+    );
+    let table = at(&["cache", "ls"], 0);
+    assert!(
+        table.contains(&format!("(imported from {snapshot_ref})")),
+        "{table}"
+    );
+    let out = hangar_at(home, r, &["exec", "-q", "--env", &name, "fix it"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cache: hit (snapshot {short}, imported from {snapshot_ref} just now)"
+        )),
+        "{stderr}"
+    );
+
+    let out = hangar_at(home, r, &["cache", "reset", &name]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reset 1 snapshot(s)"));
+    let out = hangar_at(home, r, &["cache", "gc"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("removed 1 snapshot(s)"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,0 +1,294 @@
+//! Snapshots that travel between data dirs: `cache export` pushes an environment's
+//! snapshot as an OCI image (the base image's layers plus the snapshot packed as one
+//! layer, overlay whiteouts turned into OCI ones), and `cache import` pulls one, checks
+//! that it was made from the same inputs as the environment here, and registers it under
+//! this installation's key. The layer goes through the same safe unpacker as any image.
+
+use std::collections::BTreeMap;
+
+use hangar_image::{pack, Progress, RegistryOptions};
+use hangar_store::db::SnapshotRecord;
+use hangar_store::Digest;
+use serde::Serialize;
+
+use crate::cache::{self, KeyComponents, Lookup};
+use crate::error::{io_err, EngineError, Result};
+use crate::Engine;
+
+/// The config label holding the key components a snapshot was made from (secret names
+/// only: their keyed hashes mean nothing on another installation).
+pub const COMPONENTS_LABEL: &str = "dev.hangar.snapshot.components";
+
+/// What `cache export` pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exported {
+    pub environment: String,
+    pub reference: String,
+    /// The pushed manifest's digest.
+    pub manifest: String,
+    pub snapshot: String,
+    /// The compressed size of the snapshot layer.
+    pub layer_size: u64,
+}
+
+/// What `cache import` registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    pub environment: String,
+    pub reference: String,
+    pub snapshot: String,
+    pub size: u64,
+    /// False when a usable snapshot with the same key was already here (it is kept).
+    pub imported: bool,
+}
+
+/// The components as they travel: secret values' hashes are dropped, their names kept.
+fn portable(mut c: KeyComponents) -> KeyComponents {
+    for v in c.secrets.values_mut() {
+        v.clear();
+    }
+    c
+}
+
+impl Engine {
+    /// Pushes environment `env`'s current snapshot (the one its next task would use) to
+    /// `reference`.
+    pub async fn cache_export(
+        &self,
+        env: &str,
+        reference: &str,
+        opts: &RegistryOptions,
+        progress: Progress<'_>,
+    ) -> Result<Exported> {
+        let (_, environment) = self.env(env).await?;
+        let keyed = self.keyed(&environment).await?;
+        let key = keyed.components.key();
+        let snapshots = self.db.snapshots_of(&self.workspace, env).await?;
+        let fail = |reason: String| EngineError::Export {
+            env: env.to_string(),
+            reason,
+        };
+        let dir = self.snapshot_dir(&key);
+        match cache::lookup(&key, &keyed.components, &snapshots, self.now_at()) {
+            Lookup::Hit(_) if dir.is_dir() => {}
+            Lookup::Hit(_) => return Err(fail("its snapshot is missing on disk".into())),
+            Lookup::Miss(reason) => {
+                return Err(fail(format!(
+                    "it has no snapshot to export (cache miss: {reason}); run a task first"
+                )))
+            }
+        }
+        // A lease keeps gc away from the snapshot while it is packed.
+        let lease = tempfile::Builder::new()
+            .prefix("export-")
+            .tempdir_in(self.store.run_dir())
+            .map_err(io_err("create a directory in", self.store.run_dir()))?;
+        hangar_store::lease(lease.path(), "snapshot", &[key.as_str()])?;
+        progress(&format!("packing snapshot {}", cache::short(&key)));
+        let (store, packed_dir) = (self.store.clone(), dir.clone());
+        let packed =
+            tokio::task::spawn_blocking(move || pack::pack_into_store(&store, &packed_dir))
+                .await
+                .map_err(|e| fail(format!("the packing task failed: {e}")))??;
+        let labels = BTreeMap::from([(
+            COMPONENTS_LABEL.to_string(),
+            serde_json::to_string(&portable(keyed.components.clone()))
+                .expect("components serialize"),
+        )]);
+        let manifest = pack::derive_image(
+            &self.store,
+            &keyed.image,
+            &packed,
+            &format!("hangar cache export {env}"),
+            labels,
+        )?;
+        hangar_image::push_manifest(&self.store, &manifest, reference, opts, progress).await?;
+        drop(lease);
+        Ok(Exported {
+            environment: env.to_string(),
+            reference: reference.to_string(),
+            manifest: manifest.to_string(),
+            snapshot: key,
+            layer_size: packed.size,
+        })
+    }
+
+    /// Pulls a snapshot exported by [`Engine::cache_export`] and makes it the snapshot of
+    /// environment `env` (by default the one it was exported from), after checking that
+    /// it was made from the same image, repository, scripts, variables, secret names,
+    /// runtime and auto-install plan as that environment here.
+    pub async fn cache_import(
+        &self,
+        reference: &str,
+        env: Option<&str>,
+        opts: &RegistryOptions,
+        progress: Progress<'_>,
+    ) -> Result<Imported> {
+        let fail = |reason: String| EngineError::Import {
+            reference: reference.to_string(),
+            reason,
+        };
+        let manifest_digest = hangar_image::fetch(&self.store, reference, opts, progress).await?;
+        let manifest = self.store.manifest(&manifest_digest)?;
+        let config = self
+            .store
+            .config(&hangar_store::config_digest(&manifest)?)?;
+        let label = config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().as_ref())
+            .and_then(|l| l.get(COMPONENTS_LABEL))
+            .ok_or_else(|| {
+                fail(format!(
+                    "it is not a hangar snapshot (its config has no `{COMPONENTS_LABEL}` label)"
+                ))
+            })?;
+        let theirs: KeyComponents = serde_json::from_str(label)
+            .map_err(|e| fail(format!("its `{COMPONENTS_LABEL}` label is unreadable: {e}")))?;
+        let name = env.unwrap_or(&theirs.environment).to_string();
+        let (rec, environment) = self.env(&name).await?;
+        let keyed = self.keyed(&environment).await?;
+        let ours = keyed.components.clone();
+        let changes = portable(ours.clone()).changes_since(&KeyComponents {
+            environment: ours.environment.clone(),
+            ..theirs
+        });
+        if !changes.is_empty() {
+            return Err(fail(format!(
+                "it was made from other inputs than environment `{name}` here: {}",
+                changes.join(", ")
+            )));
+        }
+        let (diff_id, blob) = self.snapshot_layer(&keyed.image, &manifest, &config, &fail)?;
+
+        let key = ours.key();
+        let dir = self.snapshot_dir(&key);
+        let lock = self.lock_snapshot(&key).await?;
+        let existing = self.db.snapshot(&key).await?;
+        if let Some(s) = existing.filter(|s| self.usable(s) && dir.is_dir()) {
+            drop(lock);
+            return Ok(Imported {
+                environment: name,
+                reference: reference.to_string(),
+                snapshot: s.key,
+                size: s.size.max(0) as u64,
+                imported: false,
+            });
+        }
+        if !self.store.leased("snapshot").contains(&key) && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        }
+        progress(&format!("unpacking snapshot {}", cache::short(&key)));
+        let (store, target) = (self.store.clone(), dir.clone());
+        let size = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let staging = store.staging_dir()?;
+            let got = hangar_image::unpack::unpack_layer(store.open_blob(&blob)?, staging.path())?;
+            if got != diff_id {
+                return Err(EngineError::Import {
+                    reference: String::new(),
+                    reason: format!("its snapshot layer hashes to {got}, not {diff_id}"),
+                });
+            }
+            hangar_sandbox::make_durable(staging.path())?;
+            let staged = staging.keep();
+            std::fs::rename(&staged, &target).map_err(io_err("move into place", &target))?;
+            Ok(crate::attempt::dir_size(&target))
+        })
+        .await
+        .map_err(|e| fail(format!("the unpacking task failed: {e}")))?
+        .map_err(|e| match e {
+            EngineError::Import { reason, .. } => fail(reason),
+            other => other,
+        })?;
+        let now = self.now();
+        self.db
+            .put_snapshot(&SnapshotRecord {
+                key: key.clone(),
+                workspace: self.workspace.clone(),
+                environment: rec.name.clone(),
+                components: serde_json::to_string(&ours).expect("components serialize"),
+                size: size as i64,
+                created_ms: now,
+                expires_ms: now + environment.cache.ttl.as_millis() as i64,
+                last_used_ms: now,
+                hits: 0,
+                reset: false,
+                boot_id: self.boot_id.clone(),
+                durable: true,
+                source: Some(reference.to_string()),
+            })
+            .await?;
+        drop(lock);
+        Ok(Imported {
+            environment: name,
+            reference: reference.to_string(),
+            snapshot: key,
+            size,
+            imported: true,
+        })
+    }
+
+    /// The snapshot layer of an exported image (its top layer) after checking that the
+    /// layers below it are exactly `base`'s: the blob and its diff_id.
+    fn snapshot_layer(
+        &self,
+        base: &hangar_store::ImageRecord,
+        manifest: &oci_spec::image::ImageManifest,
+        config: &oci_spec::image::ImageConfiguration,
+        fail: &dyn Fn(String) -> EngineError,
+    ) -> Result<(Digest, Digest)> {
+        let base_config = self.store.image_config(base)?;
+        let base_ids = base_config.rootfs().diff_ids();
+        let ids = config.rootfs().diff_ids();
+        let layers = manifest.layers();
+        if ids.len() != base_ids.len() + 1
+            || layers.len() != ids.len()
+            || ids[..base_ids.len()] != base_ids[..]
+        {
+            return Err(fail(format!(
+                "its layers are not image `{}` plus one snapshot layer",
+                base.name
+            )));
+        }
+        let blob: Digest = layers[layers.len() - 1].digest().to_string().parse()?;
+        let diff_id: Digest = ids[ids.len() - 1].parse()?;
+        Ok((diff_id, blob))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_components_keep_secret_names_only() {
+        let c = KeyComponents {
+            format: cache::SNAPSHOT_FORMAT,
+            environment: "web".into(),
+            repo: "/srv/web".into(),
+            default_branch: "main".into(),
+            image: "sha256:aa".into(),
+            setup_script: "make".into(),
+            maintenance_script: String::new(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::from([("TOKEN".into(), cache::secret_hash(b"k", "TOKEN", b"v"))]),
+            runtime: "crun".into(),
+            auto_install: Vec::new(),
+        };
+        let p = portable(c.clone());
+        assert_eq!(p.secrets, BTreeMap::from([("TOKEN".into(), String::new())]));
+        assert!(!serde_json::to_string(&p)
+            .unwrap()
+            .contains(&c.secrets["TOKEN"]));
+        let other_install = KeyComponents {
+            secrets: BTreeMap::from([("TOKEN".into(), cache::secret_hash(b"k2", "TOKEN", b"v"))]),
+            ..c.clone()
+        };
+        assert!(portable(other_install).changes_since(&p).is_empty());
+        let renamed = KeyComponents {
+            secrets: BTreeMap::from([("OTHER".into(), String::new())]),
+            ..c
+        };
+        assert_eq!(renamed.changes_since(&p), ["secrets changed"]);
+    }
+}
