@@ -62,6 +62,17 @@ pub struct Environment {
 pub struct Setup {
     pub script: String,
     pub auto_install: bool,
+    /// What a secret value found in the snapshot after setup does.
+    pub on_secret_leak: LeakPolicy,
+}
+
+spelled_enum! {
+    /// `fail`: the build fails naming the secret and the file; `scrub`: the value is
+    /// replaced by the secret's placeholder in that file.
+    LeakPolicy {
+        Fail = "fail",
+        Scrub = "scrub",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -485,6 +496,7 @@ struct RawEnv {
 struct RawSetup {
     script: Option<String>,
     auto_install: Option<bool>,
+    on_secret_leak: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -636,6 +648,12 @@ impl RawEnv {
         };
 
         let agent = validate_agent(cx, self.agent, &secrets);
+        let on_secret_leak = match &self.setup.on_secret_leak {
+            Some(p) => cx
+                .check("setup.on_secret_leak", p, |s| s.parse::<LeakPolicy>())
+                .unwrap_or(LeakPolicy::Fail),
+            None => LeakPolicy::Fail,
+        };
         let cache = Cache {
             ttl: match &self.cache.ttl {
                 Some(t) => cx
@@ -678,6 +696,7 @@ impl RawEnv {
             setup: Setup {
                 script: self.setup.script.unwrap_or_default(),
                 auto_install: self.setup.auto_install.unwrap_or(true),
+                on_secret_leak,
             },
             maintenance: Maintenance {
                 script: self.maintenance.script.unwrap_or_default(),
@@ -879,6 +898,7 @@ image = "debian-bookworm"
 [setup]
 script = "pip install -e '.[test]'"
 auto_install = true
+on_secret_leak = "scrub"
 
 [maintenance]
 script = "pip install -e '.[test]'"
@@ -931,6 +951,7 @@ pids = 4096
             vec![SecretPhase::Setup, SecretPhase::Maintenance]
         );
         assert_eq!(env.secrets["GH_TOKEN"].phases, vec![SecretPhase::Agent]);
+        assert_eq!(env.setup.on_secret_leak, LeakPolicy::Scrub);
         let again = Environment::parse("again.toml", &env.to_toml()).unwrap();
         assert_eq!(again, env);
     }
@@ -948,6 +969,7 @@ pids = 4096
         assert_eq!(env.network.agent.access, Access::Off);
         assert_eq!(env.cache.ttl, DEFAULT_CACHE_TTL);
         assert!(env.setup.auto_install);
+        assert_eq!(env.setup.on_secret_leak, LeakPolicy::Fail);
         assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
     }
 
@@ -974,7 +996,7 @@ pids = 4096
         check(
             "[setup]\nscrpt = \"x\"\n",
             5,
-            "unknown key `scrpt` (expected `script` or `auto_install`)",
+            "unknown key `scrpt` (expected one of `script`, `auto_install`, `on_secret_leak`)",
         );
         check("[setpu]\n", 4, "unknown key `setpu`");
         check(
@@ -996,6 +1018,11 @@ pids = 4096
             "[agent]\nharness = \"gpt\"\n",
             5,
             "`agent.harness`: `gpt` is not one of codex",
+        );
+        check(
+            "[setup]\non_secret_leak = \"ignore\"\n",
+            5,
+            "`setup.on_secret_leak`: `ignore` is not one of fail, scrub",
         );
         check(
             "[agent]\napproval = \"yolo\"\n",
