@@ -3,12 +3,13 @@
 //! maintenance, the agent, collect the diff, teardown. Each phase is timed and logged;
 //! whatever fails becomes the attempt's error sentence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hangar_image::ImageDefaults;
 use hangar_sandbox::{BindMount, Resources, Sandbox, SandboxSpec};
-use hangar_spec::{AttemptStatus, Environment, Phase, TaskId};
+use hangar_secrets::ScanMode;
+use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
 use hangar_store as store;
 use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, PhaseTiming, SnapshotRecord};
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
 use crate::diff;
 use crate::error::{io_err, EngineError, Result};
 use crate::phase::{run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR};
+use crate::secrets::EnvSecrets;
 use crate::{Engine, Event, Progress};
 
 /// What the attempt needs from its task.
@@ -82,12 +84,18 @@ struct Ctx<'a> {
     workdir: String,
     base_env: Vec<(String, String)>,
     cancel: watch::Receiver<bool>,
+    secrets: EnvSecrets,
 }
 
 impl Ctx<'_> {
+    /// An exec's complete environment: the image's and the attempt's, then the secrets
+    /// (or placeholders) that this phase, and only this phase, gets.
     fn env_for(&self, phase: Phase) -> Vec<(String, String)> {
         let mut env = self.base_env.clone();
         hangar_image::set_var(&mut env, "HANGAR_PHASE", phase.as_str());
+        for (k, v) in self.secrets.env_for(self.plan.env, phase) {
+            hangar_image::set_var(&mut env, &k, &v);
+        }
         env
     }
 
@@ -311,11 +319,16 @@ impl Engine {
         cancel: watch::Receiver<bool>,
     ) -> Result<()> {
         self.db.start_attempt(plan.task, plan.index).await?;
+        let secrets = self.env_secrets(plan.env).await;
+        let loaded = secrets.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let secrets = secrets.unwrap_or_else(|_| EnvSecrets::none());
+        let redactor = secrets.redactor.clone();
         let logger = Logger::new(
             self.db.clone(),
             plan.task.clone(),
             plan.index,
             plan.progress.clone(),
+            redactor.clone(),
         );
         let mut ctx = Ctx {
             plan,
@@ -323,8 +336,16 @@ impl Engine {
             workdir: format!("/workspace/{}", hangar_spec::repo_name(&plan.env.repo)),
             base_env: Vec::new(),
             cancel,
+            secrets,
         };
-        let outcome = self.attempt(&mut ctx).await;
+        let outcome = match loaded {
+            Ok(()) => self.attempt(&mut ctx).await,
+            Err(e) => Err(Stop::error(e)),
+        };
+        let outcome = outcome.map_err(|mut stop| {
+            stop.error = redactor.redact(&stop.error).into_owned();
+            stop
+        });
         let record = match outcome {
             Ok(done) => done,
             Err(stop) => {
@@ -342,6 +363,14 @@ impl Engine {
             }
         };
         ctx.logger.finish().await;
+        // Nothing stored carries a secret value: not the message, not the diff.
+        let record = AttemptOutcome {
+            final_message: record
+                .final_message
+                .map(|m| redactor.redact(&m).into_owned()),
+            diff: record.diff.map(|d| redactor.redact_bytes(&d).into_owned()),
+            ..record
+        };
         self.db
             .finish_attempt(plan.task, plan.index, &record)
             .await?;
@@ -350,7 +379,7 @@ impl Engine {
 
     async fn attempt(&self, ctx: &mut Ctx<'_>) -> Result<AttemptOutcome, Stop> {
         let plan = ctx.plan;
-        let p = timed(self, plan, Phase::Prepare, self.prepare(plan)).await?;
+        let p = timed(self, plan, Phase::Prepare, self.prepare(plan, &ctx.secrets)).await?;
         ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
         let snapshot = self.snapshot_dir(&p.key);
         let info = match &p.lookup {
@@ -402,9 +431,13 @@ impl Engine {
     }
 
     /// Image layers, the repository mirror, the cache key and its lookup.
-    async fn prepare(&self, plan: &AttemptPlan<'_>) -> Result<Prepared, Stop> {
+    async fn prepare(
+        &self,
+        plan: &AttemptPlan<'_>,
+        secrets: &EnvSecrets,
+    ) -> Result<Prepared, Stop> {
         let env = plan.env;
-        let keyed = self.keyed(env).await?;
+        let keyed = self.keyed(env, secrets).await?;
         let (store, rec) = (self.store.clone(), keyed.image.clone());
         let layers = tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
             .await
@@ -544,6 +577,10 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(Stop::error(format!("failed to keep the snapshot: {e}")));
         }
+        if let Err(stop) = self.leak_scan(ctx, &dir, Phase::Setup).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(stop);
+        }
         let size = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || dir_size(&dir)
@@ -576,6 +613,61 @@ impl Engine {
             reason,
             snapshot: short,
         })
+    }
+
+    /// No secret value may stay where the agent can read it: after setup, in the snapshot
+    /// (scrubbed to placeholders when the environment says so); after maintenance, in the
+    /// attempt's upper directory. `dir` must not be in use.
+    async fn leak_scan(&self, ctx: &Ctx<'_>, dir: &Path, phase: Phase) -> Result<(), Stop> {
+        if ctx.secrets.redactor.is_empty() {
+            return Ok(());
+        }
+        let scrub = phase == Phase::Setup && ctx.plan.env.setup.on_secret_leak == LeakPolicy::Scrub;
+        let (redactor, placeholders, root) = (
+            ctx.secrets.redactor.clone(),
+            ctx.secrets.placeholders.clone(),
+            dir.to_path_buf(),
+        );
+        let leaks = tokio::task::spawn_blocking(move || {
+            let mode = if scrub {
+                ScanMode::Scrub(&placeholders)
+            } else {
+                ScanMode::Report
+            };
+            hangar_secrets::scan(&root, &redactor, mode)
+        })
+        .await
+        .map_err(|e| Stop::error(format!("failed to scan for secrets: {e}")))?
+        .map_err(EngineError::from)?;
+        if leaks.is_empty() {
+            return Ok(());
+        }
+        if scrub {
+            for l in &leaks {
+                ctx.logger.note(
+                    phase,
+                    &format!(
+                        "scrubbed secret `{}` from {}: it now holds the secret's placeholder",
+                        l.secret,
+                        l.path.display()
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        let found = leaks
+            .iter()
+            .map(|l| format!("secret `{}` in {}", l.secret, l.path.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(Stop::error(if phase == Phase::Setup {
+            format!(
+                "setup left {found}; the snapshot is not kept (remove the file in the setup \
+                 script, or set [setup] on_secret_leak = \"scrub\")"
+            )
+        } else {
+            format!("the {phase} script left {found}, where the agent would read it")
+        }))
     }
 
     /// Clone the default branch, auto-install, the setup script.
@@ -687,8 +779,26 @@ impl Engine {
                     &[],
                     None,
                 )
-                .await
-                .map(|_| ())
+                .await?;
+                // Its leftover processes hold the secrets in their environment, and its
+                // files may hold them too: neither may reach the agent.
+                if ctx.secrets.reach(env, Phase::Maintenance) {
+                    ctx.internal(
+                        sandbox,
+                        Own {
+                            phase: Phase::Maintenance,
+                            name: "stop",
+                            script: "kill -KILL -1 2>/dev/null || true",
+                            cwd: "/",
+                            env: &[],
+                            what: "stop the maintenance script's processes",
+                        },
+                    )
+                    .await?;
+                    self.leak_scan(ctx, &sandbox.upper_dir(), Phase::Maintenance)
+                        .await?;
+                }
+                Ok(())
             })
             .await?;
         }

@@ -14,6 +14,8 @@ pub enum EngineError {
     Image(#[from] hangar_image::ImageError),
     #[error(transparent)]
     Sandbox(#[from] hangar_sandbox::SandboxError),
+    #[error(transparent)]
+    Secret(#[from] hangar_secrets::SecretError),
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
         action: &'static str,

@@ -10,9 +10,9 @@ pub mod diff;
 mod error;
 mod git;
 mod phase;
+pub mod secrets;
 pub mod travel;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -81,6 +81,9 @@ pub struct Engine {
     /// Background syncs making freshly committed snapshots durable; [`Engine::settle`]
     /// waits for them. The lock is only held to add or take tasks, never across an await.
     syncs: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Where the installation's secret key lives (`<data dir>/secret.key` by default).
+    secret_key_file: PathBuf,
+    keyring: std::sync::OnceLock<Arc<hangar_secrets::Keyring>>,
 }
 
 /// An environment's snapshot key and what it was computed from.
@@ -102,13 +105,21 @@ impl Engine {
             host: HostConfig::new(store.run_dir(), init_binary),
             mirrors: Mirrors::new(store.root().join("mirrors")),
             db,
-            store,
             runtime: RuntimeKind::default(),
             workspace: DEFAULT_WORKSPACE.to_string(),
             clock: Arc::new(hangar_store::db::now_ms),
             boot_id: boot_id(),
             syncs: Default::default(),
+            secret_key_file: store.root().join("secret.key"),
+            keyring: Default::default(),
+            store,
         })
+    }
+
+    /// Uses another key file for secrets (`HANGAR_SECRET_KEY_FILE`).
+    pub fn set_secret_key_file(&mut self, path: PathBuf) {
+        self.secret_key_file = path;
+        self.keyring = Default::default();
     }
 
     /// Waits until every snapshot this engine committed is on disk (or failed to get
@@ -281,6 +292,10 @@ impl Engine {
                 env.name, env.agent.harness
             )));
         }
+        let missing = self.unset_secrets(&env).await?;
+        if !missing.is_empty() {
+            return Err(secrets::missing_secrets(&env, &missing));
+        }
         if req.script.is_none() && env.agent.script.is_none() {
             return Err(EngineError::BadRequest(format!(
                 "environment `{}` has no [agent] script; give one with --script FILE",
@@ -398,7 +413,7 @@ impl Engine {
 
     /// What an environment's snapshot key is made of here and now: its image, its
     /// repository's mirror (synced) and the auto-install plan from the default branch.
-    async fn keyed(&self, env: &Environment) -> Result<Keyed> {
+    async fn keyed(&self, env: &Environment, secrets: &secrets::EnvSecrets) -> Result<Keyed> {
         let image = self.image_for(env).await?;
         let (mirrors, repo, branch) = (
             self.mirrors.clone(),
@@ -425,7 +440,7 @@ impl Engine {
             image.manifest.as_str(),
             self.runtime.name(),
             &steps,
-            BTreeMap::new(),
+            secrets.setup_hashes.clone(),
         );
         Ok(Keyed {
             image,

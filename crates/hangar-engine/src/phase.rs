@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_sandbox::{ExecSpec, ExitStatus, Sandbox, Stdio};
+use hangar_secrets::Redactor;
 use hangar_spec::{Phase, TaskId};
 use hangar_store::db::{now_ms, Db, LogLine, Stream};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -25,17 +26,25 @@ pub(crate) const TAIL_LINES: usize = 20;
 /// Longest log line kept; the rest is cut (a minified file printed whole, say).
 const MAX_LINE: usize = 16 * 1024;
 
-/// Writes an attempt's log lines to the database in batches and shows them as progress.
+/// Writes an attempt's log lines to the database in batches and shows them as progress,
+/// with the environment's secret values redacted first.
 pub(crate) struct Logger {
     tx: Option<mpsc::UnboundedSender<LogLine>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     seq: AtomicI64,
     attempt: u32,
     progress: Progress,
+    redactor: Redactor,
 }
 
 impl Logger {
-    pub(crate) fn new(db: Db, task: TaskId, attempt: u32, progress: Progress) -> Logger {
+    pub(crate) fn new(
+        db: Db,
+        task: TaskId,
+        attempt: u32,
+        progress: Progress,
+        redactor: Redactor,
+    ) -> Logger {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
@@ -52,6 +61,7 @@ impl Logger {
             seq: AtomicI64::new(0),
             attempt,
             progress,
+            redactor,
         }
     }
 
@@ -62,7 +72,7 @@ impl Logger {
             ts_ms: now_ms(),
             phase,
             stream,
-            line: text.to_string(),
+            line: self.redactor.redact(text).into_owned(),
         };
         (self.progress)(&Event::Line(line.clone()));
         if let Some(tx) = &self.tx {

@@ -61,7 +61,8 @@ impl Engine {
         progress: Progress<'_>,
     ) -> Result<Exported> {
         let (_, environment) = self.env(env).await?;
-        let keyed = self.keyed(&environment).await?;
+        let secrets = self.env_secrets(&environment).await?;
+        let keyed = self.keyed(&environment, &secrets).await?;
         let key = keyed.components.key();
         let snapshots = self.db.snapshots_of(&self.workspace, env).await?;
         let fail = |reason: String| EngineError::Export {
@@ -147,7 +148,8 @@ impl Engine {
             .map_err(|e| fail(format!("its `{COMPONENTS_LABEL}` label is unreadable: {e}")))?;
         let name = env.unwrap_or(&theirs.environment).to_string();
         let (rec, environment) = self.env(&name).await?;
-        let keyed = self.keyed(&environment).await?;
+        let secrets = self.env_secrets(&environment).await?;
+        let keyed = self.keyed(&environment, &secrets).await?;
         let ours = keyed.components.clone();
         let changes = portable(ours.clone()).changes_since(&KeyComponents {
             environment: ours.environment.clone(),
@@ -271,7 +273,7 @@ mod tests {
             setup_script: "make".into(),
             maintenance_script: String::new(),
             env: BTreeMap::new(),
-            secrets: BTreeMap::from([("TOKEN".into(), cache::secret_hash(b"k", "TOKEN", b"v"))]),
+            secrets: BTreeMap::from([("TOKEN".into(), "hash-on-install-1".into())]),
             runtime: "crun".into(),
             auto_install: Vec::new(),
         };
@@ -281,7 +283,7 @@ mod tests {
             .unwrap()
             .contains(&c.secrets["TOKEN"]));
         let other_install = KeyComponents {
-            secrets: BTreeMap::from([("TOKEN".into(), cache::secret_hash(b"k2", "TOKEN", b"v"))]),
+            secrets: BTreeMap::from([("TOKEN".into(), "hash-on-install-2".into())]),
             ..c.clone()
         };
         assert!(portable(other_install).changes_since(&p).is_empty());

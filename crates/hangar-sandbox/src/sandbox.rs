@@ -301,7 +301,7 @@ struct Parts {
 
 impl Parts {
     /// Removes everything of the sandbox, runtime state included; reports what stayed.
-    /// With `keep`, the upper directory is first synced and renamed there.
+    /// With `keep`, the upper directory is renamed there.
     fn teardown(&mut self, keep: Option<&Path>) -> Result<()> {
         let mut leftovers = Vec::new();
         if !self.runtime_done {
@@ -440,6 +440,12 @@ impl Sandbox {
     /// caller leaves there (such as a layer lease) lives exactly as long as the sandbox.
     pub fn dir(&self) -> &Path {
         &self.parts().dirs.base
+    }
+
+    /// The overlay's upper directory: everything the sandbox wrote, in overlay's format.
+    /// Read it only while nothing in the sandbox is writing.
+    pub fn upper_dir(&self) -> PathBuf {
+        self.parts().dirs.base.join("upper")
     }
 
     /// Starts one process.

@@ -39,8 +39,8 @@ impl Secret {
                 min: MIN_SECRET_LEN,
             });
         }
-        if secret.0.contains(&0) {
-            return Err(SecretError::Nul);
+        if std::str::from_utf8(&secret.0).is_err() || secret.0.contains(&0) {
+            return Err(SecretError::NotText);
         }
         Ok(secret)
     }
@@ -49,6 +49,11 @@ impl Secret {
     /// the proxy's header).
     pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The value as text (it was checked to be UTF-8 without NUL when taken).
+    pub fn expose_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -84,10 +89,8 @@ pub enum SecretError {
         "failed to take the secret: it is shorter than {min} bytes, too short to redact from logs"
     )]
     TooShort { min: usize },
-    #[error(
-        "failed to take the secret: it contains a NUL byte, which no environment variable can hold"
-    )]
-    Nul,
+    #[error("failed to take the secret: it is not UTF-8 text without NUL bytes, which an environment variable needs")]
+    NotText,
 }
 
 pub type Result<T, E = SecretError> = std::result::Result<T, E>;
@@ -124,7 +127,11 @@ mod tests {
         );
         assert!(matches!(
             Secret::new(b"ab\0cd".to_vec()),
-            Err(SecretError::Nul)
+            Err(SecretError::NotText)
+        ));
+        assert!(matches!(
+            Secret::new(b"ab\xffcd".to_vec()),
+            Err(SecretError::NotText)
         ));
         assert_eq!(Secret::new(b"two\n\n".to_vec()).unwrap().expose(), b"two\n");
     }

@@ -36,6 +36,10 @@ pub enum DbError {
     EnvExists(String),
     #[error("failed to find environment `{0}` (see `hangar env list`)")]
     EnvNotFound(String),
+    #[error(
+        "failed to find secret `{name}` of environment `{env}` (see `hangar secret ls {env}`)"
+    )]
+    SecretNotFound { env: String, name: String },
     #[error("failed to find task `{0}` (see `hangar list`)")]
     TaskNotFound(String),
     #[error("failed to find task `{prefix}`: the prefix matches {}", matches.join(", "))]
@@ -212,6 +216,14 @@ impl AttemptField {
     }
 }
 
+/// A stored secret: its value only as ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub name: String,
+    pub ciphertext: Vec<u8>,
+    pub updated_ms: i64,
+}
+
 /// A stored environment snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
@@ -385,16 +397,98 @@ impl Db {
         Ok(rows.iter().map(env_row).collect())
     }
 
+    /// Deletes an environment and its secrets.
     pub async fn delete_env(&self, workspace: &str, name: &str) -> DbResult<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
         let n = sqlx::query("DELETE FROM environments WHERE workspace = ? AND name = ?")
             .bind(workspace)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(query("delete the environment"))?
             .rows_affected();
         if n == 0 {
             return Err(DbError::EnvNotFound(name.to_string()));
+        }
+        sqlx::query("DELETE FROM secrets WHERE workspace = ? AND environment = ?")
+            .bind(workspace)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("delete the environment's secrets"))?;
+        tx.commit().await.map_err(query("delete the environment"))?;
+        Ok(())
+    }
+
+    // ---- secrets (ciphertext only) ----
+
+    /// Sets a secret's encrypted value, replacing an earlier one.
+    pub async fn put_secret(
+        &self,
+        workspace: &str,
+        env: &str,
+        name: &str,
+        ciphertext: &[u8],
+    ) -> DbResult<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO secrets (workspace, environment, name, ciphertext, created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (workspace, environment, name)
+             DO UPDATE SET ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
+        )
+        .bind(workspace)
+        .bind(env)
+        .bind(name)
+        .bind(ciphertext)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query("store the secret"))?;
+        Ok(())
+    }
+
+    /// An environment's secrets, by name.
+    pub async fn secrets(&self, workspace: &str, env: &str) -> DbResult<Vec<SecretRow>> {
+        let rows = sqlx::query(
+            "SELECT name, ciphertext, updated_ms FROM secrets
+             WHERE workspace = ? AND environment = ? ORDER BY name",
+        )
+        .bind(workspace)
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("read the environment's secrets"))?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretRow {
+                name: r.get("name"),
+                ciphertext: r.get("ciphertext"),
+                updated_ms: r.get("updated_ms"),
+            })
+            .collect())
+    }
+
+    pub async fn delete_secret(&self, workspace: &str, env: &str, name: &str) -> DbResult<()> {
+        let n =
+            sqlx::query("DELETE FROM secrets WHERE workspace = ? AND environment = ? AND name = ?")
+                .bind(workspace)
+                .bind(env)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(query("delete the secret"))?
+                .rows_affected();
+        if n == 0 {
+            return Err(DbError::SecretNotFound {
+                env: env.to_string(),
+                name: name.to_string(),
+            });
         }
         Ok(())
     }

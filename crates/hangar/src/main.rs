@@ -19,6 +19,7 @@ use hangar_store::{ImageName, Store};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod secrets;
 mod tasks;
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ struct Cli {
         default_value = "/var/lib/hangar"
     )]
     data_dir: PathBuf,
+    /// The key that encrypts secrets (default: secret.key in the data dir; created 0600).
+    #[arg(long, global = true, env = "HANGAR_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +57,9 @@ enum Command {
     /// List, reset and collect environment snapshots.
     #[command(subcommand)]
     Cache(tasks::CacheCommand),
+    /// Set, list and remove an environment's secrets.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
     /// Run a task: a prompt against an environment; prints the task id last.
     Exec(tasks::ExecArgs),
     /// List tasks, newest first.
@@ -199,16 +206,20 @@ fn message(e: &anyhow::Error) -> String {
 async fn dispatch(cli: Cli) -> Result<u8> {
     let store = Store::open(&cli.data_dir)
         .with_context(|| format!("failed to open the data dir {}", cli.data_dir.display()))?;
+    let key_file = cli.secret_key_file.clone();
     let engine = || async {
-        hangar_engine::Engine::open(store.clone(), init_binary()?)
-            .await
-            .map_err(anyhow::Error::from)
+        let mut engine = hangar_engine::Engine::open(store.clone(), init_binary()?).await?;
+        if let Some(path) = key_file.clone() {
+            engine.set_secret_key_file(path);
+        }
+        Ok::<_, anyhow::Error>(engine)
     };
     match cli.command {
         Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
         Command::Run(args) => run(&store, args).await,
         Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
         Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
+        Command::Secret(cmd) => secrets::secret(&engine().await?, cmd).await.map(|()| 0),
         Command::Exec(args) => {
             let engine = engine().await?;
             let code = tasks::exec(&engine, &cli.data_dir, args).await;

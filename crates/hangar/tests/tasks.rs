@@ -302,6 +302,138 @@ fn cache_ls_export_import_and_reset_through_the_cli() {
 }
 
 #[test]
+fn secrets_are_set_from_stdin_or_a_file_listed_without_values_and_removed() {
+    let name = unique("seccli");
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let r = origin.path();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::write(
+        r.join("env.toml"),
+        format!(
+            "name = \"{name}\"\nrepo = \".\"\nimage = \"debian-bookworm\"\n\
+             [setup]\nscript = 'echo \"setup got ${{#TOKEN}} chars\"'\n\
+             [secrets.TOKEN]\n[agent]\nscript = 'echo \"agent got ${{TOKEN:-nothing}}\"'\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: &[u8], key: Option<&Path>| {
+        use std::io::Write;
+        let store = hangar_testkit::shared_store();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        cmd.current_dir(r)
+            .args(args)
+            .env("HANGAR_HOME", store.root())
+            .env("HANGAR_INIT", hangar_testkit::init_binary())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match key {
+            Some(k) => cmd.env("HANGAR_SECRET_KEY_FILE", k),
+            None => cmd.env_remove("HANGAR_SECRET_KEY_FILE"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let key = h.join("keys/hangar.key");
+    let k = Some(key.as_path());
+    expect(
+        run(&["env", "create", "--file", "env.toml"], b"", k),
+        &[],
+        0,
+    );
+
+    let out = run(&["exec", "-q", "--env", &name, "go"], b"", k);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "declares secret `TOKEN` without a value; set it with `hangar secret set {name} TOKEN`"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["secret", "set", &name, "TOKEN"], b"ab\n", k);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 4 bytes"));
+    let out = run(&["secret", "set", &name, "NOPE"], b"abcdef", k);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("declares no secret `NOPE`"));
+
+    let value = format!("v-{}", hangar_spec::TaskId::random());
+    expect(
+        run(
+            &["secret", "set", &name, "TOKEN"],
+            format!("{value}\n").as_bytes(),
+            k,
+        ),
+        &["secret", "set"],
+        0,
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the key file is created private"
+    );
+    let ls = expect(run(&["secret", "ls", &name, "--json"], b"", k), &[], 0);
+    assert!(!ls.contains(&value));
+    let ls: Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(ls["secrets"][0]["name"], "TOKEN");
+    assert_eq!(ls["secrets"][0]["set"], true);
+    assert_eq!(
+        ls["secrets"][0]["phases"],
+        serde_json::json!(["setup", "maintenance"])
+    );
+
+    let out = run(&["exec", "--env", &name, "go"], b"", k);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("setup got {} chars", value.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("agent got nothing"), "{stderr}");
+
+    // Another key cannot read the values: the task fails naming the secret.
+    let value_file = h.join("value");
+    std::fs::write(&value_file, format!("{value}-2")).unwrap();
+    let other = h.join("other.key");
+    let out = run(&["exec", "-q", "--env", &name, "go"], b"", Some(&other));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed to decrypt secret `TOKEN`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expect(
+        run(
+            &[
+                "secret",
+                "set",
+                &name,
+                "TOKEN",
+                "--from-file",
+                value_file.to_str().unwrap(),
+            ],
+            b"",
+            k,
+        ),
+        &["secret", "set", "--from-file"],
+        0,
+    );
+    expect(
+        run(&["secret", "rm", &name, "TOKEN"], b"", k),
+        &["secret", "rm"],
+        0,
+    );
+    let out = run(&["secret", "rm", &name, "TOKEN"], b"", k);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "failed to find secret `TOKEN` of environment `{name}`"
+    )));
+}
+
+#[test]
 fn detached_exec_returns_the_id_and_the_task_finishes_in_the_background() {
     let name = unique("detach");
     let repo = example(&name);

@@ -1,0 +1,211 @@
+//! An environment's secrets in the engine: setting, listing and removing their encrypted
+//! values, and, for an attempt, the decrypted set with what each phase's execs get
+//! (values for setup and maintenance, placeholders for projected secrets), the keyed
+//! hashes that enter the cache key, and the redactor for everything stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
+use hangar_spec::{Environment, Phase, SecretPhase};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+use crate::Engine;
+
+/// A declared secret as `hangar secret ls` shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// The phases whose execs get it (projected ones get a placeholder).
+    pub phases: Vec<String>,
+    /// For a projected secret, the hosts the proxy sends it to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub projected_to: Vec<String>,
+    /// Whether a value is set.
+    pub set: bool,
+    pub updated_ms: Option<i64>,
+}
+
+/// An attempt's secrets, decrypted.
+#[derive(Debug, Clone)]
+pub(crate) struct EnvSecrets {
+    pub named: Vec<NamedSecret>,
+    /// `placeholders[i]` stands for `named[i]`.
+    pub placeholders: Vec<String>,
+    pub redactor: Redactor,
+    /// Keyed hashes of the secrets setup sees: they shape the snapshot.
+    pub setup_hashes: BTreeMap<String, String>,
+}
+
+impl EnvSecrets {
+    pub(crate) fn none() -> EnvSecrets {
+        EnvSecrets {
+            named: Vec::new(),
+            placeholders: Vec::new(),
+            redactor: Redactor::none(),
+            setup_hashes: BTreeMap::new(),
+        }
+    }
+
+    /// The variables a phase's execs get: the value, or for a projected secret its
+    /// placeholder. Phases that no secret may reach (checkout, collect) get none.
+    pub(crate) fn env_for(&self, env: &Environment, phase: Phase) -> Vec<(String, String)> {
+        let Some(phase) = secret_phase(phase) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, s) in self.named.iter().enumerate() {
+            let Some(decl) = env.secrets.get(&s.name) else {
+                continue;
+            };
+            if !decl.phases.contains(&phase) {
+                continue;
+            }
+            let value = if decl.inject.is_some() {
+                self.placeholders[i].clone()
+            } else {
+                s.value.expose_str().to_string()
+            };
+            out.push((s.name.clone(), value));
+        }
+        out
+    }
+
+    /// Whether a phase's execs get a secret's real value.
+    pub(crate) fn reach(&self, env: &Environment, phase: Phase) -> bool {
+        let Some(phase) = secret_phase(phase) else {
+            return false;
+        };
+        env.secrets_for(phase).any(|(_, d)| d.inject.is_none())
+    }
+}
+
+fn secret_phase(phase: Phase) -> Option<SecretPhase> {
+    match phase {
+        Phase::Setup => Some(SecretPhase::Setup),
+        Phase::Maintenance => Some(SecretPhase::Maintenance),
+        Phase::Agent => Some(SecretPhase::Agent),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// The installation's keyring, opened (or created) on first use.
+    pub(crate) fn keyring(&self) -> Result<Arc<Keyring>> {
+        if let Some(k) = self.keyring.get() {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Keyring::open(&self.secret_key_file)?);
+        Ok(self.keyring.get_or_init(|| k).clone())
+    }
+
+    /// Sets a declared secret's value (encrypted at rest).
+    pub async fn secret_set(&self, env: &str, name: &str, value: &Secret) -> Result<()> {
+        let (_, environment) = self.env(env).await?;
+        if !environment.secrets.contains_key(name) {
+            return Err(EngineError::BadRequest(format!(
+                "environment `{env}` declares no secret `{name}`; add [secrets.{name}] to its file"
+            )));
+        }
+        let sealed = self.keyring()?.encrypt(name, value)?;
+        self.db
+            .put_secret(&self.workspace, env, name, &sealed)
+            .await?;
+        Ok(())
+    }
+
+    /// The environment's declared secrets, and whether each is set.
+    pub async fn secret_ls(&self, env: &str) -> Result<Vec<SecretInfo>> {
+        let (_, environment) = self.env(env).await?;
+        let stored = self.db.secrets(&self.workspace, env).await?;
+        Ok(environment
+            .secrets
+            .iter()
+            .map(|(name, decl)| {
+                let row = stored.iter().find(|r| &r.name == name);
+                SecretInfo {
+                    name: name.clone(),
+                    phases: decl.phases.iter().map(|p| p.to_string()).collect(),
+                    projected_to: decl
+                        .inject
+                        .iter()
+                        .flat_map(|i| i.hosts.iter().map(|h| h.to_string()))
+                        .collect(),
+                    set: row.is_some(),
+                    updated_ms: row.map(|r| r.updated_ms),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn secret_rm(&self, env: &str, name: &str) -> Result<()> {
+        self.db.env(&self.workspace, env).await?;
+        Ok(self.db.delete_secret(&self.workspace, env, name).await?)
+    }
+
+    /// Names of declared secrets that have no value.
+    pub(crate) async fn unset_secrets(&self, env: &Environment) -> Result<Vec<String>> {
+        let stored = self.db.secrets(&self.workspace, env.name.as_str()).await?;
+        Ok(env
+            .secrets
+            .keys()
+            .filter(|n| !stored.iter().any(|r| &r.name == *n))
+            .cloned()
+            .collect())
+    }
+
+    /// Decrypts an environment's declared secrets; a declared secret without a value is
+    /// an error naming it.
+    pub(crate) async fn env_secrets(&self, env: &Environment) -> Result<EnvSecrets> {
+        if env.secrets.is_empty() {
+            return Ok(EnvSecrets::none());
+        }
+        let missing = self.unset_secrets(env).await?;
+        if !missing.is_empty() {
+            return Err(missing_secrets(env, &missing));
+        }
+        let keyring = self.keyring()?;
+        let stored = self.db.secrets(&self.workspace, env.name.as_str()).await?;
+        let mut named = Vec::new();
+        for row in stored.iter().filter(|r| env.secrets.contains_key(&r.name)) {
+            named.push(NamedSecret {
+                name: row.name.clone(),
+                value: keyring.decrypt(&row.name, &row.ciphertext)?,
+            });
+        }
+        let placeholders = named
+            .iter()
+            .map(|s| keyring.placeholder(&s.name, &s.value))
+            .collect();
+        let setup_hashes = named
+            .iter()
+            .filter(|s| env.secrets[&s.name].phases.contains(&SecretPhase::Setup))
+            .map(|s| (s.name.clone(), keyring.hash(&s.name, &s.value)))
+            .collect();
+        Ok(EnvSecrets {
+            redactor: Redactor::new(&named),
+            named,
+            placeholders,
+            setup_hashes,
+        })
+    }
+}
+
+pub(crate) fn missing_secrets(env: &Environment, missing: &[String]) -> EngineError {
+    EngineError::BadRequest(format!(
+        "environment `{}` declares {} without a value; set {} with {}",
+        env.name,
+        missing
+            .iter()
+            .map(|m| format!("secret `{m}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if missing.len() == 1 { "it" } else { "them" },
+        missing
+            .iter()
+            .map(|m| format!("`hangar secret set {} {m}`", env.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}

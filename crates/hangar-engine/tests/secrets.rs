@@ -1,0 +1,322 @@
+//! Secrets in real sandboxes, attacked from the agent's side: the agent looks for a secret
+//! in its environment, in every process's environ and in files, and finds only
+//! placeholders; setup and maintenance get the values; whatever is stored is redacted; a
+//! secret left in the snapshot or by maintenance is caught, or scrubbed on request.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hangar_engine::cache::CacheInfo;
+use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_secrets::Secret;
+use hangar_spec::TaskId;
+use hangar_store::db::AttemptRecord;
+use tokio::sync::watch;
+
+async fn engine() -> Engine {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .unwrap()
+}
+
+fn secret(v: &str) -> Secret {
+    Secret::new(v.as_bytes().to_vec()).unwrap()
+}
+
+/// A value nobody else uses, so a search for it finds only this test's traces.
+fn fresh_value(tag: &str) -> String {
+    format!("{tag}-{}-{}", TaskId::random(), TaskId::random())
+}
+
+/// The agent's hunt for `value` (passed base64-encoded, so the script text holds no
+/// copy): its environment, every process's environ, files where tools keep tokens.
+fn hunter(value: &str) -> String {
+    let b64 = base64(value);
+    format!(
+        r#"V=$(echo {b64} | base64 -d)
+in_env=$(env | grep -cF "$V" || true)
+in_procs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -cF "$V" || true)
+in_files=$(grep -rlF "$V" /root /home /tmp /opt /etc /workspace /var /usr/local /.hangar 2>/dev/null | wc -l)
+echo "env=$in_env procs=$in_procs files=$in_files token=${{TOKEN:-unset}} gh=${{GH:0:19}}"
+"#
+    )
+}
+
+fn base64(value: &str) -> String {
+    let b64 = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(value.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap()
+        .stdout;
+    String::from_utf8(b64).unwrap()
+}
+
+fn file(name: &str, repo: &Path, setup: &str, maintenance: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [setup]\nscript = '''\n{setup}\n'''\n{extra}\n\
+         [maintenance]\nscript = '''\n{maintenance}\n'''\n\
+         [secrets.TOKEN]\n\
+         [secrets.GH]\ninject = {{ hosts = [\"api.github.com\"], header = \"Authorization\", format = \"Bearer {{}}\" }}\nphases = [\"agent\"]\n\
+         [agent]\nscript = 'echo no agent script given'\n",
+        repo.display()
+    )
+}
+
+async fn run(engine: &Engine, env: &str, script: &str) -> (AttemptRecord, Vec<String>, TaskId) {
+    let task = engine
+        .submit(&TaskRequest {
+            environment: env.into(),
+            prompt: "find the secret".into(),
+            script: Some(script.into()),
+            ..TaskRequest::default()
+        })
+        .await
+        .unwrap();
+    let (_tx, rx) = watch::channel(false);
+    let progress: Progress = Arc::new(|_: &Event| {});
+    let task = engine.run_task(&task.id, progress, rx).await.unwrap();
+    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let logs = engine
+        .db()
+        .logs(&task.id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    (a, logs, task.id)
+}
+
+fn cache_of(a: &AttemptRecord) -> CacheInfo {
+    serde_json::from_str(a.cache.as_deref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_agent_finds_no_secret_anywhere_and_nothing_stored_holds_one() {
+    let engine = engine().await;
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("secrets-{}", TaskId::random());
+    let setup = "echo \"setup sees ${#TOKEN} chars\"\necho \"token is $TOKEN\"";
+    let value = fresh_value("tok");
+    // Maintenance runs the agent's hunt as a control (it must find the value), then
+    // leaves a process holding the secret in its environment.
+    let maintenance = format!(
+        "echo \"maintenance sees ${{#TOKEN}} chars\"\n{}\n(setsid sleep 1000 </dev/null >/dev/null 2>&1 &)",
+        hunter(&value).replace("echo \"env=", "echo \"control: env=")
+    );
+    let source = file(&name, origin.path(), setup, &maintenance, "");
+    engine
+        .create_env("e.toml", &source, origin.path())
+        .await
+        .unwrap();
+
+    let err = engine
+        .submit(&TaskRequest {
+            environment: name.clone(),
+            prompt: "go".into(),
+            ..TaskRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to start the task: environment `{name}` declares secret `GH`, secret `TOKEN` without a value; set them with `hangar secret set {name} GH`, `hangar secret set {name} TOKEN`")
+    );
+
+    let gh = fresh_value("ghp");
+    engine
+        .secret_set(&name, "TOKEN", &secret(&value))
+        .await
+        .unwrap();
+    engine.secret_set(&name, "GH", &secret(&gh)).await.unwrap();
+    let err = engine
+        .secret_set(&name, "UNDECLARED", &secret("abcd"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("declares no secret `UNDECLARED`"),
+        "{err}"
+    );
+
+    let (a, logs, _) = run(&engine, &name, &hunter(&value)).await;
+    assert_eq!(a.error, None, "{logs:?}");
+    assert_eq!(
+        a.final_message.as_deref(),
+        Some("env=0 procs=0 files=0 token=unset gh=hangar-placeholder-")
+    );
+    let n = value.len();
+    assert!(logs.contains(&format!("setup sees {n} chars")), "{logs:?}");
+    assert!(
+        logs.contains(&format!("maintenance sees {n} chars")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"token is [secret:TOKEN]".to_string()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.starts_with("control: env=1 procs=")
+            && l.ends_with("files=0 token=[secret:TOKEN] gh=")),
+        "the same hunt finds the value where it is: {logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains(&value)));
+
+    // The hunt again on a cache hit, then with a new value: the snapshot is rebuilt.
+    let (a, _, _) = run(&engine, &name, &hunter(&value)).await;
+    assert_eq!(cache_of(&a).status, "hit");
+    assert!(a
+        .final_message
+        .unwrap()
+        .starts_with("env=0 procs=0 files=0"));
+    let value2 = fresh_value("tok2");
+    engine
+        .secret_set(&name, "TOKEN", &secret(&value2))
+        .await
+        .unwrap();
+    let (a, logs, _) = run(&engine, &name, &hunter(&value2)).await;
+    let cache = cache_of(&a);
+    assert_eq!(cache.status, "miss");
+    assert!(
+        cache.reason.starts_with("secrets changed since snapshot"),
+        "{cache:?}"
+    );
+    assert!(
+        a.final_message
+            .unwrap()
+            .starts_with("env=0 procs=0 files=0"),
+        "{logs:?}"
+    );
+
+    // An agent that got hold of a value anyway (here from the task's own script, encoded
+    // so that the stored script holds no copy): redacted in the message and the diff.
+    let (a, _, id) = run(
+        &engine,
+        &name,
+        &format!(
+            "V=$(echo {} | base64 -d)\necho \"leak $V\" > leaked.txt\necho \"final $V\"",
+            base64(&value2)
+        ),
+    )
+    .await;
+    assert_eq!(a.final_message.as_deref(), Some("final [secret:TOKEN]"));
+    let diff = String::from_utf8(engine.db().diff(&id, a.index).await.unwrap().unwrap()).unwrap();
+    assert!(diff.contains("+leak [secret:TOKEN]"), "{diff}");
+
+    // At rest, the values exist only as ciphertext.
+    let root = hangar_testkit::shared_store().root().to_path_buf();
+    for f in ["hangar.db", "hangar.db-wal"] {
+        if let Ok(bytes) = std::fs::read(root.join(f)) {
+            for v in [&value, &value2, &gh] {
+                assert!(
+                    !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                    "{f} holds a secret in the clear"
+                );
+            }
+        }
+    }
+    let listed = serde_json::to_string(&engine.secret_ls(&name).await.unwrap()).unwrap();
+    assert!(listed.contains("\"TOKEN\"") && listed.contains("api.github.com"));
+    assert!(!listed.contains(&value2) && !listed.contains(&gh));
+}
+
+#[tokio::test]
+async fn a_secret_left_by_setup_fails_the_build_or_is_scrubbed() {
+    let engine = engine().await;
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("leak-{}", TaskId::random());
+    let setup = "echo \"//registry.invalid/:_authToken=$TOKEN\" > ~/.npmrc";
+    let source = file(&name, origin.path(), setup, "", "");
+    engine
+        .create_env("e.toml", &source, origin.path())
+        .await
+        .unwrap();
+    let value = fresh_value("npm");
+    engine
+        .secret_set(&name, "TOKEN", &secret(&value))
+        .await
+        .unwrap();
+    engine
+        .secret_set(&name, "GH", &secret("ghp-1234"))
+        .await
+        .unwrap();
+
+    let (a, _, _) = run(&engine, &name, "cat ~/.npmrc").await;
+    assert_eq!(
+        a.error.as_deref(),
+        Some("setup left secret `TOKEN` in /root/.npmrc; the snapshot is not kept (remove the file in the setup script, or set [setup] on_secret_leak = \"scrub\")")
+    );
+    assert!(
+        engine
+            .snapshots()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.environment != name),
+        "nothing is cached"
+    );
+
+    let scrubbing = file(
+        &name,
+        origin.path(),
+        setup,
+        "",
+        "on_secret_leak = \"scrub\"",
+    );
+    engine
+        .update_env(&name, "e.toml", &scrubbing, origin.path())
+        .await
+        .unwrap();
+    let (a, logs, _) = run(&engine, &name, "cat ~/.npmrc").await;
+    assert_eq!(a.error, None, "{logs:?}");
+    let message = a.final_message.unwrap();
+    assert!(
+        message.starts_with("//registry.invalid/:_authToken=hangar-placeholder-"),
+        "{message}"
+    );
+    assert!(
+        logs.contains(
+            &"scrubbed secret `TOKEN` from /root/.npmrc: it now holds the secret's placeholder"
+                .to_string()
+        ),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_left_by_maintenance_stops_the_attempt_before_the_agent() {
+    let engine = engine().await;
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("mleak-{}", TaskId::random());
+    let source = file(&name, origin.path(), "", "echo \"$TOKEN\" > /tmp/token", "");
+    engine
+        .create_env("e.toml", &source, origin.path())
+        .await
+        .unwrap();
+    engine
+        .secret_set(&name, "TOKEN", &secret(&fresh_value("m")))
+        .await
+        .unwrap();
+    engine
+        .secret_set(&name, "GH", &secret("ghp-1234"))
+        .await
+        .unwrap();
+    let (a, _, _) = run(&engine, &name, "echo the agent ran").await;
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the maintenance script left secret `TOKEN` in /tmp/token, where the agent would read it")
+    );
+    assert!(a
+        .phases
+        .iter()
+        .all(|p| p.phase != hangar_spec::Phase::Agent));
+}
