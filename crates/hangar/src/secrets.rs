@@ -42,6 +42,10 @@ pub async fn secret(engine: &Engine, cmd: SecretCommand) -> Result<()> {
                     format!("failed to read the secret from {}", path.display())
                 })?,
                 None => {
+                    use std::io::IsTerminal;
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("type the value of {name}, then Ctrl-D:");
+                    }
                     let mut buf = Vec::new();
                     std::io::stdin()
                         .read_to_end(&mut buf)
