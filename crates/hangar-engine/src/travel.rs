@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use hangar_image::{pack, Progress, RegistryOptions};
+use hangar_secrets::ScanMode;
 use hangar_store::db::SnapshotRecord;
 use hangar_store::Digest;
 use serde::Serialize;
@@ -182,6 +183,7 @@ impl Engine {
         }
         progress(&format!("unpacking snapshot {}", cache::short(&key)));
         let (store, target) = (self.store.clone(), dir.clone());
+        let redactor = secrets.redactor.clone();
         let size = tokio::task::spawn_blocking(move || -> Result<u64> {
             let staging = store.staging_dir()?;
             let got = hangar_image::unpack::unpack_layer(store.open_blob(&blob)?, staging.path())?;
@@ -189,6 +191,19 @@ impl Engine {
                 return Err(EngineError::Import {
                     reference: String::new(),
                     reason: format!("its snapshot layer hashes to {got}, not {diff_id}"),
+                });
+            }
+            // Every agent here would read it: it may hold none of this environment's
+            // secret values, whoever built it.
+            let leaks = hangar_secrets::scan(staging.path(), &redactor, ScanMode::Report)?;
+            if let Some(l) = leaks.first() {
+                return Err(EngineError::Import {
+                    reference: String::new(),
+                    reason: format!(
+                        "its snapshot holds the value of secret `{}` in {}",
+                        l.secret,
+                        l.path.display()
+                    ),
                 });
             }
             hangar_sandbox::make_durable(staging.path())?;

@@ -210,6 +210,41 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
         "nothing was registered"
     );
 
+    // A snapshot holding a value that is a secret here is refused, whoever built it.
+    let secret_env = format!("sec-{}", TaskId::random());
+    let secret_file = format!(
+        "name = \"{secret_env}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [setup]\nscript = 'echo shared-value-1234 > /opt/shared'\n\
+         [secrets.TOKEN]\n[agent]\nscript = 'true'\n",
+        origin.path().display()
+    );
+    for engine in [&a, &b] {
+        engine
+            .create_env("s.toml", &secret_file, origin.path())
+            .await
+            .unwrap();
+    }
+    let value = |v: &str| hangar_secrets::Secret::new(v.as_bytes().to_vec()).unwrap();
+    a.secret_set(&secret_env, "TOKEN", &value("only-on-a-1234"))
+        .await
+        .unwrap();
+    b.secret_set(&secret_env, "TOKEN", &value("shared-value-1234"))
+        .await
+        .unwrap();
+    run(&a, &secret_env).await;
+    let secret_ref = format!("{}/snapshots/{secret_env}:1", registry.addr);
+    a.cache_export(&secret_env, &secret_ref, &opts, &quiet)
+        .await
+        .unwrap();
+    let err = b
+        .cache_import(&secret_ref, None, &opts, &quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to import {secret_ref}: its snapshot holds the value of secret `TOKEN` in /opt/shared")
+    );
+
     let err = b
         .cache_import(&base_ref, Some(&name), &opts, &quiet)
         .await
