@@ -444,19 +444,7 @@ impl Engine {
             .map_err(|e| Stop::error(format!("failed to unpack the image: {e}")))?
             .map_err(EngineError::from)?;
         let defaults = ImageDefaults::of(&self.store, &keyed.image).map_err(EngineError::from)?;
-        let snapshots = self
-            .db
-            .snapshots_of(&self.workspace, env.name.as_str())
-            .await
-            .map_err(EngineError::from)?;
-        let key = keyed.components.key();
-        let mut lookup = cache::lookup(&key, &keyed.components, &snapshots, self.now_at());
-        if matches!(lookup, Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
-            lookup = Lookup::Miss(format!(
-                "snapshot {} is missing on disk",
-                cache::short(&key)
-            ));
-        }
+        let (key, lookup) = self.lookup(env.name.as_str(), &keyed.components).await?;
         Ok(Prepared {
             layers,
             defaults,
@@ -531,12 +519,7 @@ impl Engine {
             .snapshot(&p.key)
             .await
             .map_err(EngineError::from)?
-            .filter(|s| {
-                !s.reset
-                    && s.expires_ms > self.now()
-                    && !cache::lost(s, self.now_at())
-                    && dir.is_dir()
-            })
+            .filter(|s| self.serves(s))
         {
             ctx.logger.note(
                 Phase::Setup,

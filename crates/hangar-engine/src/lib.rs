@@ -147,9 +147,32 @@ impl Engine {
         });
     }
 
-    /// Whether a stored snapshot may serve a task now.
-    fn usable(&self, s: &SnapshotRecord) -> bool {
-        !s.reset && s.expires_ms > self.now() && !cache::lost(s, self.now_at())
+    /// Whether a stored snapshot may serve a task now: not reset, expired or lost, and
+    /// on disk.
+    fn serves(&self, s: &SnapshotRecord) -> bool {
+        !s.reset
+            && s.expires_ms > self.now()
+            && !cache::lost(s, self.now_at())
+            && self.snapshot_dir(&s.key).is_dir()
+    }
+
+    /// The key for `components` and whether a snapshot of environment `env` serves it
+    /// here and now (a record whose directory is gone is a miss).
+    async fn lookup(
+        &self,
+        env: &str,
+        components: &cache::KeyComponents,
+    ) -> Result<(String, cache::Lookup)> {
+        let snapshots = self.db.snapshots_of(&self.workspace, env).await?;
+        let key = components.key();
+        let mut found = cache::lookup(&key, components, &snapshots, self.now_at());
+        if matches!(found, cache::Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
+            found = cache::Lookup::Miss(format!(
+                "snapshot {} is missing on disk",
+                cache::short(&key)
+            ));
+        }
+        Ok((key, found))
     }
 
     /// Takes the lock that makes one builder (or importer) per key; others wait here.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
 use hangar_spec::{Environment, Phase, SecretPhase};
+use hangar_store::db::SecretRow;
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
@@ -147,12 +148,7 @@ impl Engine {
     /// Names of declared secrets that have no value.
     pub(crate) async fn unset_secrets(&self, env: &Environment) -> Result<Vec<String>> {
         let stored = self.db.secrets(&self.workspace, env.name.as_str()).await?;
-        Ok(env
-            .secrets
-            .keys()
-            .filter(|n| !stored.iter().any(|r| &r.name == *n))
-            .cloned()
-            .collect())
+        Ok(unset(env, &stored))
     }
 
     /// Decrypts an environment's declared secrets; a declared secret without a value is
@@ -161,7 +157,8 @@ impl Engine {
         if env.secrets.is_empty() {
             return Ok(EnvSecrets::none());
         }
-        let missing = self.unset_secrets(env).await?;
+        let stored = self.db.secrets(&self.workspace, env.name.as_str()).await?;
+        let missing = unset(env, &stored);
         if !missing.is_empty() {
             return Err(missing_secrets(env, &missing));
         }
@@ -190,6 +187,14 @@ impl Engine {
             setup_hashes,
         })
     }
+}
+
+fn unset(env: &Environment, stored: &[SecretRow]) -> Vec<String> {
+    env.secrets
+        .keys()
+        .filter(|n| !stored.iter().any(|r| &r.name == *n))
+        .cloned()
+        .collect()
 }
 
 pub(crate) fn missing_secrets(env: &Environment, missing: &[String]) -> EngineError {

@@ -64,22 +64,19 @@ impl Engine {
         let (_, environment) = self.env(env).await?;
         let secrets = self.env_secrets(&environment).await?;
         let keyed = self.keyed(&environment, &secrets).await?;
-        let key = keyed.components.key();
-        let snapshots = self.db.snapshots_of(&self.workspace, env).await?;
         let fail = |reason: String| EngineError::Export {
             env: env.to_string(),
             reason,
         };
-        let dir = self.snapshot_dir(&key);
-        match cache::lookup(&key, &keyed.components, &snapshots, self.now_at()) {
-            Lookup::Hit(_) if dir.is_dir() => {}
-            Lookup::Hit(_) => return Err(fail("its snapshot is missing on disk".into())),
-            Lookup::Miss(reason) => {
+        let key = match self.lookup(env, &keyed.components).await? {
+            (key, Lookup::Hit(_)) => key,
+            (_, Lookup::Miss(reason)) => {
                 return Err(fail(format!(
                     "it has no snapshot to export (cache miss: {reason}); run a task first"
                 )))
             }
-        }
+        };
+        let dir = self.snapshot_dir(&key);
         // A lease keeps gc away from the snapshot while it is packed.
         let lease = tempfile::Builder::new()
             .prefix("export-")
@@ -168,7 +165,7 @@ impl Engine {
         let dir = self.snapshot_dir(&key);
         let lock = self.lock_snapshot(&key).await?;
         let existing = self.db.snapshot(&key).await?;
-        if let Some(s) = existing.filter(|s| self.usable(s) && dir.is_dir()) {
+        if let Some(s) = existing.filter(|s| self.serves(s)) {
             drop(lock);
             return Ok(Imported {
                 environment: name,
@@ -183,28 +180,28 @@ impl Engine {
         }
         progress(&format!("unpacking snapshot {}", cache::short(&key)));
         let (store, target) = (self.store.clone(), dir.clone());
-        let redactor = secrets.redactor.clone();
+        let (redactor, refused) = (secrets.redactor.clone(), reference.to_string());
+        let refuse = move |reason: String| EngineError::Import {
+            reference: refused.clone(),
+            reason,
+        };
         let size = tokio::task::spawn_blocking(move || -> Result<u64> {
             let staging = store.staging_dir()?;
             let got = hangar_image::unpack::unpack_layer(store.open_blob(&blob)?, staging.path())?;
             if got != diff_id {
-                return Err(EngineError::Import {
-                    reference: String::new(),
-                    reason: format!("its snapshot layer hashes to {got}, not {diff_id}"),
-                });
+                return Err(refuse(format!(
+                    "its snapshot layer hashes to {got}, not {diff_id}"
+                )));
             }
             // Every agent here would read it: it may hold none of this environment's
             // secret values, whoever built it.
             let leaks = hangar_secrets::scan(staging.path(), &redactor, ScanMode::Report)?;
             if let Some(l) = leaks.first() {
-                return Err(EngineError::Import {
-                    reference: String::new(),
-                    reason: format!(
-                        "its snapshot holds the value of secret `{}` in {}",
-                        l.secret,
-                        l.path.display()
-                    ),
-                });
+                return Err(refuse(format!(
+                    "its snapshot holds the value of secret `{}` in {}",
+                    l.secret,
+                    l.path.display()
+                )));
             }
             hangar_sandbox::make_durable(staging.path())?;
             let staged = staging.keep();
@@ -212,11 +209,7 @@ impl Engine {
             Ok(crate::attempt::dir_size(&target))
         })
         .await
-        .map_err(|e| fail(format!("the unpacking task failed: {e}")))?
-        .map_err(|e| match e {
-            EngineError::Import { reason, .. } => fail(reason),
-            other => other,
-        })?;
+        .map_err(|e| fail(format!("the unpacking task failed: {e}")))??;
         let now = self.now();
         self.db
             .put_snapshot(&SnapshotRecord {

@@ -7,18 +7,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_engine::Engine;
 use hangar_spec::{Phase, TaskId};
 use hangar_store::db::{AttemptRecord, TaskRecord};
-use tokio::sync::watch;
+
+mod common;
 
 /// An engine whose clock runs `offset` ms ahead of the real one.
 async fn engine(offset: Arc<AtomicI64>) -> Engine {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    let mut engine = Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .expect("open the engine");
+    let mut engine = common::engine().await;
     engine.set_clock(Arc::new(move || {
         hangar_store::db::now_ms() + offset.load(Ordering::SeqCst)
     }));
@@ -55,35 +52,24 @@ async fn env(engine: &Engine, prefix: &str, setup: &str) -> (tempfile::TempDir, 
 }
 
 async fn run(engine: &Engine, env: &str) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
-    let task = engine
-        .submit(&TaskRequest {
-            environment: env.into(),
-            prompt: "go".into(),
-            ..TaskRequest::default()
-        })
-        .await
-        .unwrap();
-    run_id(engine, &task.id).await
+    let (task, a) = common::run(engine, &common::request(env, "go")).await;
+    with_logs(engine, task, a).await
 }
 
 async fn run_id(
     engine: &Engine,
     id: &TaskId,
 ) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
-    let (_tx, rx) = watch::channel(false);
-    let progress: Progress = Arc::new(|_: &Event| {});
-    let task = engine.run_task(id, progress, rx).await.unwrap();
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
-    let cache: CacheInfo =
-        serde_json::from_str(a.cache.as_deref().expect("cache recorded")).unwrap();
-    let logs = engine
-        .db()
-        .logs(&task.id, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.line)
-        .collect();
+    let (task, a) = common::run_id(engine, id).await;
+    with_logs(engine, task, a).await
+}
+
+async fn with_logs(
+    engine: &Engine,
+    task: TaskRecord,
+    a: AttemptRecord,
+) -> (TaskRecord, AttemptRecord, CacheInfo, Vec<String>) {
+    let (logs, cache) = (common::logs(engine, &task.id).await, common::cache_of(&a));
     (task, a, cache, logs)
 }
 
@@ -203,16 +189,7 @@ async fn concurrent_tasks_wait_for_one_build_and_setup_processes_do_not_survive(
     let engine = engine(Arc::new(AtomicI64::new(0))).await;
     let setup = "setsid sleep 1000 </dev/null >/dev/null 2>&1 &\nsleep 2\necho files-survive > /opt/from-setup";
     let (_origin, name) = env(&engine, "flight", setup).await;
-    let submit = || async {
-        engine
-            .submit(&TaskRequest {
-                environment: name.clone(),
-                prompt: "go".into(),
-                ..TaskRequest::default()
-            })
-            .await
-            .unwrap()
-    };
+    let submit = || async { engine.submit(&common::request(&name, "go")).await.unwrap() };
     let (a, b) = (submit().await, submit().await);
     let ((_, a, ca, la), (_, b, cb, lb)) =
         tokio::join!(run_id(&engine, &a.id), run_id(&engine, &b.id));

@@ -4,22 +4,15 @@
 //! secret left in the snapshot or by maintenance is caught, or scrubbed on request.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_engine::{Engine, TaskRequest};
 use hangar_secrets::Secret;
 use hangar_spec::TaskId;
 use hangar_store::db::AttemptRecord;
-use tokio::sync::watch;
 
-async fn engine() -> Engine {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .unwrap()
-}
+mod common;
+
+use common::{cache_of, engine};
 
 fn secret(v: &str) -> Secret {
     Secret::new(v.as_bytes().to_vec()).unwrap()
@@ -73,32 +66,12 @@ fn file(name: &str, repo: &Path, setup: &str, maintenance: &str, extra: &str) ->
 }
 
 async fn run(engine: &Engine, env: &str, script: &str) -> (AttemptRecord, Vec<String>, TaskId) {
-    let task = engine
-        .submit(&TaskRequest {
-            environment: env.into(),
-            prompt: "find the secret".into(),
-            script: Some(script.into()),
-            ..TaskRequest::default()
-        })
-        .await
-        .unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let progress: Progress = Arc::new(|_: &Event| {});
-    let task = engine.run_task(&task.id, progress, rx).await.unwrap();
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
-    let logs = engine
-        .db()
-        .logs(&task.id, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.line)
-        .collect();
-    (a, logs, task.id)
-}
-
-fn cache_of(a: &AttemptRecord) -> CacheInfo {
-    serde_json::from_str(a.cache.as_deref().unwrap()).unwrap()
+    let req = TaskRequest {
+        script: Some(script.into()),
+        ..common::request(env, "find the secret")
+    };
+    let (task, a) = common::run(engine, &req).await;
+    (a, common::logs(engine, &task.id).await, task.id)
 }
 
 #[tokio::test]
@@ -121,11 +94,7 @@ async fn the_agent_finds_no_secret_anywhere_and_nothing_stored_holds_one() {
         .unwrap();
 
     let err = engine
-        .submit(&TaskRequest {
-            environment: name.clone(),
-            prompt: "go".into(),
-            ..TaskRequest::default()
-        })
+        .submit(&common::request(&name, "go"))
         .await
         .unwrap_err();
     assert_eq!(

@@ -13,13 +13,9 @@ use hangar_store::db::{AttemptRecord, Stream, TaskRecord};
 use hangar_testkit::{git, repo_with as repo};
 use tokio::sync::watch;
 
-async fn engine() -> Engine {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .expect("open the engine")
-}
+mod common;
+
+use common::{engine, request};
 
 /// A new environment over `repo`; `extra` is more of the file (tables).
 async fn env(engine: &Engine, repo: &Path, extra: &str) -> String {
@@ -39,16 +35,9 @@ fn agent(script: &str) -> String {
     format!("[agent]\nscript = '''\n{script}\n'''\n")
 }
 
-fn quiet() -> Progress {
-    Arc::new(|_: &Event| {})
-}
-
 /// Runs a task to the end; checks that its sandbox left nothing behind.
 async fn run(engine: &Engine, req: TaskRequest) -> (TaskRecord, AttemptRecord) {
-    let task = engine.submit(&req).await.expect("submit");
-    let (_tx, rx) = watch::channel(false);
-    let task = engine.run_task(&task.id, quiet(), rx).await.expect("run");
-    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let (task, attempt) = common::run(engine, &req).await;
     no_traces(&attempt);
     (task, attempt)
 }
@@ -57,14 +46,6 @@ fn no_traces(attempt: &AttemptRecord) {
     let store = hangar_testkit::shared_store();
     let id = SandboxId::new(attempt.sandbox.clone().expect("sandbox recorded")).unwrap();
     hangar_testkit::assert_no_traces(&hangar_testkit::host(&store), &id);
-}
-
-fn request(env: &str, prompt: &str) -> TaskRequest {
-    TaskRequest {
-        environment: env.into(),
-        prompt: prompt.into(),
-        ..TaskRequest::default()
-    }
 }
 
 /// The tree a checkout has after applying: `git add -A` into a scratch index.

@@ -4,14 +4,14 @@
 //! snapshot, is refused with the reason.
 
 use std::path::Path;
-use std::sync::Arc;
+
+mod common;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, EngineError, Event, Progress, TaskRequest};
+use hangar_engine::{Engine, EngineError};
 use hangar_image::RegistryOptions;
 use hangar_spec::TaskId;
 use hangar_store::Store;
-use tokio::sync::watch;
 
 const SETUP: &str = r#"
 echo from-setup > /opt/from-setup
@@ -34,20 +34,9 @@ fn source(name: &str, repo: &Path, setup: &str) -> String {
 }
 
 async fn run(engine: &Engine, env: &str) -> (Option<String>, CacheInfo) {
-    let task = engine
-        .submit(&TaskRequest {
-            environment: env.into(),
-            prompt: "go".into(),
-            ..TaskRequest::default()
-        })
-        .await
-        .unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let progress: Progress = Arc::new(|_: &Event| {});
-    let task = engine.run_task(&task.id, progress, rx).await.unwrap();
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let (_, a) = common::run(engine, &common::request(env, "go")).await;
     assert_eq!(a.error, None);
-    let cache = serde_json::from_str(a.cache.as_deref().unwrap()).unwrap();
+    let cache = common::cache_of(&a);
     (a.final_message, cache)
 }
 

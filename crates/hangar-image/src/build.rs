@@ -3,17 +3,14 @@
 //! host name, so private mirrors work.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use flate2::write::GzEncoder;
 use hangar_store::{Digest, ImageName, ImageRecord, Store};
 use oci_spec::image::{
-    ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
-    ImageManifestBuilder, MediaType, RootFsBuilder,
+    ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{io_err, ImageError, Result};
 use crate::{record_image, Progress};
@@ -121,7 +118,14 @@ pub fn build_debian(
     }
 
     progress("compressing the layer");
-    let (blob, blob_size, diff_id) = compress_layer(store, &tarball)?;
+    let mut layer = crate::pack::LayerWriter::new(store)?;
+    io::copy(
+        &mut fs::File::open(&tarball).map_err(io_err("open", &tarball))?,
+        &mut layer,
+    )
+    .map_err(io_err("compress", &tarball))?;
+    let layer = layer.finish()?;
+    let diff_id = layer.diff_id.clone();
     let config = ImageConfigurationBuilder::default()
         .architecture(oci_spec::image::Arch::Amd64)
         .os(oci_spec::image::Os::Linux)
@@ -154,25 +158,15 @@ pub fn build_debian(
             .map_err(spec_err)?])
         .build()
         .map_err(spec_err)?;
-    let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::Build(e.to_string()))?;
-    let (config_digest, config_size) = store.write_blob(&config_bytes[..], None)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(descriptor(
-            MediaType::ImageConfig,
-            &config_digest,
-            config_size,
-        )?)
-        .layers(vec![descriptor(
+    let manifest_bytes = write_config_and_manifest(
+        store,
+        &config,
+        vec![descriptor(
             MediaType::ImageLayerGzip,
-            &blob,
-            blob_size,
-        )?])
-        .build()
-        .map_err(spec_err)?;
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| ImageError::Build(e.to_string()))?;
+            &layer.blob,
+            layer.size,
+        )?],
+    )?;
 
     progress("unpacking the layer");
     let staging = store.staging_dir()?;
@@ -191,6 +185,31 @@ pub fn build_debian(
     Ok(rec)
 }
 
+/// Stores `config` as a blob and returns the bytes of a manifest naming it and `layers`
+/// (the caller stores or names the manifest).
+pub(crate) fn write_config_and_manifest(
+    store: &Store,
+    config: &ImageConfiguration,
+    layers: Vec<oci_spec::image::Descriptor>,
+) -> Result<Vec<u8>> {
+    let json =
+        |e: serde_json::Error| ImageError::Build(format!("an image does not serialize: {e}"));
+    let config_bytes = serde_json::to_vec(config).map_err(json)?;
+    let (config_digest, config_size) = store.write_blob(&config_bytes[..], None)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_size,
+        )?)
+        .layers(layers)
+        .build()
+        .map_err(spec_err)?;
+    serde_json::to_vec(&manifest).map_err(json)
+}
+
 pub(crate) fn spec_err(e: oci_spec::OciSpecError) -> ImageError {
     ImageError::Build(e.to_string())
 }
@@ -206,27 +225,6 @@ pub(crate) fn descriptor(
         .size(size)
         .build()
         .map_err(spec_err)
-}
-
-/// Gzips a tarball into the blob store; returns the blob digest, its size and the diff_id.
-fn compress_layer(store: &Store, tarball: &Path) -> Result<(Digest, u64, Digest)> {
-    let mut input = fs::File::open(tarball).map_err(io_err("open", tarball))?;
-    let writer = store.blob_writer(None)?;
-    let mut gz = GzEncoder::new(writer, flate2::Compression::fast());
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input.read(&mut buf).map_err(io_err("read", tarball))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        gz.write_all(&buf[..n])
-            .map_err(io_err("compress", tarball))?;
-    }
-    let writer = gz.finish().map_err(io_err("compress", tarball))?;
-    let (digest, size) = writer.finish()?;
-    Ok((digest, size, Digest::from_hasher(hasher)))
 }
 
 /// The host's apt sources for its own release, rewritten for `suite`, in one-line format.

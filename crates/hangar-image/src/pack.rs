@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use hangar_store::{Digest, ImageRecord, Store};
-use oci_spec::image::{HistoryBuilder, ImageManifestBuilder, MediaType};
+use oci_spec::image::{HistoryBuilder, MediaType};
 use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
-use crate::build::{descriptor, spec_err};
+use crate::build::{descriptor, spec_err, write_config_and_manifest};
 use crate::error::{io_err, ImageError, Result};
 
 /// Extended attributes a layer carries (the same set `unpack` restores).
@@ -37,22 +37,22 @@ pub fn pack_layer(dir: &Path, out: impl Write) -> Result<Digest> {
         inner: out,
         hasher: Sha256::new(),
     };
+    write_tar(dir, &mut hashing)?;
+    Ok(Digest::from_hasher(hashing.hasher))
+}
+
+fn write_tar(dir: &Path, out: impl Write) -> Result<()> {
     let mut packer = Packer {
         root: dir,
-        builder: tar::Builder::new(&mut hashing),
+        builder: tar::Builder::new(out),
         links: HashMap::new(),
     };
     packer.walk(Path::new(""))?;
     packer
         .builder
-        .finish()
-        .map_err(io_err("write the layer of", dir))?;
-    drop(packer);
-    hashing
-        .inner
-        .flush()
-        .map_err(io_err("write the layer of", dir))?;
-    Ok(Digest::from_hasher(hashing.hasher))
+        .into_inner()
+        .and_then(|mut out| out.flush())
+        .map_err(io_err("write the layer of", dir))
 }
 
 struct HashingWriter<W> {
@@ -253,16 +253,54 @@ pub struct PackedLayer {
 
 /// Packs `dir` as a gzip layer blob in the store.
 pub fn pack_into_store(store: &Store, dir: &Path) -> Result<PackedLayer> {
-    let writer = store.blob_writer(None)?;
-    let mut gz = GzEncoder::new(writer, flate2::Compression::fast());
-    let diff_id = pack_layer(dir, &mut gz)?;
-    let writer = gz.finish().map_err(io_err("compress the layer of", dir))?;
-    let (blob, size) = writer.finish()?;
-    Ok(PackedLayer {
-        blob,
-        size,
-        diff_id,
-    })
+    let mut layer = LayerWriter::new(store)?;
+    write_tar(dir, &mut layer)?;
+    layer.finish()
+}
+
+/// Takes an uncompressed layer (a tar stream) and stores it gzipped as a blob, hashing
+/// the stream for its diff_id on the way.
+pub struct LayerWriter {
+    gz: HashingWriter<GzEncoder<hangar_store::BlobWriter>>,
+    /// Where the blob goes, for errors.
+    blobs: PathBuf,
+}
+
+impl LayerWriter {
+    pub fn new(store: &Store) -> Result<LayerWriter> {
+        Ok(LayerWriter {
+            gz: HashingWriter {
+                inner: GzEncoder::new(store.blob_writer(None)?, flate2::Compression::fast()),
+                hasher: Sha256::new(),
+            },
+            blobs: store.root().join("blobs"),
+        })
+    }
+
+    /// Moves the blob into place.
+    pub fn finish(self) -> Result<PackedLayer> {
+        let diff_id = Digest::from_hasher(self.gz.hasher);
+        let blob = self
+            .gz
+            .inner
+            .finish()
+            .map_err(io_err("compress a layer into", &self.blobs))?;
+        let (blob, size) = blob.finish()?;
+        Ok(PackedLayer {
+            blob,
+            size,
+            diff_id,
+        })
+    }
+}
+
+impl Write for LayerWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.gz.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.gz.flush()
+    }
 }
 
 /// An image made of `base`'s layers plus `layer` on top, with `base`'s config (its
@@ -300,32 +338,13 @@ pub fn derive_image(
     );
     inner.set_labels(Some(all_labels));
     config.set_config(Some(inner));
-    let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::BadImage {
-        image: base.name.to_string(),
-        reason: format!("its config does not serialize: {e}"),
-    })?;
-    let (config_digest, config_size) = store.write_blob(&config_bytes[..], None)?;
     let mut layers = base_manifest.layers().clone();
     layers.push(descriptor(
         MediaType::ImageLayerGzip,
         &layer.blob,
         layer.size,
     )?);
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(descriptor(
-            MediaType::ImageConfig,
-            &config_digest,
-            config_size,
-        )?)
-        .layers(layers)
-        .build()
-        .map_err(spec_err)?;
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::BadImage {
-        image: base.name.to_string(),
-        reason: format!("the derived manifest does not serialize: {e}"),
-    })?;
+    let bytes = write_config_and_manifest(store, &config, layers)?;
     Ok(store.write_blob(&bytes[..], None)?.0)
 }
 

@@ -12,6 +12,8 @@ use crate::NamedSecret;
 pub struct Redactor {
     matcher: Option<AhoCorasick>,
     names: Vec<String>,
+    /// `[secret:NAME]` for each name.
+    labels: Vec<String>,
     longest: usize,
 }
 
@@ -23,7 +25,7 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     pub fn new(secrets: &[NamedSecret]) -> Redactor {
-        let names = secrets.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
         let matcher = (!secrets.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
@@ -32,6 +34,7 @@ impl Redactor {
         });
         Redactor {
             matcher,
+            labels: names.iter().map(|n| format!("[secret:{n}]")).collect(),
             names,
             longest: secrets
                 .iter()
@@ -81,8 +84,7 @@ impl Redactor {
     }
 
     pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
-        let with: Vec<String> = self.names.iter().map(|n| format!("[secret:{n}]")).collect();
-        self.replace_bytes(bytes, &with)
+        self.replace_bytes(bytes, &self.labels)
     }
 
     /// Replaces each value with the matching entry of `with` (in the order of the

@@ -1,0 +1,68 @@
+//! Helpers the engine's integration tests share: an engine over the shared test data dir,
+//! and a task run to its end with its first attempt, logs and cache outcome.
+
+// Each test binary compiles this module and uses a different part of it.
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the helpers"
+)]
+
+use std::sync::Arc;
+
+use hangar_engine::cache::CacheInfo;
+use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_spec::TaskId;
+use hangar_store::db::{AttemptRecord, TaskRecord};
+use tokio::sync::watch;
+
+/// An engine over the shared test data dir, with the Debian image built.
+pub async fn engine() -> Engine {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .expect("open the engine")
+}
+
+pub fn request(env: &str, prompt: &str) -> TaskRequest {
+    TaskRequest {
+        environment: env.into(),
+        prompt: prompt.into(),
+        ..TaskRequest::default()
+    }
+}
+
+pub fn quiet() -> Progress {
+    Arc::new(|_: &Event| {})
+}
+
+/// Submits `req` and runs it to its end; the task and its first attempt.
+pub async fn run(engine: &Engine, req: &TaskRequest) -> (TaskRecord, AttemptRecord) {
+    let task = engine.submit(req).await.expect("submit");
+    run_id(engine, &task.id).await
+}
+
+/// Runs a submitted task to its end; the task and its first attempt.
+pub async fn run_id(engine: &Engine, id: &TaskId) -> (TaskRecord, AttemptRecord) {
+    let (_tx, rx) = watch::channel(false);
+    let task = engine.run_task(id, quiet(), rx).await.expect("run");
+    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    (task, attempt)
+}
+
+/// Every stored log line of a task, in order.
+pub async fn logs(engine: &Engine, id: &TaskId) -> Vec<String> {
+    engine
+        .db()
+        .logs(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+}
+
+/// How the attempt found its environment.
+pub fn cache_of(a: &AttemptRecord) -> CacheInfo {
+    serde_json::from_str(a.cache.as_deref().expect("cache recorded")).unwrap()
+}
