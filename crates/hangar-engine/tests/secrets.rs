@@ -74,6 +74,19 @@ async fn run(engine: &Engine, env: &str, script: &str) -> (AttemptRecord, Vec<St
     (a, common::logs(engine, &task.id).await, task.id)
 }
 
+/// Creates the environment and sets its secrets: TOKEN to `token`, GH to a dummy.
+async fn with_secrets(engine: &Engine, name: &str, source: &str, repo: &Path, token: &str) {
+    engine.create_env("e.toml", source, repo).await.unwrap();
+    engine
+        .secret_set(name, "TOKEN", &secret(token))
+        .await
+        .unwrap();
+    engine
+        .secret_set(name, "GH", &secret("ghp-1234"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_agent_finds_no_secret_anywhere_and_nothing_stored_holds_one() {
     let engine = engine().await;
@@ -205,19 +218,7 @@ async fn a_secret_left_by_setup_fails_the_build_or_is_scrubbed() {
     let name = format!("leak-{}", TaskId::random());
     let setup = "echo \"//registry.invalid/:_authToken=$TOKEN\" > ~/.npmrc";
     let source = file(&name, origin.path(), setup, "", "");
-    engine
-        .create_env("e.toml", &source, origin.path())
-        .await
-        .unwrap();
-    let value = fresh_value("npm");
-    engine
-        .secret_set(&name, "TOKEN", &secret(&value))
-        .await
-        .unwrap();
-    engine
-        .secret_set(&name, "GH", &secret("ghp-1234"))
-        .await
-        .unwrap();
+    with_secrets(&engine, &name, &source, origin.path(), &fresh_value("npm")).await;
 
     let (a, _, _) = run(&engine, &name, "cat ~/.npmrc").await;
     assert_eq!(
@@ -267,18 +268,7 @@ async fn a_secret_left_by_maintenance_stops_the_attempt_before_the_agent() {
     let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
     let name = format!("mleak-{}", TaskId::random());
     let source = file(&name, origin.path(), "", "echo \"$TOKEN\" > /tmp/token", "");
-    engine
-        .create_env("e.toml", &source, origin.path())
-        .await
-        .unwrap();
-    engine
-        .secret_set(&name, "TOKEN", &secret(&fresh_value("m")))
-        .await
-        .unwrap();
-    engine
-        .secret_set(&name, "GH", &secret("ghp-1234"))
-        .await
-        .unwrap();
+    with_secrets(&engine, &name, &source, origin.path(), &fresh_value("m")).await;
     let (a, _, _) = run(&engine, &name, "echo the agent ran").await;
     assert_eq!(
         a.error.as_deref(),

@@ -19,8 +19,8 @@ use tar::{EntryType, Header};
 use crate::build::{descriptor, spec_err, write_config_and_manifest};
 use crate::error::{io_err, ImageError, Result};
 
-/// Extended attributes a layer carries (the same set `unpack` restores).
-fn carried_xattr(name: &str) -> bool {
+/// Extended attributes a layer carries: what `pack` writes and `unpack` restores.
+pub(crate) fn carried_xattr(name: &str) -> bool {
     name.starts_with("user.") || name == "security.capability"
 }
 

@@ -324,7 +324,7 @@ fn unpack_entry<R: Read>(
     }
     for (key, value) in pax_xattrs(entry) {
         // Overlay's own attributes would let a layer redirect lookups into other layers.
-        if key.starts_with("user.") || key == "security.capability" {
+        if crate::pack::carried_xattr(&key) {
             xattr_set_nofollow(&path, &key, &value)?;
         }
     }

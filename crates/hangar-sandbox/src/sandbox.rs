@@ -662,11 +662,7 @@ pub fn make_durable(dir: &Path) -> Result<()> {
         let f = fs::File::open(dir)?;
         nix::unistd::syncfs(&f).map_err(std::io::Error::from)
     };
-    sync().map_err(|e| SandboxError::Io {
-        action: "sync",
-        path: dir.to_path_buf(),
-        source: e,
-    })
+    sync().map_err(io_err("sync", dir))
 }
 
 fn process_alive(pid: u32) -> bool {
