@@ -12,12 +12,13 @@ use hangar_secrets::ScanMode;
 use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
 use hangar_store as store;
 use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, PhaseTiming, SnapshotRecord};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::autoinstall;
 use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
 use crate::diff;
 use crate::error::{io_err, EngineError, Result};
+use crate::net::{AuditLog, SandboxNet};
 use crate::phase::{run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR};
 use crate::secrets::EnvSecrets;
 use crate::{Engine, Event, Progress};
@@ -85,6 +86,9 @@ struct Ctx<'a> {
     base_env: Vec<(String, String)>,
     cancel: watch::Receiver<bool>,
     secrets: EnvSecrets,
+    /// The proxy of the sandbox in use.
+    net: Option<SandboxNet>,
+    audit: mpsc::UnboundedSender<hangar_net::AuditEntry>,
 }
 
 impl Ctx<'_> {
@@ -109,6 +113,9 @@ impl Ctx<'_> {
         step.env = self.env_for(step.phase);
         for (k, v) in extra {
             hangar_image::set_var(&mut step.env, k, v);
+        }
+        if let Some(net) = &self.net {
+            net.enter(self.plan.env, step.phase, &self.secrets);
         }
         let res = run_step(sandbox, &self.logger, step, &mut self.cancel).await?;
         if res.cancelled {
@@ -330,6 +337,12 @@ impl Engine {
             plan.progress.clone(),
             redactor.clone(),
         );
+        let audit = AuditLog::start(
+            self.db.clone(),
+            plan.task.clone(),
+            plan.index,
+            redactor.clone(),
+        );
         let mut ctx = Ctx {
             plan,
             logger,
@@ -337,6 +350,8 @@ impl Engine {
             base_env: Vec::new(),
             cancel,
             secrets,
+            net: None,
+            audit: audit.sender(),
         };
         let outcome = match loaded {
             Ok(()) => self.attempt(&mut ctx).await,
@@ -363,6 +378,9 @@ impl Engine {
             }
         };
         ctx.logger.finish().await;
+        drop(ctx.net);
+        drop(ctx.audit);
+        audit.finish().await;
         // Nothing stored carries a secret value: not the message, not the diff.
         let record = AttemptOutcome {
             final_message: record
@@ -410,9 +428,10 @@ impl Engine {
 
         let mut lowers = vec![snapshot];
         lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
-        let sandbox = self.sandbox(plan, lowers, &p).await?;
+        let sandbox = self.sandbox(ctx, lowers, &p).await?;
         store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]).map_err(EngineError::from)?;
         let out = self.phases(ctx, &sandbox).await;
+        ctx.net = None;
         if let Err(e) = sandbox.destroy().await {
             ctx.logger.note(Phase::Collect, &format!("teardown: {e}"));
         }
@@ -457,12 +476,14 @@ impl Engine {
     }
 
     /// A sandbox over `lowers` with the mirror mounted, recorded on the attempt.
+    /// Its proxy is started (reaching nothing until a phase is entered) into `ctx.net`.
     async fn sandbox(
         &self,
-        plan: &AttemptPlan<'_>,
+        ctx: &mut Ctx<'_>,
         lowers: Vec<PathBuf>,
         p: &Prepared,
     ) -> Result<Sandbox, Stop> {
+        let plan = ctx.plan;
         let mut spec = SandboxSpec::new(lowers);
         let r = plan.env.resources;
         spec.resources = Resources {
@@ -490,8 +511,21 @@ impl Engine {
         self.store
             .lease_layers(sandbox.dir(), &diff_ids)
             .map_err(EngineError::from)?;
-        // hangar's run directory; the agent may replace it, so every later access goes
-        // through the sandbox's own root (see Sandbox::write_file).
+        match self.furnish(ctx, &sandbox).await {
+            Ok(()) => Ok(sandbox),
+            Err(stop) => {
+                ctx.net = None;
+                if let Err(e) = sandbox.destroy().await {
+                    ctx.logger.note(Phase::Prepare, &format!("teardown: {e}"));
+                }
+                Err(stop)
+            }
+        }
+    }
+
+    /// hangar's run directory (the agent may replace it, so every later access goes
+    /// through the sandbox's own root, see Sandbox::write_file) and the proxy.
+    async fn furnish(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<(), Stop> {
         let mkdir = sandbox
             .output(hangar_sandbox::ExecSpec::new(["mkdir", "-p", RUN_DIR]))
             .await?;
@@ -501,7 +535,8 @@ impl Engine {
                 String::from_utf8_lossy(&mkdir.stderr).trim()
             )));
         }
-        Ok(sandbox)
+        ctx.net = Some(self.start_net(sandbox, &ctx.base_env, ctx.audit.clone())?);
+        Ok(())
     }
 
     /// Builds the snapshot for `p.key`, once: concurrent builders of the same key (in
@@ -539,13 +574,17 @@ impl Engine {
             std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
-        let sandbox = self.sandbox(plan, lowers, p).await?;
+        let sandbox = self.sandbox(ctx, lowers, p).await?;
         let setup = self.setup(ctx, &sandbox, &p.steps).await;
+        ctx.net = None;
         let cleaned = match &setup {
-            Ok(()) => sandbox
-                .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
-                .await
-                .map(|_| ()),
+            Ok(()) => match crate::net::remove_ca(&sandbox) {
+                Ok(()) => sandbox
+                    .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            },
             Err(_) => Ok(()),
         };
         let kept = match (&setup, cleaned) {
@@ -879,5 +918,8 @@ fn base_env(env: &Environment, defaults: ImageDefaults, workdir: &str) -> Vec<(S
         hangar_image::set_var(&mut out, k, v);
     }
     hangar_image::set_var(&mut out, "HANGAR_WORKSPACE", workdir);
+    for (k, v) in crate::net::proxy_env() {
+        hangar_image::set_var(&mut out, &k, &v);
+    }
     out
 }

@@ -16,6 +16,8 @@ pub enum EngineError {
     Sandbox(#[from] hangar_sandbox::SandboxError),
     #[error(transparent)]
     Secret(#[from] hangar_secrets::SecretError),
+    #[error(transparent)]
+    Net(#[from] hangar_net::NetError),
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
         action: &'static str,

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod diff;
 mod error;
 mod git;
+mod net;
 mod phase;
 pub mod secrets;
 pub mod travel;
@@ -84,6 +85,7 @@ pub struct Engine {
     /// Where the installation's secret key lives (`<data dir>/secret.key` by default).
     secret_key_file: PathBuf,
     keyring: std::sync::OnceLock<Arc<hangar_secrets::Keyring>>,
+    net: net::NetSettings,
 }
 
 /// An environment's snapshot key and what it was computed from.
@@ -112,6 +114,7 @@ impl Engine {
             syncs: Default::default(),
             secret_key_file: store.root().join("secret.key"),
             keyring: Default::default(),
+            net: Default::default(),
             store,
         })
     }
@@ -120,6 +123,19 @@ impl Engine {
     pub fn set_secret_key_file(&mut self, path: PathBuf) {
         self.secret_key_file = path;
         self.keyring = Default::default();
+    }
+
+    /// Resolves the proxies' upstream names with `resolver` instead of the system's.
+    pub fn set_resolver(&mut self, resolver: Arc<dyn hangar_net::Resolve>) {
+        self.net.resolver = resolver;
+        self.net.config = Default::default();
+    }
+
+    /// Trusts these CA certificates (PEM), besides the host's, for servers whose TLS the
+    /// proxy opens (a private registry's CA).
+    pub fn set_upstream_roots(&mut self, pem: Vec<u8>) {
+        self.net.extra_roots = pem;
+        self.net.config = Default::default();
     }
 
     /// Waits until every snapshot this engine committed is on disk (or failed to get

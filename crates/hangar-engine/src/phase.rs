@@ -123,11 +123,13 @@ impl StepResult {
 }
 
 /// The wrapper every step runs under. `$1` is the working directory, `$2` the file the
-/// errexit trap writes `<line> <code>` to, `$3` the script.
+/// errexit trap writes `<line> <code>` to, `$3` the script. The trap names the file by a
+/// variable: `set -E` runs it inside the script's functions too, where `$2` is theirs.
 const WRAPPER: &str = r#"if [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
 cd "$1" || exit 1
+__hangar_err=$2
 set -eE
-trap 'printf "%s %s\n" "$LINENO" "$?" > "$2"' ERR
+trap 'printf "%s %s\n" "$LINENO" "$?" > "$__hangar_err"' ERR
 . "$3""#;
 
 pub(crate) async fn run_step(

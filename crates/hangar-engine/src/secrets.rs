@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use hangar_net::Injection;
 use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
 use hangar_spec::{Environment, Phase, SecretPhase};
 use hangar_store::db::SecretRow;
@@ -69,6 +70,35 @@ impl EnvSecrets {
                 s.value.expose_str().to_string()
             };
             out.push((s.name.clone(), value));
+        }
+        out
+    }
+
+    /// The projected secrets a phase's proxy swaps in, for their hosts only.
+    pub(crate) fn injections(&self, env: &Environment, phase: Phase) -> Vec<Injection> {
+        let Some(phase) = secret_phase(phase) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, s) in self.named.iter().enumerate() {
+            let Some(decl) = env.secrets.get(&s.name) else {
+                continue;
+            };
+            let Some(inject) = decl
+                .inject
+                .as_ref()
+                .filter(|_| decl.phases.contains(&phase))
+            else {
+                continue;
+            };
+            out.push(Injection {
+                name: s.name.clone(),
+                placeholder: self.placeholders[i].clone(),
+                value: s.value.clone(),
+                hosts: inject.hosts.clone(),
+                header: inject.header.to_ascii_lowercase(),
+                format: inject.format.clone(),
+            });
         }
         out
     }

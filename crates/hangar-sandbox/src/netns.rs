@@ -136,3 +136,26 @@ pub fn netns_names() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Binds a TCP listener inside the network namespace pinned at `netns`, on a short-lived
+/// helper thread (`setns` changes only the calling thread). The socket stays in that
+/// namespace and can be served from anywhere in this process: the proxy's way in.
+pub fn listen_in(netns: &Path, addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    let ns = fs::File::open(netns).map_err(io_err("open", netns))?;
+    let thread = std::thread::spawn(move || -> Result<std::net::TcpListener> {
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .map_err(sys_err("enter the sandbox's network namespace"))?;
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| sys_err(format!("listen on {addr} in the sandbox"))(errno_of(&e)))
+    });
+    thread.join().unwrap_or_else(|_| {
+        Err(SandboxError::Sys {
+            action: "listen in the sandbox (helper thread panicked)".into(),
+            source: nix::Error::EIO,
+        })
+    })
+}
+
+fn errno_of(e: &std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}

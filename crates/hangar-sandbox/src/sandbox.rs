@@ -550,13 +550,42 @@ impl Sandbox {
 
     /// Reads a file of the sandbox's root filesystem. Paths resolve inside the root, as
     /// the sandbox would see them: a symlink to `/etc/shadow` reads the sandbox's own.
+    /// Only a regular file is read: a fifo or device planted there cannot block the host.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        let fd = self.open_in_root(path, OFlag::O_RDONLY, Mode::empty())?;
+        let fd = self.open_in_root(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())?;
+        let mut file = fs::File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|source| self.file_err(path, source))?;
+        if !meta.is_file() {
+            return Err(self.file_err(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
         let mut data = Vec::new();
-        fs::File::from(fd)
-            .read_to_end(&mut data)
+        file.read_to_end(&mut data)
             .map_err(|source| self.file_err(path, source))?;
         Ok(data)
+    }
+
+    /// The entry names of a directory of the sandbox's root filesystem, resolved inside the
+    /// root as [`Sandbox::read_file`] does.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>> {
+        let fd = self.open_in_root(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+        let dir = nix::dir::Dir::from_fd(fd).map_err(|e| self.file_err(path, e.into()))?;
+        Ok(dir
+            .into_iter()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect())
+    }
+
+    /// A TCP listener bound at `addr` inside the sandbox's network namespace, to be
+    /// served by the host (the egress proxy).
+    pub fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+        crate::netns::listen_in(self.netns_path(), addr)
     }
 
     /// Writes (creating or truncating) a file of the sandbox's root filesystem, resolved

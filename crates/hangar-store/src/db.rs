@@ -196,6 +196,24 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// One decision of an attempt's egress proxy, as stored (redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkEntry {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub phase: String,
+    pub method: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// `allowed`, `failed`, or the reason it was blocked.
+    pub decision: String,
+    pub rule: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub note: Option<String>,
+}
+
 /// A text field of an attempt that is set on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptField {
@@ -857,6 +875,75 @@ impl Db {
             .map_err(query("store log lines"))?;
         }
         tx.commit().await.map_err(query("commit log lines"))
+    }
+
+    pub async fn append_network(&self, task: &TaskId, entries: &[NetworkEntry]) -> DbResult<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO network_log (task_id, attempt, seq, ts_ms, phase, method, host, port,
+                 decision, rule, bytes_up, bytes_down, note)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(task.as_str())
+            .bind(e.attempt)
+            .bind(e.seq)
+            .bind(e.ts_ms)
+            .bind(&e.phase)
+            .bind(&e.method)
+            .bind(&e.host)
+            .bind(e.port)
+            .bind(&e.decision)
+            .bind(&e.rule)
+            .bind(e.bytes_up as i64)
+            .bind(e.bytes_down as i64)
+            .bind(&e.note)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("store network log entries"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(query("commit network log entries"))
+    }
+
+    /// The proxy's decisions for a task (one attempt, or all), in order.
+    pub async fn network_log(
+        &self,
+        task: &TaskId,
+        attempt: Option<u32>,
+    ) -> DbResult<Vec<NetworkEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM network_log WHERE task_id = ? AND (? IS NULL OR attempt = ?)
+             ORDER BY attempt, seq",
+        )
+        .bind(task.as_str())
+        .bind(attempt)
+        .bind(attempt)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("read the network log"))?;
+        Ok(rows
+            .iter()
+            .map(|r| NetworkEntry {
+                attempt: r.get::<u32, _>("attempt"),
+                seq: r.get("seq"),
+                ts_ms: r.get("ts_ms"),
+                phase: r.get("phase"),
+                method: r.get("method"),
+                host: r.get("host"),
+                port: r.get::<u16, _>("port"),
+                decision: r.get("decision"),
+                rule: r.get("rule"),
+                bytes_up: r.get::<i64, _>("bytes_up") as u64,
+                bytes_down: r.get::<i64, _>("bytes_down") as u64,
+                note: r.get("note"),
+            })
+            .collect())
     }
 
     pub async fn logs(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<LogLine>> {

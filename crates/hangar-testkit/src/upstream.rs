@@ -1,0 +1,216 @@
+//! A stand-in for the internet: an HTTP and an HTTPS server (its own test CA) on an
+//! address of the host's loopback, recording every request it sees, for the proxy's tests
+//! and benchmark. `/bytes/N` answers N bytes; anything else echoes the request as JSON.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// A request the server received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub tls: bool,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Upstream {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    /// The CA that signed the HTTPS server's certificate (for its names and its IP).
+    pub ca_pem: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Dropped with the server: its thread then stops serving.
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Adds `ip` to the host's `lo` (idempotent): a local address outside the ranges the
+/// proxy refuses, so a test can stand a "public" server on it. Use documentation ranges.
+pub fn add_loopback_address(ip: IpAddr) {
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    let out = Command::new("ip")
+        .args(["addr", "add", &format!("{ip}/{prefix}"), "dev", "lo"])
+        .output()
+        .expect("run ip addr add");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("File exists") || err.contains("already assigned"),
+        "ip addr add {ip}: {err}"
+    );
+}
+
+impl Upstream {
+    /// Starts both servers on `ip` (added to `lo` if it is not there), with a certificate
+    /// for `names` and the IP.
+    pub fn start(ip: IpAddr, names: &[&str]) -> Upstream {
+        if !ip.is_loopback() {
+            add_loopback_address(ip);
+        }
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::default();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hangar test upstream CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        sans.push(ip.to_string());
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let mut leaf_params = rcgen::CertificateParams::new(sans).expect("names");
+        leaf_params.use_authority_key_identifier_extension = true;
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+        );
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .expect("server config");
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let plain = std::net::TcpListener::bind((ip, 0)).expect("bind");
+        let secure = std::net::TcpListener::bind((ip, 0)).expect("bind");
+        let (http, https) = (
+            plain.local_addr().expect("addr"),
+            secure.local_addr().expect("addr"),
+        );
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        // Its own runtime on its own thread, so it serves whatever runtime the test uses.
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let served = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listen = |l: std::net::TcpListener| {
+                    l.set_nonblocking(true).expect("nonblocking");
+                    tokio::net::TcpListener::from_std(l).expect("listener")
+                };
+                tokio::spawn(serve(listen(plain), None, served.clone()));
+                tokio::spawn(serve(listen(secure), Some(acceptor), served));
+                let _ = stop.await;
+            });
+        });
+        Upstream {
+            http,
+            https,
+            ca_pem: ca_cert.pem(),
+            seen,
+            _shutdown: shutdown,
+        }
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, seen) = (tls.clone(), seen.clone());
+        tokio::spawn(async move {
+            let is_tls = tls.is_some();
+            let svc = hyper::service::service_fn(move |req| {
+                let seen = seen.clone();
+                async move { Ok::<_, Infallible>(answer(req, is_tls, &seen)) }
+            });
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn answer(
+    req: Request<hyper::body::Incoming>,
+    tls: bool,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Body> {
+    let s = Seen {
+        tls,
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    seen.lock().expect("seen").push(s.clone());
+    if let Some(n) = s
+        .path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        const CHUNK: usize = 64 * 1024;
+        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        let chunks = (0..n.div_ceil(CHUNK as u64)).map(move |i| {
+            let left = (n - i * CHUNK as u64).min(CHUNK as u64) as usize;
+            Ok::<_, Infallible>(Frame::data(chunk.slice(..left)))
+        });
+        let body = StreamBody::new(futures_util::stream::iter(chunks));
+        let mut resp = Response::new(BodyExt::boxed(body));
+        resp.headers_mut()
+            .insert("content-length", n.to_string().parse().expect("header"));
+        return resp;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let json = serde_json::json!({
+        "tls": tls, "method": s.method, "path": s.path, "headers": headers,
+    });
+    Response::new(BodyExt::boxed(Full::new(Bytes::from(json.to_string()))))
+}
