@@ -71,12 +71,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a task's logs.
+    /// Print a task's logs, or with --network its egress proxy's decisions.
     Logs {
         #[command(flatten)]
         task: tasks::TaskArgs,
         #[arg(long)]
         json: bool,
+        /// The proxy's audit log: time, phase, method, host, port, decision, rule, bytes.
+        #[arg(long)]
+        network: bool,
     },
     /// Print a task's diff (binary-safe, for `git apply`).
     Diff(tasks::TaskArgs),
@@ -228,7 +231,18 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
         Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
-        Command::Logs { task, json } => tasks::logs(&engine().await?, task, json).await.map(|()| 0),
+        Command::Logs {
+            task,
+            json,
+            network,
+        } => {
+            let engine = engine().await?;
+            if network {
+                tasks::network_log(&engine, task, json).await.map(|()| 0)
+            } else {
+                tasks::logs(&engine, task, json).await.map(|()| 0)
+            }
+        }
         Command::Diff(task) => tasks::diff(&engine().await?, task).await.map(|()| 0),
         Command::Apply(task) => tasks::apply(&engine().await?, task).await.map(|()| 0),
         Command::TaskRun { id } => {

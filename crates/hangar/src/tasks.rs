@@ -798,6 +798,46 @@ pub async fn logs(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
     Ok(())
 }
 
+/// The egress proxy's decisions, one line each.
+pub async fn network_log(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
+    let (t, _) = load(engine, &args.task).await?;
+    let entries = engine.db().network_log(&t.id, args.attempt).await?;
+    if as_json {
+        return print_json(&json!({ "network": entries }));
+    }
+    let mut out = std::io::stdout().lock();
+    if entries.is_empty() {
+        writeln!(out, "no network activity recorded for task {}", t.id)?;
+    }
+    for e in &entries {
+        let target = if e.host.contains(':') {
+            format!("[{}]:{}", e.host, e.port)
+        } else {
+            format!("{}:{}", e.host, e.port)
+        };
+        write!(
+            out,
+            "{} #{} {:<11} {:<7} {target} {}",
+            rfc3339(e.ts_ms),
+            e.attempt,
+            e.phase,
+            e.method.as_deref().unwrap_or("CONNECT"),
+            e.decision
+        )?;
+        if e.bytes_up + e.bytes_down > 0 {
+            write!(out, " ({} up, {} down)", e.bytes_up, e.bytes_down)?;
+        }
+        if let Some(rule) = &e.rule {
+            write!(out, " by {rule}")?;
+        }
+        if let Some(note) = &e.note {
+            write!(out, " [{note}]")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 async fn stored_diff(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, u32, Vec<u8>)> {
     let (t, attempts) = load(engine, &args.task).await?;
     let idx = pick(&attempts, args.attempt, &t)?;

@@ -560,3 +560,59 @@ fn environments_from_flags_show_resolve_and_refuse_bad_files() {
         "hangar: failed to find environment `{name}` (see `hangar env list`)"
     )));
 }
+
+/// Regression: the ERR trap wrote to `$2`, which inside a script's function is the
+/// function's own argument, so a failure there lost its line.
+#[test]
+fn a_command_failing_inside_a_function_names_its_line() {
+    let name = unique("fnfail");
+    let repo = example(&name);
+    let r = repo.path();
+    let setup = "check() {\n  test -e \"$1\"\n}\ncheck /no/such/file";
+    ok_in(
+        r,
+        &[
+            "env", "create", &name, "--repo", ".", "--setup", setup, "--agent-script", "true",
+        ],
+        0,
+    );
+    let out = hangar_in(r, &["exec", "--quiet", "--env", &name, "go"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the setup script failed at line 2 (`test -e \"$1\"`) with exit code 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_network_shows_the_proxys_decisions() {
+    let name = unique("netlog");
+    let repo = example(&name);
+    let r = repo.path();
+    let agent = "curl -sS -o /dev/null https://blocked.example/ 2>&1 || true";
+    ok_in(
+        r,
+        &["env", "create", &name, "--repo", ".", "--agent-script", agent],
+        0,
+    );
+    let id = ok_in(r, &["exec", "--quiet", "--env", &name, "go"], 0);
+    let id = id.trim();
+    let text = ok_in(r, &["logs", id, "--network"], 0);
+    assert!(
+        text.contains("agent       CONNECT blocked.example:443 network-off by network.agent.access = off"),
+        "{text}"
+    );
+    let v = json_in(r, &["logs", id, "--network", "--json"]);
+    let entries = v["network"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{v}");
+    assert_eq!(
+        keys(&entries[0]),
+        [
+            "attempt", "bytes_down", "bytes_up", "decision", "host", "method", "note", "phase",
+            "port", "rule", "seq", "ts_ms"
+        ]
+    );
+    assert_eq!(entries[0]["decision"], "network-off");
+    assert_eq!(entries[0]["port"], 443);
+}
