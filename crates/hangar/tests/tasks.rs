@@ -572,7 +572,15 @@ fn a_command_failing_inside_a_function_names_its_line() {
     ok_in(
         r,
         &[
-            "env", "create", &name, "--repo", ".", "--setup", setup, "--agent-script", "true",
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "--setup",
+            setup,
+            "--agent-script",
+            "true",
         ],
         0,
     );
@@ -593,14 +601,24 @@ fn logs_network_shows_the_proxys_decisions() {
     let agent = "curl -sS -o /dev/null https://blocked.example/ 2>&1 || true";
     ok_in(
         r,
-        &["env", "create", &name, "--repo", ".", "--agent-script", agent],
+        &[
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "--agent-script",
+            agent,
+        ],
         0,
     );
     let id = ok_in(r, &["exec", "--quiet", "--env", &name, "go"], 0);
     let id = id.trim();
     let text = ok_in(r, &["logs", id, "--network"], 0);
     assert!(
-        text.contains("agent       CONNECT blocked.example:443 network-off by network.agent.access = off"),
+        text.contains(
+            "agent       CONNECT blocked.example:443 network-off by network.agent.access = off"
+        ),
         "{text}"
     );
     let v = json_in(r, &["logs", id, "--network", "--json"]);
@@ -609,8 +627,18 @@ fn logs_network_shows_the_proxys_decisions() {
     assert_eq!(
         keys(&entries[0]),
         [
-            "attempt", "bytes_down", "bytes_up", "decision", "host", "method", "note", "phase",
-            "port", "rule", "seq", "ts_ms"
+            "attempt",
+            "bytes_down",
+            "bytes_up",
+            "decision",
+            "host",
+            "method",
+            "note",
+            "phase",
+            "port",
+            "rule",
+            "seq",
+            "ts_ms"
         ]
     );
     assert_eq!(entries[0]["decision"], "network-off");
