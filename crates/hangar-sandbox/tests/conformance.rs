@@ -271,6 +271,36 @@ async fn file_access_resolves_inside_the_root(rt: RuntimeKind) {
     );
     let err = sb.read_file("/no/such/file").unwrap_err();
     assert!(err.to_string().contains("/no/such/file"), "{err}");
+    // A fifo would block a reader on the host until someone writes: it is refused.
+    stdout_of(&sb, "mkfifo /tmp/fifo; mkdir -p /tmp/d/sub; touch /tmp/d/f").await;
+    let err = sb.read_file("/tmp/fifo").unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let mut names = sb.list_dir("/tmp/d").unwrap();
+    names.sort();
+    assert_eq!(names, ["f", "sub"]);
+    sb.destroy().await.unwrap();
+}
+
+/// The host serves a socket bound inside the sandbox: the sandbox reaches it at its own
+/// 127.0.0.1, and the host's loopback does not have it.
+async fn a_listener_bound_inside_is_served_by_the_host(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    let listener = sb.listen("127.0.0.1:3128".parse().unwrap()).unwrap();
+    let served = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = [0u8; 5];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(b"pong\n").unwrap();
+        got
+    });
+    let out = stdout_of(
+        &sb,
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/3128; printf hello >&3; head -c 5 <&3'",
+    )
+    .await;
+    assert_eq!(out, "pong\n");
+    assert_eq!(&served.join().unwrap(), b"hello");
     sb.destroy().await.unwrap();
 }
 
@@ -402,6 +432,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_listener_bound_inside_is_served_by_the_host,
     commands_run_in_sequence_with_exactly_their_environment,
     sees_only_its_own_processes,
     has_only_loopback_and_it_is_up,
