@@ -397,3 +397,41 @@ async fn the_agent_phase_is_off_by_default() {
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].rule.as_deref(), Some("network.agent.access = off"));
 }
+
+/// The package-managers preset, end to end: setup may reach exactly the registries the
+/// image's own apt configuration names (whatever they are here), through the proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_package_managers_preset_opens_the_images_own_registries() {
+    let engine = common::engine().await;
+    let repo = hangar_testkit::repo_with(&[("README", b"apt\n")]);
+    let name = format!("apt-{}", TaskId::random());
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [setup]\nscript = '''\n{HELPERS}\n\
+         apt-get -q update -o Acquire::Retries=2 >/dev/null 2>&1 && echo 'probe apt ok' || echo 'probe apt failed'\n\
+         curl_probe other https://unlisted.example/\n'''\n\
+         [network.setup]\naccess = \"limited\"\npresets = [\"package-managers\"]\n\
+         [agent]\nscript = 'true'\n",
+        repo.path().display()
+    );
+    engine
+        .create_env("apt.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "apt")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "apt", "ok");
+    check(&p, "other", "403/000 blocked-by-allowlist");
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let allowed: Vec<&NetworkEntry> = log.iter().filter(|e| e.decision == "allowed").collect();
+    assert!(!allowed.is_empty(), "{log:#?}");
+    for e in allowed {
+        let rule = e.rule.as_deref().unwrap_or("");
+        assert!(
+            rule.starts_with("preset package-managers (from /etc/apt/sources.list"),
+            "{e:?}"
+        );
+    }
+}
