@@ -144,7 +144,7 @@ fn generate() -> Result<String> {
 /// Tells one installation's CA from another's in a certificate viewer.
 fn rand_tag() -> u32 {
     let mut b = [0u8; 4];
-    // The CN tag needs no strength; fall back to the clock if getrandom is unavailable.
+    // The CN tag needs no strength; the process id will do if urandom cannot be read.
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .is_err()

@@ -108,8 +108,14 @@ impl Proxy {
         let config = Arc::new(config);
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, say: back off rather than spin.
+                        tracing::warn!("the proxy failed to accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let current = rx.borrow().clone();
