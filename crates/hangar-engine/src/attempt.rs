@@ -574,11 +574,12 @@ impl Engine {
             std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
+        let ca = self.proxy_config()?.ca;
         let sandbox = self.sandbox(ctx, lowers, p).await?;
         let setup = self.setup(ctx, &sandbox, &p.steps).await;
         ctx.net = None;
         let cleaned = match &setup {
-            Ok(()) => match crate::net::remove_ca(&sandbox) {
+            Ok(()) => match crate::net::remove_ca(&sandbox, ca.cert_pem()) {
                 Ok(()) => sandbox
                     .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
                     .await

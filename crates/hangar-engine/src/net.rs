@@ -137,7 +137,7 @@ pub(crate) fn policy(
 impl Engine {
     /// The proxies' shared configuration: the installation's CA (made on first use under
     /// `<data dir>/proxy`) and the upstream trust store.
-    fn proxy_config(&self) -> Result<ProxyConfig> {
+    pub(crate) fn proxy_config(&self) -> Result<ProxyConfig> {
         if let Some(c) = self.net.config.get() {
             return Ok(c.clone());
         }
@@ -201,21 +201,19 @@ fn install_ca(sandbox: &Sandbox, pem: &str) -> Result<()> {
 }
 
 /// Takes the hangar CA back out of the image's trust store before an upper directory
-/// becomes a snapshot: the snapshot may travel to another installation.
-pub(crate) fn remove_ca(sandbox: &Sandbox) -> hangar_sandbox::Result<()> {
+/// becomes a snapshot: the snapshot may travel to another installation. The CA comes
+/// from the host, not from the sandbox's copy, which setup could have changed.
+pub(crate) fn remove_ca(sandbox: &Sandbox, pem: &str) -> hangar_sandbox::Result<()> {
     let Ok(system) = sandbox.read_file(SYSTEM_BUNDLE) else {
         return Ok(());
     };
     let text = String::from_utf8_lossy(&system);
-    let ca = sandbox.read_file(&ca_file()).unwrap_or_default();
-    let ca = String::from_utf8_lossy(&ca);
-    let ca = ca.trim();
-    if ca.is_empty() || !text.contains(ca) {
+    let ca = pem.trim();
+    if !text.contains(ca) {
         return Ok(());
     }
-    let cleaned = text.replacen(&format!("{ca}\n"), "", 1).replacen(ca, "", 1);
-    sandbox.write_file(SYSTEM_BUNDLE, cleaned.as_bytes(), 0o644)?;
-    Ok(())
+    let cleaned = text.replacen(&format!("{ca}\n"), "", 1);
+    sandbox.write_file(SYSTEM_BUNDLE, cleaned.as_bytes(), 0o644)
 }
 
 /// Writes an attempt's audit entries to the store as they come, redacted.

@@ -235,6 +235,33 @@ impl Conn {
         resp
     }
 
+    /// Connects to the entry's destination and counts what passes; the entry (with
+    /// `note` once connected) is logged with the byte counts when the returned guard
+    /// drops, or at once if this fails.
+    async fn open(
+        self: &Arc<Self>,
+        mut entry: AuditEntry,
+        internal_ok: bool,
+        note: Option<String>,
+    ) -> Result<(Counted<TcpStream>, LogOnClose), Response<Body>> {
+        let upstream = match self.connect(&entry.host, entry.port, internal_ok).await {
+            Ok(s) => s,
+            Err(Fail::Internal(why)) => {
+                return Err(self.refuse(entry, Reason::PrivateAddress, why))
+            }
+            Err(Fail::Unreachable(why)) => return Err(self.fail(entry, why)),
+        };
+        entry.note = note;
+        let counted = Counted::new(upstream);
+        let guard = LogOnClose {
+            conn: self.clone(),
+            entry: Some(entry),
+            up: counted.up.clone(),
+            down: counted.down.clone(),
+        };
+        Ok((counted, guard))
+    }
+
     /// Resolves `host` and connects to one of its addresses, every one of which must be
     /// external unless a rule names this exact host and port. The addresses checked are
     /// the addresses connected to: no second lookup, no rebinding window.
@@ -302,29 +329,22 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
     let Some((host, port)) = authority(req.uri(), 443) else {
         return status(StatusCode::BAD_REQUEST, "hangar: CONNECT needs host:port\n");
     };
-    let entry = conn.entry(None, &host, port);
-    let (rule, internal_ok, intercept) = match conn.policy.check_host(&host, port) {
+    let mut entry = conn.entry(None, &host, port);
+    let (internal_ok, intercept) = match conn.policy.check_host(&host, port) {
         Verdict::Block { reason, rule } => return conn.refuse(entry, reason, rule),
         Verdict::Allow {
             rule,
             internal_ok,
             intercept,
-        } => (rule, internal_ok, intercept),
+        } => {
+            entry.rule = rule;
+            (internal_ok, intercept)
+        }
     };
-    let upstream = match conn.connect(&host, port, internal_ok).await {
-        Ok(s) => s,
-        Err(Fail::Internal(why)) => return conn.refuse(entry, Reason::PrivateAddress, why),
-        Err(Fail::Unreachable(why)) => return conn.fail(entry, why),
-    };
-    let mut entry = entry;
-    entry.rule = rule;
-    entry.note = Some(if intercept { "intercept" } else { "tunnel" }.into());
-    let counted = Counted::new(upstream);
-    let guard = LogOnClose {
-        conn: conn.clone(),
-        entry: Some(entry),
-        up: counted.up.clone(),
-        down: counted.down.clone(),
+    let note = Some(if intercept { "intercept" } else { "tunnel" }.into());
+    let (counted, guard) = match conn.open(entry, internal_ok, note).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let work_conn = conn.clone();
     conn.cut.spawn(async move {
@@ -466,22 +486,14 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
     if let Some(rule) = conn.policy.check_method(&method) {
         return conn.refuse(entry, Reason::Method, rule);
     }
-    let upstream = match conn.connect(&host, port, internal_ok).await {
-        Ok(s) => s,
-        Err(Fail::Internal(why)) => return conn.refuse(entry, Reason::PrivateAddress, why),
-        Err(Fail::Unreachable(why)) => return conn.fail(entry, why),
-    };
-    entry.note = inject(&mut req, &conn.policy, &host, port);
+    let note = inject(&mut req, &conn.policy, &host, port);
     for h in ["proxy-connection", "proxy-authorization", "keep-alive"] {
         req.headers_mut().remove(h);
     }
     *req.uri_mut() = origin_form(req.uri());
-    let counted = Counted::new(upstream);
-    let guard = LogOnClose {
-        conn: conn.clone(),
-        entry: Some(entry),
-        up: counted.up.clone(),
-        down: counted.down.clone(),
+    let (counted, guard) = match conn.open(entry, internal_ok, note).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let (mut sender, upstream_conn) =
         match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
