@@ -6,6 +6,7 @@
 pub mod cgroup;
 mod control;
 mod error;
+mod mounts;
 pub mod netns;
 pub mod overlay;
 pub mod runtime;
@@ -13,6 +14,7 @@ mod sandbox;
 pub mod spec;
 
 pub use error::{Result, SandboxError};
+pub use mounts::ReadOnly;
 pub use netns::netns_names;
 pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{

@@ -588,6 +588,15 @@ impl Sandbox {
         crate::netns::listen_in(self.netns_path(), addr)
     }
 
+    /// Mounts a directory of the sandbox (absolute, no symlink on the way) read-only over
+    /// itself until [`crate::ReadOnly::undo`] or teardown. Nothing in the sandbox can undo
+    /// it: its processes lack the capability to unmount.
+    pub fn read_only(&self, path: &str) -> Result<crate::ReadOnly> {
+        let parts = self.parts();
+        let pid = crate::mounts::init_pid(&parts.cgroups, &parts.cgroup)?;
+        crate::ReadOnly::mount(pid, path)
+    }
+
     /// Writes (creating or truncating) a file of the sandbox's root filesystem, resolved
     /// inside the root as [`Sandbox::read_file`] does. The parent directory must exist.
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {

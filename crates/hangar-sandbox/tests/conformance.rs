@@ -417,6 +417,34 @@ async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
     next.destroy().await.unwrap();
     std::fs::remove_dir_all(&dest).unwrap();
 }
+async fn a_read_only_directory_cannot_be_written_moved_or_unmounted(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    stdout_of(
+        &sb,
+        "mkdir -p /workspace/r && echo a > /workspace/r/f && ln -s /workspace /ws",
+    )
+    .await;
+    let err = sb.read_only("/ws").unwrap_err().to_string();
+    assert!(err.contains("no symlinks"), "{err}");
+    let ro = sb.read_only("/workspace").unwrap();
+    for attempt in [
+        "echo b > /workspace/r/f",
+        "touch /workspace/r/new",
+        "mv /workspace /moved",
+        "umount -l /workspace",
+        "mount -o remount,rw /workspace",
+    ] {
+        let out = sb.output(sh(attempt)).await.unwrap();
+        assert!(!out.status.success(), "`{attempt}` succeeded");
+    }
+    assert_eq!(stdout_of(&sb, "cat /workspace/r/f").await, "a\n");
+    // Writable elsewhere, and again once undone.
+    stdout_of(&sb, "touch /tmp/x").await;
+    ro.undo().unwrap();
+    stdout_of(&sb, "echo c > /workspace/r/f").await;
+    assert_eq!(stdout_of(&sb, "cat /workspace/r/f").await, "c\n");
+    sb.destroy().await.unwrap();
+}
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -432,6 +460,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_read_only_directory_cannot_be_written_moved_or_unmounted,
     a_listener_bound_inside_is_served_by_the_host,
     commands_run_in_sequence_with_exactly_their_environment,
     sees_only_its_own_processes,

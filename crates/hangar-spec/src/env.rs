@@ -259,6 +259,22 @@ pub struct Agent {
     pub check: Option<String>,
 }
 
+impl Agent {
+    /// The endpoint's exact host and port (the scheme's port when it names none), as a
+    /// rule, and whether it is https.
+    pub fn endpoint_rule(&self) -> Option<(HostRule, bool)> {
+        let url = self.endpoint.as_deref()?;
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(r) => (true, r),
+            None => (false, url.strip_prefix("http://")?),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let mut rule = HostRule::parse(authority).ok()?;
+        rule.port.get_or_insert(if tls { 443 } else { 80 });
+        Some((rule, tls))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cache {
     #[serde(serialize_with = "ser_duration")]
@@ -648,6 +664,16 @@ impl RawEnv {
         };
 
         let agent = validate_agent(cx, self.agent, &secrets);
+        // The model key serves the agent only (as a placeholder, projected for the
+        // endpoint), unless its declaration names other phases.
+        let mut secrets = secrets;
+        if let Some(key) = agent.as_ref().and_then(|a| a.key.as_ref()) {
+            if let (Some(decl), Some(raw)) = (secrets.get_mut(key), self.secrets.get(key)) {
+                if raw.get_ref().phases.is_none() {
+                    decl.phases.clear();
+                }
+            }
+        }
         let on_secret_leak = match &self.setup.on_secret_leak {
             Some(p) => cx
                 .check("setup.on_secret_leak", p, |s| s.parse::<LeakPolicy>())
@@ -1176,5 +1202,44 @@ pids = 4096
         );
         assert!(HostRule::parse("a_b.com").is_err());
         assert!(HostRule::parse("x.com:0").is_err());
+    }
+
+    #[test]
+    fn the_model_key_serves_the_agent_only_unless_told() {
+        let head = "name = \"m\"\nrepo = \"/srv/m\"\nimage = \"i\"\n";
+        let env = Environment::parse(
+            "m.toml",
+            &format!("{head}[secrets.K]\n[agent]\nendpoint = \"http://127.0.0.1:18100/v1\"\nkey = \"K\"\n"),
+        )
+        .unwrap();
+        assert!(env.secrets["K"].phases.is_empty());
+        let env = Environment::parse(
+            "m.toml",
+            &format!("{head}[secrets.K]\nphases = [\"setup\"]\n[agent]\nendpoint = \"https://m.test/v1\"\nkey = \"K\"\n"),
+        )
+        .unwrap();
+        assert_eq!(env.secrets["K"].phases, vec![SecretPhase::Setup]);
+    }
+
+    #[test]
+    fn endpoint_rules_name_the_exact_host_and_port() {
+        let check = |url: &str, expected: Option<(&str, bool)>| {
+            let agent = Agent {
+                endpoint: Some(url.into()),
+                ..Environment::parse("m", "name = \"m\"\nrepo = \"/r\"\nimage = \"i\"\n")
+                    .unwrap()
+                    .agent
+            };
+            let got = agent.endpoint_rule().map(|(r, tls)| (r.to_string(), tls));
+            assert_eq!(got, expected.map(|(r, tls)| (r.to_string(), tls)), "{url}");
+        };
+        check(
+            "http://127.0.0.1:18100/v1",
+            Some(("127.0.0.1:18100", false)),
+        );
+        check("https://api.test/v1", Some(("api.test:443", true)));
+        check("http://Models.Test", Some(("models.test:80", false)));
+        check("http://[::1]:8080/v1", Some(("[::1]:8080", false)));
+        check("ftp://x", None);
     }
 }

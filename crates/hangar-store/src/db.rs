@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
+use hangar_spec::{Approval, AttemptStatus, Harness, Phase, TaskId, TaskStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
@@ -93,6 +93,9 @@ pub struct NewTask {
     pub branch: Option<String>,
     pub commit: Option<String>,
     pub agent_script: Option<String>,
+    /// Over the environment's `[agent] harness` and `approval`.
+    pub harness: Option<Harness>,
+    pub approval: Option<Approval>,
     pub attempts: u32,
 }
 
@@ -108,12 +111,29 @@ pub struct TaskRecord {
     pub branch: Option<String>,
     pub commit: Option<String>,
     pub agent_script: Option<String>,
+    pub harness: Option<Harness>,
+    pub approval: Option<Approval>,
     pub status: TaskStatus,
     pub created_ms: i64,
     pub updated_ms: i64,
     pub attempt_total: u32,
     /// The diff summary of the task's leading attempt (the first ready one, else the first).
     pub summary: Option<DiffSummary>,
+}
+
+/// One event of an agent's run, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    /// message, command, file, error or final.
+    pub kind: String,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -523,8 +543,9 @@ impl Db {
             .map_err(query("begin a transaction"))?;
         sqlx::query(
             "INSERT INTO tasks (id, workspace, environment, environment_version, spec, title, prompt,
-                                branch, git_commit, agent_script, status, created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                branch, git_commit, agent_script, harness, approval, status,
+                                created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.as_str())
         .bind(&t.workspace)
@@ -536,6 +557,8 @@ impl Db {
         .bind(&t.branch)
         .bind(&t.commit)
         .bind(&t.agent_script)
+        .bind(t.harness.map(|h| h.as_str()))
+        .bind(t.approval.map(|a| a.as_str()))
         .bind(TaskStatus::Pending.as_str())
         .bind(now)
         .bind(now)
@@ -911,6 +934,60 @@ impl Db {
             .map_err(query("commit network log entries"))
     }
 
+    pub async fn append_events(&self, task: &TaskId, events: &[EventRow]) -> DbResult<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO agent_events (task_id, attempt, seq, ts_ms, kind, text, exit_code, detail)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(task.as_str())
+            .bind(e.attempt)
+            .bind(e.seq)
+            .bind(e.ts_ms)
+            .bind(&e.kind)
+            .bind(&e.text)
+            .bind(e.exit_code)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("store the agent's events"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(query("commit the agent's events"))
+    }
+
+    /// The agent's events for a task (one attempt, or all), in order.
+    pub async fn events(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM agent_events WHERE task_id = ? AND (? IS NULL OR attempt = ?)
+             ORDER BY attempt, seq",
+        )
+        .bind(task.as_str())
+        .bind(attempt)
+        .bind(attempt)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("read the agent's events"))?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                attempt: r.get::<u32, _>("attempt"),
+                seq: r.get("seq"),
+                ts_ms: r.get("ts_ms"),
+                kind: r.get("kind"),
+                text: r.get("text"),
+                exit_code: r.get("exit_code"),
+                detail: r.get("detail"),
+            })
+            .collect())
+    }
+
     /// The proxy's decisions for a task (one attempt, or all), in order.
     pub async fn network_log(
         &self,
@@ -1065,6 +1142,16 @@ fn task_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<TaskRecord> {
         branch: r.get("branch"),
         commit: r.get("git_commit"),
         agent_script: r.get("agent_script"),
+        harness: r
+            .get::<Option<String>, _>("harness")
+            .map(|h| h.parse())
+            .transpose()
+            .map_err(corrupt("task harness"))?,
+        approval: r
+            .get::<Option<String>, _>("approval")
+            .map(|a| a.parse())
+            .transpose()
+            .map_err(corrupt("task approval"))?,
         status: r
             .get::<String, _>("status")
             .parse()
@@ -1129,6 +1216,8 @@ mod tests {
             branch: None,
             commit: None,
             agent_script: None,
+            harness: None,
+            approval: None,
             attempts: 2,
         }
     }
