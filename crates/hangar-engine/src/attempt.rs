@@ -37,16 +37,16 @@ pub(crate) struct AttemptPlan<'a> {
 }
 
 /// A phase that ended the attempt early.
-struct Stop {
-    status: AttemptStatus,
-    error: String,
-    exit_code: Option<i32>,
+pub(crate) struct Stop {
+    pub status: AttemptStatus,
+    pub error: String,
+    pub exit_code: Option<i32>,
     /// The phase it happened in (set by [`timed`]).
-    phase: Option<Phase>,
+    pub phase: Option<Phase>,
 }
 
 impl Stop {
-    fn error(error: impl Into<String>) -> Stop {
+    pub(crate) fn error(error: impl Into<String>) -> Stop {
         Stop {
             status: AttemptStatus::Error,
             error: error.into(),
@@ -79,16 +79,16 @@ struct Own<'a> {
 }
 
 /// The attempt's sandbox and what every exec in it shares.
-struct Ctx<'a> {
-    plan: &'a AttemptPlan<'a>,
-    logger: Logger,
-    workdir: String,
-    base_env: Vec<(String, String)>,
-    cancel: watch::Receiver<bool>,
-    secrets: EnvSecrets,
+pub(crate) struct Ctx<'a> {
+    pub plan: &'a AttemptPlan<'a>,
+    pub logger: Logger,
+    pub workdir: String,
+    pub base_env: Vec<(String, String)>,
+    pub cancel: watch::Receiver<bool>,
+    pub secrets: EnvSecrets,
     /// The proxy of the sandbox in use.
-    net: Option<SandboxNet>,
-    audit: mpsc::UnboundedSender<hangar_net::AuditEntry>,
+    pub net: Option<SandboxNet>,
+    pub audit: mpsc::UnboundedSender<hangar_net::AuditEntry>,
 }
 
 impl Ctx<'_> {
@@ -104,7 +104,7 @@ impl Ctx<'_> {
     }
 
     /// Runs a step with the phase's environment plus `extra`; a cancel ends the attempt.
-    async fn run(
+    pub(crate) async fn run(
         &mut self,
         sandbox: &Sandbox,
         mut step: Step<'_>,
@@ -159,7 +159,7 @@ impl Ctx<'_> {
     }
 
     /// Runs a user script (setup, maintenance, agent): a failure names its line.
-    async fn user(
+    pub(crate) async fn user(
         &mut self,
         sandbox: &Sandbox,
         phase: Phase,
@@ -215,7 +215,7 @@ impl Ctx<'_> {
 }
 
 /// Runs one phase, recording its timing and telling the progress callback.
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     engine: &Engine,
     plan: &AttemptPlan<'_>,
     phase: Phase,
@@ -248,7 +248,7 @@ async fn timed<T>(
     out
 }
 
-fn cancelled() -> Stop {
+pub(crate) fn cancelled() -> Stop {
     Stop {
         status: AttemptStatus::Cancelled,
         error: "cancelled".into(),
@@ -298,8 +298,8 @@ g diff --cached --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANG
 "#;
 
 /// What preparing found: the image, the mirror, and whether a snapshot serves.
-struct Prepared {
-    layers: Vec<(hangar_store::Digest, PathBuf)>,
+pub(crate) struct Prepared {
+    pub layers: Vec<(hangar_store::Digest, PathBuf)>,
     defaults: ImageDefaults,
     mirror: PathBuf,
     components: KeyComponents,
@@ -427,6 +427,7 @@ impl Engine {
         }
 
         let mut lowers = vec![snapshot];
+        lowers.extend(self.harness_layer(ctx, &p).await?);
         lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
         let sandbox = self.sandbox(ctx, lowers, &p).await?;
         store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]).map_err(EngineError::from)?;
@@ -477,7 +478,7 @@ impl Engine {
 
     /// A sandbox over `lowers` with the mirror mounted, recorded on the attempt.
     /// Its proxy is started (reaching nothing until a phase is entered) into `ctx.net`.
-    async fn sandbox(
+    pub(crate) async fn sandbox(
         &self,
         ctx: &mut Ctx<'_>,
         lowers: Vec<PathBuf>,
@@ -535,7 +536,12 @@ impl Engine {
                 String::from_utf8_lossy(&mkdir.stderr).trim()
             )));
         }
-        ctx.net = Some(self.start_net(sandbox, &ctx.base_env, ctx.audit.clone())?);
+        ctx.net = Some(self.start_net(
+            sandbox,
+            &ctx.base_env,
+            &ctx.plan.env.agent,
+            ctx.audit.clone(),
+        )?);
         Ok(())
     }
 
@@ -826,20 +832,7 @@ impl Engine {
             .await?;
         }
 
-        let agent = timed(self, plan, Phase::Agent, async {
-            let res = ctx
-                .user(
-                    sandbox,
-                    Phase::Agent,
-                    "agent script",
-                    plan.agent_script,
-                    &[("HANGAR_PROMPT", plan.prompt)],
-                    Some(env.agent.timeout),
-                )
-                .await?;
-            Ok(res)
-        })
-        .await;
+        let agent = timed(self, plan, Phase::Agent, self.run_agent(ctx, sandbox)).await;
         // The diff is collected whether or not the agent succeeded: a failed agent's
         // partial work is still worth reading.
         let collected = timed(self, plan, Phase::Collect, async {
@@ -868,7 +861,12 @@ impl Engine {
         .await;
         let (patch, summary, tree) = collected?;
         let (status, final_message, exit_code, error) = match agent {
-            Ok(res) => (AttemptStatus::Ready, res.last_stdout, res.status.code, None),
+            Ok(done) => (
+                AttemptStatus::Ready,
+                done.final_message,
+                done.exit_code,
+                None,
+            ),
             Err(stop) => (stop.status, None, stop.exit_code, Some(stop.error)),
         };
         if let Some(e) = &error {

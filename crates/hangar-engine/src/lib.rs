@@ -2,6 +2,7 @@
 //! runs each attempt through its phases in a sandbox, stores logs, timings and the diff,
 //! and applies a finished diff to a user's checkout. It speaks no HTTP.
 
+mod agent;
 mod apply;
 mod attempt;
 pub mod autoinstall;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_sandbox::{HostConfig, RuntimeKind};
-use hangar_spec::{Environment, Harness, Phase, TaskId};
+use hangar_spec::{Approval, Environment, Harness, Phase, TaskId};
 use hangar_store::db::{
     Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
 };
@@ -66,6 +67,29 @@ pub struct TaskRequest {
     pub commit: Option<String>,
     /// The agent script's text (`hangar exec --script FILE`), instead of the environment's.
     pub script: Option<String>,
+    /// Over the environment's `[agent] harness` and `approval`.
+    pub harness: Option<Harness>,
+    pub approval: Option<Approval>,
+}
+
+/// The environment's `[agent]` with a task's choices over it.
+fn effective_agent(
+    env: &Environment,
+    harness: Option<Harness>,
+    approval: Option<Approval>,
+    script: Option<&str>,
+) -> hangar_spec::Agent {
+    let mut agent = env.agent.clone();
+    if let Some(h) = harness {
+        agent.harness = h;
+    }
+    if let Some(a) = approval {
+        agent.approval = a;
+    }
+    if let Some(s) = script {
+        agent.script = Some(s.to_string());
+    }
+    agent
 }
 
 /// The engine over one data directory.
@@ -193,7 +217,14 @@ impl Engine {
 
     /// Takes the lock that makes one builder (or importer) per key; others wait here.
     async fn lock_snapshot(&self, key: &str) -> Result<std::fs::File> {
-        let parent = self.store.root().join("snapshots");
+        self.lock_in(&self.store.root().join("snapshots"), key)
+            .await
+    }
+
+    /// Takes the lock `<parent>/<key>.lock`, waiting for its holder.
+    async fn lock_in(&self, parent: &std::path::Path, key: &str) -> Result<std::fs::File> {
+        let parent = parent.to_path_buf();
+        let parent_for_error = parent.clone();
         let lock_path = parent.join(format!("{key}.lock"));
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&parent).map_err(error::io_err("create", &parent))?;
@@ -205,7 +236,7 @@ impl Engine {
         .await
         .map_err(|e| EngineError::Io {
             action: "wait for the lock of",
-            path: self.snapshot_dir(key),
+            path: parent_for_error.join(key),
             source: std::io::Error::other(e.to_string()),
         })?
     }
@@ -325,21 +356,40 @@ impl Engine {
                 )));
             }
         }
-        if env.agent.harness != Harness::Script {
-            return Err(EngineError::BadRequest(format!(
-                "environment `{}` uses the `{}` harness; this version runs the `script` harness only",
-                env.name, env.agent.harness
-            )));
-        }
         let missing = self.unset_secrets(&env).await?;
         if !missing.is_empty() {
             return Err(secrets::missing_secrets(&env, &missing));
         }
-        if req.script.is_none() && env.agent.script.is_none() {
+        let agent = effective_agent(&env, req.harness, req.approval, req.script.as_deref());
+        if agent.harness == Harness::Script && agent.script.is_none() {
             return Err(EngineError::BadRequest(format!(
-                "environment `{}` has no [agent] script; give one with --script FILE",
+                "environment `{}` has no [agent] script; give one with --script FILE, or \
+                 choose an agent CLI with --harness",
                 env.name
             )));
+        }
+        if agent.harness != Harness::Script {
+            if agent.endpoint.is_none() {
+                return Err(EngineError::BadRequest(format!(
+                    "the `{}` harness needs the model's endpoint: set [agent] endpoint in \
+                     environment `{}`",
+                    agent.harness, env.name
+                )));
+            }
+            if let Some((rule, true)) = agent.endpoint_rule() {
+                let local = rule.pattern == "localhost"
+                    || rule
+                        .pattern
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if local {
+                    return Err(EngineError::BadRequest(format!(
+                        "[agent] endpoint of environment `{}` is https on the host's loopback; \
+                         use http there (the sandbox reaches it through hangar)",
+                        env.name
+                    )));
+                }
+            }
         }
         let task = NewTask {
             id: TaskId::random(),
@@ -352,6 +402,8 @@ impl Engine {
             branch: req.branch.clone(),
             commit: req.commit.clone(),
             agent_script: req.script.clone(),
+            harness: req.harness,
+            approval: req.approval,
             attempts: 1,
         };
         Ok(self.db.create_task(&task).await?)
@@ -365,12 +417,14 @@ impl Engine {
         cancel: watch::Receiver<bool>,
     ) -> Result<TaskRecord> {
         let task = self.db.task(&self.workspace, id).await?;
-        let env = Environment::parse(&format!("task {id}'s environment"), &task.spec)?;
-        let script = task
-            .agent_script
-            .clone()
-            .or_else(|| env.agent.script.clone())
-            .unwrap_or_default();
+        let mut env = Environment::parse(&format!("task {id}'s environment"), &task.spec)?;
+        env.agent = effective_agent(
+            &env,
+            task.harness,
+            task.approval,
+            task.agent_script.as_deref(),
+        );
+        let script = env.agent.script.clone().unwrap_or_default();
         let attempts = self.db.attempts(id).await?;
         for a in attempts
             .iter()

@@ -11,7 +11,7 @@ use hangar_net::{
 use hangar_sandbox::Sandbox;
 use hangar_secrets::Redactor;
 use hangar_spec::TaskId;
-use hangar_spec::{Environment, Phase, Preset};
+use hangar_spec::{Access, Approval, Environment, Phase, Preset};
 use hangar_store::db::{Db, NetworkEntry};
 use tokio::sync::mpsc;
 
@@ -70,8 +70,10 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
     ] {
         env.push((k.into(), ca_bundle()));
     }
-    // Node adds these to its built-in roots rather than replacing them.
+    // Node adds these to its built-in roots rather than replacing them; its own fetch
+    // ignores the proxy variables unless told.
     env.push(("NODE_EXTRA_CA_CERTS".into(), ca_file()));
+    env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
     env
 }
 
@@ -88,6 +90,16 @@ impl SandboxNet {
             self.proxy
                 .set_policy(policy(env, phase, secrets, &self.presets));
         }
+    }
+
+    /// hangar's own install of a harness's CLI: any public host, TLS opened so the
+    /// upstream is verified with the host's trust store, no secrets.
+    pub(crate) fn enter_install(&self) {
+        self.proxy.set_policy(PhasePolicy {
+            access: Access::Unrestricted,
+            intercept_all: true,
+            ..PhasePolicy::off("install")
+        });
     }
 }
 
@@ -112,6 +124,20 @@ pub(crate) fn policy(
         .iter()
         .map(|h| Rule::new(h.clone(), format!("network.{name}.allow")))
         .collect();
+    let mut access = table.access;
+    if phase == Phase::Agent {
+        if env.agent.approval == Approval::FullAccess {
+            access = Access::Unrestricted;
+        }
+        // The model endpoint, by that rule alone: even a host-local address, and even
+        // when the agent's network is off.
+        if let Some((rule, _)) = env.agent.endpoint_rule() {
+            allow.push(Rule::new(rule, "agent.endpoint"));
+            if access == Access::Off {
+                access = Access::Limited;
+            }
+        }
+    }
     if table.presets.contains(&Preset::PackageManagers) {
         allow.extend(presets.iter().map(|p| {
             Rule::new(
@@ -122,7 +148,7 @@ pub(crate) fn policy(
     }
     PhasePolicy {
         phase: name.to_string(),
-        access: table.access,
+        access,
         allow,
         deny: table
             .deny
@@ -131,6 +157,7 @@ pub(crate) fn policy(
             .collect(),
         methods: table.methods.clone(),
         injections: secrets.injections(env, phase),
+        intercept_all: false,
     }
 }
 
@@ -157,6 +184,7 @@ impl Engine {
         &self,
         sandbox: &Sandbox,
         image_env: &[(String, String)],
+        agent: &hangar_spec::Agent,
         audit: mpsc::UnboundedSender<AuditEntry>,
     ) -> Result<SandboxNet> {
         let config = self.proxy_config()?;
@@ -176,9 +204,30 @@ impl Engine {
         });
         let addr = PROXY_ADDR.parse().expect("a socket address");
         let listener = sandbox.listen(addr)?;
-        let proxy = Proxy::start(listener, config, PhasePolicy::off("prepare"), audit)?;
+        let mut proxy = Proxy::start(listener, config, PhasePolicy::off("prepare"), audit)?;
+        if let Some((addr, host, port)) = loopback_endpoint(agent) {
+            proxy.forward(sandbox.listen(addr)?, &host, port)?;
+        }
         Ok(SandboxNet { proxy, presets })
     }
+}
+
+/// A model endpoint on the host's loopback: the sandbox has a loopback of its own, so the
+/// same address there is served by the proxy, forwarding to the host's (what the CLI
+/// sends there is checked, logged and given its key as through the proxy).
+fn loopback_endpoint(agent: &hangar_spec::Agent) -> Option<(std::net::SocketAddr, String, u16)> {
+    let (rule, tls) = agent.endpoint_rule()?;
+    let port = rule.port?;
+    let ip = match rule.pattern.as_str() {
+        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+        other => other
+            .parse()
+            .ok()
+            .filter(|ip: &std::net::IpAddr| ip.is_loopback())?,
+    };
+    // The proxy's own port is taken, and TLS to a loopback name cannot be verified.
+    let addr = std::net::SocketAddr::new(ip, port);
+    (!tls && addr.to_string() != PROXY_ADDR).then(|| (addr, rule.pattern.clone(), port))
 }
 
 /// The hangar CA alone, a bundle of the image's roots plus it (what the variables name),

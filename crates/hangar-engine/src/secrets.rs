@@ -71,6 +71,18 @@ impl EnvSecrets {
             };
             out.push((s.name.clone(), value));
         }
+        if phase == SecretPhase::Agent {
+            // The harness hands this to the CLI; without a key, CLIs that insist on one
+            // get a dummy.
+            let key = env
+                .agent
+                .key
+                .as_ref()
+                .and_then(|k| self.named.iter().position(|s| &s.name == k))
+                .map(|i| self.placeholders[i].clone())
+                .unwrap_or_else(|| "hangar-no-key".into());
+            out.push((hangar_harness::KEY_VAR.into(), key));
+        }
         out
     }
 
@@ -99,6 +111,24 @@ impl EnvSecrets {
                 header: inject.header.to_ascii_lowercase(),
                 format: inject.format.clone(),
             });
+        }
+        // The model key, projected for the endpoint's exact host and port, in the header
+        // the harness's CLI puts it in.
+        let agent = &env.agent;
+        if let (SecretPhase::Agent, Some(key), Some((rule, _))) =
+            (phase, &agent.key, agent.endpoint_rule())
+        {
+            if let Some(i) = self.named.iter().position(|s| &s.name == key) {
+                let wire = hangar_harness::harness(agent.harness).key_header();
+                out.push(Injection {
+                    name: key.clone(),
+                    placeholder: self.placeholders[i].clone(),
+                    value: self.named[i].value.clone(),
+                    hosts: vec![rule],
+                    header: wire.header.to_string(),
+                    format: wire.format.to_string(),
+                });
+            }
         }
         out
     }

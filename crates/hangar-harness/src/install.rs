@@ -13,14 +13,6 @@ const NODE: &str = "24.16.0";
 const NPM: &str = "11.19.1";
 const UV: &str = "0.13.9";
 
-/// The registries an install script fetches from, as the host's package managers are
-/// configured: `HANGAR_NPM_REGISTRY` and `HANGAR_PIP_INDEX_URL` in its environment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Registries {
-    pub npm: Option<String>,
-    pub pip_index: Option<String>,
-}
-
 /// A CLI's install.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Install {

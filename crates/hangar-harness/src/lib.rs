@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 pub use events::{AgentEvent, EventKind};
 pub use hangar_spec::Harness as Kind;
-pub use install::{Install, Registries};
+pub use install::{prefix, Install, Needs};
 
 /// Where a run keeps its state in the sandbox: a fresh home, config and output files.
 pub const RUN_DIR: &str = "/.hangar/run/agent";

@@ -48,6 +48,7 @@ async fn run(upstream: Upstream) {
         deny: Vec::new(),
         methods,
         injections: Vec::new(),
+        intercept_all: false,
     };
     let start = |methods: Vec<String>| {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

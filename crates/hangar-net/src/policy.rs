@@ -80,6 +80,9 @@ pub struct PhasePolicy {
     /// Upper case; empty means any method.
     pub methods: Vec<String>,
     pub injections: Vec<Injection>,
+    /// Open TLS for every allowed host, so the upstream is verified with the host's
+    /// trust store (hangar's own installs, behind a TLS-inspecting egress, need it).
+    pub intercept_all: bool,
 }
 
 /// The host check's outcome.
@@ -109,6 +112,7 @@ impl PhasePolicy {
             deny: Vec::new(),
             methods: Vec::new(),
             injections: Vec::new(),
+            intercept_all: false,
         }
     }
 
@@ -130,8 +134,9 @@ impl PhasePolicy {
             };
         }
         let internal_ok = self.allow.iter().any(|r| r.names_exactly(host, port));
-        let intercept =
-            !self.methods.is_empty() || self.injections.iter().any(|i| i.applies_to(host, port));
+        let intercept = self.intercept_all
+            || !self.methods.is_empty()
+            || self.injections.iter().any(|i| i.applies_to(host, port));
         match self.access {
             Access::Unrestricted => Verdict::Allow {
                 rule: None,
@@ -193,6 +198,7 @@ mod tests {
             deny: deny.iter().map(|r| rule(r, "network.agent.deny")).collect(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             injections: Vec::new(),
+            intercept_all: false,
         }
     }
 
@@ -334,5 +340,16 @@ mod tests {
         );
         check(&p, "b.test:443", "allow network.agent.allow b.test");
         assert_eq!(p.check_method("POST"), None);
+        p.intercept_all = true;
+        check(
+            &p,
+            "b.test:443",
+            "allow network.agent.allow b.test intercept",
+        );
+        check(
+            &p,
+            "c.test:443",
+            "blocked-by-allowlist (no rule of network.agent allows c.test:443)",
+        );
     }
 }

@@ -79,7 +79,9 @@ struct Epoch {
 /// A running proxy. Dropping it stops accepting and ends every connection.
 pub struct Proxy {
     epoch: watch::Sender<Epoch>,
-    accept: tokio::task::JoinHandle<()>,
+    config: Arc<ProxyConfig>,
+    audit: mpsc::UnboundedSender<AuditEntry>,
+    accepts: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -88,6 +90,15 @@ impl std::fmt::Debug for Proxy {
             .field("phase", &self.epoch.borrow().policy.phase)
             .finish_non_exhaustive()
     }
+}
+
+/// What a listener serves.
+#[derive(Clone)]
+enum Mode {
+    /// A forward proxy: CONNECT, and absolute-form plain HTTP.
+    Proxy,
+    /// Plain HTTP to one destination, for clients that talk to it as if it were local.
+    Forward { host: String, port: u16 },
 }
 
 impl Proxy {
@@ -99,14 +110,44 @@ impl Proxy {
         policy: PhasePolicy,
         audit: mpsc::UnboundedSender<AuditEntry>,
     ) -> Result<Proxy> {
-        listener.set_nonblocking(true).map_err(NetError::Serve)?;
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(NetError::Serve)?;
-        let (epoch, rx) = watch::channel(Epoch {
+        let (epoch, _) = watch::channel(Epoch {
             generation: 0,
             policy: Arc::new(policy),
         });
-        let config = Arc::new(config);
-        let accept = tokio::spawn(async move {
+        let mut proxy = Proxy {
+            epoch,
+            config: Arc::new(config),
+            audit,
+            accepts: Vec::new(),
+        };
+        proxy.serve(listener, Mode::Proxy)?;
+        Ok(proxy)
+    }
+
+    /// Also serves `listener` as plain HTTP to `host:port`, under the same policy and
+    /// phase switches as the proxy: for a model endpoint on the host's loopback, which a
+    /// sandbox reaches at the same address on its own loopback.
+    pub fn forward(
+        &mut self,
+        listener: std::net::TcpListener,
+        host: &str,
+        port: u16,
+    ) -> Result<()> {
+        self.serve(
+            listener,
+            Mode::Forward {
+                host: host.to_string(),
+                port,
+            },
+        )
+    }
+
+    fn serve(&mut self, listener: std::net::TcpListener, mode: Mode) -> Result<()> {
+        listener.set_nonblocking(true).map_err(NetError::Serve)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(NetError::Serve)?;
+        let rx = self.epoch.subscribe();
+        let (config, audit) = (self.config.clone(), self.audit.clone());
+        self.accepts.push(tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
@@ -129,10 +170,10 @@ impl Proxy {
                     },
                 });
                 let cut = conn.cut.clone();
-                cut.spawn(serve_client(stream, conn));
+                cut.spawn(serve_client(stream, conn, mode.clone()));
             }
-        });
-        Ok(Proxy { epoch, accept })
+        }));
+        Ok(())
     }
 
     /// Switches to another phase's policy, ending every connection of the previous one.
@@ -151,7 +192,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.accept.abort();
+        for a in &self.accepts {
+            a.abort();
+        }
         // Connections end when their receiver sees the sender gone.
     }
 }
@@ -304,10 +347,15 @@ enum Fail {
     Unreachable(String),
 }
 
-async fn serve_client(stream: TcpStream, conn: Arc<Conn>) {
+async fn serve_client(stream: TcpStream, conn: Arc<Conn>, mode: Mode) {
     let svc = hyper::service::service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(req, conn).await) }
+        let (conn, mode) = (conn.clone(), mode.clone());
+        async move {
+            Ok::<_, Infallible>(match mode {
+                Mode::Proxy => handle(req, conn).await,
+                Mode::Forward { host, port } => forwarded(req, conn, &host, port).await,
+            })
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
@@ -320,6 +368,37 @@ async fn serve_client(stream: TcpStream, conn: Arc<Conn>) {
 async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Body> {
     if req.method() == Method::CONNECT {
         return connect_method(req, conn).await;
+    }
+    plain_http(req, conn).await
+}
+
+/// A request to the forwarded destination, in origin form: made absolute, then checked
+/// and sent as any plain-HTTP request through the proxy is.
+async fn forwarded(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+    host: &str,
+    port: u16,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT || req.uri().authority().is_some() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            &format!("hangar: this address forwards to {host}:{port}; it is not a proxy\n"),
+        );
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match format!("http://{authority}{path}").parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return status(StatusCode::BAD_REQUEST, "hangar: bad request target\n"),
     }
     plain_http(req, conn).await
 }

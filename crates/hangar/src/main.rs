@@ -71,15 +71,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a task's logs, or with --network its egress proxy's decisions.
+    /// Print a task's logs; with --events the agent's events, with --network its egress
+    /// proxy's decisions.
     Logs {
         #[command(flatten)]
         task: tasks::TaskArgs,
         #[arg(long)]
         json: bool,
         /// The proxy's audit log: time, phase, method, host, port, decision, rule, bytes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "events")]
         network: bool,
+        /// The agent's events: messages, commands run, files changed, errors, final message.
+        #[arg(long)]
+        events: bool,
     },
     /// Print a task's diff (binary-safe, for `git apply`).
     Diff(tasks::TaskArgs),
@@ -235,10 +239,13 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             task,
             json,
             network,
+            events,
         } => {
             let engine = engine().await?;
             if network {
                 tasks::network_log(&engine, task, json).await.map(|()| 0)
+            } else if events {
+                tasks::events(&engine, task, json).await.map(|()| 0)
             } else {
                 tasks::logs(&engine, task, json).await.map(|()| 0)
             }

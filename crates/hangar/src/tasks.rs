@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hangar_engine::{Engine, EngineError, Event, TaskRequest};
-use hangar_spec::{Phase, TaskId, TaskStatus};
+use hangar_spec::{Approval, Harness, Phase, TaskId, TaskStatus};
 use hangar_store::db::{AttemptRecord, DiffSummary, LogLine, Stream, TaskQuery, TaskRecord};
 use serde::Serialize;
 use serde_json::json;
@@ -132,6 +132,12 @@ pub struct ExecArgs {
     /// Run this file as the agent (the `script` harness) instead of the environment's.
     #[arg(long)]
     script: Option<PathBuf>,
+    /// The agent CLI to run, instead of the environment's `[agent] harness`.
+    #[arg(long, value_parser = parse_spelled::<Harness>)]
+    harness: Option<Harness>,
+    /// How much the agent may change: read-only, auto or full-access.
+    #[arg(long, value_parser = parse_spelled::<Approval>)]
+    approval: Option<Approval>,
     /// Return once the task is accepted; it runs in the background.
     #[arg(long)]
     detach: bool,
@@ -459,6 +465,11 @@ pub async fn exec(engine: &Engine, data_dir: &Path, args: ExecArgs) -> Result<u8
             prompt: args.prompt.clone(),
             branch: args.branch.clone(),
             commit: args.commit.clone(),
+            // A script given for this task is the script harness's.
+            harness: args
+                .harness
+                .or(args.script.as_ref().map(|_| Harness::Script)),
+            approval: args.approval,
             script,
         })
         .await?;
@@ -794,6 +805,33 @@ pub async fn logs(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
             Stream::Hangar => "#",
         };
         writeln!(out, "{mark} {}", l.line)?;
+    }
+    Ok(())
+}
+
+fn parse_spelled<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+/// The agent's events, one line each (commands with their exit code).
+pub async fn events(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
+    let (t, _) = load(engine, &args.task).await?;
+    let events = engine.db().events(&t.id, args.attempt).await?;
+    if as_json {
+        return print_json(&json!({ "events": events }));
+    }
+    let mut out = std::io::stdout().lock();
+    if events.is_empty() {
+        writeln!(out, "no agent events recorded for task {}", t.id)?;
+    }
+    for e in &events {
+        let mut line = format!("#{} {:<7} {}", e.attempt, e.kind, e.text.trim_end());
+        match (e.kind.as_str(), e.exit_code, &e.detail) {
+            ("command", Some(code), _) => line.push_str(&format!(" (exit {code})")),
+            ("file", _, Some(how)) => line.push_str(&format!(" ({how})")),
+            _ => {}
+        }
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

@@ -1,0 +1,365 @@
+//! The agent phase through a harness: the CLI's layer (installed once per image and
+//! harness, cached apart from environments, so switching harness rebuilds nothing), the
+//! run's files and script, the approval mode (read-only is a mount, not a request to the
+//! CLI), and the CLI's verdict and events.
+
+use std::path::PathBuf;
+
+use hangar_harness::{harness, Install, Needs, Outputs, RunSpec, Verdict};
+use hangar_sandbox::{ExecSpec, Sandbox};
+use hangar_spec::{Approval, AttemptStatus, Harness as Kind, Phase};
+use hangar_store::db::{now_ms, EventRow};
+use sha2::{Digest as _, Sha256};
+
+use crate::attempt::{Ctx, Prepared, Stop};
+use crate::error::{io_err, EngineError};
+use crate::phase::{run_step, Step};
+use crate::Engine;
+
+/// Where the workspaces live in every sandbox; read-only mode covers all of it, so the
+/// agent cannot move the repository's directory aside and put a writable copy there.
+const WORKSPACES: &str = "/workspace";
+/// An install that takes longer is stopped.
+const INSTALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// How the agent's run ended, when it succeeded.
+pub(crate) struct AgentDone {
+    pub final_message: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+impl Engine {
+    fn harness_dir(&self, key: &str) -> PathBuf {
+        self.store.root().join("harnesses").join(key)
+    }
+
+    /// The layer holding the harness's CLI for this image, built on first use; `None`
+    /// for a harness that installs nothing.
+    pub(crate) async fn harness_layer(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Prepared,
+    ) -> Result<Option<PathBuf>, Stop> {
+        let kind = ctx.plan.env.agent.harness;
+        let Some(install) = harness(kind).install() else {
+            return Ok(None);
+        };
+        let mut h = Sha256::new();
+        for (digest, _) in &p.layers {
+            h.update(digest.to_string().as_bytes());
+            h.update(b"\n");
+        }
+        h.update(install.id.as_bytes());
+        h.update(install.script.as_bytes());
+        let key = hex::encode(h.finalize());
+        let short = &key[..12];
+        let dir = self.harness_dir(&key);
+        let done = dir.with_extension("done");
+        if done.exists() && dir.is_dir() {
+            ctx.logger.note(
+                Phase::Prepare,
+                &format!("harness: {kind} from layer {short} ({})", install.id),
+            );
+            return Ok(Some(dir));
+        }
+        let lock = self
+            .lock_in(&self.store.root().join("harnesses"), &key)
+            .await?;
+        if !(done.exists() && dir.is_dir()) {
+            crate::attempt::timed(
+                self,
+                ctx.plan,
+                Phase::Setup,
+                self.install_harness(ctx, p, kind, &install, &dir),
+            )
+            .await?;
+            std::fs::write(&done, install.id.as_bytes()).map_err(io_err("write", &done))?;
+            ctx.logger.note(
+                Phase::Setup,
+                &format!(
+                    "harness: {kind} installed as layer {short} ({})",
+                    install.id
+                ),
+            );
+        }
+        drop(lock);
+        Ok(Some(dir))
+    }
+
+    async fn install_harness(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Prepared,
+        kind: Kind,
+        install: &Install,
+        dir: &std::path::Path,
+    ) -> Result<(), Stop> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io_err("remove", dir))?;
+        }
+        let registry = registry(install.needs).map_err(Stop::error)?;
+        let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
+        let ca = self.proxy_config()?.ca;
+        let sandbox = self.sandbox(ctx, lowers, p).await?;
+        if let Some(net) = &ctx.net {
+            net.enter_install();
+        }
+        let mut env = ctx.base_env.clone();
+        hangar_image::set_var(&mut env, registry.0, &registry.1);
+        let step = Step {
+            phase: Phase::Setup,
+            name: "install",
+            script: &install.script,
+            cwd: "/",
+            env,
+            timeout: Some(INSTALL_TIMEOUT),
+        };
+        let ran = run_step(&sandbox, &ctx.logger, step, &mut ctx.cancel).await;
+        ctx.net = None;
+        let outcome = match ran {
+            Ok(res) if res.cancelled => Err(crate::attempt::cancelled()),
+            Ok(res) if !res.success() => Err(Stop::error(format!(
+                "failed to install the {kind} harness: {}",
+                res.tail
+                    .iter()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| format!("exit code {}", res.status.code_or_signal()))
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Stop::from(e)),
+        };
+        if let Err(stop) = outcome {
+            let _ = sandbox.destroy().await;
+            return Err(stop);
+        }
+        crate::net::remove_ca(&sandbox, ca.cert_pem())?;
+        sandbox
+            .output(ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
+            .await?;
+        sandbox
+            .destroy_keeping_upper(dir.to_path_buf())
+            .await
+            .map_err(|e| Stop::error(format!("failed to keep the {kind} layer: {e}")))?;
+        let synced = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || hangar_sandbox::make_durable(&synced))
+            .await
+            .map_err(|e| Stop::error(format!("failed to sync the {kind} layer: {e}")))?
+            .map_err(|e| Stop::error(format!("failed to sync the {kind} layer: {e}")))?;
+        Ok(())
+    }
+
+    /// Runs the agent through its harness, under the approval mode; its verdict decides
+    /// the attempt, its events are stored.
+    pub(crate) async fn run_agent(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+    ) -> Result<AgentDone, Stop> {
+        let plan = ctx.plan;
+        let agent = &plan.env.agent;
+        let h = harness(agent.harness);
+        let workdir = ctx.workdir.clone();
+        let run = RunSpec {
+            model: agent.model.as_deref(),
+            endpoint: agent.endpoint.as_deref(),
+            workdir: &workdir,
+            script: Some(plan.agent_script),
+        };
+        let inv = h
+            .invocation(&run)
+            .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
+        let mut dirs = vec![
+            "mkdir".to_string(),
+            "-p".to_string(),
+            format!("{}/home", hangar_harness::RUN_DIR),
+        ];
+        dirs.extend(inv.files.iter().filter_map(|(path, _)| {
+            std::path::Path::new(path)
+                .parent()
+                .map(|d| d.display().to_string())
+        }));
+        let mkdir = sandbox.output(ExecSpec::new(dirs)).await?;
+        if !mkdir.status.success() {
+            return Err(Stop::error(format!(
+                "failed to prepare the agent's directory: {}",
+                String::from_utf8_lossy(&mkdir.stderr).trim()
+            )));
+        }
+        for (path, content) in &inv.files {
+            sandbox.write_file(path, content.as_bytes(), 0o600)?;
+        }
+        ctx.logger.note(
+            Phase::Agent,
+            &format!(
+                "agent: {} (model {}, approval {})",
+                agent.harness,
+                agent.model.as_deref().unwrap_or("default"),
+                agent.approval
+            ),
+        );
+        let read_only = match agent.approval {
+            Approval::ReadOnly => Some(sandbox.read_only(WORKSPACES).map_err(|e| {
+                Stop::error(format!("failed to make the workspace read-only: {e}"))
+            })?),
+            _ => None,
+        };
+        let prompt = [("HANGAR_PROMPT", plan.prompt)];
+        let ran = if agent.harness == Kind::Script {
+            ctx.user(
+                sandbox,
+                Phase::Agent,
+                "agent script",
+                &inv.script,
+                &prompt,
+                Some(agent.timeout),
+            )
+            .await
+        } else {
+            let step = Step {
+                phase: Phase::Agent,
+                name: "agent",
+                script: &inv.script,
+                cwd: &workdir,
+                env: Vec::new(),
+                timeout: Some(agent.timeout),
+            };
+            ctx.run(sandbox, step, &prompt).await
+        };
+        if let Some(ro) = read_only {
+            // Nothing the agent left may write once the mount is gone.
+            sandbox
+                .output(ExecSpec::new([
+                    "sh",
+                    "-c",
+                    "kill -KILL -1 2>/dev/null; true",
+                ]))
+                .await?;
+            ro.undo()?;
+        }
+        let res = ran?;
+        if res.timed_out {
+            return Err(Stop {
+                status: AttemptStatus::Error,
+                error: format!(
+                    "the {} agent did not finish within {} and was stopped",
+                    agent.harness,
+                    hangar_spec::format_duration(agent.timeout)
+                ),
+                exit_code: res.status.code.or(res.status.signal.map(|s| 128 + s)),
+                phase: None,
+            });
+        }
+        let mut out = Outputs {
+            exit_code: res.status.code,
+            tail: res.tail.clone(),
+            last_stdout: res.last_stdout.clone(),
+            ..Outputs::default()
+        };
+        for name in &inv.outputs {
+            if let Ok(data) = sandbox.read_file(&format!("{}/{name}", hangar_harness::RUN_DIR)) {
+                out.files.insert(name.to_string(), data);
+            }
+        }
+        let judged = h.judge(&out);
+        self.store_events(ctx, &judged.events).await?;
+        match judged.verdict {
+            Verdict::Done { final_message } => Ok(AgentDone {
+                final_message,
+                exit_code: res.status.code,
+            }),
+            Verdict::Failed { message } => Err(Stop {
+                status: AttemptStatus::Error,
+                error: format!("the {} agent failed: {message}", agent.harness),
+                exit_code: res.status.code,
+                phase: None,
+            }),
+        }
+    }
+
+    async fn store_events(
+        &self,
+        ctx: &Ctx<'_>,
+        events: &[hangar_harness::AgentEvent],
+    ) -> Result<(), Stop> {
+        let redact = |s: &str| ctx.secrets.redactor.redact(s).into_owned();
+        let ts_ms = now_ms();
+        let rows: Vec<EventRow> = events
+            .iter()
+            .zip(1..)
+            .map(|(e, seq)| EventRow {
+                attempt: ctx.plan.index,
+                seq,
+                ts_ms,
+                kind: e.kind.as_str().to_string(),
+                text: redact(&e.text),
+                exit_code: e.exit_code,
+                detail: e.detail.as_deref().map(redact),
+            })
+            .collect();
+        self.db
+            .append_events(ctx.plan.task, &rows)
+            .await
+            .map_err(EngineError::from)?;
+        Ok(())
+    }
+}
+
+/// The variable and URL of the registry an install needs, as this host's package
+/// managers are configured (an explicit `HANGAR_NPM_REGISTRY` or `HANGAR_PIP_INDEX_URL`
+/// wins).
+fn registry(needs: Needs) -> Result<(&'static str, String), String> {
+    let (var, probes): (&str, &[&[&str]]) = match needs {
+        Needs::Npm => (
+            "HANGAR_NPM_REGISTRY",
+            &[&["npm", "config", "get", "registry"]],
+        ),
+        Needs::Pip => (
+            "HANGAR_PIP_INDEX_URL",
+            &[
+                &["pip3", "config", "get", "global.index-url"],
+                &[
+                    "python3",
+                    "-c",
+                    "from pip._internal.models.index import PyPI; print(PyPI.simple_url)",
+                ],
+            ],
+        ),
+    };
+    let from_env = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    if let Some(url) = from_env(var).or_else(|| match needs {
+        Needs::Pip => from_env("PIP_INDEX_URL"),
+        Needs::Npm => from_env("NPM_CONFIG_REGISTRY"),
+    }) {
+        return Ok((var, url));
+    }
+    for argv in probes {
+        let Ok(out) = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .rfind(|l| l.starts_with("http://") || l.starts_with("https://"))
+            .map(str::to_string);
+        if let (true, Some(url)) = (out.status.success(), url) {
+            return Ok((var, url));
+        }
+    }
+    Err(format!(
+        "failed to find the {} registry to install from: configure {} on this host or set {var}",
+        match needs {
+            Needs::Npm => "npm",
+            Needs::Pip => "Python package",
+        },
+        match needs {
+            Needs::Npm => "npm",
+            Needs::Pip => "pip",
+        },
+    ))
+}

@@ -1,0 +1,276 @@
+//! The harness conformance suite: every adapter, with its real CLI installed from its
+//! registry into a cached layer, in a real sandbox, through hangar's proxy, against the
+//! scripted model. Each harness runs the same cases: the model asks for a file to be
+//! written, the run ends ready with the file in the diff and the command and final
+//! message in the events, the model's key reaches the model (and only the real key);
+//! a model that refuses makes the attempt `error` with the CLI's message; a model that
+//! hangs is stopped by the timeout. One test per harness, so its install is paid once.
+
+use std::net::IpAddr;
+
+use hangar_engine::{Engine, TaskRequest};
+use hangar_secrets::Secret;
+use hangar_spec::{Approval, AttemptStatus, Harness, TaskId};
+use hangar_testkit::model::{Behavior, ModelServer, Turn};
+
+mod common;
+
+const KEY: &str = "sk-model-real-key-0123456789";
+const MARKER: &str = "AGENTS-MARKER-7f3a";
+const REFUSAL: &str = "scripted failure: the model is out of service";
+
+/// How a harness is exercised: where its model listens, and what its CLI says when the
+/// model refuses.
+struct Case {
+    kind: Harness,
+    /// The model server's address: the host's loopback (reached through the forwarder)
+    /// or a "public" address (reached through the proxy like any host).
+    ip: &'static str,
+    /// The endpoint's path, in the provider's convention.
+    path: &'static str,
+    /// What the attempt's error says when the model refuses.
+    refused: &'static str,
+    /// Whether the CLI runs commands (aider edits through its reply instead).
+    commands: bool,
+}
+
+fn script() -> Behavior {
+    Behavior::Script(vec![
+        Turn::Write {
+            path: "hello.txt".into(),
+            content: "hi from the model\n".into(),
+        },
+        Turn::Text("created hello.txt".into()),
+    ])
+}
+
+async fn environment(engine: &Engine, case: &Case, model: &ModelServer, name: &str, timeout: &str) {
+    let repo = hangar_testkit::repo_with(&[
+        ("README.md", b"a repository for the harness suite\n"),
+        (
+            "AGENTS.md",
+            format!("# Rules\n{MARKER}: be brief.\n").as_bytes(),
+        ),
+    ]);
+    let file = format!(
+        r#"name = "{name}"
+repo = "{repo}"
+image = "debian-bookworm"
+
+[secrets.MODEL_KEY]
+
+[agent]
+harness = "{harness}"
+model = "test-model"
+endpoint = "{base}{path}"
+key = "MODEL_KEY"
+timeout = "{timeout}"
+"#,
+        repo = repo.path().display(),
+        harness = case.kind,
+        base = model.base_url(),
+        path = case.path,
+    );
+    engine
+        .create_env(&format!("{name}.toml"), &file, repo.path())
+        .await
+        .unwrap();
+    engine
+        .secret_set(name, "MODEL_KEY", &Secret::new(KEY.into()).unwrap())
+        .await
+        .unwrap();
+    // The repository must outlive the environment's mirror refreshes of this test.
+    std::mem::forget(repo);
+}
+
+fn request(env: &str, approval: Option<Approval>) -> TaskRequest {
+    TaskRequest {
+        approval,
+        ..common::request(env, "create hello.txt saying hi")
+    }
+}
+
+async fn events(engine: &Engine, id: &TaskId) -> Vec<String> {
+    engine
+        .db()
+        .events(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.exit_code {
+            Some(c) => format!("{} {} => {c}", e.kind, e.text),
+            None => format!("{} {}", e.kind, e.text),
+        })
+        .collect()
+}
+
+async fn conformance(case: Case) {
+    let ip: IpAddr = case.ip.parse().unwrap();
+    if !ip.is_loopback() {
+        hangar_testkit::upstream::add_loopback_address(ip);
+    }
+    let model = ModelServer::start(ip, script());
+    let engine = common::engine().await;
+    let name = format!("harness-{}-{}", case.kind, std::process::id());
+    environment(&engine, &case, &model, &name, "4m").await;
+
+    // Writes the file the model asks for.
+    let (task, attempt) = common::run(&engine, &request(&name, None)).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(
+        attempt.status,
+        AttemptStatus::Ready,
+        "{:?}\n{}",
+        attempt.error,
+        logs.join("\n")
+    );
+    let diff = engine
+        .db()
+        .diff(&task.id, 1)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    let diff = String::from_utf8_lossy(&diff).into_owned();
+    assert!(diff.contains("+++ b/hello.txt"), "{diff}");
+    assert!(diff.contains("+hi from the model"), "{diff}");
+    assert_eq!(attempt.final_message.as_deref(), Some("created hello.txt"));
+    let seen = events(&engine, &task.id).await;
+    if case.commands {
+        assert!(
+            seen.iter().any(|e| e.starts_with("command ")
+                && e.contains("hello.txt")
+                && e.ends_with("=> 0")),
+            "{seen:#?}"
+        );
+    } else {
+        assert!(seen.contains(&"file hello.txt".to_string()), "{seen:#?}");
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("final created hello.txt")
+    );
+
+    // The model saw the real key and never its placeholder; AGENTS.md reached it.
+    let calls: Vec<_> = model
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_model_call())
+        .collect();
+    assert!(!calls.is_empty(), "no model call reached the model");
+    for c in &calls {
+        let key = c.header("x-api-key").map(str::to_string).or_else(|| {
+            c.header("authorization")
+                .map(|a| a.trim_start_matches("Bearer ").to_string())
+        });
+        assert_eq!(key.as_deref(), Some(KEY), "{} {:?}", c.path, c.headers);
+    }
+    assert!(
+        calls.iter().any(|c| c.body.contains(MARKER)),
+        "AGENTS.md never reached the model"
+    );
+    let net = engine.db().network_log(&task.id, None).await.unwrap();
+    assert!(
+        net.iter().any(|e| e.phase == "agent"
+            && e.rule
+                .as_deref()
+                .is_some_and(|r| r.starts_with("agent.endpoint "))
+            && e.decision == "allowed"),
+        "{net:#?}"
+    );
+    let stored = format!("{net:?} {logs:?} {seen:?} {diff}");
+    assert!(!stored.contains(KEY), "the key was stored");
+
+    // A model that refuses: the attempt is an error with the CLI's own message.
+    model.set_behavior(Behavior::Fail {
+        status: 400,
+        message: REFUSAL.into(),
+    });
+    let (task, attempt) = common::run(&engine, &request(&name, None)).await;
+    assert_eq!(attempt.status, AttemptStatus::Error);
+    let error = attempt.error.unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("the {} agent failed: ", case.kind))
+            && error.contains(case.refused),
+        "{error}\n{}",
+        common::logs(&engine, &task.id).await.join("\n")
+    );
+    let seen = events(&engine, &task.id).await;
+    assert!(seen.iter().any(|e| e.starts_with("error ")), "{seen:#?}");
+
+    // A model that hangs: the outer timeout stops the CLI.
+    model.set_behavior(Behavior::Hang);
+    let hang = format!("{name}-hang");
+    environment(&engine, &case, &model, &hang, "40s").await;
+    let (_, attempt) = common::run(&engine, &request(&hang, None)).await;
+    assert_eq!(attempt.status, AttemptStatus::Error);
+    assert_eq!(
+        attempt.error.as_deref(),
+        Some(
+            format!(
+                "the {} agent did not finish within 40s and was stopped",
+                case.kind
+            )
+            .as_str()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex() {
+    conformance(Case {
+        kind: Harness::Codex,
+        ip: "127.0.0.1",
+        path: "/v1",
+        refused: REFUSAL,
+        commands: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude() {
+    conformance(Case {
+        kind: Harness::Claude,
+        ip: "127.0.0.1",
+        path: "",
+        refused: REFUSAL,
+        commands: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw() {
+    conformance(Case {
+        kind: Harness::Openclaw,
+        ip: "127.0.0.1",
+        path: "/v1",
+        refused: "LLM request failed",
+        commands: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hermes() {
+    conformance(Case {
+        kind: Harness::Hermes,
+        ip: "203.0.113.21",
+        path: "/v1",
+        refused: REFUSAL,
+        commands: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aider() {
+    conformance(Case {
+        kind: Harness::Aider,
+        ip: "203.0.113.22",
+        path: "/v1",
+        refused: REFUSAL,
+        commands: false,
+    })
+    .await;
+}
