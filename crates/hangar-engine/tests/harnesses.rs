@@ -133,7 +133,12 @@ async fn conformance(case: Case) {
     let diff = String::from_utf8_lossy(&diff).into_owned();
     assert!(diff.contains("+++ b/hello.txt"), "{diff}");
     assert!(diff.contains("+hi from the model"), "{diff}");
-    assert_eq!(attempt.final_message.as_deref(), Some("created hello.txt"));
+    assert_eq!(
+        attempt.final_message.as_deref(),
+        Some("created hello.txt"),
+        "{}",
+        logs.join("\n")
+    );
     let seen = events(&engine, &task.id).await;
     if case.commands {
         assert!(
@@ -273,4 +278,162 @@ async fn aider() {
         commands: false,
     })
     .await;
+}
+
+/// An environment of the `script` harness whose agent script probes what it may do.
+async fn script_environment(engine: &Engine, name: &str, script: &str) {
+    let repo = hangar_testkit::repo_with(&[("README.md", b"read me\n")]);
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\n[agent]\nscript = '''\n{script}\n'''\n",
+        repo.path().display()
+    );
+    engine
+        .create_env(&format!("{name}.toml"), &file, repo.path())
+        .await
+        .unwrap();
+    std::mem::forget(repo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mode_refuses_every_write_and_the_diff_stays_empty() {
+    let engine = common::engine().await;
+    let name = format!("readonly-{}", std::process::id());
+    let script = r#"w=$PWD
+for probe in "echo x >> README.md" "touch new.txt" "mv /workspace /moved" \
+             "umount -l /workspace" "git commit --allow-empty -qm x"; do
+  if (eval "$probe") 2>/dev/null; then echo "probe wrote: $probe"; else echo "probe refused: $probe"; fi
+done
+echo scratch > /tmp/scratch && echo "probe elsewhere: ok"
+echo done"#;
+    script_environment(&engine, &name, script).await;
+    let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::ReadOnly))).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.status, AttemptStatus::Ready, "{logs:#?}");
+    let probes: Vec<&String> = logs.iter().filter(|l| l.starts_with("probe ")).collect();
+    assert_eq!(probes.len(), 6, "{logs:#?}");
+    assert!(
+        probes
+            .iter()
+            .all(|p| p.starts_with("probe refused") || *p == "probe elsewhere: ok"),
+        "{probes:#?}"
+    );
+    let diff = engine
+        .db()
+        .diff(&task.id, 1)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(diff.is_empty(), "{}", String::from_utf8_lossy(&diff));
+
+    // The same script in auto mode writes: the refusals above came from the mode.
+    let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::Auto))).await;
+    assert_eq!(attempt.status, AttemptStatus::Ready);
+    let diff = engine
+        .db()
+        .diff(&task.id, 1)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    let diff = String::from_utf8_lossy(&diff);
+    assert!(
+        diff.contains("+++ b/new.txt") && diff.contains("+x"),
+        "{diff}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
+    let model = ModelServer::start("127.0.0.1".parse().unwrap(), script());
+    let engine = common::engine().await;
+    let case = Case {
+        kind: Harness::Codex,
+        ip: "127.0.0.1",
+        path: "/v1",
+        refused: REFUSAL,
+        commands: true,
+    };
+    let name = format!("readonly-codex-{}", std::process::id());
+    environment(&engine, &case, &model, &name, "4m").await;
+    let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::ReadOnly))).await;
+    assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
+    let seen = events(&engine, &task.id).await;
+    let write = seen
+        .iter()
+        .find(|e| e.starts_with("command ") && e.contains("hello.txt"))
+        .expect("the write was attempted");
+    assert!(!write.ends_with("=> 0"), "{seen:#?}");
+    let detail = engine.db().events(&task.id, None).await.unwrap();
+    assert!(
+        detail.iter().any(|e| e
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("Read-only file system")),
+        "{detail:#?}"
+    );
+    let diff = engine
+        .db()
+        .diff(&task.id, 1)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(diff.is_empty(), "{}", String::from_utf8_lossy(&diff));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_harness_reuses_the_environment_and_full_access_opens_the_network() {
+    let ip: IpAddr = "203.0.113.23".parse().unwrap();
+    hangar_testkit::upstream::add_loopback_address(ip);
+    let model = ModelServer::start(ip, script());
+    let engine = common::engine().await;
+    let name = format!("switch-{}", std::process::id());
+    let probe = format!(
+        "code=$(curl -s -o /dev/null -w '%{{http_code}}' {}/v1/models || true); echo \"probe $code\"",
+        model.base_url()
+    );
+    script_environment(&engine, &name, &probe).await;
+    let (_, first) = common::run(&engine, &request(&name, None)).await;
+    assert_eq!(first.status, AttemptStatus::Ready, "{:?}", first.error);
+
+    // The agent's network is off by default; full-access opens it.
+    for (approval, expected) in [
+        (Approval::Auto, "probe 403"),
+        (Approval::FullAccess, "probe 200"),
+    ] {
+        let (task, attempt) = common::run(&engine, &request(&name, Some(approval))).await;
+        assert_eq!(attempt.status, AttemptStatus::Ready);
+        let logs = common::logs(&engine, &task.id).await;
+        assert!(logs.iter().any(|l| l == expected), "{approval}: {logs:#?}");
+        assert_eq!(common::cache_of(&attempt).status, "hit");
+    }
+
+    // Another harness on the same environment: the snapshot serves, only the CLI's own
+    // (cached) layer is added.
+    let endpoint = format!("{}/v1", model.base_url());
+    let file = engine.env(&name).await.unwrap().0.source.replace(
+        "[agent]\n",
+        &format!("[agent]\nendpoint = \"{endpoint}\"\nmodel = \"m\"\n"),
+    );
+    let repo = engine.env(&name).await.unwrap().1.repo;
+    engine
+        .update_env(
+            &name,
+            &format!("{name}.toml"),
+            &file,
+            std::path::Path::new(&repo),
+        )
+        .await
+        .unwrap();
+    let req = TaskRequest {
+        harness: Some(Harness::Codex),
+        ..request(&name, None)
+    };
+    let (task, attempt) = common::run(&engine, &req).await;
+    assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
+    assert_eq!(
+        common::cache_of(&attempt).status,
+        "hit",
+        "{:#?}",
+        common::logs(&engine, &task.id).await
+    );
 }

@@ -72,6 +72,7 @@ impl Harness for Aider {
                 let para: Vec<&str> = lines[..end]
                     .iter()
                     .rev()
+                    .skip_while(|l| l.trim().is_empty())
                     .take_while(|l| !l.trim().is_empty() && !l.starts_with("```"))
                     .copied()
                     .collect();

@@ -83,12 +83,16 @@ fn pip_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
     let script = format!(
         r#"NAME={kind} P={p}
 {HEAD}I="${{HANGAR_PIP_INDEX_URL:?no Python package index configured}}"; I="${{I%/}}"
-url=$(curl -fsSL -H 'Accept: application/vnd.pypi.simple.v1+json' "$I/uv/" | python3 -c '
-import json, sys, urllib.parse
-d = json.load(sys.stdin)
-name = lambda f: f["filename"]
-ok = [f for f in d["files"] if name(f).startswith("uv-{UV}-") and "manylinux" in name(f) and name(f).endswith("x86_64.whl")]
-print(urllib.parse.urljoin(sys.argv[1], ok[0]["url"]))' "$I/uv/") || fail "the index has no uv {UV}"
+url=$(curl -fsSL "$I/uv/" | python3 -c '
+import re, sys, urllib.parse
+base = sys.argv[1]
+for href in re.findall(r"href=\"([^\"]+)\"", sys.stdin.read()):
+    url = urllib.parse.urljoin(base, href.replace("&amp;", "&"))
+    name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    if name.startswith("uv-{UV}-") and "manylinux" in name and name.endswith("x86_64.whl"):
+        print(urllib.parse.urldefrag(url)[0])
+        break
+' "$I/uv/") && test -n "$url" || fail "the index has no uv {UV}"
 curl -fsSL "$url" -o "$P/uv.whl"
 python3 - "$P" <<'PY'
 import os, sys, zipfile
