@@ -304,6 +304,8 @@ for probe in "echo x >> README.md" "touch new.txt" "mv /workspace /moved" \
   if (eval "$probe") 2>/dev/null; then echo "probe wrote: $probe"; else echo "probe refused: $probe"; fi
 done
 echo scratch > /tmp/scratch && echo "probe elsewhere: ok"
+# Where the move worked (not read-only), put the workspace back for collect.
+cd / && if [ -d /moved ]; then mv /moved /workspace; fi
 echo done"#;
     script_environment(&engine, &name, script).await;
     let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::ReadOnly))).await;
@@ -327,7 +329,12 @@ echo done"#;
 
     // The same script in auto mode writes: the refusals above came from the mode.
     let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::Auto))).await;
-    assert_eq!(attempt.status, AttemptStatus::Ready);
+    assert_eq!(
+        attempt.status,
+        AttemptStatus::Ready,
+        "{:#?}",
+        common::logs(&engine, &task.id).await
+    );
     let diff = engine
         .db()
         .diff(&task.id, 1)
@@ -336,7 +343,7 @@ echo done"#;
         .unwrap_or_default();
     let diff = String::from_utf8_lossy(&diff);
     assert!(
-        diff.contains("+++ b/new.txt") && diff.contains("+x"),
+        diff.contains("diff --git a/new.txt b/new.txt") && diff.contains("+x"),
         "{diff}"
     );
 }
