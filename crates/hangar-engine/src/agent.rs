@@ -190,22 +190,32 @@ impl Engine {
         for (path, content) in &inv.files {
             sandbox.write_file(path, content.as_bytes(), 0o600)?;
         }
-        ctx.logger.note(
-            Phase::Agent,
-            &format!(
-                "agent: {} (model {}, approval {})",
-                agent.harness,
-                agent.model.as_deref().unwrap_or("default"),
-                agent.approval
-            ),
-        );
+        if agent.harness != Kind::Script {
+            ctx.logger.note(
+                Phase::Agent,
+                &format!(
+                    "agent: {} (model {}, approval {})",
+                    agent.harness,
+                    agent.model.as_deref().unwrap_or("default"),
+                    agent.approval
+                ),
+            );
+        }
         let read_only = match agent.approval {
             Approval::ReadOnly => Some(sandbox.read_only(WORKSPACES).map_err(|e| {
                 Stop::error(format!("failed to make the workspace read-only: {e}"))
             })?),
             _ => None,
         };
-        let prompt = [("HANGAR_PROMPT", plan.prompt)];
+        // A script agent may call the model itself: it gets where and which.
+        let prompt = [
+            ("HANGAR_PROMPT", plan.prompt),
+            (
+                "HANGAR_MODEL_ENDPOINT",
+                agent.endpoint.as_deref().unwrap_or(""),
+            ),
+            ("HANGAR_MODEL", agent.model.as_deref().unwrap_or("")),
+        ];
         let ran = if agent.harness == Kind::Script {
             ctx.user(
                 sandbox,

@@ -1,6 +1,6 @@
-//! The harness conformance suite: every adapter, with its real CLI installed from its
-//! registry into a cached layer, in a real sandbox, through hangar's proxy, against the
-//! scripted model. Each harness runs the same cases: the model asks for a file to be
+//! The harness conformance suite: every adapter (the five CLIs, each installed from its
+//! registry into a cached layer, and the script harness running a small agent of its
+//! own), in a real sandbox, through hangar's proxy, against the scripted model. Each harness runs the same cases: the model asks for a file to be
 //! written, the run ends ready with the file in the diff and the command and final
 //! message in the events, the model's key reaches the model (and only the real key);
 //! a model that refuses makes the attempt `error` with the CLI's message; a model that
@@ -30,11 +30,54 @@ struct Case {
     path: &'static str,
     /// What the attempt's error says when the model refuses.
     refused: &'static str,
-    /// Whether the CLI runs commands (aider edits through its reply instead).
-    commands: bool,
+    /// What the events show of the write.
+    shows: Shows,
 }
 
-fn script() -> Behavior {
+#[derive(PartialEq)]
+enum Shows {
+    /// The shell command the model asked for.
+    Command,
+    /// The file (aider edits through its reply, not a command).
+    File,
+    /// Only the final message (the script harness has no event stream).
+    FinalOnly,
+}
+
+/// The `script` harness's agent: a few lines of Python that call the model (Chat
+/// Completions, one shell tool) and run what it asks.
+const MINI_AGENT: &str = r#"python3 - <<'PY'
+import json, os, subprocess, sys, urllib.error, urllib.request
+url = os.environ["HANGAR_MODEL_ENDPOINT"].rstrip("/") + "/chat/completions"
+rules = open("AGENTS.md").read() if os.path.exists("AGENTS.md") else ""
+messages = [{"role": "system", "content": rules},
+            {"role": "user", "content": os.environ["HANGAR_PROMPT"]}]
+tools = [{"type": "function", "function": {"name": "bash", "parameters": {
+    "type": "object", "properties": {"command": {"type": "string"}}}}}]
+for _ in range(5):
+    body = json.dumps({"model": os.environ["HANGAR_MODEL"], "messages": messages,
+                       "tools": tools}).encode()
+    req = urllib.request.Request(url, body, {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer " + os.environ["HANGAR_MODEL_KEY"]})
+    try:
+        reply = json.load(urllib.request.urlopen(req))
+    except urllib.error.HTTPError as e:
+        sys.exit("model error: " + e.read().decode())
+    msg = reply["choices"][0]["message"]
+    messages.append(msg)
+    if not msg.get("tool_calls"):
+        print(msg["content"])
+        break
+    for c in msg["tool_calls"]:
+        cmd = json.loads(c["function"]["arguments"])["command"]
+        print("running:", cmd)
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+        messages.append({"role": "tool", "tool_call_id": c["id"],
+                         "content": out.stdout + out.stderr})
+PY"#;
+
+fn writes_hello() -> Behavior {
     Behavior::Script(vec![
         Turn::Write {
             path: "hello.txt".into(),
@@ -65,7 +108,15 @@ model = "test-model"
 endpoint = "{base}{path}"
 key = "MODEL_KEY"
 timeout = "{timeout}"
+script = '''
+{script}
+'''
 "#,
+        script = if case.kind == Harness::Script {
+            MINI_AGENT
+        } else {
+            ""
+        },
         repo = repo.path().display(),
         harness = case.kind,
         base = model.base_url(),
@@ -109,7 +160,7 @@ async fn conformance(case: Case) {
     if !ip.is_loopback() {
         hangar_testkit::upstream::add_loopback_address(ip);
     }
-    let model = ModelServer::start(ip, script());
+    let model = ModelServer::start(ip, writes_hello());
     let engine = common::engine().await;
     let name = format!("harness-{}-{}", case.kind, std::process::id());
     environment(&engine, &case, &model, &name, "4m").await;
@@ -140,15 +191,15 @@ async fn conformance(case: Case) {
         logs.join("\n")
     );
     let seen = events(&engine, &task.id).await;
-    if case.commands {
-        assert!(
+    match case.shows {
+        Shows::Command => assert!(
             seen.iter().any(|e| e.starts_with("command ")
                 && e.contains("hello.txt")
                 && e.ends_with("=> 0")),
             "{seen:#?}"
-        );
-    } else {
-        assert!(seen.contains(&"file hello.txt".to_string()), "{seen:#?}");
+        ),
+        Shows::File => assert!(seen.contains(&"file hello.txt".to_string()), "{seen:#?}"),
+        Shows::FinalOnly => assert_eq!(seen.len(), 1, "{seen:#?}"),
     }
     assert_eq!(
         seen.last().map(String::as_str),
@@ -193,14 +244,23 @@ async fn conformance(case: Case) {
     let (task, attempt) = common::run(&engine, &request(&name, None)).await;
     assert_eq!(attempt.status, AttemptStatus::Error);
     let error = attempt.error.unwrap_or_default();
-    assert!(
-        error.starts_with(&format!("the {} agent failed: ", case.kind))
-            && error.contains(case.refused),
-        "{error}\n{}",
-        common::logs(&engine, &task.id).await.join("\n")
-    );
-    let seen = events(&engine, &task.id).await;
-    assert!(seen.iter().any(|e| e.starts_with("error ")), "{seen:#?}");
+    let logs = common::logs(&engine, &task.id).await.join("\n");
+    if case.kind == Harness::Script {
+        // A script's own words are in its log; its error names its failing line.
+        assert!(
+            error.starts_with("the agent script failed at line "),
+            "{error}"
+        );
+        assert!(logs.contains(case.refused), "{logs}");
+    } else {
+        assert!(
+            error.starts_with(&format!("the {} agent failed: ", case.kind))
+                && error.contains(case.refused),
+            "{error}\n{logs}"
+        );
+        let seen = events(&engine, &task.id).await;
+        assert!(seen.iter().any(|e| e.starts_with("error ")), "{seen:#?}");
+    }
 
     // A model that hangs: the outer timeout stops the CLI.
     model.set_behavior(Behavior::Hang);
@@ -208,16 +268,26 @@ async fn conformance(case: Case) {
     environment(&engine, &case, &model, &hang, "40s").await;
     let (_, attempt) = common::run(&engine, &request(&hang, None)).await;
     assert_eq!(attempt.status, AttemptStatus::Error);
+    let who = match case.kind {
+        Harness::Script => "agent script".to_string(),
+        kind => format!("{kind} agent"),
+    };
     assert_eq!(
         attempt.error.as_deref(),
-        Some(
-            format!(
-                "the {} agent did not finish within 40s and was stopped",
-                case.kind
-            )
-            .as_str()
-        )
+        Some(format!("the {who} did not finish within 40s and was stopped").as_str())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script() {
+    conformance(Case {
+        kind: Harness::Script,
+        ip: "127.0.0.1",
+        path: "/v1",
+        refused: REFUSAL,
+        shows: Shows::FinalOnly,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +297,7 @@ async fn codex() {
         ip: "127.0.0.1",
         path: "/v1",
         refused: REFUSAL,
-        commands: true,
+        shows: Shows::Command,
     })
     .await;
 }
@@ -239,7 +309,7 @@ async fn claude() {
         ip: "127.0.0.1",
         path: "",
         refused: REFUSAL,
-        commands: true,
+        shows: Shows::Command,
     })
     .await;
 }
@@ -251,7 +321,7 @@ async fn openclaw() {
         ip: "127.0.0.1",
         path: "/v1",
         refused: "LLM request failed",
-        commands: true,
+        shows: Shows::Command,
     })
     .await;
 }
@@ -263,7 +333,7 @@ async fn hermes() {
         ip: "203.0.113.21",
         path: "/v1",
         refused: REFUSAL,
-        commands: true,
+        shows: Shows::Command,
     })
     .await;
 }
@@ -275,7 +345,7 @@ async fn aider() {
         ip: "203.0.113.22",
         path: "/v1",
         refused: REFUSAL,
-        commands: false,
+        shows: Shows::File,
     })
     .await;
 }
@@ -350,14 +420,14 @@ echo done"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
-    let model = ModelServer::start("127.0.0.1".parse().unwrap(), script());
+    let model = ModelServer::start("127.0.0.1".parse().unwrap(), writes_hello());
     let engine = common::engine().await;
     let case = Case {
         kind: Harness::Codex,
         ip: "127.0.0.1",
         path: "/v1",
         refused: REFUSAL,
-        commands: true,
+        shows: Shows::Command,
     };
     let name = format!("readonly-codex-{}", std::process::id());
     environment(&engine, &case, &model, &name, "4m").await;
@@ -391,7 +461,7 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
 async fn switching_harness_reuses_the_environment_and_full_access_opens_the_network() {
     let ip: IpAddr = "203.0.113.23".parse().unwrap();
     hangar_testkit::upstream::add_loopback_address(ip);
-    let model = ModelServer::start(ip, script());
+    let model = ModelServer::start(ip, writes_hello());
     let engine = common::engine().await;
     let name = format!("switch-{}", std::process::id());
     let probe = format!(

@@ -644,3 +644,94 @@ fn logs_network_shows_the_proxys_decisions() {
     assert_eq!(entries[0]["decision"], "network-off");
     assert_eq!(entries[0]["port"], 443);
 }
+
+#[test]
+fn exec_with_an_agent_cli_and_its_events() {
+    use hangar_testkit::model::{Behavior, ModelServer, Turn};
+    let model = ModelServer::start(
+        "127.0.0.1".parse().unwrap(),
+        Behavior::Script(vec![
+            Turn::Write {
+                path: "hello.txt".into(),
+                content: "hi\n".into(),
+            },
+            Turn::Text("created hello.txt".into()),
+        ]),
+    );
+    let name = unique("events");
+    let repo = example(&name);
+    let r = repo.path();
+    let file = r.join("codex.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\nrepo = \".\"\nimage = \"debian-bookworm\"\n[secrets.MODEL_KEY]\n\
+             [agent]\nharness = \"codex\"\nmodel = \"m\"\nendpoint = \"{}/v1\"\nkey = \"MODEL_KEY\"\n",
+            model.base_url()
+        ),
+    )
+    .unwrap();
+    ok_in(r, &["env", "create", "--file", "codex.toml"], 0);
+    // A CLI harness without its key is refused before anything runs.
+    let out = hangar_in(r, &["exec", "--quiet", "--env", &name, "go"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MODEL_KEY"));
+    std::fs::write(r.join("key.txt"), "sk-cli-key-0123456789\n").unwrap();
+    ok_in(
+        r,
+        &[
+            "secret",
+            "set",
+            &name,
+            "MODEL_KEY",
+            "--from-file",
+            "key.txt",
+        ],
+        0,
+    );
+
+    let id = ok_in(
+        r,
+        &["exec", "--quiet", "--env", &name, "create hello.txt"],
+        0,
+    );
+    let id = id.trim();
+    let text = ok_in(r, &["logs", id, "--events"], 0);
+    assert!(
+        text.contains("#1 command /bin/bash -lc \"printf '%s' 'hi\n' > 'hello.txt'\" (exit 0)"),
+        "{text}"
+    );
+    assert!(text.ends_with("#1 final   created hello.txt\n"), "{text}");
+    let v = json_in(r, &["logs", id, "--events", "--json"]);
+    let events = v["events"].as_array().unwrap();
+    // printf prints nothing: the command's event has no output to show.
+    assert_eq!(
+        keys(&events[0]),
+        ["attempt", "exit_code", "kind", "seq", "text", "ts_ms"]
+    );
+    assert_eq!(events.last().unwrap()["kind"], "final");
+    assert!(ok_in(r, &["diff", id], 0).contains("+++ b/hello.txt"));
+
+    // The same environment read-only: the write fails, the diff is empty.
+    let id = ok_in(
+        r,
+        &[
+            "exec",
+            "--quiet",
+            "--env",
+            &name,
+            "--approval",
+            "read-only",
+            "create hello.txt",
+        ],
+        0,
+    );
+    assert_eq!(ok_in(r, &["diff", id.trim()], 0), "");
+    let out = hangar_in(r, &["exec", "--env", &name, "--approval", "yolo", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`yolo` is not one of read-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

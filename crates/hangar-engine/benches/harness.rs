@@ -1,0 +1,189 @@
+//! Harness overhead (root; `cargo bench -p hangar-engine --bench harness`): the same
+//! scripted task (the model asks for a file to be written, then answers) run by Codex CLI
+//! and Claude Code two ways, interleaved in one run:
+//!
+//! - bare: the CLI's own command line (docs/harnesses.md), exec'd in a sandbox over the
+//!   same image and CLI layer, its model served on the sandbox's own loopback;
+//! - through hangar: a task's agent phase as the adapter runs it (its config files, the
+//!   step wrapper, the model reached through the proxy's forwarder with the key
+//!   injected, the CLI's output read back and judged, its events stored).
+//!
+//! The difference is what the adapter adds to an agent run (target: <= 100 ms).
+
+use std::time::{Duration, Instant};
+
+use hangar_engine::{Engine, TaskRequest};
+use hangar_harness::Kind;
+use hangar_sandbox::{ExecSpec, Sandbox, SandboxSpec};
+use hangar_secrets::Secret;
+use hangar_spec::{Phase, TaskId, TaskStatus};
+use hangar_testkit::bench::{summarize, Row};
+use hangar_testkit::model::{Behavior, ModelServer, Turn};
+use tokio::sync::watch;
+
+const RUNS: usize = 10;
+const KEY: &str = "sk-bench-key-0123456789";
+
+fn script() -> Behavior {
+    Behavior::Script(vec![
+        Turn::Write {
+            path: "hello.txt".into(),
+            content: "hi\n".into(),
+        },
+        Turn::Text("created hello.txt".into()),
+    ])
+}
+
+/// The CLI's bare command line, with its model at `base` (no path).
+fn bare_command(kind: Kind, base: &str) -> String {
+    match kind {
+        Kind::Codex => format!(
+            "rm -rf /tmp/ch && mkdir -p /tmp/ch /w && cd /w && CODEX_HOME=/tmp/ch MODEL_KEY={KEY} \
+             codex exec --json --ephemeral --skip-git-repo-check \
+             --dangerously-bypass-approvals-and-sandbox -m m -C /w \
+             -c model_provider='\"x\"' \
+             -c 'model_providers.x={{name=\"x\",base_url=\"{base}/v1\",env_key=\"MODEL_KEY\",wire_api=\"responses\"}}' \
+             -o /tmp/ch/last.txt 'create hello.txt' </dev/null >/dev/null"
+        ),
+        Kind::Claude => format!(
+            "rm -rf /tmp/cl && mkdir -p /tmp/cl /w && cd /w && HOME=/tmp/cl \
+             CLAUDE_CONFIG_DIR=/tmp/cl/.claude ANTHROPIC_BASE_URL={base} ANTHROPIC_API_KEY={KEY} \
+             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 CLAUDE_CODE_MAX_RETRIES=0 IS_SANDBOX=1 \
+             claude -p 'create hello.txt' --output-format stream-json --verbose \
+             --permission-mode bypassPermissions --model m </dev/null >/dev/null"
+        ),
+        _ => unreachable!("the bench covers codex and claude"),
+    }
+}
+
+/// The layer hangar installed `kind`'s CLI into (found by the install it records).
+fn cli_layer(store: &hangar_store::Store, kind: Kind) -> std::path::PathBuf {
+    let id = hangar_harness::harness(kind).install().unwrap().id;
+    std::fs::read_dir(store.root().join("harnesses"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "done")
+                && std::fs::read_to_string(p).is_ok_and(|s| s == id)
+        })
+        .map(|p| p.with_extension(""))
+        .expect("the CLI's layer (run a task first)")
+}
+
+async fn through_hangar(engine: &Engine, env: &str) -> Duration {
+    let task = engine
+        .submit(&TaskRequest {
+            environment: env.into(),
+            prompt: "create hello.txt".into(),
+            ..TaskRequest::default()
+        })
+        .await
+        .unwrap();
+    let (_tx, rx) = watch::channel(false);
+    let done = engine
+        .run_task(
+            &task.id,
+            std::sync::Arc::new(|_: &hangar_engine::Event| {}),
+            rx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Ready);
+    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let t = attempt
+        .phases
+        .iter()
+        .find(|p| p.phase == Phase::Agent)
+        .expect("an agent phase");
+    Duration::from_millis((t.ended_ms - t.started_ms) as u64)
+}
+
+async fn bench(engine: &Engine, kind: Kind, rows: &mut Vec<Row>) {
+    let model = ModelServer::start("127.0.0.1".parse().unwrap(), script());
+    let name = format!("bench-{kind}-{}", TaskId::random());
+    let repo = hangar_testkit::repo_with(&[("README.md", b"bench\n")]);
+    let path = if kind == Kind::Claude { "" } else { "/v1" };
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n[secrets.K]\n[agent]\n\
+         harness = \"{kind}\"\nmodel = \"m\"\nendpoint = \"{}{path}\"\nkey = \"K\"\n",
+        repo.path().display(),
+        model.base_url()
+    );
+    engine
+        .create_env("b.toml", &file, repo.path())
+        .await
+        .unwrap();
+    engine
+        .secret_set(&name, "K", &Secret::new(KEY.into()).unwrap())
+        .await
+        .unwrap();
+    through_hangar(engine, &name).await; // warm-up: snapshot and the CLI's layer
+
+    let store = hangar_testkit::shared_store();
+    let mut lowers = vec![cli_layer(&store, kind)];
+    lowers.extend(hangar_image::layer_dirs(&store, &hangar_testkit::debian_image(&store)).unwrap());
+    let sb = Sandbox::create(&hangar_testkit::host(&store), SandboxSpec::new(lowers))
+        .await
+        .unwrap();
+    let inside = ModelServer::serve(
+        sb.listen("127.0.0.1:18100".parse().unwrap()).unwrap(),
+        script(),
+    );
+    let prefix = hangar_harness::prefix(kind);
+    let bare = || {
+        ExecSpec::new(["bash", "-c", &bare_command(kind, "http://127.0.0.1:18100")]).env(
+            "PATH",
+            format!("{prefix}/bin:{prefix}/node/bin:/usr/local/bin:/usr/bin:/bin"),
+        )
+    };
+    let out = sb.output(bare()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (mut plain, mut hangar) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let out = sb.output(bare()).await.unwrap();
+        assert!(out.status.success());
+        plain.push(t.elapsed());
+        hangar.push(through_hangar(engine, &name).await);
+    }
+    assert!(inside.requests().iter().any(|r| r.is_model_call()));
+    sb.destroy().await.unwrap();
+    rows.push(summarize(&format!("{kind}: bare in a sandbox"), plain));
+    rows.push(summarize(
+        &format!("{kind}: through hangar's adapter"),
+        hangar,
+    ));
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    let engine = Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for kind in [Kind::Codex, Kind::Claude] {
+        bench(&engine, kind, &mut rows).await;
+    }
+    println!("\nharness overhead ({RUNS} runs each, interleaved; agent phase only)");
+    println!("{:<40} {:>9} {:>9}", "", "p50 ms", "p95 ms");
+    for pair in rows.chunks(2) {
+        for r in pair {
+            println!(
+                "{:<40} {:>9.1} {:>9.1}",
+                r.name,
+                r.p50.as_secs_f64() * 1000.0,
+                r.p95.as_secs_f64() * 1000.0
+            );
+        }
+        let added = pair[1].p50.as_secs_f64() - pair[0].p50.as_secs_f64();
+        println!("{:<40} {:>9.1}", "  added by hangar (p50)", added * 1000.0);
+    }
+}
