@@ -21,7 +21,12 @@ use hangar_testkit::bench::{summarize, Row};
 use hangar_testkit::model::{Behavior, ModelServer, Turn};
 use tokio::sync::watch;
 
-const RUNS: usize = 10;
+fn runs() -> usize {
+    std::env::var("HANGAR_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+}
 const KEY: &str = "sk-bench-key-0123456789";
 
 fn script() -> Behavior {
@@ -132,10 +137,17 @@ async fn bench(engine: &Engine, kind: Kind, rows: &mut Vec<Row>) {
     );
     let prefix = hangar_harness::prefix(kind);
     let bare = || {
-        ExecSpec::new(["bash", "-c", &bare_command(kind, "http://127.0.0.1:18100")]).env(
-            "PATH",
-            format!("{prefix}/bin:{prefix}/node/bin:/usr/local/bin:/usr/bin:/bin"),
-        )
+        ExecSpec::new(["bash", "-c", &bare_command(kind, "http://127.0.0.1:18100")])
+            .env(
+                "PATH",
+                format!("{prefix}/bin:{prefix}/node/bin:/usr/local/bin:/usr/bin:/bin"),
+            )
+            .env("HOME", "/root")
+            // Side requests (update checks and the like) are refused at once through
+            // hangar's proxy; bare, with no route, the CLI waits them out (codex: 5 s).
+            // A proxy address nothing listens on refuses as fast, so both compare fairly.
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1")
     };
     let out = sb.output(bare()).await.unwrap();
     assert!(
@@ -145,7 +157,7 @@ async fn bench(engine: &Engine, kind: Kind, rows: &mut Vec<Row>) {
     );
 
     let (mut plain, mut hangar) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let t = Instant::now();
         let out = sb.output(bare()).await.unwrap();
         assert!(out.status.success());
@@ -172,7 +184,10 @@ async fn main() {
     for kind in [Kind::Codex, Kind::Claude] {
         bench(&engine, kind, &mut rows).await;
     }
-    println!("\nharness overhead ({RUNS} runs each, interleaved; agent phase only)");
+    println!(
+        "\nharness overhead ({} runs each, interleaved; agent phase only)",
+        runs()
+    );
     println!("{:<40} {:>9} {:>9}", "", "p50 ms", "p95 ms");
     for pair in rows.chunks(2) {
         for r in pair {

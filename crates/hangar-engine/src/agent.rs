@@ -170,22 +170,14 @@ impl Engine {
         let inv = h
             .invocation(&run)
             .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
-        let mut dirs = vec![
-            "mkdir".to_string(),
-            "-p".to_string(),
-            format!("{}/home", hangar_harness::RUN_DIR),
-        ];
+        let mut dirs = vec![format!("{}/home", hangar_harness::RUN_DIR)];
         dirs.extend(inv.files.iter().filter_map(|(path, _)| {
             std::path::Path::new(path)
                 .parent()
                 .map(|d| d.display().to_string())
         }));
-        let mkdir = sandbox.output(ExecSpec::new(dirs)).await?;
-        if !mkdir.status.success() {
-            return Err(Stop::error(format!(
-                "failed to prepare the agent's directory: {}",
-                String::from_utf8_lossy(&mkdir.stderr).trim()
-            )));
+        for dir in &dirs {
+            sandbox.create_dir_all(dir)?;
         }
         for (path, content) in &inv.files {
             sandbox.write_file(path, content.as_bytes(), 0o600)?;

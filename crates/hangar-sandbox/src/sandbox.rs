@@ -597,6 +597,25 @@ impl Sandbox {
         crate::ReadOnly::mount(pid, path)
     }
 
+    /// Creates a directory of the sandbox's root filesystem and its missing parents (mode
+    /// 0755), each step resolved inside the root as [`Sandbox::read_file`] does: no exec.
+    pub fn create_dir_all(&self, path: &str) -> Result<()> {
+        let mut parent =
+            self.open_in_root(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+        let mut walked = String::new();
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            walked.push('/');
+            walked.push_str(name);
+            match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(self.file_err(&walked, e.into())),
+            }
+            parent =
+                self.open_in_root(&walked, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+        }
+        Ok(())
+    }
+
     /// Writes (creating or truncating) a file of the sandbox's root filesystem, resolved
     /// inside the root as [`Sandbox::read_file`] does. The parent directory must exist.
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {

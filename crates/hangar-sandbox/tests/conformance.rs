@@ -417,6 +417,26 @@ async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
     next.destroy().await.unwrap();
     std::fs::remove_dir_all(&dest).unwrap();
 }
+async fn directories_are_created_inside_the_root(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    stdout_of(&sb, "ln -s / /up && ln -s /etc/../../.. /deep").await;
+    sb.create_dir_all("/.hangar/run/agent/home").unwrap();
+    // Symlinks resolve inside the root: these land in the sandbox's own /tmp.
+    sb.create_dir_all("/up/tmp/made-through-a-link").unwrap();
+    sb.create_dir_all("/deep/tmp/made-through-dots").unwrap();
+    assert_eq!(
+        stdout_of(
+            &sb,
+            "ls -d /.hangar/run/agent/home /tmp/made-through-a-link /tmp/made-through-dots"
+        )
+        .await,
+        "/.hangar/run/agent/home\n/tmp/made-through-a-link\n/tmp/made-through-dots\n"
+    );
+    assert!(!std::path::Path::new("/tmp/made-through-dots").exists());
+    sb.create_dir_all("/.hangar/run/agent/home").unwrap();
+    sb.destroy().await.unwrap();
+}
+
 async fn a_read_only_directory_cannot_be_written_moved_or_unmounted(rt: RuntimeKind) {
     let (_host, sb) = sandbox(rt).await;
     stdout_of(
@@ -460,6 +480,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    directories_are_created_inside_the_root,
     a_read_only_directory_cannot_be_written_moved_or_unmounted,
     a_listener_bound_inside_is_served_by_the_host,
     commands_run_in_sequence_with_exactly_their_environment,

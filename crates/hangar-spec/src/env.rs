@@ -666,7 +666,6 @@ impl RawEnv {
         let agent = validate_agent(cx, self.agent, &secrets);
         // The model key serves the agent only (as a placeholder, projected for the
         // endpoint), unless its declaration names other phases.
-        let mut secrets = secrets;
         if let Some(key) = agent.as_ref().and_then(|a| a.key.as_ref()) {
             if let (Some(decl), Some(raw)) = (secrets.get_mut(key), self.secrets.get(key)) {
                 if raw.get_ref().phases.is_none() {
