@@ -15,14 +15,6 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: &'static [EventKind] = &[
-        EventKind::Message,
-        EventKind::Command,
-        EventKind::FileChange,
-        EventKind::Error,
-        EventKind::Final,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Message => "message",
@@ -31,10 +23,6 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::Final => "final",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 }
 

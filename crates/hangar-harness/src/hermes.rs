@@ -13,7 +13,7 @@ pub(crate) struct Hermes;
 
 const KEY_MARK: &str = "__HANGAR_MODEL_KEY__";
 
-const DUMP: &str = r#"/opt/hangar/hermes/venv/bin/python - "$HERMES_HOME/state.db" > /.hangar/run/agent/messages.jsonl <<'PY' || true
+const DUMP: &str = r#"{PREFIX}/venv/bin/python - "$HERMES_HOME/state.db" > {RUN_DIR}/messages.jsonl <<'PY' || true
 import json, sqlite3, sys
 rows = sqlite3.connect(sys.argv[1]).execute(
     "select role, content, tool_calls, tool_call_id from messages order by id")
@@ -49,7 +49,8 @@ impl Harness for Hermes {
              sed -i \"s/{KEY_MARK}/$HANGAR_MODEL_KEY/\" \"$HERMES_HOME/config.yaml\"\n\
              set +e\n\
              hermes -z \"$HANGAR_PROMPT\" --usage-file {RUN_DIR}/usage.json | tee {RUN_DIR}/final.txt\n\
-             code=$?\nset -e\n{DUMP}exit $code\n",
+             code=$?\nset -e\n{dump}exit $code\n",
+            dump = DUMP.replace("{RUN_DIR}", RUN_DIR).replace("{PREFIX}", &install::prefix(Kind::Hermes)),
             prelude = prelude(Kind::Hermes),
         );
         Ok(Invocation {

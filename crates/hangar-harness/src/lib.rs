@@ -267,6 +267,44 @@ mod tests {
     }
 
     #[test]
+    fn every_invocation_is_bash_with_nothing_left_to_fill_in() {
+        for kind in [
+            Kind::Codex,
+            Kind::Claude,
+            Kind::Openclaw,
+            Kind::Hermes,
+            Kind::Aider,
+        ] {
+            let run = RunSpec {
+                model: Some("m'1"),
+                endpoint: Some("http://127.0.0.1:18100/v1"),
+                workdir: "/workspace/r",
+                script: None,
+            };
+            let inv = harness(kind).invocation(&run).unwrap();
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &inv.script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{kind}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for text in std::iter::once(&inv.script).chain(inv.files.iter().map(|(_, c)| c)) {
+                assert!(
+                    !text.contains("{RUN_DIR}") && !text.contains("{PREFIX}"),
+                    "{kind}: {text}"
+                );
+            }
+            assert!(
+                inv.files.iter().all(|(p, _)| p.starts_with(RUN_DIR)),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
     fn quoting_survives_bash() {
         let nasty = "it's $HOME `id` \"x\"";
         let out = std::process::Command::new("bash")

@@ -14,8 +14,9 @@ pub(crate) struct OpenClaw;
 /// Stands for the key in the config file until the script fills it in.
 const KEY_MARK: &str = "__HANGAR_MODEL_KEY__";
 
-/// Copies the transcript's messages out of the state database, as JSON lines.
-const DUMP: &str = r#"python3 - "$state" > /.hangar/run/agent/transcript.jsonl <<'PY' || true
+/// Copies the transcript's messages out of the state database, as JSON lines
+/// (`{RUN_DIR}` stands for [`RUN_DIR`]).
+const DUMP: &str = r#"python3 - "$state" > {RUN_DIR}/transcript.jsonl <<'PY' || true
 import glob, sqlite3, sys
 for db in glob.glob(sys.argv[1] + "/agents/*/agent/*.sqlite"):
     try:
@@ -58,7 +59,8 @@ impl Harness for OpenClaw {
              set +e\n\
              openclaw agent exec --config {cfg} --state-dir \"$state\" --cwd {workdir} \
              --model {primary} --json \"$prompt\" > {RUN_DIR}/envelope.json\n\
-             code=$?\nset -e\ncat {RUN_DIR}/envelope.json\n{DUMP}exit $code\n",
+             code=$?\nset -e\ncat {RUN_DIR}/envelope.json\n{dump}exit $code\n",
+            dump = DUMP.replace("{RUN_DIR}", RUN_DIR),
             prelude = prelude(Kind::Openclaw),
             workdir = quote(run.workdir),
             primary = quote(&format!("hangar/{model}")),
