@@ -152,16 +152,7 @@ mod tests {
     #[test]
     fn install_scripts_parse_and_name_no_registry() {
         for install in [codex(), claude(), openclaw(), hermes(), aider()] {
-            let out = std::process::Command::new("bash")
-                .args(["-n", "-c", &install.script])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                install.id,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::assert_bash_parses(&install.script, &install.id);
             assert!(!install.script.contains("https://"), "{}", install.id);
         }
     }

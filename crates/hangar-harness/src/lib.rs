@@ -232,20 +232,35 @@ pub(crate) fn api_message(text: &str) -> String {
         .unwrap_or_else(|| text.to_string())
 }
 
+/// Asserts that `script` is valid bash (`bash -n`).
+#[cfg(test)]
+pub(crate) fn assert_bash_parses(script: &str, what: &str) {
+    let out = std::process::Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CLIS: [Kind; 5] = [
+        Kind::Codex,
+        Kind::Claude,
+        Kind::Openclaw,
+        Kind::Hermes,
+        Kind::Aider,
+    ];
+
     #[test]
     fn every_kind_has_its_adapter() {
-        for kind in [
-            Kind::Codex,
-            Kind::Claude,
-            Kind::Openclaw,
-            Kind::Hermes,
-            Kind::Aider,
-            Kind::Script,
-        ] {
+        for kind in CLIS.into_iter().chain([Kind::Script]) {
             assert_eq!(harness(kind).kind(), kind);
             assert_eq!(harness(kind).install().is_none(), kind == Kind::Script);
         }
@@ -268,13 +283,7 @@ mod tests {
 
     #[test]
     fn every_invocation_is_bash_with_nothing_left_to_fill_in() {
-        for kind in [
-            Kind::Codex,
-            Kind::Claude,
-            Kind::Openclaw,
-            Kind::Hermes,
-            Kind::Aider,
-        ] {
+        for kind in CLIS {
             let run = RunSpec {
                 model: Some("m'1"),
                 endpoint: Some("http://127.0.0.1:18100/v1"),
@@ -282,15 +291,7 @@ mod tests {
                 script: None,
             };
             let inv = harness(kind).invocation(&run).unwrap();
-            let out = std::process::Command::new("bash")
-                .args(["-n", "-c", &inv.script])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{kind}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_bash_parses(&inv.script, kind.as_str());
             for text in std::iter::once(&inv.script).chain(inv.files.iter().map(|(_, c)| c)) {
                 assert!(
                     !text.contains("{RUN_DIR}") && !text.contains("{PREFIX}"),
