@@ -399,6 +399,7 @@ impl Engine {
         let plan = ctx.plan;
         let p = timed(self, plan, Phase::Prepare, self.prepare(plan, &ctx.secrets)).await?;
         ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
+        hangar_image::set_var(&mut ctx.base_env, "HANGAR_ATTEMPT", &plan.index.to_string());
         let snapshot = self.snapshot_dir(&p.key);
         let info = match &p.lookup {
             Lookup::Hit(s) => {
@@ -856,6 +857,11 @@ impl Engine {
             let patch = read("diff.patch")?;
             let numstat = String::from_utf8_lossy(&read("numstat")?).into_owned();
             let tree = String::from_utf8_lossy(&read("tree")?).trim().to_string();
+            // The check sees the agent's work, after the diff is taken (what it writes,
+            // caches and reports, is not the agent's change); network off, no secrets.
+            if let (Ok(_), Some(check)) = (&agent, &env.agent.check) {
+                self.check(ctx, sandbox, check, &workdir).await?;
+            }
             Ok((patch, diff::summary(&numstat), tree))
         })
         .await;
@@ -881,6 +887,46 @@ impl Engine {
             diff: Some(patch),
             result_tree: Some(tree),
         })
+    }
+}
+
+impl Engine {
+    /// Runs `[agent] check` in the workspace and records whether it passed.
+    async fn check(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        script: &str,
+        workdir: &str,
+    ) -> Result<(), Stop> {
+        let step = Step {
+            phase: Phase::Collect,
+            name: "check",
+            script,
+            cwd: workdir,
+            env: Vec::new(),
+            timeout: Some(ctx.plan.env.agent.timeout),
+        };
+        let res = ctx.run(sandbox, step, &[]).await?;
+        let result = hangar_store::db::CheckResult {
+            passed: res.success(),
+            exit_code: if res.timed_out { None } else { res.status.code },
+        };
+        let said = match (result.passed, result.exit_code) {
+            (true, _) => "passed".to_string(),
+            (false, Some(code)) => format!("failed with exit code {code}"),
+            (false, None) => format!(
+                "did not finish within {} and was stopped",
+                hangar_spec::format_duration(ctx.plan.env.agent.timeout)
+            ),
+        };
+        ctx.logger.note(Phase::Collect, &format!("check: {said}"));
+        let json = serde_json::to_string(&result).expect("a check result serializes");
+        self.db
+            .set_attempt_field(ctx.plan.task, ctx.plan.index, AttemptField::Check, &json)
+            .await
+            .map_err(EngineError::from)?;
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ mod agent;
 mod apply;
 mod attempt;
 pub mod autoinstall;
+pub mod best;
 pub mod cache;
 pub mod diff;
 mod error;
@@ -70,7 +71,12 @@ pub struct TaskRequest {
     /// Over the environment's `[agent] harness` and `approval`.
     pub harness: Option<Harness>,
     pub approval: Option<Approval>,
+    /// Best-of-N: how many attempts run side by side from the same snapshot (0 means 1).
+    pub attempts: u32,
 }
+
+/// Attempts of one task, at most (each is a sandbox, a proxy and an agent CLI).
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// The environment's `[agent]` with a task's choices over it.
 fn effective_agent(
@@ -356,6 +362,12 @@ impl Engine {
                 )));
             }
         }
+        let attempts = req.attempts.max(1);
+        if attempts > MAX_ATTEMPTS {
+            return Err(EngineError::BadRequest(format!(
+                "{attempts} attempts asked for; a task runs at most {MAX_ATTEMPTS}"
+            )));
+        }
         let missing = self.unset_secrets(&env).await?;
         if !missing.is_empty() {
             return Err(secrets::missing_secrets(&env, &missing));
@@ -404,7 +416,7 @@ impl Engine {
             agent_script: req.script.clone(),
             harness: req.harness,
             approval: req.approval,
-            attempts: 1,
+            attempts,
         };
         Ok(self.db.create_task(&task).await?)
     }
@@ -426,11 +438,10 @@ impl Engine {
         );
         let script = env.agent.script.clone().unwrap_or_default();
         let attempts = self.db.attempts(id).await?;
-        for a in attempts
+        let plans: Vec<attempt::AttemptPlan<'_>> = attempts
             .iter()
             .filter(|a| a.status == hangar_spec::AttemptStatus::Pending)
-        {
-            let plan = attempt::AttemptPlan {
+            .map(|a| attempt::AttemptPlan {
                 task: id,
                 index: a.index,
                 env: &env,
@@ -439,8 +450,15 @@ impl Engine {
                 commit: task.commit.as_deref(),
                 agent_script: &script,
                 progress: progress.clone(),
-            };
-            self.run_attempt(&plan, cancel.clone()).await?;
+            })
+            .collect();
+        // Best-of-N: side by side, each in its own sandbox; the first to need the
+        // snapshot builds it and the others wait for it on its lock.
+        let runs = plans
+            .iter()
+            .map(|plan| self.run_attempt(plan, cancel.clone()));
+        for done in futures_util::future::join_all(runs).await {
+            done?;
         }
         Ok(self.db.task(&self.workspace, id).await?)
     }

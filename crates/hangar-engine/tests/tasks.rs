@@ -532,3 +532,81 @@ async fn environments_resolve_update_and_refuse_bad_input_without_losing_anythin
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_of_n_runs_attempts_side_by_side_and_ranks_them_by_check_then_size() {
+    let engine = engine().await;
+    let origin = repo(&[("README.md", b"read me\n")]);
+    let script = r#"case "$HANGAR_ATTEMPT" in
+  1) seq 1 30 > big.txt; echo bad > verdict ;;
+  2) echo good > verdict ;;
+  3) seq 1 30 > big.txt; echo good > verdict ;;
+esac
+echo "attempt $HANGAR_ATTEMPT done""#;
+    let name = env(
+        &engine,
+        origin.path(),
+        &format!("{}check = \"grep -q good verdict\"\n", agent(script)),
+    )
+    .await;
+
+    let err = engine
+        .submit(&TaskRequest {
+            attempts: 5,
+            ..request(&name, "too many")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to start the task: 5 attempts asked for; a task runs at most 4"
+    );
+
+    let (task, _) = run(
+        &engine,
+        TaskRequest {
+            attempts: 3,
+            ..request(&name, "write a verdict")
+        },
+    )
+    .await;
+    assert_eq!(task.status, TaskStatus::Ready);
+    let attempts = engine.db().attempts(&task.id).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    for a in &attempts {
+        assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+        assert_eq!(
+            a.final_message.as_deref(),
+            Some(format!("attempt {} done", a.index).as_str())
+        );
+        no_traces(a);
+    }
+    let sandboxes: std::collections::BTreeSet<_> =
+        attempts.iter().map(|a| a.sandbox.clone()).collect();
+    assert_eq!(sandboxes.len(), 3, "each attempt has its own sandbox");
+    // Side by side: every attempt had started before any had finished.
+    let last_start = attempts.iter().filter_map(|a| a.started_ms).max().unwrap();
+    let first_end = attempts.iter().filter_map(|a| a.finished_ms).min().unwrap();
+    assert!(last_start <= first_end, "{attempts:#?}");
+
+    let checks: Vec<Option<bool>> = attempts.iter().map(|a| a.check.map(|c| c.passed)).collect();
+    assert_eq!(checks, [Some(false), Some(true), Some(true)]);
+    for (idx, has_big) in [(1, true), (2, false), (3, true)] {
+        let diff = engine.db().diff(&task.id, idx).await.unwrap().unwrap();
+        let diff = String::from_utf8_lossy(&diff);
+        assert!(diff.contains("+++ b/verdict"), "{diff}");
+        assert_eq!(
+            diff.contains("+++ b/big.txt"),
+            has_big,
+            "attempt {idx}: {diff}"
+        );
+    }
+    assert_eq!(hangar_engine::best::rank(&attempts), [2, 3, 1]);
+    assert_eq!(hangar_engine::best::best(&attempts), Some(2));
+    let logs = common::logs(&engine, &task.id).await;
+    assert!(
+        logs.contains(&"check: failed with exit code 1".to_string()),
+        "{logs:#?}"
+    );
+    assert!(logs.contains(&"check: passed".to_string()), "{logs:#?}");
+}

@@ -164,9 +164,19 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub phases: Vec<PhaseTiming>,
     pub summary: Option<DiffSummary>,
+    /// `[agent] check`'s result, when the environment has one and the agent succeeded.
+    pub check: Option<CheckResult>,
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+}
+
+/// How `[agent] check` ended in an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub passed: bool,
+    /// `None` when it was stopped (timeout).
+    pub exit_code: Option<i32>,
 }
 
 /// How an attempt ended.
@@ -242,6 +252,8 @@ pub enum AttemptField {
     /// How its environment was found (JSON {status, reason, snapshot}).
     Cache,
     BaseCommit,
+    /// `[agent] check`'s result (JSON [`CheckResult`]).
+    Check,
 }
 
 impl AttemptField {
@@ -250,6 +262,7 @@ impl AttemptField {
             AttemptField::Sandbox => "sandbox",
             AttemptField::Cache => "cache",
             AttemptField::BaseCommit => "base_commit",
+            AttemptField::Check => "check_result",
         }
     }
 }
@@ -1188,6 +1201,11 @@ fn attempt_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<AttemptRecord> {
             lines_added: r.get::<Option<u32>, _>("lines_added").unwrap_or(0),
             lines_removed: r.get::<Option<u32>, _>("lines_removed").unwrap_or(0),
         }),
+        check: r
+            .get::<Option<String>, _>("check_result")
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| corrupt("check result")(e.to_string()))?,
         created_ms: r.get("created_ms"),
         started_ms: r.get("started_ms"),
         finished_ms: r.get("finished_ms"),

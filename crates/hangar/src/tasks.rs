@@ -138,6 +138,10 @@ pub struct ExecArgs {
     /// How much the agent may change: read-only, auto or full-access.
     #[arg(long, value_parser = parse_spelled::<Approval>)]
     approval: Option<Approval>,
+    /// Best-of-N: run this many attempts side by side (1 to 4), ranked by `[agent] check`
+    /// and then by the smaller diff.
+    #[arg(long, default_value_t = 1)]
+    attempts: u32,
     /// Return once the task is accepted; it runs in the background.
     #[arg(long)]
     detach: bool,
@@ -166,9 +170,13 @@ pub struct ListArgs {
 pub struct TaskArgs {
     /// A task id, or a unique prefix of one.
     task: String,
-    /// Which attempt (default: the first ready one, else the first).
-    #[arg(long)]
+    /// Which attempt (default: the best ready one, else the first).
+    #[arg(long, conflicts_with = "best")]
     attempt: Option<u32>,
+    /// The best attempt: ready, its check passed, the smallest diff (an error if none
+    /// is ready).
+    #[arg(long)]
+    best: bool,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -470,6 +478,7 @@ pub async fn exec(engine: &Engine, data_dir: &Path, args: ExecArgs) -> Result<u8
                 .harness
                 .or(args.script.as_ref().map(|_| Harness::Script)),
             approval: args.approval,
+            attempts: args.attempts,
             script,
         })
         .await?;
@@ -701,6 +710,7 @@ fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
         "cache": a.cache.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
         "timings": timings,
         "summary": a.summary,
+        "check": a.check,
         "created_at": rfc3339(a.created_ms),
         "started_at": a.started_ms.map(rfc3339),
         "finished_at": a.finished_ms.map(rfc3339),
@@ -716,6 +726,8 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
         v["commit"] = json!(t.commit);
         v["environment_version"] = json!(t.environment_version);
         v["attempts"] = attempts.iter().map(attempt_json).collect();
+        v["ranking"] = json!(hangar_engine::best::rank(&attempts));
+        v["best"] = json!(hangar_engine::best::best(&attempts));
         return print_json(&v);
     }
     println!("task        {}", t.id);
@@ -732,6 +744,14 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
         println!("commit      {c}");
     }
     println!("created     {}", rfc3339(t.created_ms));
+    if attempts.len() > 1 {
+        let ranking = hangar_engine::best::rank(&attempts);
+        let listed: Vec<String> = ranking.iter().map(|i| i.to_string()).collect();
+        match hangar_engine::best::best(&attempts) {
+            Some(b) => println!("best        attempt {b} (ranking {})", listed.join(", ")),
+            None => println!("best        none ready (ranking {})", listed.join(", ")),
+        }
+    }
     for a in &attempts {
         println!();
         println!("attempt {}   {}", a.index, a.status);
@@ -747,6 +767,13 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
         }
         if let Some(s) = &a.summary {
             println!("  changes   {}", describe_summary(s));
+        }
+        if let Some(c) = &a.check {
+            match (c.passed, c.exit_code) {
+                (true, _) => println!("  check     passed"),
+                (false, Some(code)) => println!("  check     failed (exit code {code})"),
+                (false, None) => println!("  check     stopped by the timeout"),
+            }
         }
         if let Some(m) = &a.final_message {
             println!("  message   {m}");
@@ -767,8 +794,16 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
 }
 
 /// The attempt a command means: the one asked for, else the first ready, else the first.
-fn pick(attempts: &[AttemptRecord], wanted: Option<u32>, task: &TaskRecord) -> Result<u32> {
-    if let Some(n) = wanted {
+fn pick(attempts: &[AttemptRecord], args: &TaskArgs, task: &TaskRecord) -> Result<u32> {
+    if args.best {
+        return hangar_engine::best::best(attempts).with_context(|| {
+            format!(
+                "failed to pick the best attempt of task {}: none is ready (status {})",
+                task.id, task.status
+            )
+        });
+    }
+    if let Some(n) = args.attempt {
         if attempts.iter().any(|a| a.index == n) {
             return Ok(n);
         }
@@ -778,17 +813,24 @@ fn pick(attempts: &[AttemptRecord], wanted: Option<u32>, task: &TaskRecord) -> R
             attempts.len()
         );
     }
-    attempts
-        .iter()
-        .find(|a| a.status == hangar_spec::AttemptStatus::Ready)
-        .or(attempts.first())
-        .map(|a| a.index)
+    hangar_engine::best::best(attempts)
+        .or(attempts.first().map(|a| a.index))
         .with_context(|| format!("task {} has no attempts", task.id))
 }
 
+/// The task, and which attempt's records to show: the one asked for, or all.
+async fn load_for_logs(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, Option<u32>)> {
+    let (t, attempts) = load(engine, &args.task).await?;
+    let which = match (args.best, args.attempt) {
+        (false, None) => None,
+        _ => Some(pick(&attempts, args, &t)?),
+    };
+    Ok((t, which))
+}
+
 pub async fn logs(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, _) = load(engine, &args.task).await?;
-    let lines = engine.db().logs(&t.id, args.attempt).await?;
+    let (t, which) = load_for_logs(engine, &args).await?;
+    let lines = engine.db().logs(&t.id, which).await?;
     if as_json {
         return print_json(&json!({ "logs": lines }));
     }
@@ -815,8 +857,8 @@ fn parse_spelled<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, Strin
 
 /// The agent's events, one line each (commands with their exit code).
 pub async fn events(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, _) = load(engine, &args.task).await?;
-    let events = engine.db().events(&t.id, args.attempt).await?;
+    let (t, which) = load_for_logs(engine, &args).await?;
+    let events = engine.db().events(&t.id, which).await?;
     if as_json {
         return print_json(&json!({ "events": events }));
     }
@@ -838,8 +880,8 @@ pub async fn events(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()
 
 /// The egress proxy's decisions, one line each.
 pub async fn network_log(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, _) = load(engine, &args.task).await?;
-    let entries = engine.db().network_log(&t.id, args.attempt).await?;
+    let (t, which) = load_for_logs(engine, &args).await?;
+    let entries = engine.db().network_log(&t.id, which).await?;
     if as_json {
         return print_json(&json!({ "network": entries }));
     }
@@ -878,7 +920,7 @@ pub async fn network_log(engine: &Engine, args: TaskArgs, as_json: bool) -> Resu
 
 async fn stored_diff(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, u32, Vec<u8>)> {
     let (t, attempts) = load(engine, &args.task).await?;
-    let idx = pick(&attempts, args.attempt, &t)?;
+    let idx = pick(&attempts, args, &t)?;
     let Some(diff) = engine.db().diff(&t.id, idx).await? else {
         bail!(
             "failed to read the diff of task {} attempt {idx}: it has none yet (status {})",

@@ -736,3 +736,55 @@ fn exec_with_an_agent_cli_and_its_events() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn best_of_n_through_the_cli() {
+    let name = unique("best");
+    let repo = example(&name);
+    let r = repo.path();
+    let script =
+        r#"if [ "$HANGAR_ATTEMPT" = 2 ]; then echo good > verdict; else seq 1 9 > verdict; fi"#;
+    std::fs::write(
+        r.join("best.toml"),
+        format!(
+            "name = \"{name}\"\nrepo = \".\"\nimage = \"debian-bookworm\"\n[agent]\n\
+             script = '{script}'\ncheck = \"grep -qx good verdict\"\n"
+        ),
+    )
+    .unwrap();
+    ok_in(r, &["env", "create", "--file", "best.toml"], 0);
+    let out = hangar_in(
+        r,
+        &["exec", "--quiet", "--env", &name, "--attempts", "5", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a task runs at most 4"));
+
+    let id = ok_in(
+        r,
+        &["exec", "--quiet", "--env", &name, "--attempts", "3", "x"],
+        0,
+    );
+    let id = id.trim();
+    let text = ok_in(r, &["show", id], 0);
+    assert!(
+        text.contains("best        attempt 2 (ranking 2, 1, 3)"),
+        "{text}"
+    );
+    assert!(text.contains("  check     passed"), "{text}");
+    assert!(text.contains("  check     failed (exit code 1)"), "{text}");
+    let v = json_in(r, &["show", id, "--json"]);
+    assert_eq!(v["best"], 2);
+    assert_eq!(v["ranking"], serde_json::json!([2, 1, 3]));
+    assert_eq!(v["attempts"][1]["check"]["passed"], true);
+    assert_eq!(
+        ok_in(r, &["diff", id, "--best"], 0),
+        ok_in(r, &["diff", id, "--attempt", "2"], 0)
+    );
+    assert!(ok_in(r, &["diff", id, "--best"], 0).contains("+good"));
+    let logs = ok_in(r, &["logs", id, "--best"], 0);
+    assert!(
+        logs.contains("(attempt 2)") && !logs.contains("(attempt 1)"),
+        "{logs}"
+    );
+}
