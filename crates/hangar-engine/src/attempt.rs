@@ -430,8 +430,20 @@ impl Engine {
         let mut lowers = vec![snapshot];
         lowers.extend(self.harness_layer(ctx, &p).await?);
         lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
+        // `cache gc` leaves a snapshot alone while its lock is held: held from here until
+        // the sandbox over it holds its lease.
+        let hold = self.lock_snapshot(&p.key).await?;
+        if !self.snapshot_dir(&p.key).is_dir() {
+            return Err(Stop::error(format!(
+                "snapshot {} was removed (by `hangar cache gc`) before the task could use \
+                 it; run the task again",
+                cache::short(&p.key)
+            )));
+        }
         let sandbox = self.sandbox(ctx, lowers, &p).await?;
-        store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]).map_err(EngineError::from)?;
+        let leased = store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]);
+        drop(hold);
+        leased.map_err(EngineError::from)?;
         let out = self.phases(ctx, &sandbox).await;
         ctx.net = None;
         if let Err(e) = sandbox.destroy().await {

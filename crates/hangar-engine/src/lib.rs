@@ -78,6 +78,13 @@ pub struct TaskRequest {
 /// Attempts of one task, at most (each is a sandbox, a proxy and an agent CLI).
 pub const MAX_ATTEMPTS: u32 = 4;
 
+/// Whether someone holds `<dir>/<key>.lock` (a build, or a task about to lease it).
+fn lock_held(dir: &Path, key: &str) -> bool {
+    std::fs::File::open(dir.join(format!("{key}.lock")))
+        .map(|f| f.try_lock().is_err())
+        .unwrap_or(false)
+}
+
 /// The environment's `[agent]` with a task's choices over it.
 fn effective_agent(
     env: &Environment,
@@ -490,7 +497,13 @@ impl Engine {
         let all = self.db.all_snapshots().await?;
         let leased = self.store.leased("snapshot");
         let mut report = CacheGcReport::default();
+        let root = self.store.root().join("snapshots");
         for s in cache::to_collect(&all, &leased, self.now_at(), budget) {
+            // Its lock is held from a build until its record exists, and from a task's
+            // lookup until the sandbox using it holds its lease.
+            if lock_held(&root, &s.key) {
+                continue;
+            }
             let dir = self.snapshot_dir(&s.key);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(error::io_err("remove", &dir))?;
@@ -504,15 +517,12 @@ impl Engine {
                 self.db.delete_snapshot(&s.key).await?;
             }
         }
-        let root = self.store.root().join("snapshots");
         for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let known = all.iter().any(|s| s.key == name) || name.ends_with(".lock");
             // A build holds its key's lock from before its directory appears until its
             // record is written.
-            let building = std::fs::File::open(root.join(format!("{name}.lock")))
-                .map(|f| f.try_lock().is_err())
-                .unwrap_or(false);
+            let building = lock_held(&root, &name);
             if !known && !building && !leased.contains(&name) && entry.path().is_dir() {
                 std::fs::remove_dir_all(entry.path())
                     .map_err(error::io_err("remove", entry.path()))?;

@@ -231,3 +231,32 @@ async fn a_failed_setup_caches_nothing() {
     let snaps = engine.snapshots().await.unwrap();
     assert!(!snaps.iter().any(|s| s.environment == name), "{snaps:?}");
 }
+
+/// Regression: `cache gc` removed a snapshot between a task finding it and the task's
+/// sandbox leasing it, and the task's checkout found no workspace. A held key lock now
+/// keeps gc away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_leaves_a_snapshot_alone_while_its_lock_is_held() {
+    let engine = engine(Arc::new(AtomicI64::new(0))).await;
+    let (_origin, name) = env(&engine, "gc-lock", "echo built > /opt/from-setup").await;
+    run(&engine, &name).await;
+    let s = engine
+        .snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.environment == name)
+        .unwrap();
+    engine.cache_reset(&name).await.unwrap();
+    let root = hangar_testkit::shared_store().root().join("snapshots");
+    let lock = std::fs::File::create(root.join(format!("{}.lock", s.key))).unwrap();
+    lock.lock().unwrap();
+    engine.cache_gc(None).await.unwrap();
+    assert!(root.join(&s.key).is_dir(), "collected while locked");
+    drop(lock);
+    engine.cache_gc(None).await.unwrap();
+    assert!(
+        !root.join(&s.key).is_dir(),
+        "a reset snapshot stays after gc"
+    );
+}

@@ -64,6 +64,16 @@ enum Command {
     Exec(tasks::ExecArgs),
     /// List tasks, newest first.
     List(tasks::ListArgs),
+    /// Print a task's status; exits 0 only when it is ready (3: error or cancelled,
+    /// 4: still pending or running).
+    Status {
+        /// A task id, or a unique prefix of one.
+        task: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until a task has finished; exits as `status` does.
+    Wait(tasks::WaitArgs),
     /// Show a task and its attempts.
     Show {
         #[command(flatten)]
@@ -234,6 +244,8 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             code
         }
         Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
+        Command::Status { task, json } => tasks::status(&engine().await?, &task, json).await,
+        Command::Wait(args) => tasks::wait(&engine().await?, args).await,
         Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
         Command::Logs {
             task,

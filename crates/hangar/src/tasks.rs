@@ -818,6 +818,68 @@ fn pick(attempts: &[AttemptRecord], args: &TaskArgs, task: &TaskRecord) -> Resul
         .with_context(|| format!("task {} has no attempts", task.id))
 }
 
+#[derive(Args)]
+pub struct WaitArgs {
+    /// A task id, or a unique prefix of one.
+    task: String,
+    /// Give up after this long (e.g. `90s`, `10m`); exit code 4.
+    #[arg(long, value_parser = hangar_spec::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A finished task's exit code: 0 when ready, 3 when it ended in error or was cancelled;
+/// 4 while it is still pending or running.
+fn status_code(status: TaskStatus) -> u8 {
+    match status {
+        TaskStatus::Ready => 0,
+        TaskStatus::Error | TaskStatus::Cancelled => 3,
+        TaskStatus::Pending | TaskStatus::Running => 4,
+    }
+}
+
+fn print_status(t: &TaskRecord, attempts: &[AttemptRecord], as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&json!({
+            "id": t.id.as_str(),
+            "status": t.status,
+            "best": hangar_engine::best::best(attempts),
+        }));
+    }
+    println!("{}", t.status);
+    Ok(())
+}
+
+/// Prints a task's status; the exit code says it (0 only when ready).
+pub async fn status(engine: &Engine, task: &str, as_json: bool) -> Result<u8> {
+    let (t, attempts) = load(engine, task).await?;
+    print_status(&t, &attempts, as_json)?;
+    Ok(status_code(t.status))
+}
+
+/// Waits until a task has finished, then prints its status as `status` does.
+pub async fn wait(engine: &Engine, args: WaitArgs) -> Result<u8> {
+    let started = std::time::Instant::now();
+    loop {
+        let (t, attempts) = load(engine, &args.task).await?;
+        let out_of_time = args.timeout.is_some_and(|limit| started.elapsed() >= limit);
+        if t.status.is_finished() || out_of_time {
+            if !t.status.is_finished() {
+                eprintln!(
+                    "hangar: task {} is still {} after {}",
+                    t.id,
+                    t.status,
+                    hangar_spec::format_duration(args.timeout.unwrap_or_default())
+                );
+            }
+            print_status(&t, &attempts, args.json)?;
+            return Ok(status_code(t.status));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The task, and which attempt's records to show: the one asked for, or all.
 async fn load_for_logs(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, Option<u32>)> {
     let (t, attempts) = load(engine, &args.task).await?;

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use hangar_testkit::git;
 use serde_json::Value;
@@ -445,17 +444,12 @@ fn detached_exec_returns_the_id_and_the_task_finishes_in_the_background() {
     );
     let out = ok_in(r, &["exec", "--detach", "--env", &name, "fix it"], 0);
     let id = out.trim().to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        let show = json_in(r, &["show", &id, "--json"]);
-        let status = show["status"].as_str().unwrap().to_string();
-        if !matches!(status.as_str(), "pending" | "running") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "task {id} still {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, "ready");
+    // `wait` blocks until it has finished; `status` then exits 0 because it is ready.
+    assert_eq!(ok_in(r, &["wait", &id, "--timeout", "2m"], 0), "ready\n");
+    assert_eq!(ok_in(r, &["status", &id], 0), "ready\n");
+    let v = json_in(r, &["status", &id, "--json"]);
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["best"], 1);
 }
 
 #[test]
@@ -494,6 +488,8 @@ fn a_failing_task_exits_3_names_the_line_and_still_prints_its_id() {
     let show = json_in(r, &["show", &id, "--json"]);
     assert_eq!(show["status"], "error");
     assert_eq!(show["attempts"][0]["exit_code"], 1);
+    assert_eq!(ok_in(r, &["status", &id], 3), "error\n");
+    assert_eq!(ok_in(r, &["wait", &id], 3), "error\n");
 }
 
 #[test]
