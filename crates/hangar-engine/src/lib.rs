@@ -75,6 +75,9 @@ pub struct TaskRequest {
     pub attempts: u32,
 }
 
+/// How often a running task looks for a cancel asked for from another process.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Attempts of one task, at most (each is a sandbox, a proxy and an agent CLI).
 pub const MAX_ATTEMPTS: u32 = 4;
 
@@ -444,6 +447,28 @@ impl Engine {
             task.agent_script.as_deref(),
         );
         let script = env.agent.script.clone().unwrap_or_default();
+        // A cancel asked for from elsewhere (`hangar cancel`) reaches the attempts like
+        // the caller's own.
+        let mut outer = cancel;
+        let (cancel_tx, cancel) = watch::channel(*outer.borrow());
+        let watcher = tokio::spawn({
+            let (db, id) = (self.db.clone(), id.clone());
+            async move {
+                let mut outer_alive = true;
+                loop {
+                    if *outer.borrow() || db.cancel_requested(&id).await.unwrap_or(false) {
+                        let _ = cancel_tx.send(true);
+                        return;
+                    }
+                    tokio::select! {
+                        changed = outer.changed(), if outer_alive => {
+                            outer_alive = changed.is_ok();
+                        }
+                        () = tokio::time::sleep(CANCEL_POLL) => {}
+                    }
+                }
+            }
+        });
         let attempts = self.db.attempts(id).await?;
         let plans: Vec<attempt::AttemptPlan<'_>> = attempts
             .iter()
@@ -464,10 +489,25 @@ impl Engine {
         let runs = plans
             .iter()
             .map(|plan| self.run_attempt(plan, cancel.clone()));
-        for done in futures_util::future::join_all(runs).await {
+        let results = futures_util::future::join_all(runs).await;
+        watcher.abort();
+        for done in results {
             done?;
         }
         Ok(self.db.task(&self.workspace, id).await?)
+    }
+
+    /// Asks whichever process runs the task to cancel it: its attempts stop and their
+    /// sandboxes are torn down. A finished task cannot be cancelled.
+    pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+        let task = self.db.task(&self.workspace, id).await?;
+        if task.status.is_finished() {
+            return Err(EngineError::BadRequest(format!(
+                "task {id} has already finished ({})",
+                task.status
+            )));
+        }
+        Ok(self.db.request_cancel(id).await?)
     }
 
     // ---- the environment cache ----

@@ -947,6 +947,25 @@ impl Db {
             .map_err(query("commit network log entries"))
     }
 
+    /// Asks the process running `task` to cancel it.
+    pub async fn request_cancel(&self, task: &TaskId) -> DbResult<()> {
+        sqlx::query("UPDATE tasks SET cancel_requested = 1 WHERE id = ?")
+            .bind(task.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(query("request the task's cancellation"))?;
+        Ok(())
+    }
+
+    pub async fn cancel_requested(&self, task: &TaskId) -> DbResult<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM tasks WHERE id = ?")
+            .bind(task.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read the task's cancellation"))?;
+        Ok(v.unwrap_or(0) != 0)
+    }
+
     pub async fn append_events(&self, task: &TaskId, events: &[EventRow]) -> DbResult<()> {
         let mut tx = self
             .pool

@@ -74,6 +74,11 @@ enum Command {
     },
     /// Wait until a task has finished; exits as `status` does.
     Wait(tasks::WaitArgs),
+    /// Cancel a running task, wherever it runs: its sandboxes are torn down.
+    Cancel {
+        /// A task id, or a unique prefix of one.
+        task: String,
+    },
     /// Show a task and its attempts.
     Show {
         #[command(flatten)]
@@ -246,6 +251,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
         Command::Status { task, json } => tasks::status(&engine().await?, &task, json).await,
         Command::Wait(args) => tasks::wait(&engine().await?, args).await,
+        Command::Cancel { task } => tasks::cancel(&engine().await?, &task).await,
         Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
         Command::Logs {
             task,

@@ -707,6 +707,7 @@ fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
         "exit_code": a.exit_code,
         "error": a.error,
         "base_commit": a.base_commit,
+        "sandbox": a.sandbox,
         "cache": a.cache.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
         "timings": timings,
         "summary": a.summary,
@@ -856,6 +857,29 @@ pub async fn status(engine: &Engine, task: &str, as_json: bool) -> Result<u8> {
     let (t, attempts) = load(engine, task).await?;
     print_status(&t, &attempts, as_json)?;
     Ok(status_code(t.status))
+}
+
+/// Cancels a running task (wherever it runs) and waits for its attempts to stop; exits 0
+/// once it reads `cancelled`.
+pub async fn cancel(engine: &Engine, task: &str) -> Result<u8> {
+    let (t, _) = load(engine, task).await?;
+    engine.cancel(&t.id).await?;
+    eprintln!("cancelling task {}", t.id);
+    let code = wait(
+        engine,
+        WaitArgs {
+            task: t.id.to_string(),
+            timeout: Some(std::time::Duration::from_secs(120)),
+            json: false,
+        },
+    )
+    .await?;
+    let (t, _) = load(engine, task).await?;
+    Ok(if t.status == TaskStatus::Cancelled {
+        0
+    } else {
+        code
+    })
 }
 
 /// Waits until a task has finished, then prints its status as `status` does.

@@ -784,3 +784,45 @@ fn best_of_n_through_the_cli() {
         "{logs}"
     );
 }
+
+#[test]
+fn cancel_stops_a_detached_task_and_tears_its_sandbox_down() {
+    let name = unique("cancel");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(
+        r,
+        &[
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "--agent-script",
+            "echo started; sleep 1000",
+        ],
+        0,
+    );
+    let id = ok_in(r, &["exec", "--detach", "--env", &name, "wait forever"], 0);
+    let id = id.trim();
+    // Cancel once the agent runs (before that the cancel would stop an earlier step).
+    for _ in 0..600 {
+        if ok_in(r, &["logs", id], 0).contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ok_in(r, &["cancel", id], 0), "cancelled\n");
+    let v = json_in(r, &["show", id, "--json"]);
+    assert_eq!(v["status"], "cancelled");
+    assert_eq!(v["attempts"][0]["error"], "cancelled");
+    let store = hangar_testkit::shared_store();
+    let sandbox = v["attempts"][0]["sandbox"].as_str().unwrap().to_string();
+    hangar_testkit::assert_no_traces(
+        &hangar_testkit::host(&store),
+        &hangar_sandbox::SandboxId::new(sandbox).unwrap(),
+    );
+    let out = hangar_in(r, &["cancel", id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has already finished (cancelled)"));
+}
