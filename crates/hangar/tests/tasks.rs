@@ -55,6 +55,13 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", hangar_spec::TaskId::random())
 }
 
+/// `hangar env create NAME --repo . FLAGS...` in `dir`.
+fn env_from_flags(dir: &Path, name: &str, flags: &[&str]) {
+    let mut args = vec!["env", "create", name, "--repo", "."];
+    args.extend_from_slice(flags);
+    ok_in(dir, &args, 0);
+}
+
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     k.sort();
@@ -790,19 +797,7 @@ fn cancel_stops_a_detached_task_and_tears_its_sandbox_down() {
     let name = unique("cancel");
     let repo = example(&name);
     let r = repo.path();
-    ok_in(
-        r,
-        &[
-            "env",
-            "create",
-            &name,
-            "--repo",
-            ".",
-            "--agent-script",
-            "echo started; sleep 1000",
-        ],
-        0,
-    );
+    env_from_flags(r, &name, &["--agent-script", "echo started; sleep 1000"]);
     let id = ok_in(r, &["exec", "--detach", "--env", &name, "wait forever"], 0);
     let id = id.trim();
     // Cancel once the agent runs (before that the cancel would stop an earlier step).
