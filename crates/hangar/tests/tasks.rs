@@ -504,21 +504,7 @@ fn environments_from_flags_show_resolve_and_refuse_bad_files() {
     let name = unique("flags");
     let repo = example(&name);
     let r = repo.path();
-    ok_in(
-        r,
-        &[
-            "env",
-            "create",
-            &name,
-            "--repo",
-            ".",
-            "-e",
-            "A=1",
-            "--agent-script",
-            "true",
-        ],
-        0,
-    );
+    env_from_flags(r, &name, &["-e", "A=1", "--agent-script", "true"]);
     let show = json_in(r, &["env", "show", &name, "--json"]);
     assert_eq!(show["version"], 1);
     assert_eq!(show["spec"]["env"]["A"], "1");
@@ -572,21 +558,7 @@ fn a_command_failing_inside_a_function_names_its_line() {
     let repo = example(&name);
     let r = repo.path();
     let setup = "check() {\n  test -e \"$1\"\n}\ncheck /no/such/file";
-    ok_in(
-        r,
-        &[
-            "env",
-            "create",
-            &name,
-            "--repo",
-            ".",
-            "--setup",
-            setup,
-            "--agent-script",
-            "true",
-        ],
-        0,
-    );
+    env_from_flags(r, &name, &["--setup", setup, "--agent-script", "true"]);
     let out = hangar_in(r, &["exec", "--quiet", "--env", &name, "go"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -602,19 +574,7 @@ fn logs_network_shows_the_proxys_decisions() {
     let repo = example(&name);
     let r = repo.path();
     let agent = "curl -sS -o /dev/null https://blocked.example/ 2>&1 || true";
-    ok_in(
-        r,
-        &[
-            "env",
-            "create",
-            &name,
-            "--repo",
-            ".",
-            "--agent-script",
-            agent,
-        ],
-        0,
-    );
+    env_from_flags(r, &name, &["--agent-script", agent]);
     let id = ok_in(r, &["exec", "--quiet", "--env", &name, "go"], 0);
     let id = id.trim();
     let text = ok_in(r, &["logs", id, "--network"], 0);
