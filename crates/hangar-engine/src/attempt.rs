@@ -400,9 +400,15 @@ impl Engine {
         let p = timed(self, plan, Phase::Prepare, self.prepare(plan, &ctx.secrets)).await?;
         ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
         hangar_image::set_var(&mut ctx.base_env, "HANGAR_ATTEMPT", &plan.index.to_string());
+        // The CLI's layer first: its install can take minutes, and nothing below waits
+        // on it.
+        let harness = self.harness_layer(ctx, &p).await?;
+        // The snapshot's lock is held from here until the sandbox over it holds its
+        // lease, so `cache gc` cannot take it away in between; a build runs under it.
+        let hold = self.lock_snapshot(&p.key).await?;
         let snapshot = self.snapshot_dir(&p.key);
         let info = match &p.lookup {
-            Lookup::Hit(s) => {
+            Lookup::Hit(s) if snapshot.is_dir() => {
                 self.db
                     .touch_snapshot(&s.key, self.now())
                     .await
@@ -413,14 +419,21 @@ impl Engine {
                     snapshot: cache::short(&s.key).into(),
                 }
             }
-            Lookup::Miss(reason) => {
+            lookup => {
+                let reason = match lookup {
+                    Lookup::Miss(reason) => reason.clone(),
+                    Lookup::Hit(s) => format!(
+                        "snapshot {} was collected just before this task could use it",
+                        cache::short(&s.key)
+                    ),
+                };
                 let missed = CacheInfo {
                     status: "miss".into(),
                     reason: reason.clone(),
                     snapshot: cache::short(&p.key).into(),
                 };
                 self.record_cache(ctx, &missed).await?;
-                timed(self, plan, Phase::Setup, self.build(ctx, &p)).await?
+                timed(self, plan, Phase::Setup, self.build(ctx, &p, reason)).await?
             }
         };
         if matches!(p.lookup, Lookup::Hit(_)) || info.reason != p.lookup_reason() {
@@ -428,18 +441,8 @@ impl Engine {
         }
 
         let mut lowers = vec![snapshot];
-        lowers.extend(self.harness_layer(ctx, &p).await?);
+        lowers.extend(harness);
         lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
-        // `cache gc` leaves a snapshot alone while its lock is held: held from here until
-        // the sandbox over it holds its lease.
-        let hold = self.lock_snapshot(&p.key).await?;
-        if !self.snapshot_dir(&p.key).is_dir() {
-            return Err(Stop::error(format!(
-                "snapshot {} was removed (by `hangar cache gc`) before the task could use \
-                 it; run the task again",
-                cache::short(&p.key)
-            )));
-        }
         let sandbox = self.sandbox(ctx, lowers, &p).await?;
         let leased = store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]);
         drop(hold);
@@ -558,16 +561,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Builds the snapshot for `p.key`, once: concurrent builders of the same key (in
-    /// this process or another) wait on a lock file and then find it built. Setup runs
+    /// Builds the snapshot for `p.key`, once: the caller holds the key's lock, so
+    /// concurrent builders of the same key (in this process or another) wait on it and
+    /// then find it built. Setup runs
     /// in its own sandbox, whose upper directory becomes the snapshot by a rename; a
     /// failure anywhere stores nothing.
-    async fn build(&self, ctx: &mut Ctx<'_>, p: &Prepared) -> Result<CacheInfo, Stop> {
+    async fn build(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Prepared,
+        reason: String,
+    ) -> Result<CacheInfo, Stop> {
         let plan = ctx.plan;
         let dir = self.snapshot_dir(&p.key);
-        let lock = self.lock_snapshot(&p.key).await?;
         let short = cache::short(&p.key).to_string();
-        let reason = p.lookup_reason();
         if let Some(s) = self
             .db
             .snapshot(&p.key)
@@ -648,7 +655,6 @@ impl Engine {
             })
             .await
             .map_err(EngineError::from)?;
-        drop(lock);
         self.make_durable_later(&p.key);
         Ok(CacheInfo {
             status: "miss".into(),

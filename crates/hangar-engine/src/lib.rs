@@ -81,11 +81,12 @@ const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Attempts of one task, at most (each is a sandbox, a proxy and an agent CLI).
 pub const MAX_ATTEMPTS: u32 = 4;
 
-/// Whether someone holds `<dir>/<key>.lock` (a build, or a task about to lease it).
-fn lock_held(dir: &Path, key: &str) -> bool {
-    std::fs::File::open(dir.join(format!("{key}.lock")))
-        .map(|f| f.try_lock().is_err())
-        .unwrap_or(false)
+/// `<dir>/<key>.lock`, locked, unless someone holds it (a build, or a task about to
+/// lease the snapshot).
+fn try_lock_key(dir: &Path, key: &str) -> Option<std::fs::File> {
+    let f = std::fs::File::create(dir.join(format!("{key}.lock"))).ok()?;
+    f.try_lock().ok()?;
+    Some(f)
 }
 
 /// The environment's `[agent]` with a task's choices over it.
@@ -540,8 +541,12 @@ impl Engine {
         let root = self.store.root().join("snapshots");
         for s in cache::to_collect(&all, &leased, self.now_at(), budget) {
             // Its lock is held from a build until its record exists, and from a task's
-            // lookup until the sandbox using it holds its lease.
-            if lock_held(&root, &s.key) {
+            // lookup until the sandbox using it holds its lease: take it, then look at
+            // the leases again, so a task that leased it meanwhile keeps it.
+            let Some(_lock) = try_lock_key(&root, &s.key) else {
+                continue;
+            };
+            if self.store.leased("snapshot").contains(&s.key) {
                 continue;
             }
             let dir = self.snapshot_dir(&s.key);
@@ -562,7 +567,9 @@ impl Engine {
             let known = all.iter().any(|s| s.key == name) || name.ends_with(".lock");
             // A build holds its key's lock from before its directory appears until its
             // record is written.
-            let building = lock_held(&root, &name);
+            let building = std::fs::File::open(root.join(format!("{name}.lock")))
+                .map(|f| f.try_lock().is_err())
+                .unwrap_or(false);
             if !known && !building && !leased.contains(&name) && entry.path().is_dir() {
                 std::fs::remove_dir_all(entry.path())
                     .map_err(error::io_err("remove", entry.path()))?;
