@@ -185,14 +185,26 @@ impl Engine {
             .iter()
             .map(|(name, decl)| {
                 let row = stored.iter().find(|r| &r.name == name);
+                let mut phases: Vec<String> = decl.phases.iter().map(|p| p.to_string()).collect();
+                let mut projected_to: Vec<String> = decl
+                    .inject
+                    .iter()
+                    .flat_map(|i| i.hosts.iter().map(|h| h.to_string()))
+                    .collect();
+                // The model key reaches the agent as a placeholder for the endpoint.
+                if environment.agent.key.as_ref() == Some(name) {
+                    phases.push(SecretPhase::Agent.to_string());
+                    projected_to.extend(
+                        environment
+                            .agent
+                            .endpoint_rule()
+                            .map(|(rule, _)| rule.to_string()),
+                    );
+                }
                 SecretInfo {
                     name: name.clone(),
-                    phases: decl.phases.iter().map(|p| p.to_string()).collect(),
-                    projected_to: decl
-                        .inject
-                        .iter()
-                        .flat_map(|i| i.hosts.iter().map(|h| h.to_string()))
-                        .collect(),
+                    phases,
+                    projected_to,
                     set: row.is_some(),
                     updated_ms: row.map(|r| r.updated_ms),
                 }

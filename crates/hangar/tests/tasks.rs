@@ -653,6 +653,14 @@ fn exec_with_an_agent_cli_and_its_events() {
         0,
     );
 
+    let v = json_in(r, &["secret", "ls", &name, "--json"]);
+    let key = &v["secrets"][0];
+    assert_eq!(key["phases"], serde_json::json!(["agent"]), "{v}");
+    assert_eq!(
+        key["projected_to"],
+        serde_json::json!([model.addr.to_string()]),
+        "{v}"
+    );
     let id = ok_in(
         r,
         &["exec", "--quiet", "--env", &name, "create hello.txt"],
