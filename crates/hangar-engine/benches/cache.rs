@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hangar_engine::{Engine, Event, Progress, TaskRequest};
 use hangar_sandbox::{ExecSpec, Sandbox, SandboxSpec};
 use hangar_spec::{Phase, TaskId};
-use hangar_testkit::bench::{summarize, Row};
+use hangar_testkit::bench::{print_table, summarize, Row};
 use tokio::sync::watch;
 
 const TASKS: usize = 15;
@@ -142,14 +142,11 @@ async fn main() {
     keep(1 << 30, &mut rows).await;
     engine.cache_gc(None).await.unwrap();
 
-    println!("\nenvironment cache ({TASKS} cold and {TASKS} warm tasks interleaved; 3 keeps each)");
-    println!("{:<62} {:>9} {:>9}", "", "p50 ms", "p95 ms");
-    for r in rows {
-        println!(
-            "{:<62} {:>9.2} {:>9.2}",
-            r.name,
-            r.p50.as_secs_f64() * 1000.0,
-            r.p95.as_secs_f64() * 1000.0
-        );
-    }
+    print_table(
+        &format!(
+            "environment cache ({TASKS} cold and {TASKS} warm tasks interleaved; 3 keeps each)"
+        ),
+        62,
+        &rows,
+    );
 }

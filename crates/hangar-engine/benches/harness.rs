@@ -17,7 +17,7 @@ use hangar_harness::Kind;
 use hangar_sandbox::{ExecSpec, Sandbox, SandboxSpec};
 use hangar_secrets::Secret;
 use hangar_spec::{Phase, TaskId, TaskStatus};
-use hangar_testkit::bench::{summarize, Row};
+use hangar_testkit::bench::{print_table, summarize, Row};
 use hangar_testkit::model::{Behavior, ModelServer, Turn};
 use tokio::sync::watch;
 
@@ -180,25 +180,22 @@ async fn main() {
     let engine = Engine::open(store, hangar_testkit::init_binary())
         .await
         .unwrap();
+    let kinds = [Kind::Codex, Kind::Claude];
     let mut rows = Vec::new();
-    for kind in [Kind::Codex, Kind::Claude] {
+    for kind in kinds {
         bench(&engine, kind, &mut rows).await;
     }
-    println!(
-        "\nharness overhead ({} runs each, interleaved; agent phase only)",
-        runs()
+    print_table(
+        &format!(
+            "harness overhead ({} runs each, interleaved; agent phase only)",
+            runs()
+        ),
+        40,
+        &rows,
     );
-    println!("{:<40} {:>9} {:>9}", "", "p50 ms", "p95 ms");
-    for pair in rows.chunks(2) {
-        for r in pair {
-            println!(
-                "{:<40} {:>9.1} {:>9.1}",
-                r.name,
-                r.p50.as_secs_f64() * 1000.0,
-                r.p95.as_secs_f64() * 1000.0
-            );
-        }
+    for (kind, pair) in kinds.iter().zip(rows.chunks(2)) {
         let added = pair[1].p50.as_secs_f64() - pair[0].p50.as_secs_f64();
-        println!("{:<40} {:>9.1}", "  added by hangar (p50)", added * 1000.0);
+        let label = format!("{kind}: added by hangar (p50)");
+        println!("{label:<40} {:>9.1}", added * 1000.0);
     }
 }

@@ -55,7 +55,8 @@ impl Engine {
         let short = &key[..12];
         let dir = self.harness_dir(&key);
         let done = dir.with_extension("done");
-        if done.exists() && dir.is_dir() {
+        let ready = || done.exists() && dir.is_dir();
+        if ready() {
             ctx.logger.note(
                 Phase::Prepare,
                 &format!("harness: {kind} from layer {short} ({})", install.id),
@@ -65,7 +66,7 @@ impl Engine {
         let lock = self
             .lock_in(&self.store.root().join("harnesses"), &key)
             .await?;
-        if !(done.exists() && dir.is_dir()) {
+        if !ready() {
             crate::attempt::timed(
                 self,
                 ctx.plan,
@@ -120,12 +121,7 @@ impl Engine {
             Ok(res) if res.cancelled => Err(crate::attempt::cancelled()),
             Ok(res) if !res.success() => Err(Stop::error(format!(
                 "failed to install the {kind} harness: {}",
-                res.tail
-                    .iter()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .cloned()
-                    .unwrap_or_else(|| format!("exit code {}", res.status.code_or_signal()))
+                res.last_words()
             ))),
             Ok(_) => Ok(()),
             Err(e) => Err(Stop::from(e)),
@@ -134,19 +130,17 @@ impl Engine {
             let _ = sandbox.destroy().await;
             return Err(stop);
         }
-        crate::net::remove_ca(&sandbox, ca.cert_pem())?;
-        sandbox
-            .output(ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
-            .await?;
+        crate::net::strip_hangar_files(&sandbox, ca.cert_pem()).await?;
         sandbox
             .destroy_keeping_upper(dir.to_path_buf())
             .await
             .map_err(|e| Stop::error(format!("failed to keep the {kind} layer: {e}")))?;
         let synced = dir.to_path_buf();
+        let sync_err = |e: String| Stop::error(format!("failed to sync the {kind} layer: {e}"));
         tokio::task::spawn_blocking(move || hangar_sandbox::make_durable(&synced))
             .await
-            .map_err(|e| Stop::error(format!("failed to sync the {kind} layer: {e}")))?
-            .map_err(|e| Stop::error(format!("failed to sync the {kind} layer: {e}")))?;
+            .map_err(|e| sync_err(e.to_string()))?
+            .map_err(|e| sync_err(e.to_string()))?;
         Ok(())
     }
 
@@ -170,16 +164,11 @@ impl Engine {
         let inv = h
             .invocation(&run)
             .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
-        let mut dirs = vec![format!("{}/home", hangar_harness::RUN_DIR)];
-        dirs.extend(inv.files.iter().filter_map(|(path, _)| {
-            std::path::Path::new(path)
-                .parent()
-                .map(|d| d.display().to_string())
-        }));
-        for dir in &dirs {
-            sandbox.create_dir_all(dir)?;
-        }
+        // The CLI's home is made by its script; its config files need their directories.
         for (path, content) in &inv.files {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                sandbox.create_dir_all(&dir.display().to_string())?;
+            }
             sandbox.write_file(path, content.as_bytes(), 0o600)?;
         }
         if agent.harness != Kind::Script {
@@ -242,16 +231,8 @@ impl Engine {
         }
         let res = ran?;
         if res.timed_out {
-            return Err(Stop {
-                status: AttemptStatus::Error,
-                error: format!(
-                    "the {} agent did not finish within {} and was stopped",
-                    agent.harness,
-                    hangar_spec::format_duration(agent.timeout)
-                ),
-                exit_code: res.status.code.or(res.status.signal.map(|s| 128 + s)),
-                phase: None,
-            });
+            let label = format!("{} agent", agent.harness);
+            return Err(Stop::timed_out(&label, agent.timeout, &res));
         }
         let mut out = Outputs {
             exit_code: res.status.code,

@@ -46,6 +46,16 @@ pub(crate) struct Stop {
 }
 
 impl Stop {
+    /// A step of `label` that the wall clock stopped after `limit`.
+    pub(crate) fn timed_out(label: &str, limit: Duration, res: &StepResult) -> Stop {
+        Stop {
+            status: AttemptStatus::Error,
+            error: format!("the {label} {}", stopped_after(limit)),
+            exit_code: res.status.code.or(res.status.signal.map(|s| 128 + s)),
+            phase: None,
+        }
+    }
+
     pub(crate) fn error(error: impl Into<String>) -> Stop {
         Stop {
             status: AttemptStatus::Error,
@@ -145,14 +155,9 @@ impl Ctx<'_> {
         };
         let res = self.run(sandbox, step, extra).await?;
         if !res.success() {
-            let last = res.tail.last().cloned().unwrap_or_default();
             return Err(Stop::error(format!(
                 "failed to {what}: {}",
-                if last.is_empty() {
-                    format!("exit code {}", res.status.code_or_signal())
-                } else {
-                    last
-                }
+                res.last_words()
             )));
         }
         Ok(res)
@@ -179,15 +184,7 @@ impl Ctx<'_> {
         };
         let res = self.run(sandbox, step, extra).await?;
         if res.timed_out {
-            return Err(Stop {
-                status: AttemptStatus::Error,
-                error: format!(
-                    "the {label} did not finish within {} and was stopped",
-                    hangar_spec::format_duration(timeout.unwrap_or_default())
-                ),
-                exit_code: res.status.code.or(res.status.signal.map(|s| 128 + s)),
-                phase: None,
-            });
+            return Err(Stop::timed_out(label, timeout.unwrap_or_default(), &res));
         }
         if !res.status.success() {
             let code = res.status.code_or_signal();
@@ -246,6 +243,14 @@ pub(crate) async fn timed<T>(
         ok: out.is_ok(),
     });
     out
+}
+
+/// How a step the wall clock ended is told.
+fn stopped_after(limit: Duration) -> String {
+    format!(
+        "did not finish within {} and was stopped",
+        hangar_spec::format_duration(limit)
+    )
 }
 
 pub(crate) fn cancelled() -> Stop {
@@ -605,13 +610,7 @@ impl Engine {
         let setup = self.setup(ctx, &sandbox, &p.steps).await;
         ctx.net = None;
         let cleaned = match &setup {
-            Ok(()) => match crate::net::remove_ca(&sandbox, ca.cert_pem()) {
-                Ok(()) => sandbox
-                    .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", "/.hangar/run"]))
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            },
+            Ok(()) => crate::net::strip_hangar_files(&sandbox, ca.cert_pem()).await,
             Err(_) => Ok(()),
         };
         let kept = match (&setup, cleaned) {
@@ -933,10 +932,7 @@ impl Engine {
         let said = match (result.passed, result.exit_code) {
             (true, _) => "passed".to_string(),
             (false, Some(code)) => format!("failed with exit code {code}"),
-            (false, None) => format!(
-                "did not finish within {} and was stopped",
-                hangar_spec::format_duration(ctx.plan.env.agent.timeout)
-            ),
+            (false, None) => stopped_after(ctx.plan.env.agent.timeout),
         };
         ctx.logger.note(Phase::Collect, &format!("check: {said}"));
         let json = serde_json::to_string(&result).expect("a check result serializes");

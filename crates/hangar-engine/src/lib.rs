@@ -400,12 +400,7 @@ impl Engine {
                 )));
             }
             if let Some((rule, true)) = agent.endpoint_rule() {
-                let local = rule.pattern == "localhost"
-                    || rule
-                        .pattern
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                if local {
+                if rule.loopback_ip().is_some() {
                     return Err(EngineError::BadRequest(format!(
                         "[agent] endpoint of environment `{}` is https on the host's loopback; \
                          use http there (the sandbox reaches it through hangar)",

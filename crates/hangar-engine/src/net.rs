@@ -218,13 +218,7 @@ impl Engine {
 fn loopback_endpoint(agent: &hangar_spec::Agent) -> Option<(std::net::SocketAddr, String, u16)> {
     let (rule, tls) = agent.endpoint_rule()?;
     let port = rule.port?;
-    let ip = match rule.pattern.as_str() {
-        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
-        other => other
-            .parse()
-            .ok()
-            .filter(|ip: &std::net::IpAddr| ip.is_loopback())?,
-    };
+    let ip = rule.loopback_ip()?;
     // The proxy's own port is taken, and TLS to a loopback name cannot be verified.
     let addr = std::net::SocketAddr::new(ip, port);
     (!tls && addr.to_string() != PROXY_ADDR).then(|| (addr, rule.pattern.clone(), port))
@@ -249,10 +243,23 @@ fn install_ca(sandbox: &Sandbox, pem: &str) -> Result<()> {
     Ok(())
 }
 
+/// What hangar put into a sandbox, taken out before its upper directory is kept (a
+/// snapshot, a CLI's layer): the CA in the trust store and the run directory.
+pub(crate) async fn strip_hangar_files(
+    sandbox: &Sandbox,
+    ca_pem: &str,
+) -> hangar_sandbox::Result<()> {
+    remove_ca(sandbox, ca_pem)?;
+    sandbox
+        .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", RUN_DIR]))
+        .await
+        .map(|_| ())
+}
+
 /// Takes the hangar CA back out of the image's trust store before an upper directory
 /// becomes a snapshot: the snapshot may travel to another installation. The CA comes
 /// from the host, not from the sandbox's copy, which setup could have changed.
-pub(crate) fn remove_ca(sandbox: &Sandbox, pem: &str) -> hangar_sandbox::Result<()> {
+fn remove_ca(sandbox: &Sandbox, pem: &str) -> hangar_sandbox::Result<()> {
     let Ok(system) = sandbox.read_file(SYSTEM_BUNDLE) else {
         return Ok(());
     };

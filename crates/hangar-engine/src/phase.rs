@@ -117,6 +117,16 @@ pub(crate) struct StepResult {
 }
 
 impl StepResult {
+    /// What a failed step last said, or its exit code when it said nothing.
+    pub(crate) fn last_words(&self) -> String {
+        self.tail
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("exit code {}", self.status.code_or_signal()))
+    }
+
     pub(crate) fn success(&self) -> bool {
         self.status.success() && !self.timed_out && !self.cancelled
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hangar_net::Injection;
 use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
-use hangar_spec::{Environment, Phase, SecretPhase};
+use hangar_spec::{Environment, Phase, SecretDecl, SecretPhase};
 use hangar_store::db::SecretRow;
 use serde::Serialize;
 
@@ -56,29 +56,22 @@ impl EnvSecrets {
         let Some(phase) = secret_phase(phase) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (i, s) in self.named.iter().enumerate() {
-            let Some(decl) = env.secrets.get(&s.name) else {
-                continue;
-            };
-            if !decl.phases.contains(&phase) {
-                continue;
-            }
-            let value = if decl.inject.is_some() {
-                self.placeholders[i].clone()
-            } else {
-                s.value.expose_str().to_string()
-            };
-            out.push((s.name.clone(), value));
-        }
+        let mut out: Vec<(String, String)> = self
+            .declared_for(env, phase)
+            .map(|(i, s, decl)| {
+                let value = if decl.inject.is_some() {
+                    self.placeholders[i].clone()
+                } else {
+                    s.value.expose_str().to_string()
+                };
+                (s.name.clone(), value)
+            })
+            .collect();
         if phase == SecretPhase::Agent {
             // The harness hands this to the CLI; without a key, CLIs that insist on one
             // get a dummy.
-            let key = env
-                .agent
-                .key
-                .as_ref()
-                .and_then(|k| self.named.iter().position(|s| &s.name == k))
+            let key = self
+                .model_key(env)
                 .map(|i| self.placeholders[i].clone())
                 .unwrap_or_else(|| "hangar-no-key".into());
             out.push((hangar_harness::KEY_VAR.into(), key));
@@ -91,46 +84,55 @@ impl EnvSecrets {
         let Some(phase) = secret_phase(phase) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (i, s) in self.named.iter().enumerate() {
-            let Some(decl) = env.secrets.get(&s.name) else {
-                continue;
-            };
-            let Some(inject) = decl
-                .inject
-                .as_ref()
-                .filter(|_| decl.phases.contains(&phase))
-            else {
-                continue;
-            };
-            out.push(Injection {
-                name: s.name.clone(),
-                placeholder: self.placeholders[i].clone(),
-                value: s.value.clone(),
-                hosts: inject.hosts.clone(),
-                header: inject.header.to_ascii_lowercase(),
-                format: inject.format.clone(),
-            });
-        }
+        let mut out: Vec<Injection> = self
+            .declared_for(env, phase)
+            .filter_map(|(i, s, decl)| {
+                let inject = decl.inject.as_ref()?;
+                Some(Injection {
+                    name: s.name.clone(),
+                    placeholder: self.placeholders[i].clone(),
+                    value: s.value.clone(),
+                    hosts: inject.hosts.clone(),
+                    header: inject.header.to_ascii_lowercase(),
+                    format: inject.format.clone(),
+                })
+            })
+            .collect();
         // The model key, projected for the endpoint's exact host and port, in the header
         // the harness's CLI puts it in.
         let agent = &env.agent;
-        if let (SecretPhase::Agent, Some(key), Some((rule, _))) =
-            (phase, &agent.key, agent.endpoint_rule())
+        if let (SecretPhase::Agent, Some(i), Some((rule, _))) =
+            (phase, self.model_key(env), agent.endpoint_rule())
         {
-            if let Some(i) = self.named.iter().position(|s| &s.name == key) {
-                let wire = hangar_harness::harness(agent.harness).key_header();
-                out.push(Injection {
-                    name: key.clone(),
-                    placeholder: self.placeholders[i].clone(),
-                    value: self.named[i].value.clone(),
-                    hosts: vec![rule],
-                    header: wire.header.to_string(),
-                    format: wire.format.to_string(),
-                });
-            }
+            let wire = hangar_harness::harness(agent.harness).key_header();
+            out.push(Injection {
+                name: self.named[i].name.clone(),
+                placeholder: self.placeholders[i].clone(),
+                value: self.named[i].value.clone(),
+                hosts: vec![rule],
+                header: wire.header.to_string(),
+                format: wire.format.to_string(),
+            });
         }
         out
+    }
+
+    /// The secrets declared for `phase`, with their index and declaration.
+    fn declared_for<'a>(
+        &'a self,
+        env: &'a Environment,
+        phase: SecretPhase,
+    ) -> impl Iterator<Item = (usize, &'a NamedSecret, &'a SecretDecl)> {
+        self.named.iter().enumerate().filter_map(move |(i, s)| {
+            let decl = env.secrets.get(&s.name)?;
+            decl.phases.contains(&phase).then_some((i, s, decl))
+        })
+    }
+
+    /// The index of the secret `[agent] key` names.
+    fn model_key(&self, env: &Environment) -> Option<usize> {
+        let key = env.agent.key.as_ref()?;
+        self.named.iter().position(|s| &s.name == key)
     }
 
     /// Whether a phase's execs get a secret's real value.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hangar_engine::cache::CacheInfo;
 use hangar_engine::Engine;
 use hangar_spec::{Phase, TaskId};
-use hangar_store::db::{AttemptRecord, TaskRecord};
+use hangar_store::db::{AttemptRecord, SnapshotRecord, TaskRecord};
 
 mod common;
 
@@ -73,6 +73,12 @@ async fn with_logs(
     (task, a, cache, logs)
 }
 
+/// The snapshots of environment `name`, newest first.
+async fn snapshots_of(engine: &Engine, name: &str) -> Vec<SnapshotRecord> {
+    let all = engine.snapshots().await.unwrap();
+    all.into_iter().filter(|s| s.environment == name).collect()
+}
+
 fn built(a: &AttemptRecord) -> bool {
     a.phases.iter().any(|p| p.phase == Phase::Setup)
 }
@@ -96,8 +102,8 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     assert!(logs.contains(&"maintenance ran".to_string()));
     let first = cache.snapshot.clone();
     engine.settle().await;
-    let snaps = engine.snapshots().await.unwrap();
-    let committed = snaps.iter().find(|s| s.environment == name).unwrap();
+    let snaps = snapshots_of(&engine, &name).await;
+    let committed = &snaps[0];
     assert!(
         committed.durable,
         "the snapshot was synced in the background: {committed:?}"
@@ -154,21 +160,9 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
 
     // Collect what is expired or reset: the first snapshot (other key, expired now) and
     // nothing that the latest build made.
-    let before: Vec<_> = engine
-        .snapshots()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.environment == name)
-        .collect();
+    let before = snapshots_of(&engine, &name).await;
     engine.cache_gc(None).await.unwrap();
-    let after: Vec<_> = engine
-        .snapshots()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.environment == name)
-        .collect();
+    let after = snapshots_of(&engine, &name).await;
     assert_eq!(before.len(), 2, "{before:?}");
     assert_eq!(after.len(), 1, "before: {before:?}\nafter: {after:?}");
     assert!(after[0].key.starts_with(&second));
@@ -240,13 +234,7 @@ async fn gc_leaves_a_snapshot_alone_while_its_lock_is_held() {
     let engine = engine(Arc::new(AtomicI64::new(0))).await;
     let (_origin, name) = env(&engine, "gc-lock", "echo built > /opt/from-setup").await;
     run(&engine, &name).await;
-    let s = engine
-        .snapshots()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.environment == name)
-        .unwrap();
+    let s = snapshots_of(&engine, &name).await.remove(0);
     engine.cache_reset(&name).await.unwrap();
     let root = hangar_testkit::shared_store().root().join("snapshots");
     let lock = std::fs::File::create(root.join(format!("{}.lock", s.key))).unwrap();

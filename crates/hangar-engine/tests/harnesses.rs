@@ -162,7 +162,7 @@ async fn conformance(case: Case) {
     }
     let model = ModelServer::start(ip, writes_hello());
     let engine = common::engine().await;
-    let name = format!("harness-{}-{}", case.kind, std::process::id());
+    let name = format!("harness-{}-{}", case.kind, TaskId::random());
     environment(&engine, &case, &model, &name, "4m").await;
 
     // Writes the file the model asks for.
@@ -175,13 +175,7 @@ async fn conformance(case: Case) {
         attempt.error,
         logs.join("\n")
     );
-    let diff = engine
-        .db()
-        .diff(&task.id, 1)
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    let diff = String::from_utf8_lossy(&diff).into_owned();
+    let diff = common::diff(&engine, &task.id, 1).await;
     assert!(diff.contains("+++ b/hello.txt"), "{diff}");
     assert!(diff.contains("+hi from the model"), "{diff}");
     assert_eq!(
@@ -367,7 +361,7 @@ async fn script_environment(engine: &Engine, name: &str, script: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_mode_refuses_every_write_and_the_diff_stays_empty() {
     let engine = common::engine().await;
-    let name = format!("readonly-{}", std::process::id());
+    let name = format!("readonly-{}", TaskId::random());
     let script = r#"w=$PWD
 for probe in "echo x >> README.md" "touch new.txt" "mv /workspace /moved" \
              "umount -l /workspace" "git commit --allow-empty -qm x"; do
@@ -389,13 +383,8 @@ echo done"#;
             .all(|p| p.starts_with("probe refused") || *p == "probe elsewhere: ok"),
         "{probes:#?}"
     );
-    let diff = engine
-        .db()
-        .diff(&task.id, 1)
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    assert!(diff.is_empty(), "{}", String::from_utf8_lossy(&diff));
+    let diff = common::diff(&engine, &task.id, 1).await;
+    assert!(diff.is_empty(), "{diff}");
 
     // The same script in auto mode writes: the refusals above came from the mode.
     let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::Auto))).await;
@@ -405,13 +394,7 @@ echo done"#;
         "{:#?}",
         common::logs(&engine, &task.id).await
     );
-    let diff = engine
-        .db()
-        .diff(&task.id, 1)
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    let diff = String::from_utf8_lossy(&diff);
+    let diff = common::diff(&engine, &task.id, 1).await;
     assert!(
         diff.contains("diff --git a/new.txt b/new.txt") && diff.contains("+x"),
         "{diff}"
@@ -429,7 +412,7 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
         refused: REFUSAL,
         shows: Shows::Command,
     };
-    let name = format!("readonly-codex-{}", std::process::id());
+    let name = format!("readonly-codex-{}", TaskId::random());
     environment(&engine, &case, &model, &name, "4m").await;
     let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::ReadOnly))).await;
     assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
@@ -448,13 +431,8 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
             .contains("Read-only file system")),
         "{detail:#?}"
     );
-    let diff = engine
-        .db()
-        .diff(&task.id, 1)
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    assert!(diff.is_empty(), "{}", String::from_utf8_lossy(&diff));
+    let diff = common::diff(&engine, &task.id, 1).await;
+    assert!(diff.is_empty(), "{diff}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +441,7 @@ async fn switching_harness_reuses_the_environment_and_full_access_opens_the_netw
     hangar_testkit::upstream::add_loopback_address(ip);
     let model = ModelServer::start(ip, writes_hello());
     let engine = common::engine().await;
-    let name = format!("switch-{}", std::process::id());
+    let name = format!("switch-{}", TaskId::random());
     let probe = format!(
         "code=$(curl -s -o /dev/null -w '%{{http_code}}' {}/v1/models || true); echo \"probe $code\"",
         model.base_url()

@@ -592,8 +592,7 @@ echo "attempt $HANGAR_ATTEMPT done""#;
     let checks: Vec<Option<bool>> = attempts.iter().map(|a| a.check.map(|c| c.passed)).collect();
     assert_eq!(checks, [Some(false), Some(true), Some(true)]);
     for (idx, has_big) in [(1, true), (2, false), (3, true)] {
-        let diff = engine.db().diff(&task.id, idx).await.unwrap().unwrap();
-        let diff = String::from_utf8_lossy(&diff);
+        let diff = common::diff(&engine, &task.id, idx).await;
         assert!(diff.contains("+++ b/verdict"), "{diff}");
         assert_eq!(
             diff.contains("+++ b/big.txt"),

@@ -2,7 +2,6 @@
 //! tools and no event stream. Its exit code is 0 on model failure: judged by its output
 //! (a `litellm.` error) and by the workspace (the diff hangar collects).
 
-use crate::codex::exited;
 use crate::{
     install, need, prelude, quote, AgentEvent, EventKind, Harness, HarnessError, Install,
     Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, BEARER, KEY_VAR, RUN_DIR,
@@ -85,10 +84,8 @@ impl Harness for Aider {
         let verdict = match (error, out.exit_code) {
             (Some(message), _) => Verdict::Failed { message },
             (None, Some(0)) => Verdict::Done { final_message },
-            (None, code) => Verdict::Failed {
-                message: out
-                    .last_error_line()
-                    .unwrap_or_else(|| exited("aider", code)),
+            (None, _) => Verdict::Failed {
+                message: out.failure("aider"),
             },
         };
         Judged::new(verdict, events)

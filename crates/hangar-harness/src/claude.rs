@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use crate::codex::exited;
 use crate::{
     install, json_lines, need, prelude, quote, AgentEvent, EventKind, Harness, HarnessError,
     Install, Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, KEY_VAR, RUN_DIR,
@@ -132,9 +131,7 @@ impl Harness for Claude {
                     .unwrap_or_else(|| format!("claude failed ({})", r["subtype"])),
             },
             None => Verdict::Failed {
-                message: out
-                    .last_error_line()
-                    .unwrap_or_else(|| exited("claude", out.exit_code)),
+                message: out.failure("claude"),
             },
         };
         Judged::new(verdict, events)

@@ -105,19 +105,10 @@ impl Harness for Codex {
         let verdict = match (failed, completed, out.exit_code) {
             (Some(message), _, _) => Verdict::Failed { message },
             (None, true, Some(0)) => Verdict::Done { final_message },
-            (None, _, code) => Verdict::Failed {
-                message: out
-                    .last_error_line()
-                    .unwrap_or_else(|| exited("codex", code)),
+            (None, _, _) => Verdict::Failed {
+                message: out.failure("codex"),
             },
         };
         Judged::new(verdict, events)
-    }
-}
-
-pub(crate) fn exited(cli: &str, code: Option<i32>) -> String {
-    match code {
-        Some(c) => format!("{cli} exited with code {c} and said nothing"),
-        None => format!("{cli} was killed by a signal"),
     }
 }

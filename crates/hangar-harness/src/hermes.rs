@@ -3,15 +3,13 @@
 //! judged by its usage file's `completed`/`failed`. Commands come from its session
 //! database, and it reads AGENTS.md from the working directory itself.
 
-use crate::codex::exited;
 use crate::{
-    install, json_lines, json_str, need, prelude, AgentEvent, EventKind, Harness, HarnessError,
-    Install, Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, BEARER, RUN_DIR,
+    fill_key, install, json_lines, json_str, need, prelude, AgentEvent, EventKind, Harness,
+    HarnessError, Install, Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, BEARER,
+    KEY_MARK, RUN_DIR,
 };
 
 pub(crate) struct Hermes;
-
-const KEY_MARK: &str = "__HANGAR_MODEL_KEY__";
 
 const DUMP: &str = r#"{PREFIX}/venv/bin/python - "$HERMES_HOME/state.db" > {RUN_DIR}/messages.jsonl <<'PY' || true
 import json, sqlite3, sys
@@ -46,12 +44,12 @@ impl Harness for Hermes {
         // hang an unattended run.
         let script = format!(
             "{prelude}export HERMES_HOME={RUN_DIR}/hermes\n\
-             sed -i \"s/{KEY_MARK}/$HANGAR_MODEL_KEY/\" \"$HERMES_HOME/config.yaml\"\n\
-             set +e\n\
+             {fill}set +e\n\
              hermes -z \"$HANGAR_PROMPT\" --usage-file {RUN_DIR}/usage.json | tee {RUN_DIR}/final.txt\n\
              code=$?\nset -e\n{dump}exit $code\n",
             dump = DUMP.replace("{RUN_DIR}", RUN_DIR).replace("{PREFIX}", &install::prefix(Kind::Hermes)),
             prelude = prelude(Kind::Hermes),
+            fill = fill_key("\"$HERMES_HOME/config.yaml\""),
         );
         Ok(Invocation {
             files: vec![(format!("{RUN_DIR}/hermes/config.yaml"), config)],
@@ -115,9 +113,7 @@ impl Harness for Hermes {
             },
             Some(_) if !printed.is_empty() => Verdict::Failed { message: printed },
             _ => Verdict::Failed {
-                message: out
-                    .last_error_line()
-                    .unwrap_or_else(|| exited("hermes", out.exit_code)),
+                message: out.failure("hermes"),
             },
         };
         Judged::new(verdict, events)

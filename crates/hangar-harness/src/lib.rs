@@ -67,6 +67,13 @@ impl Outputs {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
+    /// Why a run that left no verdict of its own failed: its last error-looking line,
+    /// else how `cli` exited.
+    fn failure(&self, cli: &str) -> String {
+        self.last_error_line()
+            .unwrap_or_else(|| exited(cli, self.exit_code))
+    }
+
     /// The last non-empty output line that looks like an error, else the last line.
     fn last_error_line(&self) -> Option<String> {
         let lines = || {
@@ -189,6 +196,23 @@ fn need<'a>(
         harness: kind.as_str(),
         field,
     })
+}
+
+/// How a process that said nothing ended.
+pub(crate) fn exited(cli: &str, code: Option<i32>) -> String {
+    match code {
+        Some(c) => format!("{cli} exited with code {c} and said nothing"),
+        None => format!("{cli} was killed by a signal"),
+    }
+}
+
+/// Stands for the key in a CLI's config file (which cannot read the environment) until
+/// [`fill_key`] puts the placeholder from [`KEY_VAR`] there.
+pub(crate) const KEY_MARK: &str = "__HANGAR_MODEL_KEY__";
+
+/// The script line that fills the key into the config file at `path` (a bash word).
+pub(crate) fn fill_key(path: &str) -> String {
+    format!("sed -i \"s/{KEY_MARK}/${KEY_VAR}/\" {path}\n")
 }
 
 /// `s` as one bash word.

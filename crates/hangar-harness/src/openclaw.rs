@@ -2,18 +2,15 @@
 //! provider of hangar's. Judged by its JSON envelope's `ok`; its commands are read from
 //! the transcript in its state directory, which it keeps when given one.
 
-use crate::codex::exited;
 use crate::{
-    install, json_str, need, prelude, quote, AgentEvent, EventKind, Harness, HarnessError, Install,
-    Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, BEARER, PROMPT_WITH_AGENTS_MD,
-    RUN_DIR,
+    fill_key, install, json_str, need, prelude, quote, AgentEvent, EventKind, Harness,
+    HarnessError, Install, Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec, Verdict, BEARER,
+    KEY_MARK, PROMPT_WITH_AGENTS_MD, RUN_DIR,
 };
 
 pub(crate) struct OpenClaw;
 
 /// Stands for the key in the config file until the script fills it in.
-const KEY_MARK: &str = "__HANGAR_MODEL_KEY__";
-
 /// Copies the transcript's messages out of the state database, as JSON lines
 /// (`{RUN_DIR}` stands for [`RUN_DIR`]).
 const DUMP: &str = r#"python3 - "$state" > {RUN_DIR}/transcript.jsonl <<'PY' || true
@@ -55,13 +52,13 @@ impl Harness for OpenClaw {
         let cfg = format!("{RUN_DIR}/openclaw/config.json5");
         let script = format!(
             "{prelude}{PROMPT_WITH_AGENTS_MD}state={RUN_DIR}/openclaw/state\nmkdir -p \"$state\"\n\
-             sed -i \"s/{KEY_MARK}/$HANGAR_MODEL_KEY/\" {cfg}\n\
-             set +e\n\
+             {fill}set +e\n\
              openclaw agent exec --config {cfg} --state-dir \"$state\" --cwd {workdir} \
              --model {primary} --json \"$prompt\" > {RUN_DIR}/envelope.json\n\
              code=$?\nset -e\ncat {RUN_DIR}/envelope.json\n{dump}exit $code\n",
             dump = DUMP.replace("{RUN_DIR}", RUN_DIR),
             prelude = prelude(Kind::Openclaw),
+            fill = fill_key(&cfg),
             workdir = quote(run.workdir),
             primary = quote(&format!("hangar/{model}")),
         );
@@ -131,9 +128,7 @@ impl Harness for OpenClaw {
                     .unwrap_or_else(|| format!("openclaw ended with status {}", env["status"])),
             },
             None => Verdict::Failed {
-                message: out
-                    .last_error_line()
-                    .unwrap_or_else(|| exited("openclaw", out.exit_code)),
+                message: out.failure("openclaw"),
             },
         };
         Judged::new(verdict, events)

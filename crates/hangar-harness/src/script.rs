@@ -1,10 +1,9 @@
 //! The `script` harness: the environment's (or the task's) bash script is the agent.
 //! Its last stdout line is the final message; its exit code is the verdict.
 
-use crate::codex::exited;
 use crate::{
-    need, Harness, HarnessError, Install, Invocation, Judged, KeyHeader, Kind, Outputs, RunSpec,
-    Verdict, BEARER,
+    exited, need, Harness, HarnessError, Install, Invocation, Judged, KeyHeader, Kind, Outputs,
+    RunSpec, Verdict, BEARER,
 };
 
 pub(crate) struct Script;

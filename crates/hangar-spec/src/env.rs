@@ -192,6 +192,17 @@ impl HostRule {
         })
     }
 
+    /// The loopback address this rule's host is (`localhost` is 127.0.0.1), if it is one.
+    pub fn loopback_ip(&self) -> Option<std::net::IpAddr> {
+        match self.pattern.as_str() {
+            "localhost" => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            other => other
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|ip| ip.is_loopback()),
+        }
+    }
+
     /// Whether a request to `host:port` matches this rule.
     pub fn matches(&self, host: &str, port: u16) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -1240,5 +1251,15 @@ pids = 4096
         check("http://Models.Test", Some(("models.test:80", false)));
         check("http://[::1]:8080/v1", Some(("[::1]:8080", false)));
         check("ftp://x", None);
+        for (host, loopback) in [
+            ("localhost", Some("127.0.0.1")),
+            ("127.0.0.2:80", Some("127.0.0.2")),
+            ("[::1]:8080", Some("::1")),
+            ("10.0.0.1", None),
+            ("models.test", None),
+        ] {
+            let got = HostRule::parse(host).unwrap().loopback_ip();
+            assert_eq!(got.map(|ip| ip.to_string()).as_deref(), loopback, "{host}");
+        }
     }
 }

@@ -450,11 +450,7 @@ impl Db {
 
     /// Deletes an environment and its secrets.
     pub async fn delete_env(&self, workspace: &str, name: &str) -> DbResult<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         let n = sqlx::query("DELETE FROM environments WHERE workspace = ? AND name = ?")
             .bind(workspace)
             .bind(name)
@@ -549,11 +545,7 @@ impl Db {
     /// Records a new task with its attempts, all pending.
     pub async fn create_task(&self, t: &NewTask) -> DbResult<TaskRecord> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO tasks (id, workspace, environment, environment_version, spec, title, prompt,
                                 branch, git_commit, agent_script, harness, approval, status,
@@ -736,11 +728,7 @@ impl Db {
     /// and index), then recomputes the task's status from its attempts', in one
     /// transaction.
     async fn set_attempt(&self, task: &TaskId, idx: u32, q: AttemptQuery<'_>) -> DbResult<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         update_attempt(&mut *tx, task, idx, q).await?;
         let statuses: Vec<String> =
             sqlx::query_scalar("SELECT status FROM attempts WHERE task_id = ?")
@@ -889,11 +877,7 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         for l in lines {
             sqlx::query(
                 "INSERT INTO logs (task_id, attempt, seq, ts_ms, phase, stream, line)
@@ -914,11 +898,7 @@ impl Db {
     }
 
     pub async fn append_network(&self, task: &TaskId, entries: &[NetworkEntry]) -> DbResult<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO network_log (task_id, attempt, seq, ts_ms, phase, method, host, port,
@@ -967,11 +947,7 @@ impl Db {
     }
 
     pub async fn append_events(&self, task: &TaskId, events: &[EventRow]) -> DbResult<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query("begin a transaction"))?;
+        let mut tx = self.begin().await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO agent_events (task_id, attempt, seq, ts_ms, kind, text, exit_code, detail)
@@ -994,18 +970,38 @@ impl Db {
             .map_err(query("commit the agent's events"))
     }
 
-    /// The agent's events for a task (one attempt, or all), in order.
-    pub async fn events(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<EventRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM agent_events WHERE task_id = ? AND (? IS NULL OR attempt = ?)
-             ORDER BY attempt, seq",
-        )
+    async fn begin(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(query("begin a transaction"))
+    }
+
+    /// A task's rows of a per-attempt table (one attempt, or all), in order.
+    async fn per_attempt(
+        &self,
+        table: &'static str,
+        task: &TaskId,
+        attempt: Option<u32>,
+        what: &'static str,
+    ) -> DbResult<Vec<sqlx::sqlite::SqliteRow>> {
+        sqlx::query(&format!(
+            "SELECT * FROM {table} WHERE task_id = ? AND (? IS NULL OR attempt = ?)
+             ORDER BY attempt, seq"
+        ))
         .bind(task.as_str())
         .bind(attempt)
         .bind(attempt)
         .fetch_all(&self.pool)
         .await
-        .map_err(query("read the agent's events"))?;
+        .map_err(query(what))
+    }
+
+    /// The agent's events for a task (one attempt, or all), in order.
+    pub async fn events(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<EventRow>> {
+        let rows = self
+            .per_attempt("agent_events", task, attempt, "read the agent's events")
+            .await?;
         Ok(rows
             .iter()
             .map(|r| EventRow {
@@ -1026,16 +1022,9 @@ impl Db {
         task: &TaskId,
         attempt: Option<u32>,
     ) -> DbResult<Vec<NetworkEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM network_log WHERE task_id = ? AND (? IS NULL OR attempt = ?)
-             ORDER BY attempt, seq",
-        )
-        .bind(task.as_str())
-        .bind(attempt)
-        .bind(attempt)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("read the network log"))?;
+        let rows = self
+            .per_attempt("network_log", task, attempt, "read the network log")
+            .await?;
         Ok(rows
             .iter()
             .map(|r| NetworkEntry {
@@ -1056,16 +1045,7 @@ impl Db {
     }
 
     pub async fn logs(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<LogLine>> {
-        let rows = sqlx::query(
-            "SELECT * FROM logs WHERE task_id = ? AND (? IS NULL OR attempt = ?)
-             ORDER BY attempt, seq",
-        )
-        .bind(task.as_str())
-        .bind(attempt)
-        .bind(attempt)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query("read logs"))?;
+        let rows = self.per_attempt("logs", task, attempt, "read logs").await?;
         rows.iter()
             .map(|r| {
                 Ok(LogLine {

@@ -206,6 +206,21 @@ pub mod bench {
         sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
 
+    /// Prints a table: a header, then each row's name (in `width` columns) with its p50
+    /// and p95 in milliseconds.
+    pub fn print_table(title: &str, width: usize, rows: &[Row]) {
+        println!("\n{title}");
+        println!("{:<width$} {:>9} {:>9}", "", "p50 ms", "p95 ms");
+        for r in rows {
+            println!(
+                "{:<width$} {:>9.2} {:>9.2}",
+                r.name,
+                r.p50.as_secs_f64() * 1000.0,
+                r.p95.as_secs_f64() * 1000.0
+            );
+        }
+    }
+
     /// p50 and p95 of `samples` (at least one).
     pub fn summarize(name: &str, mut samples: Vec<Duration>) -> Row {
         samples.sort();

@@ -50,10 +50,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::upstream::find_header(&self.headers, name)
     }
 
     /// Whether this was a request to a model (not a probe of the server).
@@ -172,11 +169,7 @@ async fn answer(req: Request<hyper::body::Incoming>, state: &State) -> Response<
     let rec = Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect(),
+        headers: crate::upstream::header_list(&parts.headers),
         body: String::from_utf8_lossy(&bytes).into_owned(),
     };
     state.recorded.lock().expect("recorded").push(rec.clone());
@@ -426,8 +419,9 @@ fn chat_message(reply: &Reply) -> (Value, &'static str) {
     }
 }
 
-const CHAT_USAGE: fn() -> Value =
-    || json!({ "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 });
+fn chat_usage() -> Value {
+    json!({ "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 })
+}
 
 fn chat_sse(reply: &Reply, model: &str) -> String {
     let (delta, finish) = chat_message(reply);
@@ -447,7 +441,7 @@ fn chat_sse(reply: &Reply, model: &str) -> String {
         ),
         chunk(
             json!([{ "index": 0, "delta": {}, "finish_reason": finish }]),
-            CHAT_USAGE(),
+            chat_usage(),
         ),
     ]);
     out.push_str("data: [DONE]\n\n");
@@ -459,7 +453,7 @@ fn chat_whole(reply: &Reply, model: &str) -> String {
     json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
         "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
-        "usage": CHAT_USAGE(),
+        "usage": chat_usage(),
     })
     .to_string()
 }

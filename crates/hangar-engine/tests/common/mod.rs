@@ -62,6 +62,17 @@ pub async fn logs(engine: &Engine, id: &TaskId) -> Vec<String> {
         .collect()
 }
 
+/// An attempt's stored diff as text (empty when it has none).
+pub async fn diff(engine: &Engine, id: &TaskId, attempt: u32) -> String {
+    let diff = engine
+        .db()
+        .diff(id, attempt)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    String::from_utf8_lossy(&diff).into_owned()
+}
+
 /// How the attempt found its environment.
 pub fn cache_of(a: &AttemptRecord) -> CacheInfo {
     serde_json::from_str(a.cache.as_deref().expect("cache recorded")).unwrap()
