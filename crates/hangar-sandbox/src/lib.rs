@@ -9,6 +9,7 @@ mod error;
 mod mounts;
 pub mod netns;
 pub mod overlay;
+mod reap;
 pub mod runtime;
 mod sandbox;
 pub mod spec;
@@ -16,6 +17,7 @@ pub mod spec;
 pub use error::{Result, SandboxError};
 pub use mounts::ReadOnly;
 pub use netns::netns_names;
+pub use reap::{reap, Reaped};
 pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{
     make_durable, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,

@@ -60,6 +60,12 @@ impl NetNs {
         &self.path
     }
 
+    /// The pin of a namespace made earlier, possibly by a process that has died.
+    pub(crate) fn existing(name: &str) -> Option<NetNs> {
+        let path = Path::new(NETNS_DIR).join(name);
+        path.exists().then_some(NetNs { path })
+    }
+
     /// Unpins and deletes the namespace; the kernel frees it once nothing is inside.
     pub fn remove(&self) -> Result<()> {
         match umount2(&self.path, MntFlags::MNT_DETACH) {

@@ -267,15 +267,15 @@ pub struct Output {
 
 /// Paths of one sandbox on the host.
 #[derive(Debug, Clone)]
-struct Dirs {
-    base: PathBuf,
+pub(crate) struct Dirs {
+    pub(crate) base: PathBuf,
     rootfs: PathBuf,
     bundle: PathBuf,
     log: PathBuf,
 }
 
 impl Dirs {
-    fn new(run_dir: &Path, id: &SandboxId) -> Dirs {
+    pub(crate) fn new(run_dir: &Path, id: &SandboxId) -> Dirs {
         let base = run_dir.join(id.as_str());
         Dirs {
             rootfs: base.join("rootfs"),
@@ -287,22 +287,25 @@ impl Dirs {
 }
 
 /// What has been set up so far, so that a failure at any step undoes exactly that much.
-struct Parts {
-    id: SandboxId,
-    dirs: Dirs,
-    mounted: bool,
-    netns: Option<NetNs>,
-    runtime: Arc<dyn OciRuntime>,
-    cgroups: CgroupLayout,
-    cgroup: String,
+pub(crate) struct Parts {
+    pub(crate) id: SandboxId,
+    pub(crate) dirs: Dirs,
+    pub(crate) mounted: bool,
+    pub(crate) netns: Option<NetNs>,
+    pub(crate) runtime: Arc<dyn OciRuntime>,
+    pub(crate) cgroups: CgroupLayout,
+    pub(crate) cgroup: String,
     /// The runtime exited by itself after PID 1 did, so it already deleted the container.
-    runtime_done: bool,
+    pub(crate) runtime_done: bool,
+    /// `run/<id>.lock`, held (flock) for as long as this process owns the sandbox, so
+    /// [`crate::reap`] can tell a live sandbox from one whose owner died.
+    pub(crate) lock: Option<fs::File>,
 }
 
 impl Parts {
     /// Removes everything of the sandbox, runtime state included; reports what stayed.
     /// With `keep`, the upper directory is renamed there.
-    fn teardown(&mut self, keep: Option<&Path>) -> Result<()> {
+    pub(crate) fn teardown(&mut self, keep: Option<&Path>) -> Result<()> {
         let mut leftovers = Vec::new();
         if !self.runtime_done {
             let _ = runtime_command(
@@ -347,6 +350,9 @@ impl Parts {
             }
         }
         if leftovers.is_empty() {
+            if self.lock.take().is_some() {
+                let _ = fs::remove_file(lock_path(&self.dirs));
+            }
             Ok(())
         } else {
             Err(SandboxError::Teardown {
@@ -375,6 +381,11 @@ impl Sandbox {
         let runtime = runtime(spec.runtime, &host.state_dir)?;
         let dirs = Dirs::new(&host.run_dir, &spec.id);
         fs::create_dir_all(&host.run_dir).map_err(io_err("create", &host.run_dir))?;
+        // The lock comes before the directory, so a reaper never sees an unlocked
+        // directory of a live sandbox.
+        let lock = claim(&lock_path(&dirs))?.ok_or_else(|| SandboxError::AlreadyExists {
+            id: spec.id.to_string(),
+        })?;
         match fs::create_dir(&dirs.base) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -393,7 +404,12 @@ impl Sandbox {
             runtime,
             cgroups: host.cgroups.clone(),
             runtime_done: false,
+            lock: Some(lock),
         };
+        if let Err(e) = fs::write(parts.dirs.base.join(RUNTIME_FILE), spec.runtime.name()) {
+            let _ = parts.teardown(None);
+            return Err(io_err("write the runtime name of", &parts.dirs.base)(e));
+        }
         match start(host, &spec, &mut parts).await {
             Ok((child, control)) => Ok(Sandbox {
                 parts: Some(parts),
@@ -705,6 +721,30 @@ impl Drop for Sandbox {
             drop(child);
             let _ = parts.teardown(None);
         });
+    }
+}
+
+/// Where a sandbox records which runtime runs it, for [`crate::reap`].
+pub(crate) const RUNTIME_FILE: &str = "runtime";
+
+pub(crate) fn lock_path(dirs: &Dirs) -> PathBuf {
+    let mut name = dirs.base.clone().into_os_string();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Opens and locks `path` without waiting: `None` when another process holds it.
+pub(crate) fn claim(path: &Path) -> Result<Option<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(io_err("lock", path)(e)),
     }
 }
 

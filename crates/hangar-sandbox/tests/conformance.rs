@@ -236,6 +236,76 @@ async fn dropping_a_sandbox_still_tears_it_down(rt: RuntimeKind) {
     assert_no_traces(&host, &id);
 }
 
+/// Set in the child process that [`a_sandbox_whose_owner_was_killed_is_reaped`] starts.
+const HOLD_VAR: &str = "HANGAR_TEST_HOLD_SANDBOX";
+
+/// Not a test of its own: the owner process that the reaping case starts and kills. It
+/// creates a sandbox with a process in it, prints the id, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started as a child process by a_sandbox_whose_owner_was_killed_is_reaped"]
+async fn hold_a_sandbox_until_killed() {
+    let rt = match std::env::var(HOLD_VAR).as_deref() {
+        Ok("runc") => RuntimeKind::Runc,
+        Ok("crun") => RuntimeKind::Crun,
+        _ => panic!("{HOLD_VAR} must name the runtime"),
+    };
+    let (_host, sb) = sandbox(rt).await;
+    let id = sb.id().clone();
+    let _proc = sb.exec(sh("sleep 1000")).await.unwrap();
+    println!("sandbox={id}");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+async fn a_sandbox_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
+    use std::io::BufRead;
+    let (host, live) = sandbox(rt).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hold_a_sandbox_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(HOLD_VAR, rt.name())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let id = out
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| l.strip_prefix("sandbox=").map(str::to_string))
+        .expect("the child names its sandbox");
+    let id = hangar_sandbox::SandboxId::new(id).unwrap();
+    // SIGKILL gives the owner no chance to clean up. Init sees its control socket close
+    // and ends the sandbox's processes, but the mount, namespace and cgroups stay.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = traces(&host, &id);
+    assert!(
+        !left.mounts.is_empty() && !left.netns.is_empty() && !left.cgroups.is_empty(),
+        "a killed owner leaves its sandbox behind: {left:?}"
+    );
+
+    let reaped = tokio::task::spawn_blocking({
+        let host = host.clone();
+        move || hangar_sandbox::reap(&host)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(reaped.removed.contains(&id), "{reaped:?}");
+    assert!(
+        !reaped.removed.contains(live.id()),
+        "a live sandbox was reaped"
+    );
+    assert_no_traces(&host, &id);
+    // The live one, whose owner is this process, still works.
+    assert_eq!(stdout_of(&live, "echo still").await, "still\n");
+    live.destroy().await.unwrap();
+}
+
 async fn file_access_resolves_inside_the_root(rt: RuntimeKind) {
     let outside = tempfile::tempdir().unwrap();
     let host_target = outside.path().join("written-by-sandbox");
@@ -480,6 +550,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_sandbox_whose_owner_was_killed_is_reaped,
     directories_are_created_inside_the_root,
     a_read_only_directory_cannot_be_written_moved_or_unmounted,
     a_listener_bound_inside_is_served_by_the_host,
