@@ -330,6 +330,7 @@ impl Engine {
         plan: &AttemptPlan<'_>,
         cancel: watch::Receiver<bool>,
     ) -> Result<()> {
+        let _slot = self.take_slot(plan.task, plan.index, cancel.clone()).await;
         self.db.start_attempt(plan.task, plan.index).await?;
         let secrets = self.env_secrets(plan.env).await;
         let loaded = secrets.as_ref().map(|_| ()).map_err(|e| e.to_string());

@@ -13,6 +13,7 @@ mod error;
 mod git;
 mod net;
 mod phase;
+pub mod runner;
 pub mod secrets;
 pub mod travel;
 
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_sandbox::{HostConfig, RuntimeKind};
-use hangar_spec::{Approval, Environment, Harness, Phase, TaskId};
+use hangar_spec::{Approval, AttemptStatus, Environment, Harness, Phase, TaskId};
 use hangar_store::db::{
     Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
 };
@@ -127,6 +128,66 @@ pub struct Engine {
     secret_key_file: PathBuf,
     keyring: std::sync::OnceLock<Arc<hangar_secrets::Keyring>>,
     net: net::NetSettings,
+    /// Attempts running at once in this process; the others wait here, in order.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Attempts waiting for a slot, oldest first. Locked only to add, remove or read.
+    queue: std::sync::Mutex<Vec<(TaskId, u32)>>,
+    running_count: Arc<std::sync::atomic::AtomicUsize>,
+    max_running: usize,
+}
+
+/// The error an attempt gets when the process running it died.
+pub const RECOVERED: &str =
+    "hangar stopped while this attempt ran; its sandbox was removed when hangar started again";
+
+/// What [`Engine::recover`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// Sandboxes of dead processes removed.
+    pub sandboxes: usize,
+    /// Tasks whose unfinished attempts were marked `error`.
+    pub tasks: Vec<TaskId>,
+}
+
+/// A running attempt's slot; given back on drop.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Slot {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Slot {
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            running,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The default number of attempts running at once: two per core, and no more than one
+/// per 2 GiB of memory (an agent CLI with its sandbox and proxy uses up to about that).
+pub fn default_slots() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: sysconf only reads system constants.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let gib = (pages.max(0) as u64 * page.max(0) as u64) >> 30;
+    (cores * 2).min((gib / 2) as usize).max(1)
 }
 
 /// An environment's snapshot key and what it was computed from.
@@ -156,8 +217,107 @@ impl Engine {
             secret_key_file: store.root().join("secret.key"),
             keyring: Default::default(),
             net: Default::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(default_slots())),
+            queue: Default::default(),
+            running_count: Default::default(),
+            max_running: default_slots(),
             store,
         })
+    }
+
+    /// How many attempts may run at once in this engine (at least 1); the rest queue.
+    pub fn set_max_running(&mut self, n: usize) {
+        self.max_running = n.max(1);
+        self.slots = Arc::new(tokio::sync::Semaphore::new(self.max_running));
+    }
+
+    /// How many attempts may run at once.
+    pub fn max_running(&self) -> usize {
+        self.max_running
+    }
+
+    /// How many attempts run now.
+    pub fn running(&self) -> usize {
+        self.running_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Crash recovery, for the one process that runs tasks on this data dir (the
+    /// daemon) as it starts: removes what is left of sandboxes whose owner died, and
+    /// marks every attempt that was pending or running `error` with the reason. Their
+    /// logs so far stay.
+    pub async fn recover(&self) -> Result<Recovered> {
+        let host = self.host.clone();
+        let reaped = tokio::task::spawn_blocking(move || hangar_sandbox::reap(&host))
+            .await
+            .map_err(|e| EngineError::Io {
+                action: "reap the sandboxes in",
+                path: self.store.run_dir(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        for (id, left) in &reaped.failed {
+            tracing::warn!("sandbox {id} of a stopped daemon was not fully removed: {left}");
+        }
+        let mut tasks = Vec::new();
+        for id in self.db.unfinished_tasks().await? {
+            self.fail_unfinished(&id, RECOVERED).await?;
+            tasks.push(id);
+        }
+        Ok(Recovered {
+            sandboxes: reaped.removed.len(),
+            tasks,
+        })
+    }
+
+    /// Marks every attempt of a task that is still pending or running `error`, saying
+    /// `reason` and what it was doing.
+    pub async fn fail_unfinished(&self, id: &TaskId, reason: &str) -> Result<()> {
+        for a in self.db.attempts(id).await? {
+            if !matches!(a.status, AttemptStatus::Pending | AttemptStatus::Running) {
+                continue;
+            }
+            let outcome = hangar_store::db::AttemptOutcome {
+                status: AttemptStatus::Error,
+                final_message: None,
+                exit_code: None,
+                error: Some(format!("{reason} (it was {})", a.status)),
+                summary: None,
+                diff: None,
+                result_tree: None,
+            };
+            self.db.finish_attempt(id, a.index, &outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Where a task waits for a slot: 1 when its first waiting attempt is next. `None`
+    /// when none of its attempts is waiting.
+    pub fn queue_position(&self, task: &TaskId) -> Option<usize> {
+        let queue = self.queue.lock().expect("not poisoned");
+        queue.iter().position(|(t, _)| t == task).map(|i| i + 1)
+    }
+
+    /// Waits for a slot for one attempt, in arrival order, unless the task is
+    /// cancelled meanwhile (then it goes on without one, to be marked cancelled).
+    async fn take_slot(
+        &self,
+        task: &TaskId,
+        index: u32,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Option<Slot> {
+        self.queue
+            .lock()
+            .expect("not poisoned")
+            .push((task.clone(), index));
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        self.queue
+            .lock()
+            .expect("not poisoned")
+            .retain(|(t, i)| !(t == task && *i == index));
+        permit.map(|permit| Slot::new(permit, self.running_count.clone()))
     }
 
     /// Uses another key file for secrets (`HANGAR_SECRET_KEY_FILE`).

@@ -122,7 +122,7 @@ pub struct TaskRecord {
 }
 
 /// One event of an agent's run, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRow {
     pub attempt: u32,
     pub seq: i64,
@@ -216,7 +216,7 @@ impl Stream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     pub attempt: u32,
     pub seq: i64,
@@ -227,7 +227,7 @@ pub struct LogLine {
 }
 
 /// One decision of an attempt's egress proxy, as stored (redacted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkEntry {
     pub attempt: u32,
     pub seq: i64,
@@ -653,6 +653,22 @@ impl Db {
             None
         };
         Ok(TaskPage { tasks, cursor })
+    }
+
+    /// Tasks of any workspace still pending or running, oldest first.
+    pub async fn unfinished_tasks(&self) -> DbResult<Vec<TaskId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE status IN ('pending', 'running') ORDER BY created_ms",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("read the unfinished tasks"))?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e: hangar_spec::IdError| corrupt("task id")(e.to_string()))
+            })
+            .collect()
     }
 
     pub async fn attempts(&self, task: &TaskId) -> DbResult<Vec<AttemptRecord>> {

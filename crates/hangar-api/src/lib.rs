@@ -1,0 +1,12 @@
+//! hangar's HTTP API: the axum router over the engine's runner, its wire types, the
+//! OpenAPI document that describes it (checked against the router in a test), and the
+//! client the CLI uses. No business logic: each route is one call on the engine.
+
+pub mod client;
+mod server;
+pub mod wire;
+
+pub use server::{router, Api, ApiError, ROUTES};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");

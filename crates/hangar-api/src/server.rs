@@ -1,0 +1,417 @@
+//! The router: each route turns a request into one call on the engine's runner and its
+//! answer into JSON. No decisions are made here beyond HTTP's.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hangar_engine::runner::Runner;
+use hangar_engine::EngineError;
+use hangar_spec::TaskId;
+use hangar_store::db::{AttemptRecord, DbError, TaskQuery, TaskRecord};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::wire::{
+    ErrorBody, ErrorInfo, Events, Health, Logs, Network, StreamEvent, SubmitTask, TaskList,
+    TaskSummary, TaskView,
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Api {
+    pub runner: Arc<Runner>,
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
+        /// Every route as (method, path), exactly as `openapi.json` lists them.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn add_routes(router: Router<Api>) -> Router<Api> {
+            router$(.route($path, $method($handler)))*
+        }
+    };
+}
+
+routes! {
+    get "/v1/health" => health,
+    get "/v1/tasks" => list_tasks,
+    post "/v1/tasks" => submit_task,
+    get "/v1/tasks/{id}" => show_task,
+    post "/v1/tasks/{id}/cancel" => cancel_task,
+    get "/v1/tasks/{id}/logs" => task_logs,
+    get "/v1/tasks/{id}/events" => task_events,
+    get "/v1/tasks/{id}/network" => task_network,
+    get "/v1/tasks/{id}/diff" => task_diff,
+}
+
+/// The API's router over a runner.
+pub fn router(runner: Arc<Runner>) -> Router {
+    add_routes(Router::new())
+        .fallback(no_such_route)
+        .with_state(Api { runner })
+}
+
+/// An API error: its status and a message that is safe to show (a 5xx says nothing of
+/// the internals; the detail goes to the daemon's log).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match &e {
+            EngineError::Db(
+                DbError::TaskNotFound(_)
+                | DbError::EnvNotFound(_)
+                | DbError::SecretNotFound { .. }
+                | DbError::AttemptNotFound { .. },
+            ) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
+            EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            EngineError::Spec(_) | EngineError::BadRequest(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            _ => {
+                tracing::error!("request failed: {e}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "failed to answer: an internal error (see the daemon's log)",
+                )
+            }
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        EngineError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        format!("failed to route {}: no such API route", uri.path()),
+    )
+}
+
+async fn health(State(api): State<Api>) -> Json<Health> {
+    let engine = api.runner.engine();
+    Json(Health {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        max_running: engine.max_running(),
+        running: engine.running(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    environment: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_tasks(State(api): State<Api>, q: QueryIn<ListQuery>) -> ApiResult<Json<TaskList>> {
+    let q = query(q)?;
+    let engine = api.runner.engine();
+    let page = engine
+        .db()
+        .tasks(&TaskQuery {
+            workspace: engine.workspace().to_string(),
+            environment: q.environment,
+            limit: q.limit.unwrap_or(20),
+            cursor: q.cursor,
+        })
+        .await?;
+    Ok(Json(TaskList {
+        tasks: page.tasks.iter().map(TaskSummary::from).collect(),
+        cursor: page.cursor,
+    }))
+}
+
+async fn submit_task(
+    State(api): State<Api>,
+    body: Result<Json<SubmitTask>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::bad_request(format!("failed to read the task: {}", e.body_text()))
+    })?;
+    let task = api.runner.accept(&req.into()).await?;
+    let view = view(&api, &task).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+async fn load(api: &Api, id: &str) -> ApiResult<(TaskRecord, Vec<AttemptRecord>)> {
+    let engine = api.runner.engine();
+    let id = engine.db().resolve_task(engine.workspace(), id).await?;
+    let task = engine.db().task(engine.workspace(), &id).await?;
+    let attempts = engine.db().attempts(&id).await?;
+    Ok((task, attempts))
+}
+
+async fn view(api: &Api, task: &TaskRecord) -> ApiResult<TaskView> {
+    let attempts = api.runner.engine().db().attempts(&task.id).await?;
+    Ok(TaskView::new(
+        task,
+        &attempts,
+        api.runner.engine().queue_position(&task.id),
+    ))
+}
+
+async fn show_task(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
+    let (task, attempts) = load(&api, &id).await?;
+    let position = api.runner.engine().queue_position(&task.id);
+    Ok(Json(TaskView::new(&task, &attempts, position)))
+}
+
+async fn cancel_task(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let (task, _) = load(&api, &id).await?;
+    api.runner.engine().cancel(&task.id).await?;
+    Ok((StatusCode::ACCEPTED, Json(view(&api, &task).await?)))
+}
+
+/// Which attempt a request means: `attempt=N`, `best=true`, or (where one is needed)
+/// the best ready one, else the first.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Which {
+    attempt: Option<u32>,
+    #[serde(default)]
+    best: bool,
+    #[serde(default)]
+    follow: bool,
+}
+
+impl Which {
+    /// The attempt asked for, or `None` for all of them.
+    fn filter(&self, task: &TaskRecord, attempts: &[AttemptRecord]) -> ApiResult<Option<u32>> {
+        if !self.best && self.attempt.is_none() {
+            return Ok(None);
+        }
+        self.pick(task, attempts).map(Some)
+    }
+
+    fn pick(&self, task: &TaskRecord, attempts: &[AttemptRecord]) -> ApiResult<u32> {
+        let best = hangar_engine::best::best(attempts);
+        if self.best {
+            return best.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "failed to pick the best attempt of task {}: none is ready (status {})",
+                        task.id, task.status
+                    ),
+                )
+            });
+        }
+        if let Some(n) = self.attempt {
+            return if attempts.iter().any(|a| a.index == n) {
+                Ok(n)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    format!(
+                        "failed to find attempt {n} of task {} ({} attempts)",
+                        task.id,
+                        attempts.len()
+                    ),
+                ))
+            };
+        }
+        best.or(attempts.first().map(|a| a.index)).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("failed to find an attempt of task {}", task.id),
+            )
+        })
+    }
+}
+
+type QueryIn<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// A query string, or a 400 that names what is wrong with it.
+fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
+    q.map(|Query(w)| w)
+        .map_err(|e| ApiError::bad_request(format!("failed to read the query: {}", e.body_text())))
+}
+
+async fn task_logs(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: QueryIn<Which>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let (task, attempts) = load(&api, &id).await?;
+    let only = q.filter(&task, &attempts)?;
+    if q.follow {
+        return Ok(follow(api, task.id, only).await.into_response());
+    }
+    let logs = api.runner.engine().db().logs(&task.id, only).await?;
+    Ok(Json(Logs { logs }).into_response())
+}
+
+/// A task's events as they happen: what it did so far, then each new event, then `end`.
+/// A task that is not running here is told from the store.
+async fn follow(
+    api: Api,
+    id: TaskId,
+    only: Option<u32>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<StreamEvent>(256);
+    tokio::spawn(async move {
+        let keep = |e: &StreamEvent| match (only, e) {
+            (None, _) => true,
+            (Some(n), StreamEvent::PhaseStarted { attempt, .. })
+            | (Some(n), StreamEvent::PhaseFinished { attempt, .. }) => *attempt == n,
+            (Some(n), StreamEvent::Line(l)) => l.attempt == n,
+            _ => true,
+        };
+        let send = |e: StreamEvent| {
+            let tx = tx.clone();
+            async move { tx.send(e).await.is_ok() }
+        };
+        if let Some(mut live) = api.runner.follow(&id) {
+            for e in live.so_far.iter().map(StreamEvent::from) {
+                if keep(&e) && !send(e).await {
+                    return;
+                }
+            }
+            loop {
+                let e = match live.next.recv().await {
+                    Ok(e) => StreamEvent::from(&e),
+                    Err(RecvError::Lagged(count)) => StreamEvent::Missed { count },
+                    Err(RecvError::Closed) => break,
+                };
+                if keep(&e) && !send(e).await {
+                    return;
+                }
+            }
+        } else if let Ok(lines) = api.runner.engine().db().logs(&id, only).await {
+            for l in lines {
+                if !send(StreamEvent::Line(l)).await {
+                    return;
+                }
+            }
+        }
+        let engine = api.runner.engine();
+        if let Ok(task) = engine.db().task(engine.workspace(), &id).await {
+            send(StreamEvent::End {
+                status: task.status,
+            })
+            .await;
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| {
+        Ok(SseEvent::default()
+            .json_data(&e)
+            .unwrap_or_else(|_| SseEvent::default().data("{}")))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+use futures_util::StreamExt;
+
+async fn task_events(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: QueryIn<Which>,
+) -> ApiResult<Json<Events>> {
+    let q = query(q)?;
+    let (task, attempts) = load(&api, &id).await?;
+    let only = q.filter(&task, &attempts)?;
+    let events = api.runner.engine().db().events(&task.id, only).await?;
+    Ok(Json(Events { events }))
+}
+
+async fn task_network(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: QueryIn<Which>,
+) -> ApiResult<Json<Network>> {
+    let q = query(q)?;
+    let (task, attempts) = load(&api, &id).await?;
+    let only = q.filter(&task, &attempts)?;
+    let network = api.runner.engine().db().network_log(&task.id, only).await?;
+    Ok(Json(Network { network }))
+}
+
+/// The diff of one attempt (`attempt`, `best`, or the best ready else the first), as
+/// `git apply` reads it; the attempt's index is in the `hangar-attempt` header.
+async fn task_diff(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: QueryIn<Which>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let (task, attempts) = load(&api, &id).await?;
+    let index = q.pick(&task, &attempts)?;
+    let Some(diff) = api.runner.engine().db().diff(&task.id, index).await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "failed to read the diff of task {} attempt {index}: it has none yet (status {})",
+                task.id, task.status
+            ),
+        ));
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/x-diff".to_string()),
+            (
+                header::HeaderName::from_static("hangar-attempt"),
+                index.to_string(),
+            ),
+        ],
+        diff,
+    )
+        .into_response())
+}

@@ -1,0 +1,271 @@
+//! The API's wire types: what requests carry and responses hold, as JSON. The CLI's
+//! `--json` output is these same documents.
+
+use hangar_spec::{Approval, AttemptStatus, Harness, Phase, TaskStatus};
+use hangar_store::db::{
+    AttemptRecord, CheckResult, DiffSummary, EventRow, LogLine, NetworkEntry, TaskRecord,
+};
+use serde::{Deserialize, Serialize};
+
+/// An error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// `not-found`, `bad-request`, `conflict`, `no-such-route`, `internal`.
+    pub code: String,
+    /// A sentence that reads after "failed to ...".
+    pub message: String,
+}
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub environment: String,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<Harness>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// Best-of-N; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// An agent script's text, for the script harness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+}
+
+impl From<SubmitTask> for hangar_engine::TaskRequest {
+    fn from(s: SubmitTask) -> Self {
+        hangar_engine::TaskRequest {
+            environment: s.environment,
+            prompt: s.prompt,
+            branch: s.branch,
+            commit: s.commit,
+            script: s.script,
+            harness: s.harness,
+            approval: s.approval,
+            attempts: s.attempts.unwrap_or(0),
+        }
+    }
+}
+
+/// A task in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub id: String,
+    pub title: String,
+    pub status: TaskStatus,
+    pub environment: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub attempt_total: u32,
+    pub summary: DiffSummary,
+}
+
+impl From<&TaskRecord> for TaskSummary {
+    fn from(t: &TaskRecord) -> Self {
+        TaskSummary {
+            id: t.id.to_string(),
+            title: t.title.clone(),
+            status: t.status,
+            environment: t.environment.clone(),
+            created_at: rfc3339(t.created_ms),
+            updated_at: rfc3339(t.updated_ms),
+            attempt_total: t.attempt_total,
+            summary: t.summary.unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET /v1/tasks`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskSummary>,
+    /// Present when more tasks follow: pass it as `cursor`.
+    pub cursor: Option<String>,
+}
+
+/// A task with its attempts (`GET /v1/tasks/{id}`, `hangar show --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: TaskSummary,
+    pub prompt: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub environment_version: i64,
+    pub attempts: Vec<AttemptView>,
+    /// Attempt indexes, best first (ready, check passed, smaller diff).
+    pub ranking: Vec<u32>,
+    /// The best ready attempt, if any.
+    pub best: Option<u32>,
+    /// While waiting for a slot: 1 when it is next.
+    pub queue_position: Option<usize>,
+}
+
+impl TaskView {
+    pub fn new(t: &TaskRecord, attempts: &[AttemptRecord], queue_position: Option<usize>) -> Self {
+        TaskView {
+            task: t.into(),
+            prompt: t.prompt.clone(),
+            branch: t.branch.clone(),
+            commit: t.commit.clone(),
+            environment_version: t.environment_version,
+            attempts: attempts.iter().map(AttemptView::from).collect(),
+            ranking: hangar_engine::best::rank(attempts),
+            best: hangar_engine::best::best(attempts),
+            queue_position,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub index: u32,
+    pub status: AttemptStatus,
+    pub final_message: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub base_commit: Option<String>,
+    pub sandbox: Option<String>,
+    pub cache: Option<hangar_engine::cache::CacheInfo>,
+    pub timings: Vec<Timing>,
+    pub summary: Option<DiffSummary>,
+    pub check: Option<CheckResult>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub phase: Phase,
+    pub started_at: String,
+    pub duration_ms: i64,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> Self {
+        AttemptView {
+            index: a.index,
+            status: a.status,
+            final_message: a.final_message.clone(),
+            exit_code: a.exit_code,
+            error: a.error.clone(),
+            base_commit: a.base_commit.clone(),
+            sandbox: a.sandbox.clone(),
+            cache: a
+                .cache
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            timings: a
+                .phases
+                .iter()
+                .map(|p| Timing {
+                    phase: p.phase,
+                    started_at: rfc3339(p.started_ms),
+                    duration_ms: p.ended_ms - p.started_ms,
+                })
+                .collect(),
+            summary: a.summary,
+            check: a.check,
+            created_at: rfc3339(a.created_ms),
+            started_at: a.started_ms.map(rfc3339),
+            finished_at: a.finished_ms.map(rfc3339),
+        }
+    }
+}
+
+/// `GET /v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Logs {
+    pub logs: Vec<LogLine>,
+}
+
+/// `GET /v1/tasks/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<EventRow>,
+}
+
+/// `GET /v1/tasks/{id}/network`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Network {
+    pub network: Vec<NetworkEntry>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    /// Attempts that may run at once; the rest queue.
+    pub max_running: usize,
+    pub running: usize,
+}
+
+/// One message of a followed task (`GET /v1/tasks/{id}/logs?follow=true`, as server-sent
+/// events whose data is this JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    PhaseStarted {
+        attempt: u32,
+        phase: Phase,
+    },
+    PhaseFinished {
+        attempt: u32,
+        phase: Phase,
+        ms: i64,
+        ok: bool,
+    },
+    Line(LogLine),
+    /// The follower fell this many events behind and missed them (read them with
+    /// `GET /v1/tasks/{id}/logs` afterwards).
+    Missed {
+        count: u64,
+    },
+    /// The task has finished; the stream ends.
+    End {
+        status: TaskStatus,
+    },
+}
+
+impl From<&hangar_engine::Event> for StreamEvent {
+    fn from(e: &hangar_engine::Event) -> Self {
+        use hangar_engine::Event;
+        match e {
+            Event::PhaseStarted { attempt, phase } => StreamEvent::PhaseStarted {
+                attempt: *attempt,
+                phase: *phase,
+            },
+            Event::PhaseFinished {
+                attempt,
+                phase,
+                ms,
+                ok,
+            } => StreamEvent::PhaseFinished {
+                attempt: *attempt,
+                phase: *phase,
+                ms: *ms,
+                ok: *ok,
+            },
+            Event::Line(l) => StreamEvent::Line(l.clone()),
+        }
+    }
+}
+
+/// Epoch milliseconds as RFC 3339, UTC, in milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
