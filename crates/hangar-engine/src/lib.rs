@@ -85,9 +85,9 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// `<dir>/<key>.lock`, locked, unless someone holds it (a build, or a task about to
 /// lease the snapshot).
 fn try_lock_key(dir: &Path, key: &str) -> Option<std::fs::File> {
-    let f = std::fs::File::create(dir.join(format!("{key}.lock"))).ok()?;
-    f.try_lock().ok()?;
-    Some(f)
+    hangar_store::lock::try_lock(&dir.join(format!("{key}.lock")))
+        .ok()
+        .flatten()
 }
 
 /// The environment's `[agent]` with a task's choices over it.
@@ -134,6 +134,8 @@ pub struct Engine {
     queue: std::sync::Mutex<Vec<(TaskId, u32)>>,
     running_count: Arc<std::sync::atomic::AtomicUsize>,
     max_running: usize,
+    /// Locks of the tasks this engine submitted and has not finished running.
+    task_locks: std::sync::Mutex<std::collections::HashMap<TaskId, std::fs::File>>,
 }
 
 /// The error an attempt gets when the process running it died.
@@ -221,6 +223,7 @@ impl Engine {
             queue: Default::default(),
             running_count: Default::default(),
             max_running: default_slots(),
+            task_locks: Default::default(),
             store,
         })
     }
@@ -260,7 +263,14 @@ impl Engine {
         }
         let mut tasks = Vec::new();
         for id in self.db.unfinished_tasks().await? {
+            let lock_path = self.task_lock_path(&id);
+            let Some(_orphan) = hangar_store::lock::try_lock(&lock_path)
+                .map_err(error::io_err("lock", &lock_path))?
+            else {
+                continue; // a live process runs it
+            };
             self.fail_unfinished(&id, RECOVERED).await?;
+            let _ = std::fs::remove_file(&lock_path);
             tasks.push(id);
         }
         Ok(Recovered {
@@ -584,7 +594,33 @@ impl Engine {
             approval: req.approval,
             attempts,
         };
-        Ok(self.db.create_task(&task).await?)
+        // Held from before the task is stored until it has run, so recovery can tell a
+        // task whose process died from one another process is running.
+        let lock_path = self.task_lock_path(&task.id);
+        let lock = hangar_store::lock::try_lock(&lock_path)
+            .map_err(error::io_err("lock", &lock_path))?
+            .ok_or_else(|| EngineError::BadRequest(format!("task {} is taken", task.id)))?;
+        let stored = self.db.create_task(&task).await?;
+        self.task_locks
+            .lock()
+            .expect("not poisoned")
+            .insert(task.id, lock);
+        Ok(stored)
+    }
+
+    fn task_lock_path(&self, id: &TaskId) -> PathBuf {
+        self.store
+            .root()
+            .join("locks")
+            .join(format!("task-{id}.lock"))
+    }
+
+    /// Lets go of a task this engine submitted, once it has run.
+    fn release_task(&self, id: &TaskId) {
+        if let Some(lock) = self.task_locks.lock().expect("not poisoned").remove(id) {
+            let _ = std::fs::remove_file(self.task_lock_path(id));
+            drop(lock);
+        }
     }
 
     /// Runs a pending task's attempts to the end; `cancel` set to true stops them.
@@ -647,10 +683,13 @@ impl Engine {
             .map(|plan| self.run_attempt(plan, cancel.clone()));
         let results = futures_util::future::join_all(runs).await;
         watcher.abort();
-        for done in results {
-            done?;
+        let outcome = results.into_iter().collect::<Result<Vec<()>>>();
+        let task = self.db.task(&self.workspace, id).await;
+        if task.as_ref().is_ok_and(|t| t.status.is_finished()) {
+            self.release_task(id);
         }
-        Ok(self.db.task(&self.workspace, id).await?)
+        outcome?;
+        Ok(task?)
     }
 
     /// Asks whichever process runs the task to cancel it: its attempts stop and their

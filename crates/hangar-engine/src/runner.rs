@@ -106,6 +106,11 @@ impl Runner {
     /// Cancels every running task and waits until each has stopped and torn down.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
+        self.drain().await;
+    }
+
+    /// Waits until every accepted task has finished.
+    pub async fn drain(&self) {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
         while tasks.join_next().await.is_some() {}
         self.engine.settle().await;

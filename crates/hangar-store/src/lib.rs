@@ -14,6 +14,7 @@
 //! ```
 
 pub mod db;
+pub mod lock;
 
 use std::collections::HashSet;
 use std::fmt;

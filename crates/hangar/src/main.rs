@@ -19,6 +19,7 @@ use hangar_store::{ImageName, Store};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod daemon;
 mod secrets;
 mod tasks;
 
@@ -40,6 +41,9 @@ struct Cli {
     /// The key that encrypts secrets (default: secret.key in the data dir; created 0600).
     #[arg(long, global = true, env = "HANGAR_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// The daemon's socket (default: hangar.sock in the data dir).
+    #[arg(long, global = true, env = "HANGAR_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +64,18 @@ enum Command {
     /// Set, list and remove an environment's secrets.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
+    #[command(flatten)]
+    Task(TaskCommand),
+    /// Run the daemon that runs tasks and serves the API (task commands start one in
+    /// the background when none answers).
+    Serve(daemon::ServeArgs),
+    /// Stop the daemon of this data dir; its running tasks are cancelled.
+    Shutdown,
+}
+
+/// The task commands: each goes through the daemon's API.
+#[derive(Subcommand)]
+enum TaskCommand {
     /// Run a task: a prompt against an environment; prints the task id last.
     Exec(tasks::ExecArgs),
     /// List tasks, newest first.
@@ -99,14 +115,14 @@ enum Command {
         /// The agent's events: messages, commands run, files changed, errors, final message.
         #[arg(long)]
         events: bool,
+        /// Stream the logs as they are written, until the task ends.
+        #[arg(long, short = 'f', conflicts_with_all = ["events", "network"])]
+        follow: bool,
     },
     /// Print a task's diff (binary-safe, for `git apply`).
     Diff(tasks::TaskArgs),
     /// Apply a task's diff to the git repository you are in.
     Apply(tasks::TaskArgs),
-    /// Run an accepted task (what `exec --detach` starts in the background).
-    #[command(hide = true)]
-    TaskRun { id: String },
 }
 
 #[derive(Subcommand)]
@@ -229,6 +245,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     let store = Store::open(&cli.data_dir)
         .with_context(|| format!("failed to open the data dir {}", cli.data_dir.display()))?;
     let key_file = cli.secret_key_file.clone();
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| daemon::default_socket(&cli.data_dir));
     let engine = || async {
         let mut engine = hangar_engine::Engine::open(store.clone(), init_binary()?).await?;
         if let Some(path) = key_file.clone() {
@@ -242,40 +262,47 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
         Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
         Command::Secret(cmd) => secrets::secret(&engine().await?, cmd).await.map(|()| 0),
-        Command::Exec(args) => {
-            let engine = engine().await?;
-            let code = tasks::exec(&engine, &cli.data_dir, args).await;
-            engine.settle().await;
-            code
+        Command::Serve(args) => match daemon::serve(&socket, engine().await?, args).await {
+            Err(e) if e.is::<daemon::AlreadyServing>() => {
+                eprintln!("hangar: {e}");
+                Ok(daemon::EXIT_ALREADY_SERVING)
+            }
+            served => served,
+        },
+        Command::Shutdown => daemon::shutdown(&socket).await,
+        Command::Task(command) => {
+            let client = daemon::connect(&cli.data_dir, &socket, key_file.as_deref()).await?;
+            tasks_through(&client, command).await
         }
-        Command::List(args) => tasks::list(&engine().await?, args).await.map(|()| 0),
-        Command::Status { task, json } => tasks::status(&engine().await?, &task, json).await,
-        Command::Wait(args) => tasks::wait(&engine().await?, args).await,
-        Command::Cancel { task } => tasks::cancel(&engine().await?, &task).await,
-        Command::Show { task, json } => tasks::show(&engine().await?, task, json).await.map(|()| 0),
-        Command::Logs {
+    }
+}
+
+/// The task commands, through the daemon's API.
+async fn tasks_through(client: &hangar_api::client::Client, command: TaskCommand) -> Result<u8> {
+    match command {
+        TaskCommand::Exec(args) => tasks::exec(client, args).await,
+        TaskCommand::List(args) => tasks::list(client, args).await.map(|()| 0),
+        TaskCommand::Status { task, json } => tasks::status(client, &task, json).await,
+        TaskCommand::Wait(args) => tasks::wait(client, args).await,
+        TaskCommand::Cancel { task } => tasks::cancel(client, &task).await,
+        TaskCommand::Show { task, json } => tasks::show(client, task, json).await.map(|()| 0),
+        TaskCommand::Logs {
             task,
             json,
             network,
             events,
+            follow,
         } => {
-            let engine = engine().await?;
             if network {
-                tasks::network_log(&engine, task, json).await.map(|()| 0)
+                tasks::network_log(client, task, json).await.map(|()| 0)
             } else if events {
-                tasks::events(&engine, task, json).await.map(|()| 0)
+                tasks::events(client, task, json).await.map(|()| 0)
             } else {
-                tasks::logs(&engine, task, json).await.map(|()| 0)
+                tasks::logs(client, task, json, follow).await.map(|()| 0)
             }
         }
-        Command::Diff(task) => tasks::diff(&engine().await?, task).await.map(|()| 0),
-        Command::Apply(task) => tasks::apply(&engine().await?, task).await.map(|()| 0),
-        Command::TaskRun { id } => {
-            let engine = engine().await?;
-            let code = tasks::task_run(&engine, &id).await;
-            engine.settle().await;
-            code
-        }
+        TaskCommand::Diff(task) => tasks::diff(client, task).await.map(|()| 0),
+        TaskCommand::Apply(task) => tasks::apply(client, task).await.map(|()| 0),
     }
 }
 

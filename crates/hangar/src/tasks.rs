@@ -1,18 +1,19 @@
-//! The environment and task commands: `env ...`, `exec`, `list`, `show`, `logs`, `diff`,
-//! `apply`. Printing only; the engine does the work.
+//! The environment and task commands: `env ...`, `cache ...` (on the engine here), and
+//! `exec`, `list`, `show`, `status`, `wait`, `cancel`, `logs`, `diff`, `apply` (through
+//! the daemon's API). Printing only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use hangar_engine::{Engine, EngineError, Event, TaskRequest};
-use hangar_spec::{Approval, Harness, Phase, TaskId, TaskStatus};
-use hangar_store::db::{AttemptRecord, DiffSummary, LogLine, Stream, TaskQuery, TaskRecord};
+use hangar_api::client::{query, segment, Client};
+use hangar_api::wire::{Events, Logs, Network, StreamEvent, SubmitTask, TaskList, TaskView};
+use hangar_engine::{Engine, EngineError};
+use hangar_spec::{Approval, Harness, Phase, TaskStatus};
+use hangar_store::db::{DiffSummary, LogLine, Stream};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::watch;
 
 /// Exit code of `hangar exec` when the task ended in error or was cancelled.
 pub const EXIT_TASK_FAILED: u8 = 3;
@@ -458,8 +459,9 @@ fn source_from_flags(args: &EnvCreateArgs) -> Result<String> {
     Ok(toml::to_string(&doc)?)
 }
 
-/// `hangar exec`: accept the task, then run it here (or in a detached process).
-pub async fn exec(engine: &Engine, data_dir: &Path, args: ExecArgs) -> Result<u8> {
+/// `hangar exec`: the daemon accepts the task; then, unless detached, its phases are
+/// followed live until it ends (Ctrl-C cancels it).
+pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
     let script = match &args.script {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -467,129 +469,113 @@ pub async fn exec(engine: &Engine, data_dir: &Path, args: ExecArgs) -> Result<u8
         ),
         None => None,
     };
-    let task = engine
-        .submit(&TaskRequest {
-            environment: args.environment.clone(),
-            prompt: args.prompt.clone(),
-            branch: args.branch.clone(),
-            commit: args.commit.clone(),
-            // A script given for this task is the script harness's.
-            harness: args
-                .harness
-                .or(args.script.as_ref().map(|_| Harness::Script)),
-            approval: args.approval,
-            attempts: args.attempts,
-            script,
-        })
-        .await?;
+    let submit = SubmitTask {
+        environment: args.environment.clone(),
+        prompt: args.prompt.clone(),
+        branch: args.branch.clone(),
+        commit: args.commit.clone(),
+        // A script given for this task is the script harness's.
+        harness: args
+            .harness
+            .or(args.script.as_ref().map(|_| Harness::Script)),
+        approval: args.approval,
+        attempts: Some(args.attempts),
+        script,
+    };
+    let task: TaskView = client.post("/v1/tasks", &submit).await?;
+    let id = task.task.id.clone();
     if args.detach {
-        spawn_runner(data_dir, &task.id)?;
-        eprintln!(
-            "task {} accepted; follow it with `hangar show {}`",
-            task.id, task.id
-        );
-        println!("{}", task.id);
+        eprintln!("task {id} accepted; follow it with `hangar logs --follow {id}`");
+        println!("{id}");
         return Ok(0);
     }
-    eprintln!("task {} in environment {}", task.id, task.environment);
+    eprintln!("task {id} in environment {}", task.task.environment);
     let quiet = args.quiet;
-    let progress: hangar_engine::Progress = Arc::new(move |e: &Event| show_event(e, quiet));
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let watcher = tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
+    let watcher = tokio::spawn({
+        let (client, id) = (client.clone(), id.clone());
+        async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            eprintln!("hangar: cancelling; tearing the sandbox down");
+            let _ = client
+                .post::<_, TaskView>(&format!("/v1/tasks/{}/cancel", segment(&id)), &())
+                .await;
         }
-        eprintln!("hangar: cancelling; tearing the sandbox down");
-        let _ = cancel_tx.send(true);
     });
-    let done = engine.run_task(&task.id, progress, cancel_rx).await;
+    let followed = client
+        .follow(&task_path(&id, "logs", "?follow=true"), |e| {
+            show_event(&e, quiet)
+        })
+        .await;
     watcher.abort();
-    let done = done?;
-    let attempts = engine.db().attempts(&done.id).await?;
-    report_end(engine, &done, &attempts, quiet).await?;
-    println!("{}", done.id);
-    Ok(if done.status == TaskStatus::Ready {
+    followed?;
+    let done: TaskView = client.get(&task_path(&id, "", "")).await?;
+    report_end(client, &done, quiet).await?;
+    println!("{id}");
+    Ok(if done.task.status == TaskStatus::Ready {
         0
     } else {
         EXIT_TASK_FAILED
     })
 }
 
-/// Starts `hangar task-run ID` in its own session, detached from this terminal.
-fn spawn_runner(data_dir: &Path, id: &TaskId) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("failed to locate the hangar executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["task-run", id.as_str()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of this process.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .context("failed to start the background task runner")?;
-    Ok(())
+/// `/v1/tasks/{id}[/what][query]`.
+fn task_path(id: &str, what: &str, query: &str) -> String {
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("/{what}")
+    };
+    format!("/v1/tasks/{}{what}{query}", segment(id))
 }
 
-/// The hidden `task-run` command behind `exec --detach`.
-pub async fn task_run(engine: &Engine, id: &str) -> Result<u8> {
-    let id: TaskId = id.parse()?;
-    let (_tx, rx) = watch::channel(false);
-    let progress: hangar_engine::Progress = Arc::new(|_: &Event| {});
-    engine.run_task(&id, progress, rx).await?;
-    Ok(0)
-}
-
-fn show_event(e: &Event, quiet: bool) {
+fn show_event(e: &StreamEvent, quiet: bool) {
     let mut err = std::io::stderr().lock();
     let _ = match e {
-        Event::PhaseStarted { phase, .. } => writeln!(err, "==> {phase}"),
-        Event::PhaseFinished { phase, ms, ok, .. } => writeln!(
+        StreamEvent::PhaseStarted { phase, .. } => writeln!(err, "==> {phase}"),
+        StreamEvent::PhaseFinished { phase, ms, ok, .. } => writeln!(
             err,
             "==> {phase} {} in {}",
             if *ok { "done" } else { "failed" },
             duration(*ms)
         ),
-        Event::Line(l) if !quiet || l.stream == Stream::Hangar => {
+        StreamEvent::Line(l) if !quiet || l.stream == Stream::Hangar => {
             writeln!(err, "    {} | {}", l.phase, l.line)
         }
-        Event::Line(_) => Ok(()),
+        StreamEvent::Missed { count } => writeln!(
+            err,
+            "    ({count} lines skipped; `hangar logs` has them all)"
+        ),
+        StreamEvent::Line(_) | StreamEvent::End { .. } => Ok(()),
     };
 }
 
-async fn report_end(
-    engine: &Engine,
-    task: &TaskRecord,
-    attempts: &[AttemptRecord],
-    quiet: bool,
-) -> Result<()> {
-    for a in attempts {
+async fn report_end(client: &Client, task: &TaskView, quiet: bool) -> Result<()> {
+    let id = &task.task.id;
+    for a in &task.attempts {
         match (&a.error, a.summary) {
             (Some(err), _) => {
-                eprintln!("hangar: task {} attempt {}: {err}", task.id, a.index);
+                eprintln!("hangar: task {id} attempt {}: {err}", a.index);
                 if quiet {
-                    let logs = engine.db().logs(&task.id, Some(a.index)).await?;
+                    let query = format!("?attempt={}", a.index);
+                    let logs: Logs = client.get(&task_path(id, "logs", &query)).await?;
                     let failed_phase = logs
+                        .logs
                         .iter()
                         .rev()
                         .find(|l| l.stream != Stream::Hangar)
                         .map(|l| l.phase);
                     let tail: Vec<&LogLine> = logs
+                        .logs
                         .iter()
                         .filter(|l| Some(l.phase) == failed_phase && l.stream != Stream::Hangar)
                         .collect();
@@ -599,9 +585,9 @@ async fn report_end(
                 }
             }
             (None, Some(s)) => {
-                eprintln!("task {} {}: {}", task.id, task.status, describe_summary(&s))
+                eprintln!("task {id} {}: {}", task.task.status, describe_summary(&s))
             }
-            (None, None) => eprintln!("task {} {}", task.id, task.status),
+            (None, None) => eprintln!("task {id} {}", task.task.status),
         }
         if let Some(m) = &a.final_message {
             eprintln!("final message: {m}");
@@ -629,45 +615,31 @@ fn describe_summary(s: &DiffSummary) -> String {
     )
 }
 
-fn task_json(t: &TaskRecord) -> serde_json::Value {
-    json!({
-        "id": t.id,
-        "title": t.title,
-        "status": t.status,
-        "environment": t.environment,
-        "created_at": rfc3339(t.created_ms),
-        "updated_at": rfc3339(t.updated_ms),
-        "attempt_total": t.attempt_total,
-        "summary": t.summary.unwrap_or_default(),
-    })
-}
-
-pub async fn list(engine: &Engine, args: ListArgs) -> Result<()> {
-    let page = engine
-        .db()
-        .tasks(&TaskQuery {
-            workspace: engine.workspace().to_string(),
-            environment: args.environment,
-            limit: args.limit,
-            cursor: args.cursor,
-        })
-        .await?;
+pub async fn list(client: &Client, args: ListArgs) -> Result<()> {
+    let path = format!(
+        "/v1/tasks{}",
+        query(&[
+            ("environment", args.environment),
+            ("limit", Some(args.limit.to_string())),
+            ("cursor", args.cursor),
+        ])
+    );
+    let page: TaskList = client.get(&path).await?;
     if args.json {
-        let tasks: Vec<_> = page.tasks.iter().map(task_json).collect();
-        return print_json(&json!({ "tasks": tasks, "cursor": page.cursor }));
+        return print_json(&page);
     }
     println!(
         "{:<12}  {:<9}  {:<16}  {:<20}  {:<14}  TITLE",
         "ID", "STATUS", "ENVIRONMENT", "CREATED", "CHANGES"
     );
     for t in &page.tasks {
-        let s = t.summary.unwrap_or_default();
+        let s = t.summary;
         println!(
             "{:<12}  {:<9}  {:<16}  {:<20}  {:<14}  {}",
             t.id,
             t.status,
             t.environment,
-            &rfc3339(t.created_ms)[..19],
+            t.created_at.get(..19).unwrap_or(&t.created_at),
             format!(
                 "{}f +{} -{}",
                 s.files_changed, s.lines_added, s.lines_removed
@@ -681,62 +653,24 @@ pub async fn list(engine: &Engine, args: ListArgs) -> Result<()> {
     Ok(())
 }
 
-async fn load(engine: &Engine, task: &str) -> Result<(TaskRecord, Vec<AttemptRecord>)> {
-    let id = engine.db().resolve_task(engine.workspace(), task).await?;
-    let t = engine.db().task(engine.workspace(), &id).await?;
-    let attempts = engine.db().attempts(&id).await?;
-    Ok((t, attempts))
+async fn load(client: &Client, task: &str) -> Result<TaskView> {
+    Ok(client.get(&task_path(task, "", "")).await?)
 }
 
-fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
-    let timings: Vec<_> = a
-        .phases
-        .iter()
-        .map(|p| {
-            json!({
-                "phase": p.phase,
-                "started_at": rfc3339(p.started_ms),
-                "duration_ms": p.ended_ms - p.started_ms,
-            })
-        })
-        .collect();
-    json!({
-        "index": a.index,
-        "status": a.status,
-        "final_message": a.final_message,
-        "exit_code": a.exit_code,
-        "error": a.error,
-        "base_commit": a.base_commit,
-        "sandbox": a.sandbox,
-        "cache": a.cache.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
-        "timings": timings,
-        "summary": a.summary,
-        "check": a.check,
-        "created_at": rfc3339(a.created_ms),
-        "started_at": a.started_ms.map(rfc3339),
-        "finished_at": a.finished_ms.map(rfc3339),
-    })
-}
-
-pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, attempts) = load(engine, &args.task).await?;
+pub async fn show(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> {
+    let t = load(client, &args.task).await?;
     if as_json {
-        let mut v = task_json(&t);
-        v["prompt"] = json!(t.prompt);
-        v["branch"] = json!(t.branch);
-        v["commit"] = json!(t.commit);
-        v["environment_version"] = json!(t.environment_version);
-        v["attempts"] = attempts.iter().map(attempt_json).collect();
-        v["ranking"] = json!(hangar_engine::best::rank(&attempts));
-        v["best"] = json!(hangar_engine::best::best(&attempts));
-        return print_json(&v);
+        return print_json(&t);
     }
-    println!("task        {}", t.id);
-    println!("title       {}", t.title);
-    println!("status      {}", t.status);
+    println!("task        {}", t.task.id);
+    println!("title       {}", t.task.title);
+    println!("status      {}", t.task.status);
+    if let Some(p) = t.queue_position {
+        println!("queued      position {p} (waiting for a free slot)");
+    }
     println!(
         "environment {} (version {})",
-        t.environment, t.environment_version
+        t.task.environment, t.environment_version
     );
     if let Some(b) = &t.branch {
         println!("branch      {b}");
@@ -744,23 +678,18 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
     if let Some(c) = &t.commit {
         println!("commit      {c}");
     }
-    println!("created     {}", rfc3339(t.created_ms));
-    if attempts.len() > 1 {
-        let ranking = hangar_engine::best::rank(&attempts);
-        let listed: Vec<String> = ranking.iter().map(|i| i.to_string()).collect();
-        match hangar_engine::best::best(&attempts) {
+    println!("created     {}", t.task.created_at);
+    if t.attempts.len() > 1 {
+        let listed: Vec<String> = t.ranking.iter().map(|i| i.to_string()).collect();
+        match t.best {
             Some(b) => println!("best        attempt {b} (ranking {})", listed.join(", ")),
             None => println!("best        none ready (ranking {})", listed.join(", ")),
         }
     }
-    for a in &attempts {
+    for a in &t.attempts {
         println!();
         println!("attempt {}   {}", a.index, a.status);
-        if let Some(c) = a
-            .cache
-            .as_deref()
-            .and_then(|c| serde_json::from_str::<hangar_engine::cache::CacheInfo>(c).ok())
-        {
+        if let Some(c) = &a.cache {
             println!("  cache     {}", c.describe());
         }
         if let Some(b) = &a.base_commit {
@@ -783,9 +712,9 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
             println!("  error     {e}");
         }
         let timings: Vec<String> = a
-            .phases
+            .timings
             .iter()
-            .map(|p| format!("{} {}", p.phase, duration(p.ended_ms - p.started_ms)))
+            .map(|p| format!("{} {}", p.phase, duration(p.duration_ms)))
             .collect();
         if !timings.is_empty() {
             println!("  timings   {}", timings.join(", "));
@@ -794,29 +723,14 @@ pub async fn show(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> 
     Ok(())
 }
 
-/// The attempt a command means: the one asked for, else the first ready, else the first.
-fn pick(attempts: &[AttemptRecord], args: &TaskArgs, task: &TaskRecord) -> Result<u32> {
-    if args.best {
-        return hangar_engine::best::best(attempts).with_context(|| {
-            format!(
-                "failed to pick the best attempt of task {}: none is ready (status {})",
-                task.id, task.status
-            )
-        });
-    }
-    if let Some(n) = args.attempt {
-        if attempts.iter().any(|a| a.index == n) {
-            return Ok(n);
-        }
-        bail!(
-            "failed to find attempt {n} of task {} ({} attempts)",
-            task.id,
-            attempts.len()
-        );
-    }
-    hangar_engine::best::best(attempts)
-        .or(attempts.first().map(|a| a.index))
-        .with_context(|| format!("task {} has no attempts", task.id))
+/// `?attempt=N` or `?best=true` (with `extra` pairs), as the task's arguments say.
+fn which(args: &TaskArgs, extra: &[(&str, Option<String>)]) -> String {
+    let mut pairs = vec![
+        ("attempt", args.attempt.map(|n| n.to_string())),
+        ("best", args.best.then(|| "true".to_string())),
+    ];
+    pairs.extend_from_slice(extra);
+    query(&pairs)
 }
 
 #[derive(Args)]
@@ -840,99 +754,129 @@ fn status_code(status: TaskStatus) -> u8 {
     }
 }
 
-fn print_status(t: &TaskRecord, attempts: &[AttemptRecord], as_json: bool) -> Result<()> {
+fn print_status(t: &TaskView, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&json!({
-            "id": t.id.as_str(),
-            "status": t.status,
-            "best": hangar_engine::best::best(attempts),
+            "id": t.task.id,
+            "status": t.task.status,
+            "best": t.best,
         }));
     }
-    println!("{}", t.status);
+    println!("{}", t.task.status);
     Ok(())
 }
 
 /// Prints a task's status; the exit code says it (0 only when ready).
-pub async fn status(engine: &Engine, task: &str, as_json: bool) -> Result<u8> {
-    let (t, attempts) = load(engine, task).await?;
-    print_status(&t, &attempts, as_json)?;
-    Ok(status_code(t.status))
+pub async fn status(client: &Client, task: &str, as_json: bool) -> Result<u8> {
+    let t = load(client, task).await?;
+    print_status(&t, as_json)?;
+    Ok(status_code(t.task.status))
 }
 
-/// Cancels a running task (wherever it runs) and waits for its attempts to stop; exits 0
-/// once it reads `cancelled`.
-pub async fn cancel(engine: &Engine, task: &str) -> Result<u8> {
-    let (t, _) = load(engine, task).await?;
-    engine.cancel(&t.id).await?;
-    eprintln!("cancelling task {}", t.id);
+/// Cancels a running task and waits for its attempts to stop; exits 0 once it reads
+/// `cancelled`.
+pub async fn cancel(client: &Client, task: &str) -> Result<u8> {
+    let t: TaskView = client.post(&task_path(task, "cancel", ""), &()).await?;
+    eprintln!("cancelling task {}", t.task.id);
     let code = wait(
-        engine,
+        client,
         WaitArgs {
-            task: t.id.to_string(),
+            task: t.task.id.clone(),
             timeout: Some(std::time::Duration::from_secs(120)),
             json: false,
         },
     )
     .await?;
-    let (t, _) = load(engine, task).await?;
-    Ok(if t.status == TaskStatus::Cancelled {
+    let t = load(client, &t.task.id).await?;
+    Ok(if t.task.status == TaskStatus::Cancelled {
         0
     } else {
         code
     })
 }
 
-/// Waits until a task has finished, then prints its status as `status` does.
-pub async fn wait(engine: &Engine, args: WaitArgs) -> Result<u8> {
-    let started = std::time::Instant::now();
-    loop {
-        let (t, attempts) = load(engine, &args.task).await?;
-        let out_of_time = args.timeout.is_some_and(|limit| started.elapsed() >= limit);
-        if t.status.is_finished() || out_of_time {
-            if !t.status.is_finished() {
-                eprintln!(
-                    "hangar: task {} is still {} after {}",
-                    t.id,
-                    t.status,
-                    hangar_spec::format_duration(args.timeout.unwrap_or_default())
-                );
-            }
-            print_status(&t, &attempts, args.json)?;
-            return Ok(status_code(t.status));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// The task, and which attempt's records to show: the one asked for, or all.
-async fn load_for_logs(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, Option<u32>)> {
-    let (t, attempts) = load(engine, &args.task).await?;
-    let which = match (args.best, args.attempt) {
-        (false, None) => None,
-        _ => Some(pick(&attempts, args, &t)?),
+/// Waits until a task has finished (following it), then prints its status as `status`
+/// does.
+pub async fn wait(client: &Client, args: WaitArgs) -> Result<u8> {
+    let t = load(client, &args.task).await?;
+    let path = task_path(&t.task.id, "logs", "?follow=true");
+    let follow = client.follow(&path, |_| {});
+    let finished = match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, follow).await.ok(),
+        None => Some(follow.await),
     };
-    Ok((t, which))
+    if let Some(followed) = finished {
+        followed?;
+    }
+    let t = load(client, &t.task.id).await?;
+    if !t.task.status.is_finished() {
+        eprintln!(
+            "hangar: task {} is still {} after {}",
+            t.task.id,
+            t.task.status,
+            hangar_spec::format_duration(args.timeout.unwrap_or_default())
+        );
+    }
+    print_status(&t, args.json)?;
+    Ok(status_code(t.task.status))
 }
 
-pub async fn logs(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, which) = load_for_logs(engine, &args).await?;
-    let lines = engine.db().logs(&t.id, which).await?;
-    if as_json {
-        return print_json(&json!({ "logs": lines }));
-    }
-    let mut out = std::io::stdout().lock();
-    let mut phase: Option<Phase> = None;
-    for l in &lines {
-        if phase != Some(l.phase) {
+/// Prints log lines as `hangar logs` does: a header when the phase changes, then each
+/// line marked by its stream.
+struct LogPrinter {
+    phase: Option<(u32, Phase)>,
+}
+
+impl LogPrinter {
+    fn line(&mut self, out: &mut impl Write, l: &LogLine) -> std::io::Result<()> {
+        if self.phase != Some((l.attempt, l.phase)) {
             writeln!(out, "==> {} (attempt {})", l.phase, l.attempt)?;
-            phase = Some(l.phase);
+            self.phase = Some((l.attempt, l.phase));
         }
         let mark = match l.stream {
             Stream::Stdout => " ",
             Stream::Stderr => "!",
             Stream::Hangar => "#",
         };
-        writeln!(out, "{mark} {}", l.line)?;
+        writeln!(out, "{mark} {}", l.line)
+    }
+}
+
+pub async fn logs(client: &Client, args: TaskArgs, as_json: bool, follow: bool) -> Result<()> {
+    let mut printer = LogPrinter { phase: None };
+    if follow {
+        let path = task_path(
+            &args.task,
+            "logs",
+            &which(&args, &[("follow", Some("true".into()))]),
+        );
+        return Ok(client
+            .follow(&path, |e| {
+                let mut out = std::io::stdout().lock();
+                let _ = match &e {
+                    StreamEvent::Line(l) if as_json => {
+                        writeln!(out, "{}", serde_json::to_string(l).unwrap_or_default())
+                    }
+                    StreamEvent::Line(l) => printer.line(&mut out, l),
+                    StreamEvent::Missed { count } => {
+                        writeln!(out, "({count} lines skipped; `hangar logs` has them all)")
+                    }
+                    StreamEvent::End { status } if !as_json => writeln!(out, "==> {status}"),
+                    _ => Ok(()),
+                };
+                let _ = out.flush();
+            })
+            .await?);
+    }
+    let logs: Logs = client
+        .get(&task_path(&args.task, "logs", &which(&args, &[])))
+        .await?;
+    if as_json {
+        return print_json(&logs);
+    }
+    let mut out = std::io::stdout().lock();
+    for l in &logs.logs {
+        printer.line(&mut out, l)?;
     }
     Ok(())
 }
@@ -942,17 +886,18 @@ fn parse_spelled<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, Strin
 }
 
 /// The agent's events, one line each (commands with their exit code).
-pub async fn events(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, which) = load_for_logs(engine, &args).await?;
-    let events = engine.db().events(&t.id, which).await?;
+pub async fn events(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> {
+    let events: Events = client
+        .get(&task_path(&args.task, "events", &which(&args, &[])))
+        .await?;
     if as_json {
-        return print_json(&json!({ "events": events }));
+        return print_json(&events);
     }
     let mut out = std::io::stdout().lock();
-    if events.is_empty() {
-        writeln!(out, "no agent events recorded for task {}", t.id)?;
+    if events.events.is_empty() {
+        writeln!(out, "no agent events recorded for task {}", args.task)?;
     }
-    for e in &events {
+    for e in &events.events {
         let mut line = format!("#{} {:<7} {}", e.attempt, e.kind, e.text.trim_end());
         match (e.kind.as_str(), e.exit_code, &e.detail) {
             ("command", Some(code), _) => line.push_str(&format!(" (exit {code})")),
@@ -965,17 +910,18 @@ pub async fn events(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()
 }
 
 /// The egress proxy's decisions, one line each.
-pub async fn network_log(engine: &Engine, args: TaskArgs, as_json: bool) -> Result<()> {
-    let (t, which) = load_for_logs(engine, &args).await?;
-    let entries = engine.db().network_log(&t.id, which).await?;
+pub async fn network_log(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> {
+    let network: Network = client
+        .get(&task_path(&args.task, "network", &which(&args, &[])))
+        .await?;
     if as_json {
-        return print_json(&json!({ "network": entries }));
+        return print_json(&network);
     }
     let mut out = std::io::stdout().lock();
-    if entries.is_empty() {
-        writeln!(out, "no network activity recorded for task {}", t.id)?;
+    if network.network.is_empty() {
+        writeln!(out, "no network activity recorded for task {}", args.task)?;
     }
-    for e in &entries {
+    for e in &network.network {
         let target = if e.host.contains(':') {
             format!("[{}]:{}", e.host, e.port)
         } else {
@@ -1004,39 +950,38 @@ pub async fn network_log(engine: &Engine, args: TaskArgs, as_json: bool) -> Resu
     Ok(())
 }
 
-async fn stored_diff(engine: &Engine, args: &TaskArgs) -> Result<(TaskRecord, u32, Vec<u8>)> {
-    let (t, attempts) = load(engine, &args.task).await?;
-    let idx = pick(&attempts, args, &t)?;
-    let Some(diff) = engine.db().diff(&t.id, idx).await? else {
-        bail!(
-            "failed to read the diff of task {} attempt {idx}: it has none yet (status {})",
-            t.id,
-            t.status
-        );
-    };
-    Ok((t, idx, diff))
+/// The diff of the attempt the arguments mean, and that attempt's index.
+async fn stored_diff(client: &Client, args: &TaskArgs) -> Result<(u32, Vec<u8>)> {
+    let (index, diff) = client
+        .get_bytes(
+            &task_path(&args.task, "diff", &which(args, &[])),
+            "hangar-attempt",
+        )
+        .await?;
+    let index = index
+        .and_then(|i| i.parse().ok())
+        .context("failed to read the diff: the daemon did not say which attempt it is")?;
+    Ok((index, diff.to_vec()))
 }
 
-pub async fn diff(engine: &Engine, args: TaskArgs) -> Result<()> {
-    let (_, _, diff) = stored_diff(engine, &args).await?;
+pub async fn diff(client: &Client, args: TaskArgs) -> Result<()> {
+    let (_, diff) = stored_diff(client, &args).await?;
     std::io::stdout().lock().write_all(&diff)?;
     Ok(())
 }
 
-pub async fn apply(engine: &Engine, args: TaskArgs) -> Result<()> {
-    let (t, idx, diff) = stored_diff(engine, &args).await?;
+/// Applies the diff to the checkout this command runs in (the CLI's own machine).
+pub async fn apply(client: &Client, args: TaskArgs) -> Result<()> {
+    let (idx, diff) = stored_diff(client, &args).await?;
+    let task = &args.task;
     let cwd = std::env::current_dir()?;
     match hangar_engine::apply_patch(&cwd, &diff) {
         Ok(r) if r.files.is_empty() => {
-            eprintln!(
-                "task {} attempt {idx} changed nothing; nothing to apply",
-                t.id
-            )
+            eprintln!("task {task} attempt {idx} changed nothing; nothing to apply")
         }
         Ok(r) => {
             eprintln!(
-                "applied task {} attempt {idx} to {}{}:",
-                t.id,
+                "applied task {task} attempt {idx} to {}{}:",
                 r.repo.display(),
                 if r.merged {
                     " (three-way merge, staged)"
@@ -1053,8 +998,7 @@ pub async fn apply(engine: &Engine, args: TaskArgs) -> Result<()> {
                 println!("{f}");
             }
             bail!(
-                "failed to apply task {} cleanly: conflicts in {} (resolve them, then `git add`)",
-                t.id,
+                "failed to apply task {task} cleanly: conflicts in {} (resolve them, then `git add`)",
                 files.join(", ")
             );
         }

@@ -2,6 +2,9 @@
 
 use std::process::{Command, Output};
 
+/// The daemon the commands start stops this long after the last of them (and its tasks).
+const DAEMON_IDLE: &str = "5s";
+
 fn hangar(args: &[&str]) -> Output {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
@@ -9,6 +12,7 @@ fn hangar(args: &[&str]) -> Output {
         .args(args)
         .env("HANGAR_HOME", store.root())
         .env("HANGAR_INIT", hangar_testkit::init_binary())
+        .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
         .output()
         .expect("run hangar")
 }

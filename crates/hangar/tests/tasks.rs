@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 use hangar_testkit::git;
 use serde_json::Value;
 
+/// The daemon the commands start stops this long after the last of them (and its tasks).
+const DAEMON_IDLE: &str = "5s";
+
 fn hangar_in(dir: &Path, args: &[&str]) -> Output {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
@@ -20,6 +23,7 @@ fn hangar_at(home: &Path, dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("HANGAR_HOME", home)
         .env("HANGAR_INIT", hangar_testkit::init_binary())
+        .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
         .output()
         .expect("run hangar")
 }
@@ -331,11 +335,15 @@ fn secrets_are_set_from_stdin_or_a_file_listed_without_values_and_removed() {
             .args(args)
             .env("HANGAR_HOME", store.root())
             .env("HANGAR_INIT", hangar_testkit::init_binary())
+            .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        // The key is the daemon's: each key gets a daemon of its own.
         match key {
-            Some(k) => cmd.env("HANGAR_SECRET_KEY_FILE", k),
+            Some(k) => cmd
+                .env("HANGAR_SECRET_KEY_FILE", k)
+                .env("HANGAR_SOCKET", k.with_extension("sock")),
             None => cmd.env_remove("HANGAR_SECRET_KEY_FILE"),
         };
         let mut child = cmd.spawn().unwrap();

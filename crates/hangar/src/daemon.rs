@@ -1,0 +1,309 @@
+//! `hangar serve` (the daemon), `hangar shutdown`, and how every task command finds the
+//! daemon: at `--socket` (default `<data dir>/hangar.sock`), started in the background
+//! when none answers.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hangar_api::client::Client;
+use hangar_engine::runner::Runner;
+use hangar_engine::Engine;
+
+/// How long an auto-started daemon stays up with no request and no task, unless
+/// `HANGAR_DAEMON_IDLE` says otherwise.
+const AUTO_IDLE_EXIT: &str = "10m";
+/// The exit code of a daemon that found another one holding its socket's lock.
+pub const EXIT_ALREADY_SERVING: u8 = 75;
+/// How long a command waits for the daemon it started to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where to listen: `unix:PATH` (default: the --socket path).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Attempts running at once (default: from the machine's cores and memory); the
+    /// rest queue.
+    #[arg(long)]
+    max_running: Option<usize>,
+    /// Exit after this long with no request and no task (e.g. `10m`).
+    #[arg(long, value_parser = hangar_spec::parse_duration)]
+    idle_exit: Option<Duration>,
+}
+
+/// The default socket of a data dir.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join("hangar.sock")
+}
+
+/// `<socket>.lock`: held by the daemon serving that socket, with its pid inside.
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Another daemon holds the socket's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to start the daemon: one already serves {} (pid {pid})", socket.display())]
+pub struct AlreadyServing {
+    socket: PathBuf,
+    pid: String,
+}
+
+/// Takes the socket's daemon lock and writes this process's pid in it.
+fn take_lock(socket: &Path) -> Result<std::fs::File> {
+    let path = lock_path(socket);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(AlreadyServing {
+                socket: socket.to_path_buf(),
+                pid: pid.trim().to_string(),
+            }
+            .into());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("failed to lock {}", path.display()))
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT (or, with `--idle-exit`, a quiet spell):
+/// recovers what a dead process left, then serves the API.
+pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result<u8> {
+    let path = match args.listen.as_deref() {
+        None => socket.to_path_buf(),
+        Some(l) => match l.strip_prefix("unix:") {
+            Some(p) => PathBuf::from(p),
+            None => bail!("failed to read --listen `{l}`: expected unix:PATH"),
+        },
+    };
+    let _lock = take_lock(&path)?;
+    if let Some(n) = args.max_running {
+        engine.set_max_running(n);
+    }
+    let engine = Arc::new(engine);
+    let recovered = engine
+        .recover()
+        .await
+        .context("failed to recover after the previous daemon")?;
+    if recovered.sandboxes > 0 || !recovered.tasks.is_empty() {
+        eprintln!(
+            "hangar: recovered: removed {} sandboxes; {} unfinished tasks marked error",
+            recovered.sandboxes,
+            recovered.tasks.len()
+        );
+    }
+    let runner = Runner::new(engine.clone());
+    let last_seen = Arc::new(AtomicI64::new(hangar_store::db::now_ms()));
+    let router = hangar_api::router(runner.clone()).layer(axum::middleware::from_fn({
+        let last_seen = last_seen.clone();
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            last_seen.store(hangar_store::db::now_ms(), Ordering::Relaxed);
+            next.run(req)
+        }
+    }));
+
+    // The lock is ours, so a socket file left there is a dead daemon's.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("failed to listen on {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("failed to restrict {}", path.display()))?;
+    }
+    eprintln!(
+        "hangar: serving on unix:{} ({} attempts at once)",
+        path.display(),
+        engine.max_running()
+    );
+    let stop = {
+        let (runner, path) = (runner.clone(), path.clone());
+        async move {
+            match stop_signal(&runner, &last_seen, args.idle_exit).await {
+                Stop::Signal => {
+                    eprintln!("hangar: stopping; cancelling running tasks");
+                    runner.shutdown().await;
+                }
+                Stop::Idle => {
+                    // New clients start a new daemon from now on; a task accepted in
+                    // the meantime runs to its end first.
+                    let _ = std::fs::remove_file(&path);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    runner.drain().await;
+                }
+            }
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("failed to serve the API")?;
+    let _ = std::fs::remove_file(&path);
+    Ok(0)
+}
+
+enum Stop {
+    Signal,
+    Idle,
+}
+
+/// Resolves on SIGTERM or SIGINT, or after `idle` with no request and no task.
+async fn stop_signal(runner: &Runner, last_seen: &AtomicI64, idle: Option<Duration>) -> Stop {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return Stop::Signal;
+    };
+    let idle_ms = idle.map(|d| d.as_millis() as i64);
+    loop {
+        tokio::select! {
+            _ = int.recv() => return Stop::Signal,
+            _ = term.recv() => return Stop::Signal,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {
+                let quiet = hangar_store::db::now_ms() - last_seen.load(Ordering::Relaxed);
+                if idle_ms.is_some_and(|limit| quiet > limit && runner.active() == 0) {
+                    return Stop::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// The daemon at `socket`, started in the background (with `--idle-exit`) over
+/// `data_dir` when none answers, so nobody has to start it by hand.
+pub async fn connect(
+    data_dir: &Path,
+    socket: &Path,
+    secret_key_file: Option<&Path>,
+) -> Result<Client> {
+    let client = Client::unix(socket);
+    if client.ping().await {
+        return Ok(client);
+    }
+    // The daemon runs in `/`: relative paths are made absolute first.
+    let data_dir = &std::path::absolute(data_dir)?;
+    let socket = &std::path::absolute(socket)?;
+    let secret_key_file = secret_key_file.map(std::path::absolute).transpose()?;
+    let client = Client::unix(socket);
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create the data dir {}", data_dir.display()))?;
+    let log_path = data_dir.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("failed to open {}", log_path.display()))?;
+    let log_len = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let idle = std::env::var("HANGAR_DAEMON_IDLE").unwrap_or_else(|_| AUTO_IDLE_EXIT.into());
+    let spawn = || -> Result<std::process::Child> {
+        let exe = std::env::current_exe().context("failed to locate the hangar executable")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--socket")
+            .arg(socket);
+        if let Some(key) = &secret_key_file {
+            cmd.arg("--secret-key-file").arg(key);
+        }
+        // Not the caller's directory, which may be removed while the daemon lives.
+        cmd.args(["serve", "--idle-exit", &idle])
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn().context("failed to start the hangar daemon")
+    };
+    let mut child = spawn()?;
+    let started = std::time::Instant::now();
+    loop {
+        if client.ping().await {
+            // Reaped by whoever outlives it: the daemon runs in its own session.
+            std::thread::spawn(move || child.wait());
+            return Ok(client);
+        }
+        match child.try_wait().ok().flatten() {
+            // Another daemon holds the socket (starting, or leaving after an idle
+            // spell): ask again, and start one once it has gone.
+            Some(status) if status.code() == Some(EXIT_ALREADY_SERVING.into()) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                child = spawn()?;
+            }
+            Some(status) if !status.success() => {
+                let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let said = said.get(log_len as usize..).unwrap_or("").trim();
+                bail!("failed to start the hangar daemon ({status}): {said}");
+            }
+            _ => {}
+        }
+        if started.elapsed() > START_TIMEOUT {
+            bail!(
+                "failed to reach the hangar daemon at {} within {}s (see {})",
+                client.socket().display(),
+                START_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `hangar shutdown`: stops the daemon at `socket` (running tasks are cancelled and torn
+/// down) and waits until it has exited.
+pub async fn shutdown(socket: &Path) -> Result<u8> {
+    let path = lock_path(socket);
+    let Ok(file) = std::fs::File::open(&path) else {
+        eprintln!("no hangar daemon serves {}", socket.display());
+        return Ok(0);
+    };
+    if file.try_lock_shared().is_ok() {
+        eprintln!("no hangar daemon serves {}", socket.display());
+        return Ok(0);
+    }
+    let pid: i32 = std::fs::read_to_string(&path)?
+        .trim()
+        .parse()
+        .with_context(|| format!("failed to read the daemon's pid from {}", path.display()))?;
+    // SAFETY: kill(2) with a pid the daemon wrote under its lock; no memory is shared.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // The lock is free once the daemon has exited.
+    tokio::task::spawn_blocking(move || file.lock_shared())
+        .await?
+        .with_context(|| format!("failed to wait for the daemon (pid {pid})"))?;
+    eprintln!("stopped the hangar daemon (pid {pid})");
+    Ok(0)
+}
