@@ -76,7 +76,48 @@ fn reap_one(host: &HostConfig, id: SandboxId, dirs: Dirs, lock: fs::File) -> Res
     // The runtime's `delete --force` (in teardown) kills the container when its state
     // survived; processes of a container whose state is gone are killed by cgroup.
     kill_cgroup(host, &parts.cgroup);
-    parts.teardown(None)
+    let name = parts.id.host_name();
+    let done = parts.teardown(None);
+    // The dead owner's `crun run` (or runc) exits once its container is gone; one that
+    // lingers is stopped, so nothing of the sandbox runs after a reap.
+    kill_runtime_processes(&name);
+    done
+}
+
+/// SIGKILLs processes whose arguments name the container `name` (the runtime's own),
+/// and waits briefly until they are gone.
+fn kill_runtime_processes(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = runtime_pids(name);
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) with a pid read from /proc; no memory is shared.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn runtime_pids(name: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            let program = Path::new(std::str::from_utf8(args.next()?).ok()?);
+            let is_runtime = ["crun", "runc"]
+                .iter()
+                .any(|r| program.file_name().is_some_and(|f| f == *r));
+            (is_runtime && args.any(|a| a == name.as_bytes())).then_some(pid)
+        })
+        .collect()
 }
 
 /// SIGKILLs every process left in a sandbox's cgroups and waits briefly for them to go,

@@ -1,0 +1,339 @@
+//! The daemon as its users meet it: killed mid-task and started again (nothing left
+//! running or mounted, the task failed with the reason, its logs kept), tasks queueing
+//! for a slot, logs followed live, and 50 tasks at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A daemon of its own (its own socket, over the shared data dir), stopped on drop.
+struct Daemon {
+    socket: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let mut d = Daemon {
+            socket,
+            child: None,
+            _dir: dir,
+        };
+        d.restart(extra);
+        d
+    }
+
+    /// Starts the daemon; returns once it listens, which it does after recovering.
+    fn restart(&mut self, extra: &[&str]) {
+        // A killed daemon's socket file stays behind.
+        let _ = std::fs::remove_file(&self.socket);
+        let child = self
+            .command(Path::new("/"))
+            .arg("serve")
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while !self.socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn command(&self, dir: &Path) -> Command {
+        let store = hangar_testkit::shared_store();
+        hangar_testkit::debian_image(&store);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        cmd.current_dir(dir)
+            .env("HANGAR_HOME", store.root())
+            .env("HANGAR_INIT", hangar_testkit::init_binary())
+            .env("HANGAR_SOCKET", &self.socket);
+        cmd
+    }
+
+    fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command(dir).args(args).output().unwrap()
+    }
+
+    /// Runs a command that must exit with `code`; its stdout.
+    fn ok(&self, dir: &Path, args: &[&str], code: i32) -> String {
+        let out = self.run(dir, args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "hangar {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, dir: &Path, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(dir, args, 0)).expect("JSON")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.run(Path::new("/"), &["shutdown"]);
+            if let Some(mut c) = self.child.take() {
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", hangar_spec::TaskId::random())
+}
+
+/// Waits (bounded) until `hangar logs TASK` shows `line`.
+fn wait_for_line(d: &Daemon, dir: &Path, task: &str, line: &str) {
+    let started = Instant::now();
+    loop {
+        if d.ok(dir, &["logs", task], 0).contains(line) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "task {task} never logged `{line}`"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sandbox whose upper directory holds `/tmp/<marker>`.
+fn sandbox_marked(marker: &str) -> hangar_sandbox::SandboxId {
+    let run = hangar_testkit::shared_store().run_dir();
+    for entry in std::fs::read_dir(&run).unwrap().flatten() {
+        if entry.path().join("upper/tmp").join(marker).exists() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            return hangar_sandbox::SandboxId::new(name).unwrap();
+        }
+    }
+    panic!("no sandbox in {} holds /tmp/{marker}", run.display());
+}
+
+/// Kills the daemon while `task` is in the phase that wrote `marker`, starts it again,
+/// and checks what is left.
+fn kill_and_recover(d: &mut Daemon, dir: &Path, task: &str, logged: &str, marker: &str) {
+    wait_for_line(d, dir, task, logged);
+    let id = sandbox_marked(marker);
+    let host = hangar_testkit::host(&hangar_testkit::shared_store());
+    d.kill();
+    let left = hangar_testkit::traces(&host, &id);
+    assert!(
+        !left.mounts.is_empty() && !left.netns.is_empty() && !left.dirs.is_empty(),
+        "a killed daemon leaves its sandbox mounted: {left:?}"
+    );
+
+    d.restart(&[]);
+    hangar_testkit::assert_no_traces(&host, &id);
+    d.ok(dir, &["status", task], 3);
+    let shown = d.json(dir, &["show", task, "--json"]);
+    assert_eq!(shown["status"], "error");
+    let error = shown["attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("hangar stopped while this attempt ran; its sandbox was removed"),
+        "{error}"
+    );
+    assert!(
+        d.ok(dir, &["logs", task], 0).contains(logged),
+        "the logs so far are kept"
+    );
+}
+
+#[test]
+fn a_daemon_killed_during_setup_or_the_agent_leaves_nothing_after_its_restart() {
+    let mut d = Daemon::start(&[]);
+    let u = unique("crash");
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let r = repo.path();
+    let setup_env = format!("{u}-setup");
+    let setup = format!("echo setup-{u}; touch /tmp/{u}-setup; sleep 1000");
+    d.ok(
+        r,
+        &[
+            "env",
+            "create",
+            &setup_env,
+            "--repo",
+            ".",
+            "--setup",
+            &setup,
+            "--agent-script",
+            "true",
+        ],
+        0,
+    );
+    let agent_env = format!("{u}-agent");
+    let agent = format!("echo agent-{u}; touch /tmp/{u}-agent; sleep 1000");
+    d.ok(
+        r,
+        &[
+            "env",
+            "create",
+            &agent_env,
+            "--repo",
+            ".",
+            "--agent-script",
+            &agent,
+        ],
+        0,
+    );
+
+    let task = d.ok(r, &["exec", "--detach", "--env", &setup_env, "go"], 0);
+    kill_and_recover(
+        &mut d,
+        r,
+        task.trim(),
+        &format!("setup-{u}"),
+        &format!("{u}-setup"),
+    );
+
+    let task = d.ok(r, &["exec", "--detach", "--env", &agent_env, "go"], 0);
+    kill_and_recover(
+        &mut d,
+        r,
+        task.trim(),
+        &format!("agent-{u}"),
+        &format!("{u}-agent"),
+    );
+}
+
+#[test]
+fn tasks_queue_for_a_slot_and_logs_follow_live() {
+    let d = Daemon::start(&["--max-running", "1"]);
+    let u = unique("queue");
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let r = repo.path();
+    let slow = format!("{u}-slow");
+    d.ok(
+        r,
+        &[
+            "env",
+            "create",
+            &slow,
+            "--repo",
+            ".",
+            "--agent-script",
+            "echo holding; sleep 1000",
+        ],
+        0,
+    );
+    let quick = format!("{u}-quick");
+    let script = "for i in 1 2 3; do echo line $i; done; echo \"$HANGAR_PROMPT\" > out.txt";
+    d.ok(
+        r,
+        &[
+            "env",
+            "create",
+            &quick,
+            "--repo",
+            ".",
+            "--agent-script",
+            script,
+        ],
+        0,
+    );
+
+    let first = d.ok(r, &["exec", "--detach", "--env", &slow, "hold"], 0);
+    let first = first.trim();
+    wait_for_line(&d, r, first, "holding");
+    let second = d.ok(r, &["exec", "--detach", "--env", &quick, "queued"], 0);
+    let second = second.trim();
+    let shown = d.json(r, &["show", second, "--json"]);
+    assert_eq!(shown["status"], "pending");
+    assert_eq!(shown["queue_position"], 1);
+    assert!(d
+        .ok(r, &["show", second], 0)
+        .contains("queued      position 1"));
+
+    // Following the queued task: it starts once the first is cancelled, and the
+    // stream ends with the task.
+    let follower = d
+        .command(r)
+        .args(["logs", "--follow", second])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.ok(r, &["cancel", first], 0);
+    let followed = follower.wait_with_output().unwrap();
+    assert_eq!(followed.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        text.contains("==> agent (attempt 1)\n  line 1\n  line 2\n  line 3\n"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("==> ready"), "{text}");
+    assert_eq!(d.json(r, &["show", first, "--json"])["status"], "cancelled");
+    assert!(d.ok(r, &["diff", second], 0).contains("+queued"));
+}
+
+#[test]
+fn fifty_tasks_at_once_all_finish_each_with_its_own_diff() {
+    let d = Daemon::start(&[]);
+    let u = unique("load");
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let r = repo.path();
+    d.ok(
+        r,
+        &[
+            "env",
+            "create",
+            &u,
+            "--repo",
+            ".",
+            "--agent-script",
+            "echo \"$HANGAR_PROMPT\" > out.txt",
+        ],
+        0,
+    );
+    // Warm the cache, so the fifty share one snapshot.
+    d.ok(r, &["exec", "--quiet", "--env", &u, "warm"], 0);
+
+    let submitted: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let (d, u) = (&d, &u);
+                s.spawn(move || {
+                    let prompt = format!("task number {i}");
+                    let id = d.ok(r, &["exec", "--detach", "--env", u, &prompt], 0);
+                    (id.trim().to_string(), prompt)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids: Vec<&str> = submitted.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "every task got an id of its own");
+    for (id, prompt) in &submitted {
+        d.ok(r, &["wait", id, "--timeout", "10m"], 0);
+        let diff = d.ok(r, &["diff", id], 0);
+        assert!(diff.contains(&format!("+{prompt}\n")), "task {id}: {diff}");
+        assert_eq!(diff.matches("+task number").count(), 1, "task {id}: {diff}");
+    }
+    let listed = d.json(r, &["list", "--json", "--env", &u, "--limit", "100"]);
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 51);
+}
