@@ -1,5 +1,6 @@
-//! The API's client, as the CLI uses it: HTTP/1.1 over the daemon's Unix socket, one
-//! connection per request, errors carried back as the daemon worded them.
+//! The API's client, as the CLI uses it: HTTP/1.1 over the daemon's Unix socket (or TCP
+//! with a bearer token), one connection per request, errors carried back as the daemon
+//! worded them.
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +16,9 @@ use crate::wire::{ErrorBody, StreamEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("failed to connect to the hangar daemon at {}: {source}", path.display())]
+    #[error("failed to connect to the hangar daemon at {target}: {source}")]
     Connect {
-        path: PathBuf,
+        target: String,
         #[source]
         source: std::io::Error,
     },
@@ -44,47 +45,107 @@ impl ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// A client of one daemon.
+/// Where the daemon listens.
 #[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    /// `host:port`.
+    Tcp(String),
+}
+
+/// A client of one daemon.
+#[derive(Clone)]
 pub struct Client {
-    socket: PathBuf,
+    target: Target,
+    /// A bearer token; never printed.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.target)
+            .field("token", &self.token.as_ref().map(|_| "[set]"))
+            .finish()
+    }
 }
 
 impl Client {
     pub fn unix(socket: impl Into<PathBuf>) -> Client {
         Client {
-            socket: socket.into(),
+            target: Target::Unix(socket.into()),
+            token: None,
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A daemon's TCP listener at `host:port`.
+    pub fn tcp(addr: impl Into<String>) -> Client {
+        Client {
+            target: Target::Tcp(addr.into()),
+            token: None,
+        }
+    }
+
+    /// Sends `token` with every request: the caller acts in its workspace.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The socket, for a Unix-socket client.
+    pub fn socket(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Unix(p) => Some(p),
+            Target::Tcp(_) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Unix(p) => p.display().to_string(),
+            Target::Tcp(a) => a.clone(),
+        }
     }
 
     async fn send(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Body>,
     ) -> Result<Response<Incoming>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let connect_err = |source| ClientError::Connect {
+            target: self.describe(),
+            source,
+        };
+        let (mut sender, conn) = match &self.target {
+            Target::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(connect_err)?;
+                handshake(stream).await?
+            }
+            Target::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(connect_err)?;
+                handshake(stream).await?
+            }
+        };
+        tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "hangar");
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let (content_type, body) = match body {
+            Some(Body::Json(b)) => (Some("application/json"), Some(b)),
+            Some(Body::Bytes(b)) => (Some("application/octet-stream"), Some(b)),
+            None => (None, None),
+        };
+        if let Some(t) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, t);
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -111,8 +172,28 @@ impl Client {
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = self.send(Method::POST, path, Some(body)).await?;
+        let resp = self
+            .send(Method::POST, path, Some(Body::Json(body)))
+            .await?;
         decode(path, resp).await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(Method::PUT, path, Some(Body::Json(body))).await?;
+        decode(path, resp).await
+    }
+
+    /// PUTs raw bytes (a secret's value), expecting no answer body.
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.send(Method::PUT, path, Some(Body::Bytes(bytes)))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(Method::DELETE, path, None).await?;
+        Ok(())
     }
 
     /// A raw answer and the named response header (such as `hangar-attempt`).
@@ -159,6 +240,34 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A request body: JSON, or raw bytes.
+enum Body {
+    Json(Vec<u8>),
+    Bytes(Vec<u8>),
+}
+
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn handshake<S>(
+    stream: S,
+) -> Result<(
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Connection,
+)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    Ok((
+        sender,
+        Box::pin(async move {
+            let _ = conn.await;
+        }),
+    ))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -3,10 +3,11 @@
 //! client the CLI uses. No business logic: each route is one call on the engine.
 
 pub mod client;
+mod resources;
 mod server;
 pub mod wire;
 
-pub use server::{router, Api, ApiError, ROUTES};
+pub use server::{router, Api, ApiError, Listener, HEALTH, ROUTES};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");

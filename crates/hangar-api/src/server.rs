@@ -8,7 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use hangar_engine::runner::Runner;
 use hangar_engine::EngineError;
@@ -17,6 +18,10 @@ use hangar_store::db::{AttemptRecord, DbError, TaskQuery, TaskRecord};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::resources::{
+    create_env, create_token, delete_env, list_envs, list_secrets, list_tokens, remove_secret,
+    remove_token, set_secret, show_env, update_env,
+};
 use crate::wire::{
     ErrorBody, ErrorInfo, Events, Health, Logs, Network, StreamEvent, SubmitTask, TaskList,
     TaskSummary, TaskView,
@@ -26,6 +31,85 @@ use crate::wire::{
 #[derive(Clone)]
 pub struct Api {
     pub runner: Arc<Runner>,
+    pub listener: Listener,
+}
+
+/// Who may call without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The Unix socket (mode 0600, so only its owner connects): without a token, the
+    /// caller is the local admin of the default workspace.
+    Local,
+    /// TCP: every request needs a bearer token, which grants one workspace.
+    Remote,
+}
+
+/// The caller of a request, as its token (or the local socket) says.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    workspace: String,
+    /// The local admin (tokens are managed by it alone).
+    admin: bool,
+}
+
+impl Api {
+    /// The engine as the caller's workspace sees it.
+    pub(crate) fn engine(&self, caller: &Caller) -> hangar_engine::Engine {
+        self.runner.engine().in_workspace(&caller.workspace)
+    }
+}
+
+async fn authenticate(
+    State(api): State<Api>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let caller = match (bearer, api.listener) {
+        (Some(token), _) => match api.runner.engine().authenticate(&token).await {
+            Ok(Some(workspace)) => Caller {
+                workspace,
+                admin: false,
+            },
+            Ok(None) => return unauthorized("the token is not known (it may have been removed)"),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        (None, Listener::Local) => Caller {
+            workspace: hangar_store::db::DEFAULT_WORKSPACE.to_string(),
+            admin: true,
+        },
+        (None, Listener::Remote) => {
+            return unauthorized("this listener needs a bearer token (see `hangar token create`)")
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn unauthorized(why: &str) -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("failed to authenticate: {why}"),
+    )
+    .into_response()
+}
+
+pub(crate) fn admin_only(caller: &Caller) -> ApiResult<()> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "failed to manage tokens: only the local admin (the Unix socket, without a token) may",
+        ))
+    }
 }
 
 macro_rules! routes {
@@ -40,7 +124,6 @@ macro_rules! routes {
 }
 
 routes! {
-    get "/v1/health" => health,
     get "/v1/tasks" => list_tasks,
     post "/v1/tasks" => submit_task,
     get "/v1/tasks/{id}" => show_task,
@@ -49,13 +132,33 @@ routes! {
     get "/v1/tasks/{id}/events" => task_events,
     get "/v1/tasks/{id}/network" => task_network,
     get "/v1/tasks/{id}/diff" => task_diff,
+    get "/v1/environments" => list_envs,
+    post "/v1/environments" => create_env,
+    get "/v1/environments/{name}" => show_env,
+    put "/v1/environments/{name}" => update_env,
+    delete "/v1/environments/{name}" => delete_env,
+    get "/v1/environments/{name}/secrets" => list_secrets,
+    put "/v1/environments/{name}/secrets/{secret}" => set_secret,
+    delete "/v1/environments/{name}/secrets/{secret}" => remove_secret,
+    get "/v1/tokens" => list_tokens,
+    post "/v1/tokens" => create_token,
+    delete "/v1/tokens/{id}" => remove_token,
 }
 
-/// The API's router over a runner.
-pub fn router(runner: Arc<Runner>) -> Router {
+/// `GET /v1/health` answers without a token (it says nothing of any workspace).
+pub const HEALTH: &str = "/v1/health";
+
+/// The API's router over a runner, for one kind of listener.
+pub fn router(runner: Arc<Runner>, listener: Listener) -> Router {
+    let api = Api { runner, listener };
     add_routes(Router::new())
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            authenticate,
+        ))
+        .route(HEALTH, get(health))
         .fallback(no_such_route)
-        .with_state(Api { runner })
+        .with_state(api)
 }
 
 /// An API error: its status and a message that is safe to show (a 5xx says nothing of
@@ -76,7 +179,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
 }
@@ -88,6 +191,7 @@ impl From<EngineError> for ApiError {
                 DbError::TaskNotFound(_)
                 | DbError::EnvNotFound(_)
                 | DbError::SecretNotFound { .. }
+                | DbError::TokenNotFound(_)
                 | DbError::AttemptNotFound { .. },
             ) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
             EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_)) => {
@@ -126,7 +230,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 async fn no_such_route(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
@@ -153,13 +257,18 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_tasks(State(api): State<Api>, q: QueryIn<ListQuery>) -> ApiResult<Json<TaskList>> {
+async fn list_tasks(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    q: QueryIn<ListQuery>,
+) -> ApiResult<Json<TaskList>> {
     let q = query(q)?;
-    let engine = api.runner.engine();
-    let page = engine
+    let page = api
+        .runner
+        .engine()
         .db()
         .tasks(&TaskQuery {
-            workspace: engine.workspace().to_string(),
+            workspace: caller.workspace,
             environment: q.environment,
             limit: q.limit.unwrap_or(20),
             cursor: q.cursor,
@@ -173,21 +282,29 @@ async fn list_tasks(State(api): State<Api>, q: QueryIn<ListQuery>) -> ApiResult<
 
 async fn submit_task(
     State(api): State<Api>,
-    body: Result<Json<SubmitTask>, axum::extract::rejection::JsonRejection>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<SubmitTask>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let Json(req) = body.map_err(|e| {
-        ApiError::bad_request(format!("failed to read the task: {}", e.body_text()))
-    })?;
-    let task = api.runner.accept(&req.into()).await?;
+    let req = json_body(body, "the task")?;
+    let task = api.runner.accept(&caller.workspace, &req.into()).await?;
     let view = view(&api, &task).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
-async fn load(api: &Api, id: &str) -> ApiResult<(TaskRecord, Vec<AttemptRecord>)> {
-    let engine = api.runner.engine();
-    let id = engine.db().resolve_task(engine.workspace(), id).await?;
-    let task = engine.db().task(engine.workspace(), &id).await?;
-    let attempts = engine.db().attempts(&id).await?;
+pub(crate) type JsonIn<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// A JSON body, or a 400 that names what is wrong with it.
+pub(crate) fn json_body<T>(body: JsonIn<T>, what: &str) -> ApiResult<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request(format!("failed to read {what}: {}", e.body_text())))
+}
+
+/// A task of the caller's workspace (an id or a unique prefix) and its attempts.
+async fn load(api: &Api, caller: &Caller, id: &str) -> ApiResult<(TaskRecord, Vec<AttemptRecord>)> {
+    let db = api.runner.engine().db();
+    let id = db.resolve_task(&caller.workspace, id).await?;
+    let task = db.task(&caller.workspace, &id).await?;
+    let attempts = db.attempts(&id).await?;
     Ok((task, attempts))
 }
 
@@ -200,18 +317,23 @@ async fn view(api: &Api, task: &TaskRecord) -> ApiResult<TaskView> {
     ))
 }
 
-async fn show_task(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
-    let (task, attempts) = load(&api, &id).await?;
+async fn show_task(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let (task, attempts) = load(&api, &caller, &id).await?;
     let position = api.runner.engine().queue_position(&task.id);
     Ok(Json(TaskView::new(&task, &attempts, position)))
 }
 
 async fn cancel_task(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let (task, _) = load(&api, &id).await?;
-    api.runner.engine().cancel(&task.id).await?;
+    let (task, _) = load(&api, &caller, &id).await?;
+    api.engine(&caller).cancel(&task.id).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&api, &task).await?)))
 }
 
@@ -275,24 +397,27 @@ impl Which {
     }
 }
 
-type QueryIn<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+pub(crate) type QueryIn<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 /// A query string, or a 400 that names what is wrong with it.
-fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
+pub(crate) fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
     q.map(|Query(w)| w)
         .map_err(|e| ApiError::bad_request(format!("failed to read the query: {}", e.body_text())))
 }
 
 async fn task_logs(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
-    let (task, attempts) = load(&api, &id).await?;
+    let (task, attempts) = load(&api, &caller, &id).await?;
     let only = q.filter(&task, &attempts)?;
     if q.follow {
-        return Ok(follow(api, task.id, only).await.into_response());
+        return Ok(follow(api, caller.workspace, task.id, only)
+            .await
+            .into_response());
     }
     let logs = api.runner.engine().db().logs(&task.id, only).await?;
     Ok(Json(Logs { logs }).into_response())
@@ -302,6 +427,7 @@ async fn task_logs(
 /// A task that is not running here is told from the store.
 async fn follow(
     api: Api,
+    workspace: String,
     id: TaskId,
     only: Option<u32>,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
@@ -341,8 +467,7 @@ async fn follow(
                 }
             }
         }
-        let engine = api.runner.engine();
-        if let Ok(task) = engine.db().task(engine.workspace(), &id).await {
+        if let Ok(task) = api.runner.engine().db().task(&workspace, &id).await {
             send(StreamEvent::End {
                 status: task.status,
             })
@@ -361,11 +486,12 @@ use futures_util::StreamExt;
 
 async fn task_events(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Events>> {
     let q = query(q)?;
-    let (task, attempts) = load(&api, &id).await?;
+    let (task, attempts) = load(&api, &caller, &id).await?;
     let only = q.filter(&task, &attempts)?;
     let events = api.runner.engine().db().events(&task.id, only).await?;
     Ok(Json(Events { events }))
@@ -373,11 +499,12 @@ async fn task_events(
 
 async fn task_network(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Network>> {
     let q = query(q)?;
-    let (task, attempts) = load(&api, &id).await?;
+    let (task, attempts) = load(&api, &caller, &id).await?;
     let only = q.filter(&task, &attempts)?;
     let network = api.runner.engine().db().network_log(&task.id, only).await?;
     Ok(Json(Network { network }))
@@ -387,11 +514,12 @@ async fn task_network(
 /// `git apply` reads it; the attempt's index is in the `hangar-attempt` header.
 async fn task_diff(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
-    let (task, attempts) = load(&api, &id).await?;
+    let (task, attempts) = load(&api, &caller, &id).await?;
     let index = q.pick(&task, &attempts)?;
     let Some(diff) = api.runner.engine().db().diff(&task.id, index).await? else {
         return Err(ApiError::new(

@@ -269,3 +269,78 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// `POST /v1/environments`, `PUT /v1/environments/{name}`: an environment file's text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFile {
+    /// The file's name, for messages (`.hangar/environment.toml`).
+    pub file: String,
+    pub source: String,
+    /// Where a relative `repo` is taken from (the file's directory, on the daemon's
+    /// machine).
+    pub base_dir: String,
+}
+
+/// An environment in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvSummary {
+    pub name: String,
+    pub version: i64,
+    pub repo: String,
+    pub image: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `GET /v1/environments[?repo=R]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvList {
+    pub environments: Vec<EnvSummary>,
+}
+
+/// One environment: its file as stored and its parsed form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvView {
+    pub name: String,
+    pub version: i64,
+    pub repo: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub source: String,
+    pub spec: serde_json::Value,
+}
+
+/// `GET /v1/environments/{name}/secrets`: names, phases, whether set; never values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretList {
+    pub secrets: Vec<hangar_engine::secrets::SecretInfo>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub workspace: String,
+}
+
+/// `POST /v1/tokens`'s answer: the token itself, this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewToken {
+    pub id: String,
+    pub workspace: String,
+    pub token: String,
+}
+
+/// `GET /v1/tokens`: never the tokens themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSummary {
+    pub id: String,
+    pub workspace: String,
+    pub created_at: String,
+}

@@ -30,7 +30,20 @@ async fn call(
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, Vec<u8>) {
+    call_as(router, None, method, uri, body).await
+}
+
+async fn call_as(
+    router: &axum::Router,
+    token: Option<&str>,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -72,6 +85,7 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
         .collect();
     let mut routed: Vec<(String, String)> = hangar_api::ROUTES
         .iter()
+        .chain([&("get", hangar_api::HEALTH)])
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     documented.sort();
@@ -81,12 +95,23 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
     // And each route is wired: asked about a task that does not exist, it answers
     // `not-found`, never the fallback's `no-such-route`.
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(runner);
+    let router = hangar_api::router(runner, hangar_api::Listener::Local);
     for (method, path) in hangar_api::ROUTES {
-        let uri = path.replace("{id}", "nosuchtask");
+        let uri = path
+            .replace("{id}", "nosuchtask")
+            .replace("{name}", "nosuchenv")
+            .replace("{secret}", "NOSUCH");
         let method: Method = method.to_uppercase().parse().unwrap();
-        let body = (method == Method::POST && !uri.contains("nosuchtask"))
-            .then_some(r#"{"environment": "nosuchenv", "prompt": "p"}"#);
+        let body = match (method.as_str(), uri.as_str()) {
+            ("POST", "/v1/tasks") => Some(r#"{"environment": "nosuchenv", "prompt": "p"}"#),
+            ("POST", "/v1/environments") => Some(r#"{"file": "f", "source": "", "base_dir": "/"}"#),
+            ("PUT", "/v1/environments/nosuchenv") => {
+                Some(r#"{"file": "f", "source": "", "base_dir": "/"}"#)
+            }
+            ("POST", "/v1/tokens") => Some(r#"{"workspace": "Not Valid"}"#),
+            ("PUT", _) => Some("value"),
+            _ => None,
+        };
         let (status, body) = call(&router, method.clone(), &uri, body).await;
         if status.is_success() {
             continue;
@@ -145,7 +170,7 @@ async fn check(
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(runner);
+    let router = hangar_api::router(runner, hangar_api::Listener::Local);
     let post = Method::POST;
     let get = Method::GET;
     check(
@@ -232,7 +257,7 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
         .create_env("api.toml", &source, repo.path())
         .await
         .expect("create the environment");
-    let router = hangar_api::router(runner.clone());
+    let router = hangar_api::router(runner.clone(), hangar_api::Listener::Local);
 
     let body = format!(r#"{{"environment": "{name}", "prompt": "change the readme"}}"#);
     let (status, accepted) = call(&router, Method::POST, "/v1/tasks", Some(&body)).await;
@@ -306,5 +331,208 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
         again.contains("all done") && again.contains(r#""type":"end""#),
         "{again}"
     );
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_sees_only_its_own_workspace() {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    let runner = runner_over(store).await;
+    let engine = runner.engine();
+    let u = hangar_spec::TaskId::random();
+    let a = engine.create_token(&format!("a-{u}")).await.unwrap().token;
+    let b = engine.create_token(&format!("b-{u}")).await.unwrap().token;
+    let remote = hangar_api::router(runner.clone(), hangar_api::Listener::Remote);
+    let local = hangar_api::router(runner.clone(), hangar_api::Listener::Local);
+
+    // Workspace A: an environment with a secret, and a task.
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let env_body = serde_json::json!({
+        "file": "a.toml",
+        "source": format!(
+            "name = \"shared-name\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+             [secrets.TOKEN]\n[agent]\nscript = \"echo a > a.txt\"\n",
+            repo.path().display()
+        ),
+        "base_dir": "/",
+    })
+    .to_string();
+    let as_a = |m: Method, uri: &str, body: Option<&str>| {
+        let (remote, a, uri, body) = (
+            remote.clone(),
+            a.clone(),
+            uri.to_string(),
+            body.map(str::to_string),
+        );
+        async move { call_as(&remote, Some(&a), m, &uri, body.as_deref()).await }
+    };
+    let (status, _) = as_a(Method::POST, "/v1/environments", Some(&env_body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = as_a(
+        Method::PUT,
+        "/v1/environments/shared-name/secrets/TOKEN",
+        Some("sekrit-a"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, task) = as_a(
+        Method::POST,
+        "/v1/tasks",
+        Some(r#"{"environment": "shared-name", "prompt": "p"}"#),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&task)
+    );
+    let task: TaskView = serde_json::from_slice(&task).unwrap();
+    let id = task.task.id.clone();
+
+    // Token B: everything of A answers 404, as if it did not exist.
+    let tid = |suffix: &str| format!("/v1/tasks/{id}{suffix}");
+    let probes: Vec<(Method, String, Option<&str>)> = vec![
+        (Method::GET, "/v1/environments/shared-name".into(), None),
+        (
+            Method::PUT,
+            "/v1/environments/shared-name".into(),
+            Some(env_body.as_str()),
+        ),
+        (Method::DELETE, "/v1/environments/shared-name".into(), None),
+        (
+            Method::GET,
+            "/v1/environments/shared-name/secrets".into(),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/environments/shared-name/secrets/TOKEN".into(),
+            Some("sekrit-b"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/environments/shared-name/secrets/TOKEN".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/tasks".into(),
+            Some(r#"{"environment": "shared-name", "prompt": "p"}"#),
+        ),
+        (Method::GET, tid(""), None),
+        (Method::POST, tid("/cancel"), None),
+        (Method::GET, tid("/logs"), None),
+        (Method::GET, tid("/logs?follow=true"), None),
+        (Method::GET, tid("/events"), None),
+        (Method::GET, tid("/network"), None),
+        (Method::GET, tid("/diff"), None),
+        (Method::GET, format!("/v1/tasks/{}", &id[..4]), None),
+    ];
+    for (m, uri, body) in &probes {
+        let (status, got) = call_as(&remote, Some(&b), m.clone(), uri, *body).await;
+        let (code, _) = error_of(&got);
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::NOT_FOUND, "not-found"),
+            "B: {m} {uri}"
+        );
+    }
+    let (_, listed) = call_as(&remote, Some(&b), Method::GET, "/v1/tasks", None).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(
+        listed["tasks"],
+        serde_json::json!([]),
+        "B lists none of A's tasks"
+    );
+    let (_, envs) = call_as(&remote, Some(&b), Method::GET, "/v1/environments", None).await;
+    let envs: serde_json::Value = serde_json::from_slice(&envs).unwrap();
+    assert_eq!(envs["environments"], serde_json::json!([]));
+    // B may use the same name in its own workspace.
+    let (status, _) = call_as(
+        &remote,
+        Some(&b),
+        Method::POST,
+        "/v1/environments",
+        Some(&env_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Nothing of A changed: its environment, its secret, its task.
+    let (status, env) = as_a(Method::GET, "/v1/environments/shared-name", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let env: serde_json::Value = serde_json::from_slice(&env).unwrap();
+    assert_eq!(env["version"], 1);
+    let (_, secrets) = as_a(Method::GET, "/v1/environments/shared-name/secrets", None).await;
+    let secrets: serde_json::Value = serde_json::from_slice(&secrets).unwrap();
+    assert_eq!(secrets["secrets"][0]["set"], true);
+    let (status, _) = as_a(Method::GET, &tid(""), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // No token, an unknown token, or a workspace token on the token routes.
+    let (status, got) = call_as(&remote, None, Method::GET, "/v1/tasks", None).await;
+    assert_eq!(
+        (status, error_of(&got).0.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let (status, _) = call_as(&remote, Some("hgr_0000"), Method::GET, "/v1/tasks", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, got) = call_as(&local, Some(&a), Method::GET, "/v1/tokens", None).await;
+    assert_eq!(
+        (status, error_of(&got).0.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let (status, got) = call_as(
+        &remote,
+        Some(&a),
+        Method::POST,
+        "/v1/tokens",
+        Some(r#"{"workspace": "x"}"#),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // The local admin (the socket, no token) manages tokens; a removed token is refused.
+    let (_, tokens) = call(&local, Method::GET, "/v1/tokens", None).await;
+    assert!(
+        !String::from_utf8_lossy(&tokens).contains(&a),
+        "tokens are never listed"
+    );
+    let ids: Vec<String> = engine
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.workspace == format!("b-{u}"))
+        .map(|t| t.id)
+        .collect();
+    let (status, _) = call(
+        &local,
+        Method::DELETE,
+        &format!("/v1/tokens/{}", ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call_as(&remote, Some(&b), Method::GET, "/v1/tasks", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let mut done = false;
+    for _ in 0..600 {
+        let (_, v) = as_a(Method::GET, &tid(""), None).await;
+        let v: TaskView = serde_json::from_slice(&v).unwrap();
+        if v.task.status.is_finished() {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(done, "task {id} finished");
     runner.shutdown().await;
 }

@@ -15,6 +15,7 @@ mod net;
 mod phase;
 pub mod runner;
 pub mod secrets;
+pub mod tokens;
 pub mod travel;
 
 use std::path::{Path, PathBuf};
@@ -112,12 +113,20 @@ fn effective_agent(
 
 /// The engine over one data directory.
 pub struct Engine {
+    /// What every workspace's view of this engine shares (see [`Engine::in_workspace`]).
+    shared: Arc<Shared>,
+    /// The workspace whose environments, secrets and tasks this view sees.
+    workspace: String,
+}
+
+/// The engine's state, shared by its workspace views.
+#[doc(hidden)]
+pub struct Shared {
     store: Store,
     db: Db,
     host: HostConfig,
     mirrors: Mirrors,
     runtime: RuntimeKind,
-    workspace: String,
     clock: Clock,
     /// This boot's id (a snapshot not yet durable serves only the boot that built it).
     boot_id: String,
@@ -149,6 +158,14 @@ pub struct Recovered {
     pub sandboxes: usize,
     /// Tasks whose unfinished attempts were marked `error`.
     pub tasks: Vec<TaskId>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// A running attempt's slot; given back on drop.
@@ -207,12 +224,11 @@ impl Engine {
     /// Opens the engine over a store; `init_binary` is the static hangar-init.
     pub async fn open(store: Store, init_binary: PathBuf) -> Result<Engine> {
         let db = Db::open(&store.root().join("hangar.db")).await?;
-        Ok(Engine {
+        let shared = Shared {
             host: HostConfig::new(store.run_dir(), init_binary),
             mirrors: Mirrors::new(store.root().join("mirrors")),
             db,
             runtime: RuntimeKind::default(),
-            workspace: DEFAULT_WORKSPACE.to_string(),
             clock: Arc::new(hangar_store::db::now_ms),
             boot_id: boot_id(),
             syncs: Default::default(),
@@ -225,13 +241,31 @@ impl Engine {
             max_running: default_slots(),
             task_locks: Default::default(),
             store,
+        };
+        Ok(Engine {
+            shared: Arc::new(shared),
+            workspace: DEFAULT_WORKSPACE.to_string(),
         })
+    }
+
+    /// The same engine (its store, slots, queue and settings) seeing workspace `ws`.
+    pub fn in_workspace(&self, ws: &str) -> Engine {
+        Engine {
+            shared: self.shared.clone(),
+            workspace: ws.to_string(),
+        }
+    }
+
+    /// The settings, which are changed only before the engine is shared.
+    fn settings(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("an engine is configured before it is shared")
     }
 
     /// How many attempts may run at once in this engine (at least 1); the rest queue.
     pub fn set_max_running(&mut self, n: usize) {
-        self.max_running = n.max(1);
-        self.slots = Arc::new(tokio::sync::Semaphore::new(self.max_running));
+        let s = self.settings();
+        s.max_running = n.max(1);
+        s.slots = Arc::new(tokio::sync::Semaphore::new(s.max_running));
     }
 
     /// How many attempts may run at once.
@@ -332,21 +366,24 @@ impl Engine {
 
     /// Uses another key file for secrets (`HANGAR_SECRET_KEY_FILE`).
     pub fn set_secret_key_file(&mut self, path: PathBuf) {
-        self.secret_key_file = path;
-        self.keyring = Default::default();
+        let s = self.settings();
+        s.secret_key_file = path;
+        s.keyring = Default::default();
     }
 
     /// Resolves the proxies' upstream names with `resolver` instead of the system's.
     pub fn set_resolver(&mut self, resolver: Arc<dyn hangar_net::Resolve>) {
-        self.net.resolver = resolver;
-        self.net.config = Default::default();
+        let s = self.settings();
+        s.net.resolver = resolver;
+        s.net.config = Default::default();
     }
 
     /// Trusts these CA certificates (PEM), besides the host's, for servers whose TLS the
     /// proxy opens (a private registry's CA).
     pub fn set_upstream_roots(&mut self, pem: Vec<u8>) {
-        self.net.extra_roots = pem;
-        self.net.config = Default::default();
+        let s = self.settings();
+        s.net.extra_roots = pem;
+        s.net.config = Default::default();
     }
 
     /// Waits until every snapshot this engine committed is on disk (or failed to get
@@ -437,7 +474,7 @@ impl Engine {
 
     /// Replaces the clock used for snapshot ages and expiry.
     pub fn set_clock(&mut self, clock: Clock) {
-        self.clock = clock;
+        self.settings().clock = clock;
     }
 
     fn now(&self) -> i64 {
@@ -504,6 +541,21 @@ impl Engine {
         let rec = self.db.env(&self.workspace, name).await?;
         let env = Environment::parse(&format!("environment `{name}`"), &rec.source)?;
         Ok((rec, env))
+    }
+
+    /// This workspace's environments, by name, each with its parsed file.
+    pub async fn envs(&self) -> Result<Vec<(EnvRecord, Environment)>> {
+        let mut out = Vec::new();
+        for rec in self.db.envs(&self.workspace).await? {
+            let env = Environment::parse(&format!("environment `{}`", rec.name), &rec.source)?;
+            out.push((rec, env));
+        }
+        Ok(out)
+    }
+
+    /// Deletes an environment and its secrets; its tasks stay.
+    pub async fn delete_env(&self, name: &str) -> Result<()> {
+        Ok(self.db.delete_env(&self.workspace, name).await?)
     }
 
     /// Environments whose repository is `query`: a URL, a path, or its last components

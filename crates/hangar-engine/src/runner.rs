@@ -49,9 +49,15 @@ impl Runner {
         &self.engine
     }
 
-    /// Stores the task, starts it in the background and returns it as accepted.
-    pub async fn accept(self: &Arc<Self>, req: &TaskRequest) -> Result<TaskRecord> {
-        let task = self.engine.submit(req).await?;
+    /// Stores the task in `workspace`, starts it in the background and returns it as
+    /// accepted.
+    pub async fn accept(
+        self: &Arc<Self>,
+        workspace: &str,
+        req: &TaskRequest,
+    ) -> Result<TaskRecord> {
+        let engine = self.engine.in_workspace(workspace);
+        let task = engine.submit(req).await?;
         let id = task.id.clone();
         self.live.lock().expect("not poisoned").insert(
             id.clone(),
@@ -67,10 +73,10 @@ impl Runner {
         };
         let stop = self.stop.subscribe();
         self.tasks.lock().expect("not poisoned").spawn(async move {
-            if let Err(e) = runner.engine.run_task(&id, progress, stop).await {
+            if let Err(e) = engine.run_task(&id, progress, stop).await {
                 tracing::warn!("task {id} failed outside its attempts: {e}");
                 let reason = format!("failed to run the task: {e}");
-                if let Err(e) = runner.engine.fail_unfinished(&id, &reason).await {
+                if let Err(e) = engine.fail_unfinished(&id, &reason).await {
                     tracing::warn!("task {id} could not be marked failed: {e}");
                 }
             }

@@ -16,13 +16,13 @@ use crate::error::{EngineError, Result};
 use crate::Engine;
 
 /// A declared secret as `hangar secret ls` shows it: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SecretInfo {
     pub name: String,
     /// The phases whose execs get it (projected ones get a placeholder).
     pub phases: Vec<String>,
     /// For a projected secret, the hosts the proxy sends it to.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projected_to: Vec<String>,
     /// Whether a value is set.
     pub set: bool,

@@ -42,6 +42,8 @@ pub enum DbError {
     SecretNotFound { env: String, name: String },
     #[error("failed to find task `{0}` (see `hangar list`)")]
     TaskNotFound(String),
+    #[error("failed to find token `{0}` (see `hangar token ls`)")]
+    TokenNotFound(String),
     #[error("failed to find task `{prefix}`: the prefix matches {}", matches.join(", "))]
     AmbiguousTask {
         prefix: String,
@@ -312,6 +314,14 @@ pub struct TaskPage {
     pub tasks: Vec<TaskRecord>,
     /// Present when more tasks follow.
     pub cursor: Option<String>,
+}
+
+/// A stored API token (its hash, never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub workspace: String,
+    pub created_ms: i64,
 }
 
 /// The metadata database.
@@ -653,6 +663,55 @@ impl Db {
             None
         };
         Ok(TaskPage { tasks, cursor })
+    }
+
+    pub async fn create_token(&self, t: &TokenRecord, hash: &str) -> DbResult<()> {
+        sqlx::query("INSERT INTO tokens (id, workspace, hash, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(&t.id)
+            .bind(&t.workspace)
+            .bind(hash)
+            .bind(t.created_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(query("store the token"))?;
+        Ok(())
+    }
+
+    /// The workspace a token's hash grants, if the token exists.
+    pub async fn token_workspace(&self, hash: &str) -> DbResult<Option<String>> {
+        sqlx::query_scalar("SELECT workspace FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("look up the token"))
+    }
+
+    pub async fn tokens(&self) -> DbResult<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT id, workspace, created_ms FROM tokens ORDER BY created_ms")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("list the tokens"))?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenRecord {
+                id: r.get("id"),
+                workspace: r.get("workspace"),
+                created_ms: r.get("created_ms"),
+            })
+            .collect())
+    }
+
+    pub async fn delete_token(&self, id: &str) -> DbResult<()> {
+        let n = sqlx::query("DELETE FROM tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(query("remove the token"))?
+            .rows_affected();
+        if n == 0 {
+            return Err(DbError::TokenNotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     /// Tasks of any workspace still pending or running, oldest first.

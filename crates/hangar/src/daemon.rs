@@ -24,9 +24,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Where to listen: `unix:PATH` (default: the --socket path).
+    /// Where to listen, repeatable: `unix:PATH` (instead of the --socket path, which is
+    /// always served) and `tcp:HOST:PORT` (every request needs a bearer token).
     #[arg(long)]
-    listen: Option<String>,
+    listen: Vec<String>,
     /// Attempts running at once (default: from the machine's cores and memory); the
     /// rest queue.
     #[arg(long)]
@@ -94,13 +95,17 @@ fn take_lock(socket: &Path) -> Result<std::fs::File> {
 /// Runs the daemon until SIGTERM or SIGINT (or, with `--idle-exit`, a quiet spell):
 /// recovers what a dead process left, then serves the API.
 pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result<u8> {
-    let path = match args.listen.as_deref() {
-        None => socket.to_path_buf(),
-        Some(l) => match l.strip_prefix("unix:") {
-            Some(p) => PathBuf::from(p),
-            None => bail!("failed to read --listen `{l}`: expected unix:PATH"),
-        },
-    };
+    let mut path = socket.to_path_buf();
+    let mut tcp = Vec::new();
+    for l in &args.listen {
+        if let Some(p) = l.strip_prefix("unix:") {
+            path = PathBuf::from(p);
+        } else if let Some(a) = l.strip_prefix("tcp:") {
+            tcp.push(a.to_string());
+        } else {
+            bail!("failed to read --listen `{l}`: expected unix:PATH or tcp:HOST:PORT");
+        }
+    }
     let _lock = take_lock(&path)?;
     if let Some(n) = args.max_running {
         engine.set_max_running(n);
@@ -119,17 +124,30 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     }
     let runner = Runner::new(engine.clone());
     let last_seen = Arc::new(AtomicI64::new(hangar_store::db::now_ms()));
-    let router = hangar_api::router(runner.clone()).layer(axum::middleware::from_fn({
+    let router = |listener| {
         let last_seen = last_seen.clone();
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            last_seen.store(hangar_store::db::now_ms(), Ordering::Relaxed);
-            next.run(req)
-        }
-    }));
+        hangar_api::router(runner.clone(), listener).layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                last_seen.store(hangar_store::db::now_ms(), Ordering::Relaxed);
+                next.run(req)
+            },
+        ))
+    };
 
+    let mut tcp_listeners = Vec::new();
+    for addr in &tcp {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on tcp:{addr}"))?;
+        eprintln!(
+            "hangar: serving on tcp:{} (bearer tokens only)",
+            l.local_addr()?
+        );
+        tcp_listeners.push(l);
+    }
     // The lock is ours, so a socket file left there is a dead daemon's.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
+    let unix = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("failed to listen on {}", path.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -141,8 +159,9 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
         path.display(),
         engine.max_running()
     );
+    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
     let stop = {
-        let (runner, path) = (runner.clone(), path.clone());
+        let (runner, path, last_seen) = (runner.clone(), path.clone(), last_seen.clone());
         async move {
             match stop_signal(&runner, &last_seen, args.idle_exit).await {
                 Stop::Signal => {
@@ -157,14 +176,40 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
                     runner.drain().await;
                 }
             }
+            let _ = stopped_tx.send(true);
         }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("failed to serve the API")?;
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    for l in tcp_listeners {
+        let serving = axum::serve(l, router(hangar_api::Listener::Remote))
+            .with_graceful_shutdown(until_stopped(stopped.clone()));
+        servers.spawn(async move { serving.await });
+    }
+    let local = axum::serve(unix, router(hangar_api::Listener::Local))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    servers.spawn(async move { local.await });
+    tokio::spawn(stop);
+    while let Some(done) = servers.join_next().await {
+        done?.context("failed to serve the API")?;
+    }
     let _ = std::fs::remove_file(&path);
     Ok(0)
+}
+
+/// `HOST:PORT` from `--url` (`tcp:` or `http://` in front is allowed).
+pub fn tcp_address(url: &str) -> Result<String> {
+    let addr = url
+        .strip_prefix("tcp:")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    if !addr.contains(':') {
+        bail!("failed to read --url `{url}`: expected HOST:PORT");
+    }
+    Ok(addr.to_string())
 }
 
 enum Stop {
@@ -273,7 +318,7 @@ pub async fn connect(
         if started.elapsed() > START_TIMEOUT {
             bail!(
                 "failed to reach the hangar daemon at {} within {}s (see {})",
-                client.socket().display(),
+                socket.display(),
                 START_TIMEOUT.as_secs(),
                 log_path.display()
             );

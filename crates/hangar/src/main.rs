@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod daemon;
 mod secrets;
 mod tasks;
+mod tokens;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,12 @@ struct Cli {
     /// The daemon's socket (default: hangar.sock in the data dir).
     #[arg(long, global = true, env = "HANGAR_SOCKET")]
     socket: Option<PathBuf>,
+    /// A daemon's TCP listener (`HOST:PORT`), instead of the local socket.
+    #[arg(long, global = true, env = "HANGAR_URL")]
+    url: Option<String>,
+    /// A bearer token (`hangar token create`): act in its workspace.
+    #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,17 +62,11 @@ enum Command {
     Image(ImageCommand),
     /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
     Run(RunArgs),
-    /// Create, list, show, update, delete and resolve environments.
-    #[command(subcommand)]
-    Env(tasks::EnvCommand),
     /// List, reset and collect environment snapshots.
     #[command(subcommand)]
     Cache(tasks::CacheCommand),
-    /// Set, list and remove an environment's secrets.
-    #[command(subcommand)]
-    Secret(secrets::SecretCommand),
     #[command(flatten)]
-    Task(TaskCommand),
+    Api(ApiCommand),
     /// Run the daemon that runs tasks and serves the API (task commands start one in
     /// the background when none answers).
     Serve(daemon::ServeArgs),
@@ -73,9 +74,18 @@ enum Command {
     Shutdown,
 }
 
-/// The task commands: each goes through the daemon's API.
+/// The commands that go through the daemon's API.
 #[derive(Subcommand)]
-enum TaskCommand {
+enum ApiCommand {
+    /// Create, list, show, update, delete and resolve environments.
+    #[command(subcommand)]
+    Env(tasks::EnvCommand),
+    /// Set, list and remove an environment's secrets.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
+    /// Create, list and remove API tokens (each grants one workspace).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
     /// Run a task: a prompt against an environment; prints the task id last.
     Exec(tasks::ExecArgs),
     /// List tasks, newest first.
@@ -259,9 +269,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
         Command::Run(args) => run(&store, args).await,
-        Command::Env(cmd) => tasks::env(&engine().await?, cmd).await.map(|()| 0),
         Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
-        Command::Secret(cmd) => secrets::secret(&engine().await?, cmd).await.map(|()| 0),
         Command::Serve(args) => match daemon::serve(&socket, engine().await?, args).await {
             Err(e) if e.is::<daemon::AlreadyServing>() => {
                 eprintln!("hangar: {e}");
@@ -270,23 +278,29 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             served => served,
         },
         Command::Shutdown => daemon::shutdown(&socket).await,
-        Command::Task(command) => {
-            let client = daemon::connect(&cli.data_dir, &socket, key_file.as_deref()).await?;
-            tasks_through(&client, command).await
+        Command::Api(command) => {
+            let client = match &cli.url {
+                Some(url) => hangar_api::client::Client::tcp(daemon::tcp_address(url)?),
+                None => daemon::connect(&cli.data_dir, &socket, key_file.as_deref()).await?,
+            };
+            through_api(&client.with_token(cli.token.clone()), command).await
         }
     }
 }
 
-/// The task commands, through the daemon's API.
-async fn tasks_through(client: &hangar_api::client::Client, command: TaskCommand) -> Result<u8> {
+/// The commands that go through the daemon's API.
+async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -> Result<u8> {
     match command {
-        TaskCommand::Exec(args) => tasks::exec(client, args).await,
-        TaskCommand::List(args) => tasks::list(client, args).await.map(|()| 0),
-        TaskCommand::Status { task, json } => tasks::status(client, &task, json).await,
-        TaskCommand::Wait(args) => tasks::wait(client, args).await,
-        TaskCommand::Cancel { task } => tasks::cancel(client, &task).await,
-        TaskCommand::Show { task, json } => tasks::show(client, task, json).await.map(|()| 0),
-        TaskCommand::Logs {
+        ApiCommand::Env(cmd) => tasks::env(client, cmd).await.map(|()| 0),
+        ApiCommand::Secret(cmd) => secrets::secret(client, cmd).await.map(|()| 0),
+        ApiCommand::Token(cmd) => tokens::token(client, cmd).await.map(|()| 0),
+        ApiCommand::Exec(args) => tasks::exec(client, args).await,
+        ApiCommand::List(args) => tasks::list(client, args).await.map(|()| 0),
+        ApiCommand::Status { task, json } => tasks::status(client, &task, json).await,
+        ApiCommand::Wait(args) => tasks::wait(client, args).await,
+        ApiCommand::Cancel { task } => tasks::cancel(client, &task).await,
+        ApiCommand::Show { task, json } => tasks::show(client, task, json).await.map(|()| 0),
+        ApiCommand::Logs {
             task,
             json,
             network,
@@ -301,8 +315,8 @@ async fn tasks_through(client: &hangar_api::client::Client, command: TaskCommand
                 tasks::logs(client, task, json, follow).await.map(|()| 0)
             }
         }
-        TaskCommand::Diff(task) => tasks::diff(client, task).await.map(|()| 0),
-        TaskCommand::Apply(task) => tasks::apply(client, task).await.map(|()| 0),
+        ApiCommand::Diff(task) => tasks::diff(client, task).await.map(|()| 0),
+        ApiCommand::Apply(task) => tasks::apply(client, task).await.map(|()| 0),
     }
 }
 

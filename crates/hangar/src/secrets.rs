@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use hangar_engine::Engine;
+use hangar_api::client::{segment, Client};
+use hangar_api::wire::SecretList;
 use hangar_secrets::Secret;
 use serde_json::json;
 
@@ -30,7 +31,11 @@ pub enum SecretCommand {
     Rm { environment: String, name: String },
 }
 
-pub async fn secret(engine: &Engine, cmd: SecretCommand) -> Result<()> {
+fn secrets_path(env: &str) -> String {
+    format!("/v1/environments/{}/secrets", segment(env))
+}
+
+pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
     match cmd {
         SecretCommand::Set {
             environment,
@@ -53,12 +58,15 @@ pub async fn secret(engine: &Engine, cmd: SecretCommand) -> Result<()> {
                     buf
                 }
             };
+            // Checked here too, so a bad value is refused before it travels.
             let value = Secret::new(bytes)?;
-            engine.secret_set(&environment, &name, &value).await?;
+            let path = format!("{}/{}", secrets_path(&environment), segment(&name));
+            client.put_bytes(&path, value.expose().to_vec()).await?;
             eprintln!("set secret {name} of {environment}");
         }
         SecretCommand::Ls { environment, json } => {
-            let list = engine.secret_ls(&environment).await?;
+            let list: SecretList = client.get(&secrets_path(&environment)).await?;
+            let list = list.secrets;
             if json {
                 println!(
                     "{}",
@@ -78,7 +86,8 @@ pub async fn secret(engine: &Engine, cmd: SecretCommand) -> Result<()> {
             }
         }
         SecretCommand::Rm { environment, name } => {
-            engine.secret_rm(&environment, &name).await?;
+            let path = format!("{}/{}", secrets_path(&environment), segment(&name));
+            client.delete(&path).await?;
             eprintln!("removed secret {name} of {environment}");
         }
     }

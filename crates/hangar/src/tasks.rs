@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hangar_api::client::{query, segment, Client};
-use hangar_api::wire::{Events, Logs, Network, StreamEvent, SubmitTask, TaskList, TaskView};
+use hangar_api::wire::{
+    EnvFile, EnvList, EnvView, Events, Logs, Network, StreamEvent, SubmitTask, TaskList, TaskView,
+};
 use hangar_engine::{Engine, EngineError};
 use hangar_spec::{Approval, Harness, Phase, TaskStatus};
 use hangar_store::db::{DiffSummary, LogLine, Stream};
@@ -191,7 +193,23 @@ fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-pub async fn env(engine: &Engine, cmd: EnvCommand) -> Result<()> {
+/// The environment file's request: its name for messages, its text, and its directory
+/// (absolute: the daemon resolves a relative `repo` from it).
+fn env_request(file: String, source: String, base: &Path) -> Result<EnvFile> {
+    let base = std::path::absolute(base)
+        .with_context(|| format!("failed to resolve {}", base.display()))?;
+    Ok(EnvFile {
+        file,
+        source,
+        base_dir: base.display().to_string(),
+    })
+}
+
+fn env_path(name: &str) -> String {
+    format!("/v1/environments/{}", segment(name))
+}
+
+pub async fn env(client: &Client, cmd: EnvCommand) -> Result<()> {
     match cmd {
         EnvCommand::Create(args) => {
             let (file, source, base) = match &args.file {
@@ -202,81 +220,72 @@ pub async fn env(engine: &Engine, cmd: EnvCommand) -> Result<()> {
                     std::env::current_dir()?,
                 ),
             };
-            let rec = engine.create_env(&file, &source, &base).await?;
-            eprintln!("created environment {} (repository {})", rec.name, rec.repo);
+            let env: EnvView = client
+                .post("/v1/environments", &env_request(file, source, &base)?)
+                .await?;
+            eprintln!("created environment {} (repository {})", env.name, env.repo);
         }
         EnvCommand::List { json } => {
-            let envs = engine.db().envs(engine.workspace()).await?;
-            let mut rows = Vec::new();
-            for rec in envs {
-                let (_, env) = engine.env(&rec.name).await?;
-                rows.push(json!({
-                    "name": rec.name,
-                    "version": rec.version,
-                    "repo": rec.repo,
-                    "image": env.image,
-                    "created_at": rfc3339(rec.created_ms),
-                    "updated_at": rfc3339(rec.updated_ms),
-                }));
-            }
+            let list: EnvList = client.get("/v1/environments").await?;
             if json {
-                print_json(&json!({ "environments": rows }))?;
+                print_json(&list)?;
             } else {
                 println!(
                     "{:<24} {:>7}  {:<20} REPOSITORY",
                     "NAME", "VERSION", "IMAGE"
                 );
-                for r in rows {
+                for e in list.environments {
                     println!(
                         "{:<24} {:>7}  {:<20} {}",
-                        r["name"].as_str().unwrap_or(""),
-                        r["version"],
-                        r["image"].as_str().unwrap_or(""),
-                        r["repo"].as_str().unwrap_or("")
+                        e.name, e.version, e.image, e.repo
                     );
                 }
             }
         }
         EnvCommand::Show { name, json } => {
-            let (rec, env) = engine.env(&name).await?;
+            let env: EnvView = client.get(&env_path(&name)).await?;
             if json {
                 print_json(&json!({
-                    "name": rec.name,
-                    "version": rec.version,
-                    "created_at": rfc3339(rec.created_ms),
-                    "updated_at": rfc3339(rec.updated_ms),
-                    "spec": env,
+                    "name": env.name,
+                    "version": env.version,
+                    "created_at": env.created_at,
+                    "updated_at": env.updated_at,
+                    "spec": env.spec,
                 }))?;
             } else {
-                print!("{}", rec.source);
+                print!("{}", env.source);
             }
         }
         EnvCommand::Update { name, file } => {
             let (file, source, base) = env_file(&file)?;
-            let rec = engine.update_env(&name, &file, &source, &base).await?;
+            let env: EnvView = client
+                .put(&env_path(&name), &env_request(file, source, &base)?)
+                .await?;
             eprintln!(
                 "updated environment {} to version {}",
-                rec.name, rec.version
+                env.name, env.version
             );
         }
         EnvCommand::Delete { name } => {
-            engine.db().delete_env(engine.workspace(), &name).await?;
+            client.delete(&env_path(&name)).await?;
             eprintln!("deleted environment {name}");
         }
         EnvCommand::Resolve { repo, json } => {
-            let found = engine.resolve_env(&repo).await?;
+            let path = format!("/v1/environments{}", query(&[("repo", Some(repo.clone()))]));
+            let found: EnvList = client.get(&path).await?;
             if json {
                 let names: Vec<_> = found
+                    .environments
                     .iter()
                     .map(|e| json!({"name": e.name, "repo": e.repo}))
                     .collect();
                 print_json(&json!({ "environments": names }))?;
-            } else if found.is_empty() {
+            } else if found.environments.is_empty() {
                 bail!(
                     "failed to find an environment for repository `{repo}` (see `hangar env list`)"
                 );
             } else {
-                for e in found {
+                for e in found.environments {
                     println!("{}", e.name);
                 }
             }

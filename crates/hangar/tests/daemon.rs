@@ -37,7 +37,7 @@ impl Daemon {
             .arg("serve")
             .args(extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.log()).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -49,6 +49,20 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.socket.with_extension("log")
+    }
+
+    /// The address of its TCP listener, as it says on start.
+    fn tcp_addr(&self) -> String {
+        let said = std::fs::read_to_string(self.log()).unwrap();
+        said.lines()
+            .find_map(|l| l.strip_prefix("hangar: serving on tcp:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no TCP listener in: {said}"))
+            .to_string()
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.
@@ -336,4 +350,97 @@ fn fifty_tasks_at_once_all_finish_each_with_its_own_diff() {
     }
     let listed = d.json(r, &["list", "--json", "--env", &u, "--limit", "100"]);
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 51);
+}
+
+#[test]
+fn remote_clients_need_a_token_and_act_in_its_workspace() {
+    let d = Daemon::start(&["--listen", "tcp:127.0.0.1:0"]);
+    let addr = d.tcp_addr();
+    let ws = unique("remote");
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let r = repo.path();
+    let token = d.ok(r, &["token", "create", "--workspace", &ws], 0);
+    let token = token.trim().to_string();
+    assert!(token.starts_with("hgr_"), "{token}");
+
+    let remote = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = d.command(r);
+        cmd.env_remove("HANGAR_SOCKET").env("HANGAR_URL", &addr);
+        if let Some(t) = token {
+            cmd.env("HANGAR_TOKEN", t);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let out = remote(None, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("failed to authenticate: this listener needs a bearer token"),
+        "{}",
+        stderr(&out)
+    );
+    let t = Some(token.as_str());
+    let name = unique("renv");
+    let out = remote(
+        t,
+        &[
+            "env",
+            "create",
+            &name,
+            "--repo",
+            ".",
+            "--agent-script",
+            "echo r > r.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = remote(t, &["exec", "--quiet", "--env", &name, "remote task"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = remote(t, &["list", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "the workspace holds just its own task");
+    // The local admin's default workspace does not see it.
+    let out = d.run(r, &["show", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("failed to find task `{id}`")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = remote(t, &["token", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("only the local admin"),
+        "{}",
+        stderr(&out)
+    );
+    let tokens = d.json(r, &["token", "ls", "--json"]);
+    let mine: Vec<&Value> = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["workspace"] == ws.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert!(
+        !tokens.to_string().contains(&token),
+        "tokens are never listed"
+    );
+    d.ok(r, &["token", "rm", mine[0]["id"].as_str().unwrap()], 0);
+    let out = remote(t, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the token is not known"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,0 +1,202 @@
+//! The routes for environments, their secrets, and API tokens. Like the task routes,
+//! each is one engine call in the caller's workspace.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use hangar_engine::Engine;
+use hangar_spec::Environment;
+use hangar_store::db::EnvRecord;
+use serde::Deserialize;
+
+use crate::server::{
+    admin_only, json_body, query, Api, ApiError, ApiResult, Caller, JsonIn, QueryIn,
+};
+use crate::wire::{
+    rfc3339, CreateToken, EnvFile, EnvList, EnvSummary, EnvView, NewToken, SecretList, TokenList,
+    TokenSummary,
+};
+
+fn summary(rec: &EnvRecord, env: &Environment) -> EnvSummary {
+    EnvSummary {
+        name: rec.name.clone(),
+        version: rec.version,
+        repo: rec.repo.clone(),
+        image: env.image.to_string(),
+        created_at: rfc3339(rec.created_ms),
+        updated_at: rfc3339(rec.updated_ms),
+    }
+}
+
+fn env_view(rec: EnvRecord, env: &Environment) -> EnvView {
+    EnvView {
+        spec: serde_json::to_value(env).unwrap_or_default(),
+        name: rec.name,
+        version: rec.version,
+        repo: rec.repo,
+        created_at: rfc3339(rec.created_ms),
+        updated_at: rfc3339(rec.updated_ms),
+        source: rec.source,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvQuery {
+    /// Only the environments serving this repository (`owner/name`, a URL or a path).
+    repo: Option<String>,
+}
+
+pub(crate) async fn list_envs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    q: QueryIn<EnvQuery>,
+) -> ApiResult<Json<EnvList>> {
+    let q = query(q)?;
+    let engine = api.engine(&caller);
+    let mut envs = engine.envs().await?;
+    if let Some(repo) = q.repo {
+        let serving: Vec<String> = engine
+            .resolve_env(&repo)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        envs.retain(|(rec, _)| serving.contains(&rec.name));
+    }
+    Ok(Json(EnvList {
+        environments: envs.iter().map(|(rec, env)| summary(rec, env)).collect(),
+    }))
+}
+
+pub(crate) async fn create_env(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<EnvFile>,
+) -> ApiResult<(StatusCode, Json<EnvView>)> {
+    let f = json_body(body, "the environment")?;
+    let engine = api.engine(&caller);
+    let rec = engine
+        .create_env(&f.file, &f.source, std::path::Path::new(&f.base_dir))
+        .await?;
+    let (rec, env) = engine.env(&rec.name).await?;
+    Ok((StatusCode::CREATED, Json(env_view(rec, &env))))
+}
+
+pub(crate) async fn show_env(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<EnvView>> {
+    let (rec, env) = api.engine(&caller).env(&name).await?;
+    Ok(Json(env_view(rec, &env)))
+}
+
+pub(crate) async fn update_env(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: JsonIn<EnvFile>,
+) -> ApiResult<Json<EnvView>> {
+    let f = json_body(body, "the environment")?;
+    let engine = api.engine(&caller);
+    engine
+        .update_env(&name, &f.file, &f.source, std::path::Path::new(&f.base_dir))
+        .await?;
+    let (rec, env) = engine.env(&name).await?;
+    Ok(Json(env_view(rec, &env)))
+}
+
+pub(crate) async fn delete_env(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    api.engine(&caller).delete_env(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn list_secrets(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<SecretList>> {
+    let secrets = api.engine(&caller).secret_ls(&name).await?;
+    Ok(Json(SecretList { secrets }))
+}
+
+/// The body is the value itself (any bytes); it is never echoed, logged or stored
+/// unencrypted.
+pub(crate) async fn set_secret(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path((name, secret)): Path<(String, String)>,
+    value: Bytes,
+) -> ApiResult<StatusCode> {
+    let value = hangar_secrets::Secret::new(value.to_vec())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    api.engine(&caller)
+        .secret_set(&name, &secret, &value)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn remove_secret(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path((name, secret)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    api.engine(&caller).secret_rm(&name, &secret).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn engine_of(api: &Api) -> &Engine {
+    api.runner.engine()
+}
+
+pub(crate) async fn list_tokens(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<TokenList>> {
+    admin_only(&caller)?;
+    let tokens = engine_of(&api).tokens().await?;
+    Ok(Json(TokenList {
+        tokens: tokens
+            .into_iter()
+            .map(|t| TokenSummary {
+                id: t.id,
+                workspace: t.workspace,
+                created_at: rfc3339(t.created_ms),
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn create_token(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<CreateToken>,
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
+    admin_only(&caller)?;
+    let req = json_body(body, "the token request")?;
+    let t = engine_of(&api).create_token(&req.workspace).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewToken {
+            id: t.id,
+            workspace: t.workspace,
+            token: t.token,
+        }),
+    ))
+}
+
+pub(crate) async fn remove_token(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    admin_only(&caller)?;
+    engine_of(&api).remove_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

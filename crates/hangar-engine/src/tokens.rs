@@ -1,0 +1,75 @@
+//! API tokens: each grants one workspace. The token is shown once, when it is made;
+//! only its SHA-256 is stored, so a stolen database grants nothing.
+
+use hangar_store::db::TokenRecord;
+use sha2::{Digest, Sha256};
+
+use crate::{Engine, EngineError, Result};
+
+/// What `token create` hands out, once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewToken {
+    pub id: String,
+    pub workspace: String,
+    /// The bearer token itself; nowhere else after this.
+    pub token: String,
+}
+
+const PREFIX: &str = "hgr_";
+
+/// A workspace's name: 1 to 40 of a-z, 0-9 and '-', starting with a letter or digit.
+pub fn check_workspace(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::BadRequest(format!(
+            "invalid workspace `{name}`: use 1 to 40 characters of a-z, 0-9 and '-'"
+        )))
+    }
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Engine {
+    /// Makes a token that grants `workspace` (which exists from then on).
+    pub async fn create_token(&self, workspace: &str) -> Result<NewToken> {
+        check_workspace(workspace)?;
+        let id = hex::encode(rand::random::<[u8; 4]>());
+        let token = format!("{PREFIX}{}", hex::encode(rand::random::<[u8; 20]>()));
+        let rec = TokenRecord {
+            id: id.clone(),
+            workspace: workspace.to_string(),
+            created_ms: hangar_store::db::now_ms(),
+        };
+        self.db.create_token(&rec, &hash(&token)).await?;
+        Ok(NewToken {
+            id,
+            workspace: workspace.to_string(),
+            token,
+        })
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        Ok(self.db.tokens().await?)
+    }
+
+    pub async fn remove_token(&self, id: &str) -> Result<()> {
+        Ok(self.db.delete_token(id).await?)
+    }
+
+    /// The workspace a bearer token grants; `None` for a token that does not exist.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<String>> {
+        if !token.starts_with(PREFIX) {
+            return Ok(None);
+        }
+        Ok(self.db.token_workspace(&hash(token)).await?)
+    }
+}
