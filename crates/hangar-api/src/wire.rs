@@ -25,7 +25,12 @@ pub struct ErrorInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
+    /// Optional for a follow-up (it runs in its source's environment).
+    #[serde(default)]
     pub environment: String,
+    /// A follow-up: `TASK[:ATTEMPT]` whose kept layer the attempts start from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
@@ -54,6 +59,7 @@ impl From<SubmitTask> for hangar_engine::TaskRequest {
             harness: s.harness,
             approval: s.approval,
             attempts: s.attempts.unwrap_or(0),
+            from: s.from,
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct TaskView {
     pub branch: Option<String>,
     pub commit: Option<String>,
     pub environment_version: i64,
+    /// A follow-up's source, `TASK:ATTEMPT`.
+    pub from: Option<String>,
     pub attempts: Vec<AttemptView>,
     /// Attempt indexes, best first (ready, check passed, smaller diff).
     pub ranking: Vec<u32>,
@@ -120,6 +128,7 @@ impl TaskView {
             branch: t.branch.clone(),
             commit: t.commit.clone(),
             environment_version: t.environment_version,
+            from: t.from.as_ref().map(|(id, i)| format!("{id}:{i}")),
             attempts: attempts.iter().map(AttemptView::from).collect(),
             ranking: hangar_engine::best::rank(attempts),
             best: hangar_engine::best::best(attempts),

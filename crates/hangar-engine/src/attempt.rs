@@ -34,6 +34,8 @@ pub(crate) struct AttemptPlan<'a> {
     /// The agent script: the task's `--script`, else the environment's.
     pub agent_script: &'a str,
     pub progress: Progress,
+    /// A follow-up's source task and attempt.
+    pub from: Option<&'a (TaskId, u32)>,
 }
 
 /// A phase that ended the attempt early.
@@ -409,9 +411,95 @@ impl Engine {
         // The CLI's layer first: its install can take minutes, and nothing below waits
         // on it.
         let harness = self.harness_layer(ctx, &p).await?;
+        let follow = match plan.from {
+            Some((task, index)) => {
+                let name = crate::followup::kept_name(task, *index);
+                let Some(f) = self.kept(&name) else {
+                    return Err(Stop::error(format!(
+                        "failed to start from task {task} attempt {index}: its kept layer \
+                         is gone (expired or collected)"
+                    )));
+                };
+                let info = CacheInfo {
+                    status: "from".into(),
+                    reason: format!("task {task} attempt {index}'s layer"),
+                    snapshot: cache::short(&f.meta.snapshot).into(),
+                };
+                self.record_cache(ctx, &info).await?;
+                Some(f)
+            }
+            None => None,
+        };
         // The snapshot's lock is held from here until the sandbox over it holds its
-        // lease, so `cache gc` cannot take it away in between; a build runs under it.
-        let hold = self.lock_snapshot(&p.key).await?;
+        // lease, so `cache gc` cannot take it away in between; a build runs under it. A
+        // follow-up's kept layer holds its snapshot's lease itself.
+        let (mut lowers, hold, snapshot_key) = match &follow {
+            Some(f) => {
+                let mut lowers: Vec<PathBuf> = f
+                    .chain()
+                    .iter()
+                    .map(|n| self.kept_path(n).join("upper"))
+                    .collect();
+                lowers.push(self.snapshot_dir(&f.meta.snapshot));
+                (lowers, None, f.meta.snapshot.clone())
+            }
+            None => {
+                let hold = self.lock_snapshot(&p.key).await?;
+                self.snapshot_for(ctx, &p).await?;
+                (vec![self.snapshot_dir(&p.key)], Some(hold), p.key.clone())
+            }
+        };
+        lowers.extend(harness);
+        lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
+        let sandbox = self.sandbox(ctx, lowers, &p).await?;
+        let chain = follow.as_ref().map(|f| f.chain()).unwrap_or_default();
+        let chain_refs: Vec<&str> = chain.iter().map(String::as_str).collect();
+        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()])
+            .and_then(|()| store::lease(sandbox.dir(), "kept", &chain_refs));
+        drop(hold);
+        leased.map_err(EngineError::from)?;
+        let out = self.phases(ctx, &sandbox, follow.as_ref()).await;
+        ctx.net = None;
+        // A collected attempt's layer is kept for follow-ups; any other is torn down.
+        let base = match &out {
+            Ok(_) => self
+                .db
+                .attempts(plan.task)
+                .await
+                .ok()
+                .and_then(|a| a.into_iter().find(|a| a.index == plan.index))
+                .and_then(|a| a.base_commit),
+            Err(_) => None,
+        };
+        let torn_down = match base {
+            Some(base_commit) => {
+                let layers: Vec<&str> = p.layers.iter().map(|(d, _)| d.hex()).collect();
+                self.keep_attempt(
+                    sandbox,
+                    crate::followup::Keep {
+                        name: crate::followup::kept_name(plan.task, plan.index),
+                        snapshot: &snapshot_key,
+                        base_commit,
+                        below: chain,
+                        layers,
+                        ttl_ms: plan.env.cache.ttl.as_millis() as i64,
+                    },
+                )
+                .await
+                .map_err(|e| format!("keeping the attempt's layer: {e}"))
+            }
+            None => sandbox.destroy().await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = torn_down {
+            ctx.logger.note(Phase::Collect, &format!("teardown: {e}"));
+        }
+        out
+    }
+
+    /// Looks the environment's snapshot up, or builds it (under the caller's lock), and
+    /// records how the attempt found it.
+    async fn snapshot_for(&self, ctx: &mut Ctx<'_>, p: &Prepared) -> Result<(), Stop> {
+        let plan = ctx.plan;
         let snapshot = self.snapshot_dir(&p.key);
         let info = match &p.lookup {
             Lookup::Hit(s) if snapshot.is_dir() => {
@@ -439,26 +527,13 @@ impl Engine {
                     snapshot: cache::short(&p.key).into(),
                 };
                 self.record_cache(ctx, &missed).await?;
-                timed(self, plan, Phase::Setup, self.build(ctx, &p, reason)).await?
+                timed(self, plan, Phase::Setup, self.build(ctx, p, reason)).await?
             }
         };
         if matches!(p.lookup, Lookup::Hit(_)) || info.reason != p.lookup_reason() {
             self.record_cache(ctx, &info).await?;
         }
-
-        let mut lowers = vec![snapshot];
-        lowers.extend(harness);
-        lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
-        let sandbox = self.sandbox(ctx, lowers, &p).await?;
-        let leased = store::lease(sandbox.dir(), "snapshot", &[p.key.as_str()]);
-        drop(hold);
-        leased.map_err(EngineError::from)?;
-        let out = self.phases(ctx, &sandbox).await;
-        ctx.net = None;
-        if let Err(e) = sandbox.destroy().await {
-            ctx.logger.note(Phase::Collect, &format!("teardown: {e}"));
-        }
-        out
+        Ok(())
     }
 
     async fn record_cache(&self, ctx: &Ctx<'_>, info: &CacheInfo) -> Result<(), Stop> {
@@ -780,18 +855,23 @@ impl Engine {
         Ok(())
     }
 
-    async fn phases(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<AttemptOutcome, Stop> {
+    /// Checks out the task's branch or commit; the base commit.
+    async fn checkout(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        workdir: &str,
+    ) -> Result<String, Stop> {
         let plan = ctx.plan;
         let env = plan.env;
-        let workdir = ctx.workdir.clone();
-        let base = timed(self, plan, Phase::Checkout, async {
+        timed(self, plan, Phase::Checkout, async {
             ctx.internal(
                 sandbox,
                 Own {
                     phase: Phase::Checkout,
                     name: "checkout",
                     script: CHECKOUT,
-                    cwd: &workdir,
+                    cwd: workdir,
                     env: &[
                         ("HANGAR_DEFAULT_BRANCH", &env.default_branch),
                         ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
@@ -811,13 +891,30 @@ impl Engine {
             }
             Ok(base)
         })
-        .await?;
+        .await
+    }
+
+    async fn phases(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        follow: Option<&crate::followup::FollowUp>,
+    ) -> Result<AttemptOutcome, Stop> {
+        let plan = ctx.plan;
+        let env = plan.env;
+        let workdir = ctx.workdir.clone();
+        // A follow-up's workspace is its source's, as the source's agent left it:
+        // neither checked out again nor maintained, and diffed against the same base.
+        let base = match follow {
+            Some(f) => f.meta.base_commit.clone(),
+            None => self.checkout(ctx, sandbox, &workdir).await?,
+        };
         self.db
             .set_attempt_field(plan.task, plan.index, AttemptField::BaseCommit, &base)
             .await
             .map_err(EngineError::from)?;
 
-        if !env.maintenance.script.trim().is_empty() {
+        if follow.is_none() && !env.maintenance.script.trim().is_empty() {
             timed(self, plan, Phase::Maintenance, async {
                 ctx.user(
                     sandbox,

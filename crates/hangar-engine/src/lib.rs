@@ -10,6 +10,7 @@ pub mod best;
 pub mod cache;
 pub mod diff;
 mod error;
+mod followup;
 mod git;
 mod net;
 mod phase;
@@ -59,6 +60,8 @@ pub struct CacheGcReport {
     pub bytes: u64,
     /// Directories no record knew (left by a crash mid-build).
     pub orphans: u32,
+    /// Expired attempt layers kept for follow-ups.
+    pub kept: u32,
 }
 
 /// A new task.
@@ -75,6 +78,9 @@ pub struct TaskRequest {
     pub approval: Option<Approval>,
     /// Best-of-N: how many attempts run side by side from the same snapshot (0 means 1).
     pub attempts: u32,
+    /// A follow-up: `TASK[:ATTEMPT]` whose kept layer the attempts start from (in that
+    /// task's environment).
+    pub from: Option<String>,
 }
 
 /// How often a running task looks for a cancel asked for from another process.
@@ -576,7 +582,30 @@ impl Engine {
 
     /// Records a task (pending) after checking that it can run.
     pub async fn submit(&self, req: &TaskRequest) -> Result<TaskRecord> {
-        let (rec, env) = self.env(&req.environment).await?;
+        let from = match &req.from {
+            Some(spec) => {
+                let (source, index) = self.follow_up_source(spec).await?;
+                if !req.environment.is_empty() && req.environment != source.environment {
+                    return Err(EngineError::BadRequest(format!(
+                        "a follow-up of task {} runs in its environment `{}`, not `{}`",
+                        source.id, source.environment, req.environment
+                    )));
+                }
+                if req.branch.is_some() || req.commit.is_some() {
+                    return Err(EngineError::BadRequest(
+                        "a follow-up continues on its source's checkout: no --branch or --commit"
+                            .into(),
+                    ));
+                }
+                Some((source, index))
+            }
+            None => None,
+        };
+        let env_name = match &from {
+            Some((source, _)) => source.environment.as_str(),
+            None => req.environment.as_str(),
+        };
+        let (rec, env) = self.env(env_name).await?;
         if req.prompt.trim().is_empty() {
             return Err(EngineError::BadRequest("the prompt is empty".into()));
         }
@@ -645,6 +674,7 @@ impl Engine {
             harness: req.harness,
             approval: req.approval,
             attempts,
+            from: from.map(|(source, index)| (source.id, index)),
         };
         // Held from before the task is stored until it has run, so recovery can tell a
         // task whose process died from one another process is running.
@@ -726,6 +756,7 @@ impl Engine {
                 commit: task.commit.as_deref(),
                 agent_script: &script,
                 progress: progress.clone(),
+                from: task.from.as_ref(),
             })
             .collect();
         // Best-of-N: side by side, each in its own sandbox; the first to need the
@@ -822,6 +853,7 @@ impl Engine {
                 report.orphans += 1;
             }
         }
+        report.kept = self.collect_kept();
         Ok(report)
     }
 

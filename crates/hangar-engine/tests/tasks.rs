@@ -609,3 +609,88 @@ echo "attempt $HANGAR_ATTEMPT done""#;
     );
     assert!(logs.contains(&"check: passed".to_string()), "{logs:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_continues_from_the_attempt_it_names() {
+    let mut engine = common::engine().await;
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    // Each agent appends its prompt, and a file outside the repository shows the
+    // follow-up's sandbox holds everything the first wrote.
+    let name = env(
+        &engine,
+        repo.path(),
+        &agent("echo \"$HANGAR_PROMPT\" >> notes.txt; echo \"$HANGAR_PROMPT\" >> /tmp/seen; paste -sd' ' /tmp/seen"),
+    )
+    .await;
+    let (first, a) = run(&engine, common::request(&name, "first")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+
+    let follow = |from: &str, prompt: &str| TaskRequest {
+        from: Some(from.to_string()),
+        ..common::request("", prompt)
+    };
+    let (second, b) = run(&engine, follow(&first.id.to_string()[..6], "second")).await;
+    assert_eq!(b.status, AttemptStatus::Ready, "{:?}", b.error);
+    assert_eq!(second.environment, name);
+    assert_eq!(second.from, Some((first.id.clone(), 1)));
+    let cache = common::cache_of(&b);
+    assert_eq!(
+        (cache.status.as_str(), cache.reason),
+        ("from", format!("task {} attempt 1's layer", first.id))
+    );
+    assert_eq!(b.base_commit, a.base_commit, "diffed against the same base");
+    assert_eq!(b.final_message.as_deref(), Some("first second"));
+    let d = common::diff(&engine, &second.id, 1).await;
+    assert!(d.contains("+first\n+second\n"), "{d}");
+
+    // A follow-up of a follow-up stands on both.
+    let (third, c) = run(&engine, follow(&format!("{}:1", second.id), "third")).await;
+    assert_eq!(c.final_message.as_deref(), Some("first second third"));
+    assert!(common::diff(&engine, &third.id, 1)
+        .await
+        .contains("+first\n+second\n+third\n"));
+
+    // Refused, naming why, and storing nothing.
+    let before = engine.db().unfinished_tasks().await.unwrap().len();
+    let refused = |req: TaskRequest| {
+        let engine = &engine;
+        async move { engine.submit(&req).await.unwrap_err().to_string() }
+    };
+    let e = refused(follow(&format!("{}:7", first.id), "x")).await;
+    assert!(
+        e.contains(&format!("task {} has no attempt 7 (1 attempts)", first.id)),
+        "{e}"
+    );
+    let e = refused(TaskRequest {
+        branch: Some("main".into()),
+        ..follow(&first.id.to_string(), "x")
+    })
+    .await;
+    assert!(
+        e.contains("a follow-up continues on its source's checkout"),
+        "{e}"
+    );
+    let other = env(&engine, repo.path(), &agent("true")).await;
+    let e = refused(TaskRequest {
+        environment: other.clone(),
+        ..follow(&first.id.to_string(), "x")
+    })
+    .await;
+    assert!(
+        e.contains(&format!("runs in its environment `{name}`, not `{other}`")),
+        "{e}"
+    );
+    let e = refused(follow("ffffffffffff", "x")).await;
+    assert!(e.contains("failed to find task `ffffffffffff`"), "{e}");
+    assert_eq!(engine.db().unfinished_tasks().await.unwrap().len(), before);
+
+    // Past the environment's cache TTL (12 h by default) the layer is not offered.
+    let later = hangar_store::db::now_ms() + 13 * 3600 * 1000;
+    engine.set_clock(Arc::new(move || later));
+    let e = engine
+        .submit(&follow(&first.id.to_string(), "x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no kept layer: it expired"), "{e}");
+}

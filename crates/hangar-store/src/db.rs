@@ -99,6 +99,8 @@ pub struct NewTask {
     pub harness: Option<Harness>,
     pub approval: Option<Approval>,
     pub attempts: u32,
+    /// A follow-up's source: the task and attempt whose kept layer it starts from.
+    pub from: Option<(TaskId, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,8 @@ pub struct TaskRecord {
     pub agent_script: Option<String>,
     pub harness: Option<Harness>,
     pub approval: Option<Approval>,
+    /// A follow-up's source: the task and attempt whose kept layer it starts from.
+    pub from: Option<(TaskId, u32)>,
     pub status: TaskStatus,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -559,8 +563,8 @@ impl Db {
         sqlx::query(
             "INSERT INTO tasks (id, workspace, environment, environment_version, spec, title, prompt,
                                 branch, git_commit, agent_script, harness, approval, status,
-                                created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                created_ms, updated_ms, from_task, from_attempt)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.as_str())
         .bind(&t.workspace)
@@ -577,6 +581,8 @@ impl Db {
         .bind(TaskStatus::Pending.as_str())
         .bind(now)
         .bind(now)
+        .bind(t.from.as_ref().map(|(id, _)| id.as_str()))
+        .bind(t.from.as_ref().map(|(_, idx)| *idx))
         .execute(&mut *tx)
         .await
         .map_err(query("store the task"))?;
@@ -1239,6 +1245,16 @@ fn task_row(r: &sqlx::sqlite::SqliteRow) -> DbResult<TaskRecord> {
             .map(|a| a.parse())
             .transpose()
             .map_err(corrupt("task approval"))?,
+        from: match (
+            r.get::<Option<String>, _>("from_task"),
+            r.get::<Option<u32>, _>("from_attempt"),
+        ) {
+            (Some(t), Some(i)) => Some((
+                TaskId::from_str(&t).map_err(|e| corrupt("task source")(e.to_string()))?,
+                i,
+            )),
+            _ => None,
+        },
         status: r
             .get::<String, _>("status")
             .parse()
@@ -1311,6 +1327,7 @@ mod tests {
             harness: None,
             approval: None,
             attempts: 2,
+            from: None,
         }
     }
 

@@ -247,6 +247,12 @@ impl Store {
         self.root.join("run")
     }
 
+    /// Where finished attempts' layers are kept for follow-ups (beside `run/`: keeping
+    /// one is a rename).
+    pub fn kept_dir(&self) -> PathBuf {
+        self.root.join("kept")
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }
@@ -475,10 +481,14 @@ impl Store {
         self.leased("layers")
     }
 
-    /// Everything running sandboxes hold a `kind` lease on (see [`lease`]).
+    /// Everything running sandboxes and kept attempt layers hold a `kind` lease on (see
+    /// [`lease`]).
     pub fn leased(&self, kind: &str) -> HashSet<String> {
         let mut out = HashSet::new();
-        if let Ok(entries) = fs::read_dir(self.run_dir()) {
+        for holders in [self.run_dir(), self.kept_dir()] {
+            let Ok(entries) = fs::read_dir(holders) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if let Ok(text) = fs::read_to_string(e.path().join(kind)) {
                     out.extend(text.lines().map(str::to_string));

@@ -124,8 +124,12 @@ pub struct EnvCreateArgs {
 #[derive(Args)]
 pub struct ExecArgs {
     /// The environment to run in.
-    #[arg(long = "env")]
-    environment: String,
+    #[arg(long = "env", required_unless_present = "from")]
+    environment: Option<String>,
+    /// A follow-up: start from this task's attempt (`TASK` or `TASK:ATTEMPT`; default
+    /// the best ready one) as its agent left it, in its environment.
+    #[arg(long, conflicts_with_all = ["branch", "commit"])]
+    from: Option<String>,
     /// Check out this branch after setup.
     #[arg(long, conflicts_with = "commit")]
     branch: Option<String>,
@@ -355,6 +359,9 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
                     String::new()
                 }
             );
+            if r.kept > 0 {
+                eprintln!("removed {} expired attempt layer(s)", r.kept);
+            }
         }
         CacheCommand::Export {
             environment,
@@ -479,7 +486,8 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
         None => None,
     };
     let submit = SubmitTask {
-        environment: args.environment.clone(),
+        environment: args.environment.clone().unwrap_or_default(),
+        from: args.from.clone(),
         prompt: args.prompt.clone(),
         branch: args.branch.clone(),
         commit: args.commit.clone(),

@@ -797,3 +797,32 @@ fn cancel_stops_a_detached_task_and_tears_its_sandbox_down() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has already finished (cancelled)"));
 }
+
+#[test]
+fn exec_from_continues_an_earlier_task() {
+    let name = unique("from");
+    let repo = example(&name);
+    let r = repo.path();
+    env_from_flags(
+        r,
+        &name,
+        &["--agent-script", "echo \"$HANGAR_PROMPT\" >> notes.txt"],
+    );
+    let first = ok_in(r, &["exec", "-q", "--env", &name, "first"], 0);
+    let first = first.trim();
+    let second = ok_in(r, &["exec", "-q", "--from", first, "second"], 0);
+    let second = second.trim();
+    let shown = json_in(r, &["show", second, "--json"]);
+    assert_eq!(shown["from"], format!("{first}:1"));
+    assert_eq!(shown["environment"], name.as_str());
+    assert_eq!(shown["attempts"][0]["cache"]["status"], "from");
+    let diff = ok_in(r, &["diff", second], 0);
+    assert!(diff.contains("+first\n+second\n"), "{diff}");
+    let out = hangar_in(r, &["exec", "--from", &format!("{first}:3"), "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("task {first} has no attempt 3")),
+        "{stderr}"
+    );
+}
