@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::wire::{ErrorBody, StreamEvent};
+use crate::wire::{ErrorBody, OpEvent, StreamEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -191,6 +191,11 @@ impl Client {
         Ok(())
     }
 
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.send(Method::DELETE, path, None).await?;
+        decode(path, resp).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None).await?;
         Ok(())
@@ -210,8 +215,56 @@ impl Client {
 
     /// Follows a stream of server-sent events, calling `on` for each until the stream
     /// ends (after its `end` event).
-    pub async fn follow(&self, path: &str, mut on: impl FnMut(StreamEvent)) -> Result<()> {
-        let mut resp = self.send(Method::GET, path, None).await?;
+    pub async fn follow(&self, path: &str, on: impl FnMut(StreamEvent)) -> Result<()> {
+        self.events(Method::GET, path, None, on).await
+    }
+
+    /// Runs a long operation (POST `body` to `path`), calling `on_line` for each progress
+    /// line; its result, or its error as the daemon worded it.
+    pub async fn operation<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
+        let mut last = None;
+        self.events(
+            Method::POST,
+            path,
+            Some(Body::Json(body)),
+            |e: OpEvent| match e {
+                OpEvent::Progress { line } => on_line(&line),
+                done => last = Some(done),
+            },
+        )
+        .await?;
+        match last {
+            Some(OpEvent::Done { result }) => {
+                serde_json::from_value(result).map_err(|e| ClientError::Decode {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Some(OpEvent::Failed { error }) => Err(ClientError::Api {
+                status: 0,
+                code: error.code,
+                message: error.message,
+            }),
+            _ => Err(ClientError::Http(format!(
+                "the daemon ended {path} without a result"
+            ))),
+        }
+    }
+
+    async fn events<E: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        mut on: impl FnMut(E),
+    ) -> Result<()> {
+        let mut resp = self.send(method, path, body).await?;
         let mut pending = Vec::<u8>::new();
         while let Some(frame) = resp.body_mut().frame().await {
             let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;

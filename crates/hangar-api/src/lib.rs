@@ -3,6 +3,7 @@
 //! client the CLI uses. No business logic: each route is one call on the engine.
 
 pub mod client;
+mod ops;
 mod resources;
 mod server;
 pub mod wire;

@@ -159,7 +159,7 @@ pub(crate) async fn list_tokens(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<TokenList>> {
-    admin_only(&caller)?;
+    admin_only(&caller, "manage tokens")?;
     let tokens = engine_of(&api).tokens().await?;
     Ok(Json(TokenList {
         tokens: tokens
@@ -178,7 +178,7 @@ pub(crate) async fn create_token(
     Extension(caller): Extension<Caller>,
     body: JsonIn<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
-    admin_only(&caller)?;
+    admin_only(&caller, "manage tokens")?;
     let req = json_body(body, "the token request")?;
     let t = engine_of(&api).create_token(&req.workspace).await?;
     Ok((
@@ -196,7 +196,7 @@ pub(crate) async fn remove_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    admin_only(&caller)?;
+    admin_only(&caller, "manage tokens")?;
     engine_of(&api).remove_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

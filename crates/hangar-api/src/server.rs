@@ -18,6 +18,10 @@ use hangar_store::db::{AttemptRecord, DbError, TaskQuery, TaskRecord};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::ops::{
+    build_image, collect_cache, export_snapshot, import_image, import_snapshot, list_images,
+    list_snapshots, pull_image, push_image, remove_image, reset_cache,
+};
 use crate::resources::{
     create_env, create_token, delete_env, list_envs, list_secrets, list_tokens, remove_secret,
     remove_token, set_secret, show_env, update_env,
@@ -100,14 +104,17 @@ fn unauthorized(why: &str) -> Response {
     .into_response()
 }
 
-pub(crate) fn admin_only(caller: &Caller) -> ApiResult<()> {
+/// Refuses anyone but the local admin; `what` reads after "failed to".
+pub(crate) fn admin_only(caller: &Caller, what: &str) -> ApiResult<()> {
     if caller.admin {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "failed to manage tokens: only the local admin (the Unix socket, without a token) may",
+            format!(
+                "failed to {what}: only the local admin (the Unix socket, without a token) may"
+            ),
         ))
     }
 }
@@ -140,6 +147,17 @@ routes! {
     get "/v1/environments/{name}/secrets" => list_secrets,
     put "/v1/environments/{name}/secrets/{secret}" => set_secret,
     delete "/v1/environments/{name}/secrets/{secret}" => remove_secret,
+    get "/v1/images" => list_images,
+    post "/v1/images/build" => build_image,
+    post "/v1/images/pull" => pull_image,
+    post "/v1/images/push" => push_image,
+    post "/v1/images/import" => import_image,
+    delete "/v1/images/{name}" => remove_image,
+    get "/v1/cache" => list_snapshots,
+    post "/v1/cache/gc" => collect_cache,
+    post "/v1/cache/import" => import_snapshot,
+    post "/v1/environments/{name}/cache/reset" => reset_cache,
+    post "/v1/environments/{name}/cache/export" => export_snapshot,
     get "/v1/tokens" => list_tokens,
     post "/v1/tokens" => create_token,
     delete "/v1/tokens/{id}" => remove_token,
@@ -171,7 +189,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -182,32 +204,46 @@ impl ApiError {
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
+
+    /// A 500: `detail` goes to the daemon's log, the answer says nothing of it.
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!("request failed: {detail}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "failed to answer: an internal error (see the daemon's log)",
+        )
+    }
+
+    pub(crate) fn code(&self) -> &str {
+        self.code
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
-        match &e {
-            EngineError::Db(
+        match e {
+            EngineError::Image(e) => e.into(),
+            EngineError::Store(e) => hangar_image::ImageError::from(e).into(),
+            e @ EngineError::Db(
                 DbError::TaskNotFound(_)
                 | DbError::EnvNotFound(_)
                 | DbError::SecretNotFound { .. }
                 | DbError::TokenNotFound(_)
                 | DbError::AttemptNotFound { .. },
             ) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
-            EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_)) => {
+            e @ EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            EngineError::Spec(_) | EngineError::BadRequest(_) => {
-                ApiError::bad_request(e.to_string())
-            }
-            _ => {
-                tracing::error!("request failed: {e}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "failed to answer: an internal error (see the daemon's log)",
-                )
-            }
+            e @ (EngineError::Spec(_)
+            | EngineError::BadRequest(_)
+            | EngineError::Export { .. }
+            | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
+            e => ApiError::internal(e),
         }
     }
 }

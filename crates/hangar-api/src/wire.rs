@@ -353,3 +353,148 @@ pub struct TokenSummary {
     pub workspace: String,
     pub created_at: String,
 }
+
+/// One message of a long operation (an image build or pull, a snapshot export or
+/// import), as server-sent events: progress lines, then `done` or `failed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OpEvent {
+    Progress { line: String },
+    Done { result: serde_json::Value },
+    Failed { error: ErrorInfo },
+}
+
+/// `GET /v1/images`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageList {
+    pub images: Vec<ImageSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub created: String,
+}
+
+/// `POST /v1/images/build`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImage {
+    pub name: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// A Debian mirror URL instead of the host's apt sources.
+    #[serde(default)]
+    pub mirror: Option<String>,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullImage {
+    pub reference: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `POST /v1/images/push`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushImage {
+    pub name: String,
+    pub reference: String,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `POST /v1/images/import`: a path on the daemon's machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImage {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What storing an image made: its name and manifest digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageStored {
+    pub name: String,
+    pub manifest: String,
+}
+
+/// `DELETE /v1/images/{name}`: what went with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRemoved {
+    pub blobs: usize,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+/// `GET /v1/cache`: the workspace's snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<SnapshotSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub environment: String,
+    pub key: String,
+    pub size: i64,
+    pub built_at: String,
+    pub expires_at: String,
+    pub last_used_at: String,
+    pub hits: i64,
+    pub reset: bool,
+    pub durable: bool,
+    pub source: Option<String>,
+}
+
+/// `POST /v1/environments/{name}/cache/reset`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheReset {
+    pub reset: u64,
+}
+
+/// `POST /v1/cache/gc`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheGc {
+    /// Keep at most this many bytes of snapshots.
+    #[serde(default)]
+    pub budget: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheGcReport {
+    pub snapshots: u32,
+    pub bytes: u64,
+    pub orphans: u32,
+    pub kept: u32,
+}
+
+/// `POST /v1/environments/{name}/cache/export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSnapshot {
+    pub reference: String,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `POST /v1/cache/import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSnapshot {
+    pub reference: String,
+    /// The environment to use it for (default: the one it was exported from).
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+}

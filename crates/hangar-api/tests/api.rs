@@ -100,6 +100,7 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
         let uri = path
             .replace("{id}", "nosuchtask")
             .replace("{name}", "nosuchenv")
+            .replace("/v1/images/nosuchenv", "/v1/images/nosuchimage")
             .replace("{secret}", "NOSUCH");
         let method: Method = method.to_uppercase().parse().unwrap();
         let body = match (method.as_str(), uri.as_str()) {
@@ -109,6 +110,12 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
                 Some(r#"{"file": "f", "source": "", "base_dir": "/"}"#)
             }
             ("POST", "/v1/tokens") => Some(r#"{"workspace": "Not Valid"}"#),
+            ("POST", "/v1/images/build") => Some(r#"{"name": "nosuchimage"}"#),
+            ("POST", "/v1/images/pull" | "/v1/cache/import") => Some(r#"{"reference": "a b"}"#),
+            ("POST", "/v1/images/push") => Some(r#"{"name": "nosuchimage", "reference": "x"}"#),
+            ("POST", "/v1/images/import") => Some(r#"{"path": "/nonexistent"}"#),
+            ("POST", "/v1/environments/nosuchenv/cache/export") => Some(r#"{"reference": "x"}"#),
+            ("POST", "/v1/cache/gc") => Some("{}"),
             ("PUT", _) => Some("value"),
             _ => None,
         };
@@ -498,6 +505,22 @@ async fn a_token_sees_only_its_own_workspace() {
         "{}",
         String::from_utf8_lossy(&got)
     );
+    // Images belong to the installation: a workspace token may list them, not change them.
+    for (m, uri, body) in [
+        (Method::DELETE, "/v1/images/debian-bookworm", None),
+        (
+            Method::POST,
+            "/v1/images/pull",
+            Some(r#"{"reference": "x/y:1"}"#),
+        ),
+        (Method::POST, "/v1/cache/gc", Some("{}")),
+    ] {
+        let (status, _) = call_as(&remote, Some(&a), m.clone(), uri, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{m} {uri}");
+    }
+    let (status, _) = call_as(&remote, Some(&a), Method::GET, "/v1/images", None).await;
+    assert_eq!(status, StatusCode::OK);
+
     // The local admin (the socket, no token) manages tokens; a removed token is refused.
     let (_, tokens) = call(&local, Method::GET, "/v1/tokens", None).await;
     assert!(
@@ -534,5 +557,17 @@ async fn a_token_sees_only_its_own_workspace() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(done, "task {id} finished");
+    // A's task made a snapshot of A's environment; B, which ran nothing, sees none.
+    let snapshots = |token: String| {
+        let remote = remote.clone();
+        async move {
+            let (_, v) = call_as(&remote, Some(&token), Method::GET, "/v1/cache", None).await;
+            let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            v["snapshots"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(snapshots(a.clone()).await, 1);
+    let b2 = engine.create_token(&format!("b-{u}")).await.unwrap().token;
+    assert_eq!(snapshots(b2).await, 0);
     runner.shutdown().await;
 }

@@ -16,6 +16,11 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyComponents {
     pub format: u32,
+    /// The workspace: snapshots are never shared between workspaces (a setup's files
+    /// are the workspace's). Left out of the encoding when blank (a snapshot as it
+    /// travels between installations).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workspace: String,
     pub environment: String,
     pub repo: String,
     pub default_branch: String,
@@ -74,6 +79,7 @@ impl KeyComponents {
 
 /// The components for an environment, given what only the engine knows.
 pub fn components(
+    workspace: &str,
     env: &Environment,
     image_digest: &str,
     runtime: &str,
@@ -82,6 +88,7 @@ pub fn components(
 ) -> KeyComponents {
     KeyComponents {
         format: SNAPSHOT_FORMAT,
+        workspace: workspace.to_string(),
         environment: env.name.to_string(),
         repo: env.repo.clone(),
         default_branch: env.default_branch.clone(),
@@ -240,9 +247,21 @@ pub fn to_collect<'a>(
 mod tests {
     use super::*;
 
+    /// Regression: the key left the workspace out, so two workspaces' identical
+    /// environments shared one snapshot, and a build in one removed the other's.
+    #[test]
+    fn workspaces_never_share_a_snapshot_key() {
+        let other = KeyComponents {
+            workspace: "team-b".into(),
+            ..base()
+        };
+        assert_ne!(other.key(), base().key());
+    }
+
     fn base() -> KeyComponents {
         KeyComponents {
             format: SNAPSHOT_FORMAT,
+            workspace: "default".into(),
             environment: "web".into(),
             repo: "/srv/web".into(),
             default_branch: "main".into(),

@@ -174,6 +174,25 @@ impl Engine {
         }
     }
 
+    /// Removes the kept layers standing on snapshot `key`, which is being collected
+    /// (no running sandbox uses it, so none uses them); how many.
+    pub(crate) fn drop_kept_on(&self, key: &str) -> u32 {
+        let Ok(entries) = std::fs::read_dir(self.store.kept_dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let meta = std::fs::read(e.path().join(META))
+                .ok()
+                .and_then(|m| serde_json::from_slice::<KeptMeta>(&m).ok());
+            if meta.is_some_and(|m| m.snapshot == key) && std::fs::remove_dir_all(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     fn collect_kept_once(&self) -> u32 {
         let leased = self.store.leased("kept");
         let Ok(entries) = std::fs::read_dir(self.store.kept_dir()) else {

@@ -60,7 +60,7 @@ pub struct CacheGcReport {
     pub bytes: u64,
     /// Directories no record knew (left by a crash mid-build).
     pub orphans: u32,
-    /// Expired attempt layers kept for follow-ups.
+    /// Attempt layers kept for follow-ups: expired, or standing on a collected snapshot.
     pub kept: u32,
 }
 
@@ -497,6 +497,11 @@ impl Engine {
         &self.db
     }
 
+    /// The content store (images and layers) under this engine.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn workspace(&self) -> &str {
         &self.workspace
     }
@@ -810,22 +815,25 @@ impl Engine {
 
     /// Removes reset and expired snapshots, then least recently used ones past `budget`
     /// bytes, and whatever a crash left (a directory without a record, a record without
-    /// its directory). Snapshots in use by a running sandbox stay.
+    /// its directory). Snapshots in use by a running sandbox stay; the kept attempt
+    /// layers standing on a collected snapshot go with it.
     pub async fn cache_gc(&self, budget: Option<u64>) -> Result<CacheGcReport> {
         let all = self.db.all_snapshots().await?;
+        let in_use = self.store.leased_by_sandboxes("snapshot");
         let leased = self.store.leased("snapshot");
         let mut report = CacheGcReport::default();
         let root = self.store.root().join("snapshots");
-        for s in cache::to_collect(&all, &leased, self.now_at(), budget) {
+        for s in cache::to_collect(&all, &in_use, self.now_at(), budget) {
             // Its lock is held from a build until its record exists, and from a task's
             // lookup until the sandbox using it holds its lease: take it, then look at
             // the leases again, so a task that leased it meanwhile keeps it.
             let Some(_lock) = try_lock_key(&root, &s.key) else {
                 continue;
             };
-            if self.store.leased("snapshot").contains(&s.key) {
+            if self.store.leased_by_sandboxes("snapshot").contains(&s.key) {
                 continue;
             }
+            report.kept += self.drop_kept_on(&s.key);
             let dir = self.snapshot_dir(&s.key);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(error::io_err("remove", &dir))?;
@@ -853,7 +861,7 @@ impl Engine {
                 report.orphans += 1;
             }
         }
-        report.kept = self.collect_kept();
+        report.kept += self.collect_kept();
         Ok(report)
     }
 
@@ -882,6 +890,7 @@ impl Engine {
             Vec::new()
         };
         let components = cache::components(
+            &self.workspace,
             env,
             image.manifest.as_str(),
             self.runtime.name(),

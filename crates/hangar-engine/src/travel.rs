@@ -21,7 +21,7 @@ use crate::Engine;
 pub const COMPONENTS_LABEL: &str = "dev.hangar.snapshot.components";
 
 /// What `cache export` pushed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Exported {
     pub environment: String,
     pub reference: String,
@@ -33,7 +33,7 @@ pub struct Exported {
 }
 
 /// What `cache import` registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Imported {
     pub environment: String,
     pub reference: String,
@@ -48,6 +48,7 @@ fn portable(mut c: KeyComponents) -> KeyComponents {
     for v in c.secrets.values_mut() {
         v.clear();
     }
+    c.workspace.clear();
     c
 }
 
@@ -274,6 +275,7 @@ mod tests {
     fn portable_components_keep_secret_names_only() {
         let c = KeyComponents {
             format: cache::SNAPSHOT_FORMAT,
+            workspace: "default".into(),
             environment: "web".into(),
             repo: "/srv/web".into(),
             default_branch: "main".into(),
@@ -287,6 +289,7 @@ mod tests {
         };
         let p = portable(c.clone());
         assert_eq!(p.secrets, BTreeMap::from([("TOKEN".into(), String::new())]));
+        assert_eq!(p.workspace, "", "a snapshot travels to any workspace");
         assert!(!serde_json::to_string(&p)
             .unwrap()
             .contains(&c.secrets["TOKEN"]));

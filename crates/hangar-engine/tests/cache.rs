@@ -31,6 +31,7 @@ fn source(name: &str, repo: &Path, setup: &str) -> String {
         "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
          [setup]\nscript = '''\n{setup}\n'''\n\
          [maintenance]\nscript = 'echo maintenance ran'\n\
+         [cache]\nttl = '1h'\n\
          [agent]\nscript = '''\necho \"$(cat /opt/from-setup) $(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\\\0' ' ' | grep -o 'sleep 100[0]' | wc -l)\"\n'''\n",
         repo.display()
     )
@@ -135,13 +136,15 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     assert_eq!(a.final_message.as_deref(), Some("changed 0"));
     let second = cache.snapshot.clone();
 
-    offset.store(13 * 3600 * 1000, Ordering::SeqCst);
+    // Two hours on: past this environment's TTL (1 h), within everyone else's (12 h by
+    // default), so the collection below leaves other tests' snapshots alone.
+    offset.store(2 * 3600 * 1000, Ordering::SeqCst);
     let (_, _, cache, _) = run(&engine, &name).await;
     assert_eq!(
         (cache.status.as_str(), cache.reason.clone()),
         (
             "miss",
-            format!("expired: snapshot {second} was built 13 h ago")
+            format!("expired: snapshot {second} was built 2 h ago")
         )
     );
 

@@ -484,8 +484,17 @@ impl Store {
     /// Everything running sandboxes and kept attempt layers hold a `kind` lease on (see
     /// [`lease`]).
     pub fn leased(&self, kind: &str) -> HashSet<String> {
+        self.leased_in(&[self.run_dir(), self.kept_dir()], kind)
+    }
+
+    /// Everything running sandboxes alone hold a `kind` lease on.
+    pub fn leased_by_sandboxes(&self, kind: &str) -> HashSet<String> {
+        self.leased_in(&[self.run_dir()], kind)
+    }
+
+    fn leased_in(&self, dirs: &[PathBuf], kind: &str) -> HashSet<String> {
         let mut out = HashSet::new();
-        for holders in [self.run_dir(), self.kept_dir()] {
+        for holders in dirs {
             let Ok(entries) = fs::read_dir(holders) else {
                 continue;
             };

@@ -12,11 +12,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hangar_image::{BuildOptions, RegistryOptions};
+use hangar_api::client::{segment, Client};
+use hangar_api::wire::{
+    BuildImage, ImageList, ImageRemoved, ImageStored, ImportImage, PullImage, PushImage,
+};
 use hangar_sandbox::{ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxSpec, Stdio};
 use hangar_spec::{format_bytes, parse_bytes};
-use hangar_store::{ImageName, Store};
-use serde::Serialize;
+use hangar_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod daemon;
@@ -57,14 +59,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build, pull, push, import, list and remove images.
-    #[command(subcommand)]
-    Image(ImageCommand),
     /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
     Run(RunArgs),
-    /// List, reset and collect environment snapshots.
-    #[command(subcommand)]
-    Cache(tasks::CacheCommand),
     #[command(flatten)]
     Api(ApiCommand),
     /// Run the daemon that runs tasks and serves the API (task commands start one in
@@ -77,6 +73,12 @@ enum Command {
 /// The commands that go through the daemon's API.
 #[derive(Subcommand)]
 enum ApiCommand {
+    /// Build, pull, push, import, list and remove images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List, reset and collect environment snapshots.
+    #[command(subcommand)]
+    Cache(tasks::CacheCommand),
     /// Create, list, show, update, delete and resolve environments.
     #[command(subcommand)]
     Env(tasks::EnvCommand),
@@ -267,9 +269,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Ok::<_, anyhow::Error>(engine)
     };
     match cli.command {
-        Command::Image(cmd) => image(&store, cmd).await.map(|()| 0),
         Command::Run(args) => run(&store, args).await,
-        Command::Cache(cmd) => tasks::cache(&engine().await?, cmd).await.map(|()| 0),
         Command::Serve(args) => match daemon::serve(&socket, engine().await?, args).await {
             Err(e) if e.is::<daemon::AlreadyServing>() => {
                 eprintln!("hangar: {e}");
@@ -291,6 +291,8 @@ async fn dispatch(cli: Cli) -> Result<u8> {
 /// The commands that go through the daemon's API.
 async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -> Result<u8> {
     match command {
+        ApiCommand::Image(cmd) => image(client, cmd).await.map(|()| 0),
+        ApiCommand::Cache(cmd) => tasks::cache(client, cmd).await.map(|()| 0),
         ApiCommand::Env(cmd) => tasks::env(client, cmd).await.map(|()| 0),
         ApiCommand::Secret(cmd) => secrets::secret(client, cmd).await.map(|()| 0),
         ApiCommand::Token(cmd) => tokens::token(client, cmd).await.map(|()| 0),
@@ -324,32 +326,21 @@ fn progress(line: &str) {
     eprintln!("{line}");
 }
 
-#[derive(Serialize)]
-struct ImageRow {
-    name: String,
-    digest: String,
-    size: u64,
-    created: String,
-}
-
-async fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
+async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Build {
             name,
             packages,
             mirror,
         } => {
-            let image_name: ImageName = name.parse()?;
-            let mut opts = BuildOptions::for_name(&name)?;
-            opts.packages.extend(packages);
-            if let Some(m) = mirror {
-                opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
-            }
-            let store = store.clone();
-            let rec = tokio::task::spawn_blocking(move || {
-                hangar_image::build_debian(&store, &image_name, &opts, &progress)
-            })
-            .await??;
+            let body = BuildImage {
+                name,
+                packages,
+                mirror,
+            };
+            let rec: ImageStored = client
+                .operation("/v1/images/build", &body, progress)
+                .await?;
             println!("{}", rec.manifest);
         }
         ImageCommand::Pull {
@@ -357,15 +348,12 @@ async fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             insecure,
             name,
         } => {
-            let name = name.map(|n| n.parse()).transpose()?;
-            let rec = hangar_image::pull(
-                store,
-                &reference,
-                name.as_ref(),
-                &RegistryOptions { insecure },
-                &progress,
-            )
-            .await?;
+            let body = PullImage {
+                reference,
+                name,
+                insecure,
+            };
+            let rec: ImageStored = client.operation("/v1/images/pull", &body, progress).await?;
             println!("{}", rec.manifest);
         }
         ImageCommand::Push {
@@ -373,51 +361,39 @@ async fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             reference,
             insecure,
         } => {
-            let digest = hangar_image::push(
-                store,
-                &name,
-                &reference,
-                &RegistryOptions { insecure },
-                &progress,
-            )
-            .await?;
-            println!("{digest}");
+            let body = PushImage {
+                name,
+                reference,
+                insecure,
+            };
+            let rec: ImageStored = client.operation("/v1/images/push", &body, progress).await?;
+            println!("{}", rec.manifest);
         }
         ImageCommand::Import { path, name } => {
-            let name = name.map(|n| n.parse()).transpose()?;
-            let store = store.clone();
-            let rec = tokio::task::spawn_blocking(move || {
-                hangar_image::import(&store, &path, name.as_ref(), &progress)
-            })
-            .await??;
+            // The daemon reads the path: it runs in `/`.
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("failed to resolve {}", path.display()))?;
+            let body = ImportImage {
+                path: path.display().to_string(),
+                name,
+            };
+            let rec: ImageStored = client
+                .operation("/v1/images/import", &body, progress)
+                .await?;
             eprintln!("imported {}", rec.name);
             println!("{}", rec.manifest);
         }
         ImageCommand::Ls { json } => {
-            let rows: Vec<ImageRow> = store
-                .images()?
-                .into_iter()
-                .map(|r| ImageRow {
-                    created: r
-                        .created()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    name: r.name.to_string(),
-                    digest: r.manifest.to_string(),
-                    size: r.size,
-                })
-                .collect();
+            let list: ImageList = client.get("/v1/images").await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "images": rows }))?
-                );
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!("{:<32} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
-                for r in rows {
+                for r in list.images {
                     println!(
                         "{:<32} {:<19} {:>10}  {}",
                         r.name,
-                        &r.digest[..19],
+                        r.digest.get(..19).unwrap_or(&r.digest),
                         format_bytes(r.size),
                         r.created
                     );
@@ -425,12 +401,14 @@ async fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             }
         }
         ImageCommand::Rm { name } => {
-            let report = store.remove_image(&name)?;
+            let r: ImageRemoved = client
+                .delete_json(&format!("/v1/images/{}", segment(&name)))
+                .await?;
             eprintln!(
                 "removed {name} ({} blobs, {} layers, {} freed)",
-                report.blobs,
-                report.layers,
-                format_bytes(report.bytes)
+                r.blobs,
+                r.layers,
+                format_bytes(r.bytes)
             );
         }
     }

@@ -1,6 +1,6 @@
-//! The environment and task commands: `env ...`, `cache ...` (on the engine here), and
-//! `exec`, `list`, `show`, `status`, `wait`, `cancel`, `logs`, `diff`, `apply` (through
-//! the daemon's API). Printing only.
+//! The environment, cache and task commands: `env ...`, `cache ...`, `exec`, `list`,
+//! `show`, `status`, `wait`, `cancel`, `logs`, `diff`, `apply`, all through the daemon's
+//! API. Printing only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,9 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hangar_api::client::{query, segment, Client};
 use hangar_api::wire::{
-    EnvFile, EnvList, EnvView, Events, Logs, Network, StreamEvent, SubmitTask, TaskList, TaskView,
+    CacheGc, CacheGcReport, CacheReset, EnvFile, EnvList, EnvView, Events, ExportSnapshot,
+    ImportSnapshot, Logs, Network, SnapshotList, StreamEvent, SubmitTask, TaskList, TaskView,
 };
-use hangar_engine::{Engine, EngineError};
+use hangar_engine::travel::{Exported, Imported};
+use hangar_engine::EngineError;
 use hangar_spec::{Approval, Harness, Phase, TaskStatus};
 use hangar_store::db::{DiffSummary, LogLine, Stream};
 use serde::Serialize;
@@ -298,42 +300,25 @@ pub async fn env(client: &Client, cmd: EnvCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
+pub async fn cache(client: &Client, cmd: CacheCommand) -> Result<()> {
     match cmd {
         CacheCommand::Ls { json } => {
-            let snaps = engine.snapshots().await?;
-            let rows: Vec<_> = snaps
-                .iter()
-                .map(|s| {
-                    json!({
-                        "environment": s.environment,
-                        "key": s.key,
-                        "size": s.size,
-                        "built_at": rfc3339(s.created_ms),
-                        "expires_at": rfc3339(s.expires_ms),
-                        "last_used_at": rfc3339(s.last_used_ms),
-                        "hits": s.hits,
-                        "reset": s.reset,
-                        "durable": s.durable,
-                        "source": s.source,
-                    })
-                })
-                .collect();
+            let list: SnapshotList = client.get("/v1/cache").await?;
             if json {
-                return print_json(&json!({ "snapshots": rows }));
+                return print_json(&list);
             }
             println!(
                 "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}",
                 "ENVIRONMENT", "KEY", "SIZE", "BUILT", "EXPIRES", "HITS"
             );
-            for s in &snaps {
+            for s in &list.snapshots {
                 println!(
                     "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}{}",
                     s.environment,
-                    &s.key[..4],
+                    s.key.get(..4).unwrap_or(&s.key),
                     hangar_spec::format_bytes(s.size.max(0) as u64),
-                    &rfc3339(s.created_ms)[..19],
-                    &rfc3339(s.expires_ms)[..19],
+                    s.built_at.get(..19).unwrap_or(&s.built_at),
+                    s.expires_at.get(..19).unwrap_or(&s.expires_at),
                     s.hits,
                     match (&s.source, s.reset) {
                         (_, true) => "  (reset)".to_string(),
@@ -344,11 +329,16 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
             }
         }
         CacheCommand::Reset { environment } => {
-            let n = engine.cache_reset(&environment).await?;
-            eprintln!("reset {n} snapshot(s) of {environment}; its next task rebuilds");
+            let r: CacheReset = client
+                .post(&format!("{}/cache/reset", env_path(&environment)), &())
+                .await?;
+            eprintln!(
+                "reset {} snapshot(s) of {environment}; its next task rebuilds",
+                r.reset
+            );
         }
         CacheCommand::Gc { budget } => {
-            let r = engine.cache_gc(budget).await?;
+            let r: CacheGcReport = client.post("/v1/cache/gc", &CacheGc { budget }).await?;
             eprintln!(
                 "removed {} snapshot(s), {} freed{}",
                 r.snapshots,
@@ -360,7 +350,7 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
                 }
             );
             if r.kept > 0 {
-                eprintln!("removed {} expired attempt layer(s)", r.kept);
+                eprintln!("removed {} attempt layer(s) kept for follow-ups", r.kept);
             }
         }
         CacheCommand::Export {
@@ -369,16 +359,18 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
             insecure,
             json,
         } => {
-            let opts = hangar_image::RegistryOptions { insecure };
-            let out = engine
-                .cache_export(&environment, &reference, &opts, &|l| eprintln!("{l}"))
-                .await?;
+            let body = ExportSnapshot {
+                reference: reference.clone(),
+                insecure,
+            };
+            let path = format!("{}/cache/export", env_path(&environment));
+            let out: Exported = client.operation(&path, &body, |l| eprintln!("{l}")).await?;
             if json {
                 return print_json(&out);
             }
             eprintln!(
                 "exported snapshot {} of {environment} ({} layer) to {reference}",
-                &out.snapshot[..4],
+                out.snapshot.get(..4).unwrap_or(&out.snapshot),
                 hangar_spec::format_bytes(out.layer_size)
             );
             println!("{}", out.manifest);
@@ -389,28 +381,26 @@ pub async fn cache(engine: &Engine, cmd: CacheCommand) -> Result<()> {
             insecure,
             json,
         } => {
-            let opts = hangar_image::RegistryOptions { insecure };
-            let out = engine
-                .cache_import(&reference, environment.as_deref(), &opts, &|l| {
-                    eprintln!("{l}")
-                })
+            let body = ImportSnapshot {
+                reference,
+                environment,
+                insecure,
+            };
+            let out: Imported = client
+                .operation("/v1/cache/import", &body, |l| eprintln!("{l}"))
                 .await?;
             if json {
                 return print_json(&out);
             }
+            let short = out.snapshot.get(..4).unwrap_or(&out.snapshot);
             if out.imported {
                 eprintln!(
-                    "imported snapshot {} ({}) for {}; its next task starts from it",
-                    &out.snapshot[..4],
+                    "imported snapshot {short} ({}) for {}; its next task starts from it",
                     hangar_spec::format_bytes(out.size),
                     out.environment
                 );
             } else {
-                eprintln!(
-                    "{} already has snapshot {}; kept it",
-                    out.environment,
-                    &out.snapshot[..4]
-                );
+                eprintln!("{} already has snapshot {short}; kept it", out.environment);
             }
         }
     }

@@ -1,0 +1,304 @@
+//! The routes for images and the environment cache. Images belong to the installation
+//! (every workspace's environments use them), so changing them is the local admin's;
+//! snapshots belong to a workspace's environments. Long operations (build, pull, push,
+//! import, export) answer with server-sent events: progress lines, then the result.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::{Extension, Json};
+use futures_util::{Stream, StreamExt};
+use hangar_image::{BuildOptions, RegistryOptions};
+use hangar_store::ImageName;
+use serde::Serialize;
+
+use crate::server::{admin_only, json_body, Api, ApiError, ApiResult, Caller, JsonIn};
+use crate::wire::{
+    rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ErrorInfo, ExportSnapshot, ImageList,
+    ImageRemoved, ImageStored, ImageSummary, ImportImage, ImportSnapshot, OpEvent, PullImage,
+    PushImage, SnapshotList, SnapshotSummary,
+};
+
+/// A progress callback for the image and cache libraries, and the events it sends.
+type Lines = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Runs `op` in the background, streaming its progress lines and then its result (or
+/// its error, worded as any API error).
+fn operation<F, Fut, T>(op: F) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+where
+    F: FnOnce(Lines) -> Fut + Send + 'static,
+    Fut: Future<Output = ApiResult<T>> + Send + 'static,
+    T: Serialize,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<OpEvent>();
+    let lines: Lines = {
+        let tx = tx.clone();
+        Arc::new(move |line: &str| {
+            let _ = tx.send(OpEvent::Progress {
+                line: line.to_string(),
+            });
+        })
+    };
+    tokio::spawn(async move {
+        let last = match op(lines).await {
+            Ok(result) => OpEvent::Done {
+                result: serde_json::to_value(result).unwrap_or_default(),
+            },
+            Err(e) => OpEvent::Failed {
+                error: ErrorInfo {
+                    code: e.code().to_string(),
+                    message: e.message().to_string(),
+                },
+            },
+        };
+        let _ = tx.send(last);
+    });
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|e| {
+        Ok(SseEvent::default()
+            .json_data(&e)
+            .unwrap_or_else(|_| SseEvent::default().data("{}")))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn image_name(name: &str) -> ApiResult<ImageName> {
+    name.parse()
+        .map_err(|e: hangar_store::StoreError| ApiError::bad_request(e.to_string()))
+}
+
+fn stored(rec: hangar_store::ImageRecord) -> ImageStored {
+    ImageStored {
+        name: rec.name.to_string(),
+        manifest: rec.manifest.to_string(),
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, hangar_image::ImageError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+pub(crate) async fn list_images(State(api): State<Api>) -> ApiResult<Json<ImageList>> {
+    let images = api
+        .runner
+        .engine()
+        .store()
+        .images()
+        .map_err(|e| ApiError::from(hangar_image::ImageError::from(e)))?;
+    Ok(Json(ImageList {
+        images: images
+            .into_iter()
+            .map(|r| ImageSummary {
+                created: rfc3339(r.created_ms),
+                name: r.name.to_string(),
+                digest: r.manifest.to_string(),
+                size: r.size,
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn build_image(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<BuildImage>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    admin_only(&caller, "build images")?;
+    let req = json_body(body, "the build request")?;
+    let name = image_name(&req.name)?;
+    let mut opts = BuildOptions::for_name(&req.name).map_err(ApiError::from)?;
+    opts.packages.extend(req.packages);
+    if let Some(m) = req.mirror {
+        opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
+    }
+    let store = api.runner.engine().store().clone();
+    Ok(operation(move |lines| async move {
+        let rec =
+            blocking(move || hangar_image::build_debian(&store, &name, &opts, &*lines)).await?;
+        Ok(stored(rec))
+    }))
+}
+
+pub(crate) async fn pull_image(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<PullImage>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    admin_only(&caller, "pull images")?;
+    let req = json_body(body, "the pull request")?;
+    let name = req.name.as_deref().map(image_name).transpose()?;
+    let store = api.runner.engine().store().clone();
+    Ok(operation(move |lines| async move {
+        let opts = RegistryOptions {
+            insecure: req.insecure,
+        };
+        let rec = hangar_image::pull(&store, &req.reference, name.as_ref(), &opts, &*lines)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(stored(rec))
+    }))
+}
+
+pub(crate) async fn push_image(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<PushImage>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    admin_only(&caller, "push images")?;
+    let req = json_body(body, "the push request")?;
+    let store = api.runner.engine().store().clone();
+    Ok(operation(move |lines| async move {
+        let opts = RegistryOptions {
+            insecure: req.insecure,
+        };
+        let digest = hangar_image::push(&store, &req.name, &req.reference, &opts, &*lines)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(ImageStored {
+            name: req.name,
+            manifest: digest.to_string(),
+        })
+    }))
+}
+
+pub(crate) async fn import_image(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<ImportImage>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    admin_only(&caller, "import images")?;
+    let req = json_body(body, "the import request")?;
+    let name = req.name.as_deref().map(image_name).transpose()?;
+    let store = api.runner.engine().store().clone();
+    Ok(operation(move |lines| async move {
+        let path = std::path::PathBuf::from(req.path);
+        let rec =
+            blocking(move || hangar_image::import(&store, &path, name.as_ref(), &*lines)).await?;
+        Ok(stored(rec))
+    }))
+}
+
+pub(crate) async fn remove_image(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ImageRemoved>> {
+    admin_only(&caller, "remove images")?;
+    let store = api.runner.engine().store().clone();
+    let r = blocking(move || store.remove_image(&name).map_err(Into::into)).await?;
+    Ok(Json(ImageRemoved {
+        blobs: r.blobs,
+        layers: r.layers,
+        bytes: r.bytes,
+    }))
+}
+
+pub(crate) async fn list_snapshots(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<SnapshotList>> {
+    let snaps = api.engine(&caller).snapshots().await?;
+    Ok(Json(SnapshotList {
+        snapshots: snaps
+            .into_iter()
+            .map(|s| SnapshotSummary {
+                built_at: rfc3339(s.created_ms),
+                expires_at: rfc3339(s.expires_ms),
+                last_used_at: rfc3339(s.last_used_ms),
+                environment: s.environment,
+                key: s.key,
+                size: s.size,
+                hits: s.hits,
+                reset: s.reset,
+                durable: s.durable,
+                source: s.source,
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn reset_cache(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CacheReset>> {
+    let reset = api.engine(&caller).cache_reset(&name).await?;
+    Ok(Json(CacheReset { reset }))
+}
+
+pub(crate) async fn collect_cache(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<CacheGc>,
+) -> ApiResult<Json<CacheGcReport>> {
+    admin_only(&caller, "collect the cache")?;
+    let req = json_body(body, "the collection request")?;
+    let r = api.runner.engine().cache_gc(req.budget).await?;
+    Ok(Json(CacheGcReport {
+        snapshots: r.snapshots,
+        bytes: r.bytes,
+        orphans: r.orphans,
+        kept: r.kept,
+    }))
+}
+
+pub(crate) async fn export_snapshot(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: JsonIn<ExportSnapshot>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let req = json_body(body, "the export request")?;
+    let engine = api.engine(&caller);
+    Ok(operation(move |lines| async move {
+        let opts = RegistryOptions {
+            insecure: req.insecure,
+        };
+        Ok(engine
+            .cache_export(&name, &req.reference, &opts, &*lines)
+            .await?)
+    }))
+}
+
+pub(crate) async fn import_snapshot(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    body: JsonIn<ImportSnapshot>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let req = json_body(body, "the import request")?;
+    let engine = api.engine(&caller);
+    Ok(operation(move |lines| async move {
+        let opts = RegistryOptions {
+            insecure: req.insecure,
+        };
+        Ok(engine
+            .cache_import(&req.reference, req.environment.as_deref(), &opts, &*lines)
+            .await?)
+    }))
+}
+
+/// How the store and image libraries' errors answer.
+impl From<hangar_image::ImageError> for ApiError {
+    fn from(e: hangar_image::ImageError) -> ApiError {
+        use hangar_image::ImageError as I;
+        use hangar_store::StoreError as S;
+        match &e {
+            I::Store(S::ImageNotFound(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
+            }
+            I::Store(S::Io { .. } | S::Corrupt { .. } | S::BlobNotFound(_)) | I::Io { .. } => {
+                ApiError::internal(e.to_string())
+            }
+            _ => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
