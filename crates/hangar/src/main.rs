@@ -22,6 +22,7 @@ use hangar_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod daemon;
+mod progress;
 mod secrets;
 mod tasks;
 mod tokens;
@@ -322,8 +323,15 @@ async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -
     }
 }
 
-fn progress(line: &str) {
-    eprintln!("{line}");
+/// Shows a long operation's progress lines, with a bar where a line counts (`layer 2/5`).
+fn progress() -> impl FnMut(&str) {
+    let mut status = progress::Status::new();
+    move |line: &str| {
+        status.line(line);
+        if let Some(f) = progress::fraction(line) {
+            status.step(line.to_string(), Some(f));
+        }
+    }
 }
 
 async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
@@ -339,7 +347,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
                 mirror,
             };
             let rec: ImageStored = client
-                .operation("/v1/images/build", &body, progress)
+                .operation("/v1/images/build", &body, progress())
                 .await?;
             println!("{}", rec.manifest);
         }
@@ -353,7 +361,9 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
                 name,
                 insecure,
             };
-            let rec: ImageStored = client.operation("/v1/images/pull", &body, progress).await?;
+            let rec: ImageStored = client
+                .operation("/v1/images/pull", &body, progress())
+                .await?;
             println!("{}", rec.manifest);
         }
         ImageCommand::Push {
@@ -366,7 +376,9 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
                 reference,
                 insecure,
             };
-            let rec: ImageStored = client.operation("/v1/images/push", &body, progress).await?;
+            let rec: ImageStored = client
+                .operation("/v1/images/push", &body, progress())
+                .await?;
             println!("{}", rec.manifest);
         }
         ImageCommand::Import { path, name } => {
@@ -378,7 +390,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
                 name,
             };
             let rec: ImageStored = client
-                .operation("/v1/images/import", &body, progress)
+                .operation("/v1/images/import", &body, progress())
                 .await?;
             eprintln!("imported {}", rec.name);
             println!("{}", rec.manifest);

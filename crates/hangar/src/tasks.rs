@@ -17,6 +17,8 @@ use hangar_engine::EngineError;
 use hangar_spec::{Approval, Harness, Phase, TaskStatus};
 use hangar_store::db::{DiffSummary, LogLine, Stream};
 use serde::Serialize;
+
+use crate::progress::Status;
 use serde_json::json;
 
 /// Exit code of `hangar exec` when the task ended in error or was cancelled.
@@ -518,11 +520,13 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
                 .await;
         }
     });
+    let shown = Shown::new(quiet);
+    let ticker = shown.tick();
     let followed = client
-        .follow(&task_path(&id, "logs", "?follow=true"), |e| {
-            show_event(&e, quiet)
-        })
+        .follow(&task_path(&id, "logs", "?follow=true"), |e| shown.event(&e))
         .await;
+    ticker.abort();
+    shown.finish();
     watcher.abort();
     followed?;
     let done: TaskView = client.get(&task_path(&id, "", "")).await?;
@@ -545,25 +549,81 @@ fn task_path(id: &str, what: &str, query: &str) -> String {
     format!("/v1/tasks/{}{what}{query}", segment(id))
 }
 
-fn show_event(e: &StreamEvent, quiet: bool) {
-    let mut err = std::io::stderr().lock();
-    let _ = match e {
-        StreamEvent::PhaseStarted { phase, .. } => writeln!(err, "==> {phase}"),
-        StreamEvent::PhaseFinished { phase, ms, ok, .. } => writeln!(
-            err,
-            "==> {phase} {} in {}",
-            if *ok { "done" } else { "failed" },
-            duration(*ms)
-        ),
-        StreamEvent::Line(l) if !quiet || l.stream == Stream::Hangar => {
-            writeln!(err, "    {} | {}", l.phase, l.line)
+/// A followed task on the terminal: the phases and (unless quiet) their output as
+/// lines, under a status line with a bar of the phases and the time.
+struct Shown {
+    quiet: bool,
+    status: std::sync::Arc<std::sync::Mutex<Status>>,
+    /// Phases finished so far, of attempt 1 (the bar's progress).
+    finished: std::sync::atomic::AtomicU64,
+}
+
+/// Phases an attempt may go through (prepare, setup, checkout, maintenance, agent,
+/// collect): the bar's whole.
+const PHASES: u64 = 6;
+
+impl Shown {
+    fn new(quiet: bool) -> Shown {
+        Shown {
+            quiet,
+            status: std::sync::Arc::new(std::sync::Mutex::new(Status::new())),
+            finished: Default::default(),
         }
-        StreamEvent::Missed { count } => writeln!(
-            err,
-            "    ({count} lines skipped; `hangar logs` has them all)"
-        ),
-        StreamEvent::Line(_) | StreamEvent::End { .. } => Ok(()),
-    };
+    }
+
+    /// Redraws the status line now and then, so its time moves.
+    fn tick(&self) -> tokio::task::JoinHandle<()> {
+        let status = self.status.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                status.lock().expect("not poisoned").draw();
+            }
+        })
+    }
+
+    fn event(&self, e: &StreamEvent) {
+        use std::sync::atomic::Ordering;
+        let mut status = self.status.lock().expect("not poisoned");
+        match e {
+            StreamEvent::PhaseStarted { phase, attempt } => {
+                status.line(&format!("==> {phase}"));
+                let done = self.finished.load(Ordering::Relaxed);
+                let what = if *attempt > 1 {
+                    format!("{phase} (attempt {attempt})")
+                } else {
+                    phase.to_string()
+                };
+                status.step(what, Some((done, PHASES)));
+            }
+            StreamEvent::PhaseFinished {
+                phase,
+                ms,
+                ok,
+                attempt,
+            } => {
+                if *attempt == 1 {
+                    self.finished.fetch_add(1, Ordering::Relaxed);
+                }
+                status.line(&format!(
+                    "==> {phase} {} in {}",
+                    if *ok { "done" } else { "failed" },
+                    duration(*ms)
+                ));
+            }
+            StreamEvent::Line(l) if !self.quiet || l.stream == Stream::Hangar => {
+                status.line(&format!("    {} | {}", l.phase, l.line))
+            }
+            StreamEvent::Missed { count } => status.line(&format!(
+                "    ({count} lines skipped; `hangar logs` has them all)"
+            )),
+            StreamEvent::Line(_) | StreamEvent::End { .. } => {}
+        }
+    }
+
+    fn finish(&self) {
+        self.status.lock().expect("not poisoned").finish();
+    }
 }
 
 async fn report_end(client: &Client, task: &TaskView, quiet: bool) -> Result<()> {
@@ -807,7 +867,17 @@ pub async fn cancel(client: &Client, task: &str) -> Result<u8> {
 pub async fn wait(client: &Client, args: WaitArgs) -> Result<u8> {
     let t = load(client, &args.task).await?;
     let path = task_path(&t.task.id, "logs", "?follow=true");
-    let follow = client.follow(&path, |_| {});
+    // On a terminal, a status line says where the task is while this waits.
+    let mut status = Status::new();
+    let id = t.task.id.clone();
+    match t.queue_position {
+        Some(p) => status.step(format!("task {id} queued (position {p})"), None),
+        None => status.step(format!("task {id} {}", t.task.status), None),
+    }
+    let follow = client.follow(&path, |e| match e {
+        StreamEvent::PhaseStarted { phase, .. } => status.step(format!("task {id}: {phase}"), None),
+        _ => status.draw(),
+    });
     let finished = match args.timeout {
         Some(limit) => tokio::time::timeout(limit, follow).await.ok(),
         None => Some(follow.await),
@@ -815,6 +885,7 @@ pub async fn wait(client: &Client, args: WaitArgs) -> Result<u8> {
     if let Some(followed) = finished {
         followed?;
     }
+    status.finish();
     let t = load(client, &t.task.id).await?;
     if !t.task.status.is_finished() {
         eprintln!(
