@@ -160,6 +160,52 @@ impl Client {
         Err(api_error(path, resp).await)
     }
 
+    /// POSTs to `path` asking to upgrade the connection to `protocol`; the raw stream
+    /// once the daemon has switched (its error otherwise).
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let connect_err = |source| ClientError::Connect {
+            target: self.describe(),
+            source,
+        };
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(hyper::header::HOST, "hangar")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, protocol);
+        if let Some(token) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = match &self.target {
+            Target::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(connect_err)?;
+                upgrading(stream, req).await?
+            }
+            Target::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(connect_err)?;
+                upgrading(stream, req).await?
+            }
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(api_error(path, resp).await);
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     /// Whether a daemon answers on the socket.
     pub async fn ping(&self) -> bool {
         self.send(Method::GET, "/v1/health", None).await.is_ok()
@@ -321,6 +367,23 @@ where
             let _ = conn.await;
         }),
     ))
+}
+
+/// Sends one request on a connection that may be upgraded afterwards.
+async fn upgrading<S>(stream: S, req: Request<Full<Bytes>>) -> Result<Response<Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -2,6 +2,7 @@
 //! OpenAPI document that describes it (checked against the router in a test), and the
 //! client the CLI uses. No business logic: each route is one call on the engine.
 
+pub mod attach;
 pub mod client;
 mod ops;
 mod resources;

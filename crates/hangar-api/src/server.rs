@@ -18,6 +18,7 @@ use hangar_store::db::{AttemptRecord, DbError, TaskQuery, TaskRecord};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::attach::run_command;
 use crate::ops::{
     build_image, collect_cache, export_snapshot, import_image, import_snapshot, list_images,
     list_snapshots, pull_image, push_image, remove_image, reset_cache,
@@ -158,6 +159,7 @@ routes! {
     post "/v1/cache/import" => import_snapshot,
     post "/v1/environments/{name}/cache/reset" => reset_cache,
     post "/v1/environments/{name}/cache/export" => export_snapshot,
+    post "/v1/run" => run_command,
     get "/v1/tokens" => list_tokens,
     post "/v1/tokens" => create_token,
     delete "/v1/tokens/{id}" => remove_token,

@@ -514,6 +514,7 @@ async fn a_token_sees_only_its_own_workspace() {
             Some(r#"{"reference": "x/y:1"}"#),
         ),
         (Method::POST, "/v1/cache/gc", Some("{}")),
+        (Method::POST, "/v1/run?spec=%7B%7D", None),
     ] {
         let (status, _) = call_as(&remote, Some(&a), m.clone(), uri, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{m} {uri}");

@@ -14,6 +14,7 @@ mod followup;
 mod git;
 mod net;
 mod phase;
+pub mod run;
 pub mod runner;
 pub mod secrets;
 pub mod tokens;

@@ -16,10 +16,10 @@ use hangar_api::client::{segment, Client};
 use hangar_api::wire::{
     BuildImage, ImageList, ImageRemoved, ImageStored, ImportImage, PullImage, PushImage,
 };
-use hangar_sandbox::{ExecSpec, HostConfig, Resources, RuntimeKind, Sandbox, SandboxSpec, Stdio};
+use hangar_sandbox::RuntimeKind;
 use hangar_spec::{format_bytes, parse_bytes};
 use hangar_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 mod daemon;
 mod progress;
@@ -60,8 +60,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
-    Run(RunArgs),
     #[command(flatten)]
     Api(ApiCommand),
     /// Run the daemon that runs tasks and serves the API (task commands start one in
@@ -74,6 +72,8 @@ enum Command {
 /// The commands that go through the daemon's API.
 #[derive(Subcommand)]
 enum ApiCommand {
+    /// Run a command in a fresh sandbox made from an image, then remove the sandbox.
+    Run(RunArgs),
     /// Build, pull, push, import, list and remove images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -230,7 +230,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let is_run = matches!(cli.command, Command::Run(_));
+    let is_run = matches!(cli.command, Command::Api(ApiCommand::Run(_)));
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -270,7 +270,6 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Ok::<_, anyhow::Error>(engine)
     };
     match cli.command {
-        Command::Run(args) => run(&store, args).await,
         Command::Serve(args) => match daemon::serve(&socket, engine().await?, args).await {
             Err(e) if e.is::<daemon::AlreadyServing>() => {
                 eprintln!("hangar: {e}");
@@ -292,6 +291,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
 /// The commands that go through the daemon's API.
 async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -> Result<u8> {
     match command {
+        ApiCommand::Run(args) => run(client, args).await,
         ApiCommand::Image(cmd) => image(client, cmd).await.map(|()| 0),
         ApiCommand::Cache(cmd) => tasks::cache(client, cmd).await.map(|()| 0),
         ApiCommand::Env(cmd) => tasks::env(client, cmd).await.map(|()| 0),
@@ -436,43 +436,94 @@ fn init_binary() -> Result<PathBuf> {
     Ok(exe.with_file_name("hangar-init"))
 }
 
-async fn run(store: &Store, args: RunArgs) -> Result<u8> {
-    let rec = store.image(&args.image)?;
-    let layers = {
-        let (store, rec) = (store.clone(), rec.clone());
-        tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec)).await??
+/// `hangar run`: the daemon makes the sandbox and runs the command; its streams come
+/// back over the upgraded connection, and Ctrl-C and SIGTERM are passed on to it.
+async fn run(client: &Client, args: RunArgs) -> Result<u8> {
+    use hangar_api::attach::{
+        read_frame, write_frame, RunExit, EXIT, SIGNAL, STDERR, STDIN, STDIN_END, STDOUT,
     };
-    let defaults = hangar_image::ImageDefaults::of(store, &rec)?;
-    let mut env = defaults.env;
-    for kv in &args.env {
-        let Some((k, v)) = kv.split_once('=') else {
-            bail!("failed to read environment variable `{kv}`: expected KEY=VALUE");
-        };
-        hangar_image::set_var(&mut env, k, v);
-    }
-    let cwd = args
-        .workdir
-        .clone()
-        .or(defaults.working_dir)
-        .unwrap_or_else(|| "/".into());
-
-    let host = HostConfig::new(store.run_dir(), init_binary()?);
-    let mut spec = SandboxSpec::new(layers.iter().map(|(_, p)| p.clone()).collect());
-    spec.resources = Resources {
+    let spec = hangar_engine::run::RunSpec {
+        image: args.image.clone(),
+        argv: args.command.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
         memory_bytes: args.memory,
         pids: args.pids,
         cpus: args.cpus,
+        runtime: Some(args.runtime.name().to_string()),
+        stdin: args.interactive,
     };
-    spec.runtime = args.runtime;
-    let sandbox = Sandbox::create(&host, spec).await?;
-    let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
-    store.lease_layers(sandbox.dir(), &diff_ids)?;
-
-    let outcome = run_in(&sandbox, &args, env, cwd).await;
-    let teardown = sandbox.destroy().await;
-    let status = outcome?;
-    teardown?;
-    if status.oom_killed {
+    let path = format!(
+        "/v1/run{}",
+        hangar_api::client::query(&[("spec", Some(serde_json::to_string(&spec)?))])
+    );
+    let io = client.upgrade(&path, hangar_api::attach::PROTOCOL).await?;
+    let (mut from_daemon, to_daemon) = tokio::io::split(io);
+    let to_daemon = std::sync::Arc::new(tokio::sync::Mutex::new(to_daemon));
+    let stdin_task = args.interactive.then(|| {
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = input.read(&mut buf).await.unwrap_or(0);
+                let mut w = to_daemon.lock().await;
+                if n == 0 {
+                    let _ = write_frame(&mut *w, STDIN_END, &[]).await;
+                    return;
+                }
+                if write_frame(&mut *w, STDIN, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    let signals = {
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let n = tokio::select! {
+                    _ = int.recv() => libc::SIGINT,
+                    _ = term.recv() => libc::SIGTERM,
+                };
+                let _ = write_frame(&mut *to_daemon.lock().await, SIGNAL, &n.to_be_bytes()).await;
+            }
+        })
+    };
+    let mut exit = None;
+    while let Some((kind, data)) = read_frame(&mut from_daemon)
+        .await
+        .context("failed to read the command's output from the daemon")?
+    {
+        // Unbuffered, so the two streams interleave close to how the command wrote them.
+        match kind {
+            STDOUT => std::io::stdout().write_all(&data)?,
+            STDERR => std::io::stderr().write_all(&data)?,
+            EXIT => {
+                exit = Some(serde_json::from_slice::<RunExit>(&data)?);
+                break;
+            }
+            _ => {}
+        }
+    }
+    signals.abort();
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    let Some(exit) = exit else {
+        bail!("failed to run the command: the daemon closed the connection before it ended");
+    };
+    if let Some(m) = &exit.message {
+        eprintln!("hangar: {m}");
+    }
+    if exit.oom_killed {
         let limit = args
             .memory
             .map(format_bytes)
@@ -481,109 +532,10 @@ async fn run(store: &Store, args: RunArgs) -> Result<u8> {
             "hangar: the command was killed for running out of memory (memory limit {limit})"
         );
     }
-    Ok(status.code_or_signal().clamp(0, 255) as u8)
-}
-
-async fn run_in(
-    sandbox: &Sandbox,
-    args: &RunArgs,
-    env: Vec<(String, String)>,
-    cwd: String,
-) -> Result<hangar_sandbox::ExitStatus> {
-    let spec = ExecSpec {
-        argv: args.command.clone(),
-        env,
-        cwd,
-        stdin: if args.interactive {
-            Stdio::Piped
-        } else {
-            Stdio::Null
-        },
-        stdout: Stdio::Piped,
-        stderr: Stdio::Piped,
-        ..ExecSpec::default()
+    let code = match (exit.code, exit.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 125,
     };
-    let mut proc = match sandbox.exec(spec).await {
-        Ok(p) => p,
-        Err(hangar_sandbox::SandboxError::Spawn {
-            source, program, ..
-        }) => {
-            eprintln!("hangar: failed to run `{program}`: {source}");
-            let code = if source.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            return Ok(hangar_sandbox::ExitStatus {
-                code: Some(code),
-                signal: None,
-                oom_killed: false,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let stdin_task = proc.stdin.take().map(|mut w| {
-        tokio::spawn(async move {
-            let mut input = tokio::io::stdin();
-            let _ = tokio::io::copy(&mut input, &mut w).await;
-            let _ = w.shutdown().await;
-        })
-    });
-    let out = copy_out(proc.stdout.take(), false);
-    let err = copy_out(proc.stderr.take(), true);
-    let signals = forward_signals(&proc);
-    let (status, _, _) = tokio::join!(
-        async {
-            let s = proc.wait().await;
-            signals.abort();
-            s
-        },
-        out,
-        err
-    );
-    if let Some(t) = stdin_task {
-        t.abort();
-    }
-    Ok(status?)
-}
-
-async fn copy_out(pipe: Option<tokio::net::unix::pipe::Receiver>, to_stderr: bool) {
-    let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                // Unbuffered so interleaving with the other stream stays close to the source.
-                let res = if to_stderr {
-                    std::io::stderr().write_all(&buf[..n])
-                } else {
-                    std::io::stdout().write_all(&buf[..n])
-                };
-                if res.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Forwards Ctrl-C and SIGTERM to the command, as `docker run` does.
-fn forward_signals(proc: &hangar_sandbox::Process) -> tokio::task::JoinHandle<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let target = proc.signaller();
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = int.recv() => target.send(libc::SIGINT),
-                _ = term.recv() => target.send(libc::SIGTERM),
-            }
-        }
-    })
+    Ok(code.clamp(0, 255) as u8)
 }

@@ -198,3 +198,54 @@ fn image_ls_lists_as_text_and_json() {
         "{text}"
     );
 }
+
+#[test]
+fn run_passes_stdin_and_signals_through() {
+    use std::io::{BufRead, Write};
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        c.args(args)
+            .env("HANGAR_HOME", store.root())
+            .env("HANGAR_INIT", hangar_testkit::init_binary())
+            .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let image = ["run", "-i", "--image", "debian-bookworm", "--"];
+    let mut child = cmd(&[&image[..], &["sh", "-c", "tr a-z A-Z; echo end"]].concat());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nworld\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nWORLD\nend\n");
+
+    // SIGTERM to hangar reaches the command, whose own exit code comes back.
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; sleep 100 & wait";
+    let mut child = cmd(&[
+        "run",
+        "--image",
+        "debian-bookworm",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+}

@@ -1,0 +1,143 @@
+//! One-off commands in a fresh sandbox made from an image (`hangar run`): the sandbox
+//! with the image's defaults, the caller's limits and variables, and the command's
+//! process, its streams left to the caller; torn down when the caller is done.
+
+use hangar_sandbox::{ExecSpec, Process, Resources, RuntimeKind, Sandbox, SandboxSpec, Stdio};
+
+use crate::{Engine, EngineError, Result};
+
+/// What to run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    pub image: String,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`, over the image's own.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Default: the image's working directory, else `/`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub pids: Option<i64>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// `crun` (default) or `runc`.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// Pass standard input through.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// A command that was started, or that could not be (the shell's 126 or 127).
+pub enum Started {
+    Running(Box<Running>),
+    /// The sandbox came up but the program could not be executed; it is torn down.
+    NotExecuted {
+        code: i32,
+        message: String,
+    },
+}
+
+/// A running command and the sandbox it runs in.
+pub struct Running {
+    pub process: Process,
+    sandbox: Sandbox,
+}
+
+impl Running {
+    /// Tears the sandbox down (every process left in it ends).
+    pub async fn finish(self) -> Result<()> {
+        Ok(self.sandbox.destroy().await?)
+    }
+}
+
+impl Engine {
+    /// Makes the sandbox and starts the command in it.
+    pub async fn start_run(&self, spec: &RunSpec) -> Result<Started> {
+        let runtime = match spec.runtime.as_deref() {
+            None | Some("crun") => RuntimeKind::Crun,
+            Some("runc") => RuntimeKind::Runc,
+            Some(other) => {
+                return Err(EngineError::BadRequest(format!(
+                    "unknown OCI runtime `{other}` (crun or runc)"
+                )))
+            }
+        };
+        if spec.argv.is_empty() {
+            return Err(EngineError::BadRequest("no command to run".into()));
+        }
+        let rec = self.store.image(&spec.image)?;
+        let layers = {
+            let (store, rec) = (self.store.clone(), rec.clone());
+            tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
+                .await
+                .map_err(|e| EngineError::BadRequest(format!("the layer task failed: {e}")))??
+        };
+        let defaults = hangar_image::ImageDefaults::of(&self.store, &rec)?;
+        let mut env = defaults.env;
+        for kv in &spec.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(EngineError::BadRequest(format!(
+                    "failed to read environment variable `{kv}`: expected KEY=VALUE"
+                )));
+            };
+            hangar_image::set_var(&mut env, k, v);
+        }
+        let cwd = spec
+            .workdir
+            .clone()
+            .or(defaults.working_dir)
+            .unwrap_or_else(|| "/".into());
+        let mut sb = SandboxSpec::new(layers.iter().map(|(_, p)| p.clone()).collect());
+        sb.resources = Resources {
+            memory_bytes: spec.memory_bytes,
+            pids: spec.pids,
+            cpus: spec.cpus,
+        };
+        sb.runtime = runtime;
+        let sandbox = Sandbox::create(&self.host, sb).await?;
+        let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
+        if let Err(e) = self.store.lease_layers(sandbox.dir(), &diff_ids) {
+            let _ = sandbox.destroy().await;
+            return Err(e.into());
+        }
+        let exec = ExecSpec {
+            argv: spec.argv.clone(),
+            env,
+            cwd,
+            stdin: if spec.stdin {
+                Stdio::Piped
+            } else {
+                Stdio::Null
+            },
+            stdout: Stdio::Piped,
+            stderr: Stdio::Piped,
+            ..ExecSpec::default()
+        };
+        match sandbox.exec(exec).await {
+            Ok(process) => Ok(Started::Running(Box::new(Running { process, sandbox }))),
+            Err(hangar_sandbox::SandboxError::Spawn {
+                source, program, ..
+            }) => {
+                let _ = sandbox.destroy().await;
+                let code = if source.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                Ok(Started::NotExecuted {
+                    code,
+                    message: format!("failed to run `{program}`: {source}"),
+                })
+            }
+            Err(e) => {
+                let _ = sandbox.destroy().await;
+                Err(e.into())
+            }
+        }
+    }
+}
