@@ -87,7 +87,8 @@ pub struct TaskRequest {
 /// How often a running task looks for a cancel asked for from another process.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Attempts of one task, at most (each is a sandbox, a proxy and an agent CLI).
+/// Attempts of one task, at most, unless configured (each is a sandbox, a proxy and an
+/// agent CLI).
 pub const MAX_ATTEMPTS: u32 = 4;
 
 /// `<dir>/<key>.lock`, locked, unless someone holds it (a build, or a task about to
@@ -150,6 +151,8 @@ pub struct Shared {
     queue: std::sync::Mutex<Vec<(TaskId, u32)>>,
     running_count: Arc<std::sync::atomic::AtomicUsize>,
     max_running: usize,
+    /// Best-of-N's limit per task.
+    max_attempts: u32,
     /// Locks of the tasks this engine submitted and has not finished running.
     task_locks: std::sync::Mutex<std::collections::HashMap<TaskId, std::fs::File>>,
 }
@@ -246,6 +249,7 @@ impl Engine {
             queue: Default::default(),
             running_count: Default::default(),
             max_running: default_slots(),
+            max_attempts: MAX_ATTEMPTS,
             task_locks: Default::default(),
             store,
         };
@@ -273,6 +277,19 @@ impl Engine {
         let s = self.settings();
         s.max_running = n.max(1);
         s.slots = Arc::new(tokio::sync::Semaphore::new(s.max_running));
+    }
+
+    /// How many attempts one task may ask for (best-of-N), at most what may run at once:
+    /// more would only queue behind each other.
+    pub fn set_max_attempts(&mut self, n: u32) -> Result<()> {
+        let limit = self.max_running as u32;
+        if n == 0 || n > limit {
+            return Err(EngineError::BadRequest(format!(
+                "a task's attempts must be 1 to {limit} here (the attempts that run at once)"
+            )));
+        }
+        self.settings().max_attempts = n;
+        Ok(())
     }
 
     /// How many attempts may run at once.
@@ -631,9 +648,10 @@ impl Engine {
             }
         }
         let attempts = req.attempts.max(1);
-        if attempts > MAX_ATTEMPTS {
+        if attempts > self.max_attempts {
             return Err(EngineError::BadRequest(format!(
-                "{attempts} attempts asked for; a task runs at most {MAX_ATTEMPTS}"
+                "{attempts} attempts asked for; a task runs at most {}",
+                self.max_attempts
             )));
         }
         let missing = self.unset_secrets(&env).await?;

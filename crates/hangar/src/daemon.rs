@@ -30,8 +30,11 @@ pub struct ServeArgs {
     listen: Vec<String>,
     /// Attempts running at once (default: from the machine's cores and memory); the
     /// rest queue.
-    #[arg(long)]
+    #[arg(long, env = "HANGAR_MAX_RUNNING")]
     max_running: Option<usize>,
+    /// Attempts one task may ask for, best-of-N (default 4; at most --max-running).
+    #[arg(long, env = "HANGAR_MAX_ATTEMPTS")]
+    max_attempts: Option<u32>,
     /// Exit after this long with no request and no task (e.g. `10m`).
     #[arg(long, value_parser = hangar_spec::parse_duration)]
     idle_exit: Option<Duration>,
@@ -109,6 +112,9 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     let _lock = take_lock(&path)?;
     if let Some(n) = args.max_running {
         engine.set_max_running(n);
+    }
+    if let Some(n) = args.max_attempts {
+        engine.set_max_attempts(n)?;
     }
     let engine = Arc::new(engine);
     let recovered = engine

@@ -236,7 +236,7 @@ fn a_daemon_killed_during_setup_or_the_agent_leaves_nothing_after_its_restart() 
 
 #[test]
 fn tasks_queue_for_a_slot_and_logs_follow_live() {
-    let d = Daemon::start(&["--max-running", "1"]);
+    let d = Daemon::start(&["--max-running", "1", "--max-attempts", "1"]);
     let u = unique("queue");
     let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
     let r = repo.path();
@@ -270,6 +270,13 @@ fn tasks_queue_for_a_slot_and_logs_follow_live() {
         0,
     );
 
+    let out = d.run(r, &["exec", "--attempts", "2", "--env", &slow, "two"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("2 attempts asked for; a task runs at most 1"),
+        "{said}"
+    );
     let first = d.ok(r, &["exec", "--detach", "--env", &slow, "hold"], 0);
     let first = first.trim();
     wait_for_line(&d, r, first, "holding");
