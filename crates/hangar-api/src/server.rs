@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hangar_engine::runner::Runner;
 use hangar_engine::EngineError;
 use hangar_spec::TaskId;
@@ -519,8 +520,6 @@ async fn follow(
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
-
-use futures_util::StreamExt;
 
 async fn task_events(
     State(api): State<Api>,
