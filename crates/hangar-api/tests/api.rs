@@ -353,18 +353,28 @@ async fn a_token_sees_only_its_own_workspace() {
     let remote = hangar_api::router(runner.clone(), hangar_api::Listener::Remote);
     let local = hangar_api::router(runner.clone(), hangar_api::Listener::Local);
 
-    // Workspace A: an environment with a secret, and a task.
+    // Workspace A: an environment with a secret, and a task. A token's environment
+    // names its repository by URL: a path on the daemon's machine is the admin's.
     let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
-    let env_body = serde_json::json!({
-        "file": "a.toml",
-        "source": format!(
-            "name = \"shared-name\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
-             [secrets.TOKEN]\n[agent]\nscript = \"echo a > a.txt\"\n",
-            repo.path().display()
-        ),
-        "base_dir": "/",
-    })
-    .to_string();
+    let served = hangar_testkit::gitd::GitDaemon::serve(repo.path().parent().unwrap());
+    let name_of_repo = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let source_for = |repo: &str| {
+        serde_json::json!({
+            "file": "a.toml",
+            "source": format!(
+                "name = \"shared-name\"\nrepo = \"{repo}\"\nimage = \"debian-bookworm\"\n\
+                 [secrets.TOKEN]\n[agent]\nscript = \"echo a > a.txt\"\n"
+            ),
+            "base_dir": "/",
+        })
+        .to_string()
+    };
+    let env_body = source_for(&served.url(&name_of_repo));
     let as_a = |m: Method, uri: &str, body: Option<&str>| {
         let (remote, a, uri, body) = (
             remote.clone(),
@@ -374,8 +384,30 @@ async fn a_token_sees_only_its_own_workspace() {
         );
         async move { call_as(&remote, Some(&a), m, &uri, body.as_deref()).await }
     };
-    let (status, _) = as_a(Method::POST, "/v1/environments", Some(&env_body)).await;
-    assert_eq!(status, StatusCode::CREATED);
+    for local in [
+        repo.path().display().to_string(),
+        "file:///etc".into(),
+        "..".into(),
+    ] {
+        let (status, got) = as_a(Method::POST, "/v1/environments", Some(&source_for(&local))).await;
+        let (code, message) = error_of(&got);
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{local}"
+        );
+        assert!(
+            message.contains("a path on the daemon's machine"),
+            "{message}"
+        );
+    }
+    let (status, got) = as_a(Method::POST, "/v1/environments", Some(&env_body)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     let (status, _) = as_a(
         Method::PUT,
         "/v1/environments/shared-name/secrets/TOKEN",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use hangar_sandbox::{HostConfig, SandboxId};
 
+pub mod gitd;
 pub mod model;
 pub mod upstream;
 use hangar_store::{ImageRecord, Store};

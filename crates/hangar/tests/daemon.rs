@@ -389,18 +389,31 @@ fn remote_clients_need_a_token_and_act_in_its_workspace() {
     );
     let t = Some(token.as_str());
     let name = unique("renv");
-    let out = remote(
-        t,
-        &[
-            "env",
-            "create",
-            &name,
-            "--repo",
-            ".",
-            "--agent-script",
-            "echo r > r.txt",
-        ],
+    let create = |repo: &str| {
+        remote(
+            t,
+            &[
+                "env",
+                "create",
+                &name,
+                "--repo",
+                repo,
+                "--agent-script",
+                "echo r > r.txt",
+            ],
+        )
+    };
+    // A token names repositories by URL: a path would read the daemon's machine.
+    let out = create(".");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("a path on the daemon's machine"),
+        "{}",
+        stderr(&out)
     );
+    let served = hangar_testkit::gitd::GitDaemon::serve(r.parent().unwrap());
+    let url = served.url(&r.file_name().unwrap().to_string_lossy());
+    let out = create(&url);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = remote(t, &["exec", "--quiet", "--env", &name, "remote task"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
