@@ -2,7 +2,7 @@
 //! with a bearer token), one connection per request, errors carried back as the daemon
 //! worded them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,14 +33,6 @@ pub enum ClientError {
     },
     #[error("failed to read the daemon's answer to {path}: {reason}")]
     Decode { path: String, reason: String },
-}
-
-impl ClientError {
-    /// True when the answer was 404 for a route that does exist (the object is not
-    /// there, or not in the caller's workspace).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ClientError::Api { status: 404, code, .. } if code != "no-such-route")
-    }
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -92,19 +84,54 @@ impl Client {
         self
     }
 
-    /// The socket, for a Unix-socket client.
-    pub fn socket(&self) -> Option<&Path> {
-        match &self.target {
-            Target::Unix(p) => Some(p),
-            Target::Tcp(_) => None,
-        }
-    }
-
     fn describe(&self) -> String {
         match &self.target {
             Target::Unix(p) => p.display().to_string(),
             Target::Tcp(a) => a.clone(),
         }
+    }
+
+    /// A request to `path` with the headers every request carries.
+    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "hangar");
+        match &self.token {
+            Some(token) => req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
+            None => req,
+        }
+    }
+
+    /// Opens a connection, sends one request on it and returns the answer; the
+    /// connection may then be upgraded.
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
+        let connect_err = |source| ClientError::Connect {
+            target: self.describe(),
+            source,
+        };
+        let stream: Box<dyn Io> = match &self.target {
+            Target::Unix(p) => Box::new(
+                tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(connect_err)?,
+            ),
+            Target::Tcp(a) => Box::new(
+                tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(connect_err)?,
+            ),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
     }
 
     async fn send(
@@ -113,32 +140,7 @@ impl Client {
         path: &str,
         body: Option<Body>,
     ) -> Result<Response<Incoming>> {
-        let connect_err = |source| ClientError::Connect {
-            target: self.describe(),
-            source,
-        };
-        let (mut sender, conn) = match &self.target {
-            Target::Unix(p) => {
-                let stream = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(connect_err)?;
-                handshake(stream).await?
-            }
-            Target::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a)
-                    .await
-                    .map_err(connect_err)?;
-                handshake(stream).await?
-            }
-        };
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "hangar");
-        if let Some(token) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
+        let mut req = self.request(method, path);
         let (content_type, body) = match body {
             Some(Body::Json(b)) => (Some("application/json"), Some(b)),
             Some(Body::Bytes(b)) => (Some("application/octet-stream"), Some(b)),
@@ -150,10 +152,7 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.exchange(req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -167,36 +166,13 @@ impl Client {
         path: &str,
         protocol: &str,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-        let connect_err = |source| ClientError::Connect {
-            target: self.describe(),
-            source,
-        };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(hyper::header::HOST, "hangar")
+        let req = self
+            .request(Method::POST, path)
             .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, protocol);
-        if let Some(token) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
+            .header(hyper::header::UPGRADE, protocol)
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = match &self.target {
-            Target::Unix(p) => {
-                let stream = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(connect_err)?;
-                upgrading(stream, req).await?
-            }
-            Target::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a)
-                    .await
-                    .map_err(connect_err)?;
-                upgrading(stream, req).await?
-            }
-        };
+        let resp = self.exchange(req).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(api_error(path, resp).await);
         }
@@ -347,44 +323,10 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
-type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A connection to the daemon, over either transport.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 
-async fn handshake<S>(
-    stream: S,
-) -> Result<(
-    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    Connection,
-)>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?;
-    Ok((
-        sender,
-        Box::pin(async move {
-            let _ = conn.await;
-        }),
-    ))
-}
-
-/// Sends one request on a connection that may be upgraded afterwards.
-async fn upgrading<S>(stream: S, req: Request<Full<Bytes>>) -> Result<Response<Incoming>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))
-}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)

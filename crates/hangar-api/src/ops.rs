@@ -8,15 +8,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::{Extension, Json};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use hangar_image::{BuildOptions, RegistryOptions};
 use hangar_store::ImageName;
 use serde::Serialize;
 
-use crate::server::{admin_only, json_body, Api, ApiError, ApiResult, Caller, JsonIn};
+use crate::server::{admin_only, json_body, sse, Api, ApiError, ApiResult, Caller, JsonIn};
 use crate::wire::{
     rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ErrorInfo, ExportSnapshot, ImageList,
     ImageRemoved, ImageStored, ImageSummary, ImportImage, ImportSnapshot, OpEvent, PullImage,
@@ -57,12 +56,7 @@ where
         };
         let _ = tx.send(last);
     });
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|e| {
-        Ok(SseEvent::default()
-            .json_data(&e)
-            .unwrap_or_else(|_| SseEvent::default().data("{}")))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    sse(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
 }
 
 fn image_name(name: &str) -> ApiResult<ImageName> {
@@ -284,21 +278,4 @@ pub(crate) async fn import_snapshot(
             .cache_import(&req.reference, req.environment.as_deref(), &opts, &*lines)
             .await?)
     }))
-}
-
-/// How the store and image libraries' errors answer.
-impl From<hangar_image::ImageError> for ApiError {
-    fn from(e: hangar_image::ImageError) -> ApiError {
-        use hangar_image::ImageError as I;
-        use hangar_store::StoreError as S;
-        match &e {
-            I::Store(S::ImageNotFound(_)) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
-            }
-            I::Store(S::Io { .. } | S::Corrupt { .. } | S::BlobNotFound(_)) | I::Io { .. } => {
-                ApiError::internal(e.to_string())
-            }
-            _ => ApiError::bad_request(e.to_string()),
-        }
-    }
 }

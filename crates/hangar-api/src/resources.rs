@@ -5,7 +5,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use hangar_engine::Engine;
 use hangar_spec::Environment;
 use hangar_store::db::EnvRecord;
 use serde::Deserialize;
@@ -170,16 +169,12 @@ pub(crate) async fn remove_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn engine_of(api: &Api) -> &Engine {
-    api.runner.engine()
-}
-
 pub(crate) async fn list_tokens(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<TokenList>> {
     admin_only(&caller, "manage tokens")?;
-    let tokens = engine_of(&api).tokens().await?;
+    let tokens = api.runner.engine().tokens().await?;
     Ok(Json(TokenList {
         tokens: tokens
             .into_iter()
@@ -199,7 +194,7 @@ pub(crate) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
     admin_only(&caller, "manage tokens")?;
     let req = json_body(body, "the token request")?;
-    let t = engine_of(&api).create_token(&req.workspace).await?;
+    let t = api.runner.engine().create_token(&req.workspace).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewToken {
@@ -216,6 +211,6 @@ pub(crate) async fn remove_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     admin_only(&caller, "manage tokens")?;
-    engine_of(&api).remove_token(&id).await?;
+    api.runner.engine().remove_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

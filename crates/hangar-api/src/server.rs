@@ -251,6 +251,23 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// How the store and image libraries' errors answer.
+impl From<hangar_image::ImageError> for ApiError {
+    fn from(e: hangar_image::ImageError) -> ApiError {
+        use hangar_image::ImageError as I;
+        use hangar_store::StoreError as S;
+        match &e {
+            I::Store(S::ImageNotFound(_)) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
+            }
+            I::Store(S::Io { .. } | S::Corrupt { .. } | S::BlobNotFound(_)) | I::Io { .. } => {
+                ApiError::internal(e.to_string())
+            }
+            _ => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         EngineError::from(e).into()
@@ -426,7 +443,7 @@ impl Which {
                 ))
             };
         }
-        best.or(attempts.first().map(|a| a.index)).ok_or_else(|| {
+        hangar_engine::best::default_attempt(attempts).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not-found",
@@ -444,15 +461,26 @@ pub(crate) fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("failed to read the query: {}", e.body_text())))
 }
 
+/// The task a request names, and which of its attempts the query means (`None`: all).
+async fn load_which(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    q: QueryIn<Which>,
+) -> ApiResult<(Which, TaskRecord, Option<u32>)> {
+    let q = query(q)?;
+    let (task, attempts) = load(api, caller, id).await?;
+    let only = q.filter(&task, &attempts)?;
+    Ok((q, task, only))
+}
+
 async fn task_logs(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Response> {
-    let q = query(q)?;
-    let (task, attempts) = load(&api, &caller, &id).await?;
-    let only = q.filter(&task, &attempts)?;
+    let (q, task, only) = load_which(&api, &caller, &id, q).await?;
     if q.follow {
         return Ok(follow(api, caller.workspace, task.id, only)
             .await
@@ -513,12 +541,19 @@ async fn follow(
             .await;
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| {
+    sse(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Server-sent events whose data is each item's JSON, kept alive while they wait.
+pub(crate) fn sse<E: serde::Serialize>(
+    items: impl futures_util::Stream<Item = E> + Send + 'static,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let events = items.map(|e| {
         Ok(SseEvent::default()
             .json_data(&e)
             .unwrap_or_else(|_| SseEvent::default().data("{}")))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 async fn task_events(
@@ -527,9 +562,7 @@ async fn task_events(
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Events>> {
-    let q = query(q)?;
-    let (task, attempts) = load(&api, &caller, &id).await?;
-    let only = q.filter(&task, &attempts)?;
+    let (_, task, only) = load_which(&api, &caller, &id, q).await?;
     let events = api.runner.engine().db().events(&task.id, only).await?;
     Ok(Json(Events { events }))
 }
@@ -540,9 +573,7 @@ async fn task_network(
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Network>> {
-    let q = query(q)?;
-    let (task, attempts) = load(&api, &caller, &id).await?;
-    let only = q.filter(&task, &attempts)?;
+    let (_, task, only) = load_which(&api, &caller, &id, q).await?;
     let network = api.runner.engine().db().network_log(&task.id, only).await?;
     Ok(Json(Network { network }))
 }

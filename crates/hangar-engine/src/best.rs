@@ -20,6 +20,11 @@ pub fn rank(attempts: &[AttemptRecord]) -> Vec<u32> {
     order.into_iter().map(|a| a.index).collect()
 }
 
+/// The attempt a task stands for when none is named: the best ready one, else the first.
+pub fn default_attempt(attempts: &[AttemptRecord]) -> Option<u32> {
+    best(attempts).or(attempts.first().map(|a| a.index))
+}
+
 /// The best ready attempt, if any attempt is ready.
 pub fn best(attempts: &[AttemptRecord]) -> Option<u32> {
     let first = *rank(attempts).first()?;

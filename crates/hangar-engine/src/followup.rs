@@ -45,6 +45,12 @@ impl FollowUp {
     }
 }
 
+/// The record in a kept layer's directory, if it has a readable one.
+fn read_meta(dir: &std::path::Path) -> Option<KeptMeta> {
+    let text = std::fs::read(dir.join(META)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
 /// The name of an attempt's kept layer.
 pub(crate) fn kept_name(task: &TaskId, index: u32) -> String {
     format!("{task}-{index}")
@@ -67,8 +73,7 @@ impl Engine {
 
     /// A kept layer's record, unless it is gone or expired.
     pub(crate) fn kept(&self, name: &str) -> Option<FollowUp> {
-        let text = std::fs::read(self.kept_path(name).join(META)).ok()?;
-        let meta: KeptMeta = serde_json::from_slice(&text).ok()?;
+        let meta = read_meta(&self.kept_path(name))?;
         (meta.expires_ms > self.now()).then(|| FollowUp {
             name: name.to_string(),
             meta,
@@ -94,9 +99,7 @@ impl Engine {
         let attempts = self.db.attempts(&id).await?;
         let index = match attempt {
             Some(n) => n,
-            None => crate::best::best(&attempts)
-                .or(attempts.first().map(|a| a.index))
-                .unwrap_or(1),
+            None => crate::best::default_attempt(&attempts).unwrap_or(1),
         };
         let Some(a) = attempts.iter().find(|a| a.index == index) else {
             return Err(EngineError::BadRequest(format!(
@@ -182,10 +185,8 @@ impl Engine {
         };
         let mut removed = 0;
         for e in entries.flatten() {
-            let meta = std::fs::read(e.path().join(META))
-                .ok()
-                .and_then(|m| serde_json::from_slice::<KeptMeta>(&m).ok());
-            if meta.is_some_and(|m| m.snapshot == key) && std::fs::remove_dir_all(e.path()).is_ok()
+            if read_meta(&e.path()).is_some_and(|m| m.snapshot == key)
+                && std::fs::remove_dir_all(e.path()).is_ok()
             {
                 removed += 1;
             }

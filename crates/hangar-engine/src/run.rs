@@ -59,13 +59,8 @@ impl Engine {
     /// Makes the sandbox and starts the command in it.
     pub async fn start_run(&self, spec: &RunSpec) -> Result<Started> {
         let runtime = match spec.runtime.as_deref() {
-            None | Some("crun") => RuntimeKind::Crun,
-            Some("runc") => RuntimeKind::Runc,
-            Some(other) => {
-                return Err(EngineError::BadRequest(format!(
-                    "unknown OCI runtime `{other}` (crun or runc)"
-                )))
-            }
+            None => RuntimeKind::default(),
+            Some(name) => name.parse().map_err(EngineError::BadRequest)?,
         };
         if spec.argv.is_empty() {
             return Err(EngineError::BadRequest("no command to run".into()));

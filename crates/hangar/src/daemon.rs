@@ -2,7 +2,7 @@
 //! daemon: at `--socket` (default `<data dir>/hangar.sock`), started in the background
 //! when none answers.
 
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -63,34 +63,17 @@ pub struct AlreadyServing {
 /// Takes the socket's daemon lock and writes this process's pid in it.
 fn take_lock(socket: &Path) -> Result<std::fs::File> {
     let path = lock_path(socket);
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            return Err(AlreadyServing {
-                socket: socket.to_path_buf(),
-                pid: pid.trim().to_string(),
-            }
-            .into());
+    let Some(mut file) = hangar_store::lock::try_lock(&path)
+        .with_context(|| format!("failed to lock {}", path.display()))?
+    else {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(AlreadyServing {
+            socket: socket.to_path_buf(),
+            pid: pid.trim().to_string(),
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("failed to lock {}", path.display()))
-        }
-    }
+        .into());
+    };
     file.set_len(0)?;
-    file.rewind()?;
     write!(file, "{}", std::process::id())?;
     Ok(file)
 }

@@ -255,28 +255,28 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
-    let store = Store::open(&cli.data_dir)
-        .with_context(|| format!("failed to open the data dir {}", cli.data_dir.display()))?;
     let key_file = cli.secret_key_file.clone();
     let socket = cli
         .socket
         .clone()
         .unwrap_or_else(|| daemon::default_socket(&cli.data_dir));
-    let engine = || async {
-        let mut engine = hangar_engine::Engine::open(store.clone(), init_binary()?).await?;
-        if let Some(path) = key_file.clone() {
-            engine.set_secret_key_file(path);
-        }
-        Ok::<_, anyhow::Error>(engine)
-    };
     match cli.command {
-        Command::Serve(args) => match daemon::serve(&socket, engine().await?, args).await {
-            Err(e) if e.is::<daemon::AlreadyServing>() => {
-                eprintln!("hangar: {e}");
-                Ok(daemon::EXIT_ALREADY_SERVING)
+        Command::Serve(args) => {
+            let store = Store::open(&cli.data_dir).with_context(|| {
+                format!("failed to open the data dir {}", cli.data_dir.display())
+            })?;
+            let mut engine = hangar_engine::Engine::open(store, init_binary()?).await?;
+            if let Some(path) = key_file {
+                engine.set_secret_key_file(path);
             }
-            served => served,
-        },
+            match daemon::serve(&socket, engine, args).await {
+                Err(e) if e.is::<daemon::AlreadyServing>() => {
+                    eprintln!("hangar: {e}");
+                    Ok(daemon::EXIT_ALREADY_SERVING)
+                }
+                served => served,
+            }
+        }
         Command::Shutdown => daemon::shutdown(&socket).await,
         Command::Api(command) => {
             let client = match &cli.url {

@@ -32,7 +32,7 @@ pub enum SecretCommand {
 }
 
 fn secrets_path(env: &str) -> String {
-    format!("/v1/environments/{}/secrets", segment(env))
+    format!("{}/secrets", crate::tasks::env_path(env))
 }
 
 pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {

@@ -213,7 +213,8 @@ fn env_request(file: String, source: String, base: &Path) -> Result<EnvFile> {
     })
 }
 
-fn env_path(name: &str) -> String {
+/// `/v1/environments/{name}`.
+pub(crate) fn env_path(name: &str) -> String {
     format!("/v1/environments/{}", segment(name))
 }
 
@@ -516,7 +517,7 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
             }
             eprintln!("hangar: cancelling; tearing the sandbox down");
             let _ = client
-                .post::<_, TaskView>(&format!("/v1/tasks/{}/cancel", segment(&id)), &())
+                .post::<_, TaskView>(&task_path(&id, "cancel", ""), &())
                 .await;
         }
     });

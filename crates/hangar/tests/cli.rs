@@ -1,18 +1,12 @@
 //! The `hangar` binary as a user runs it: exit codes, streams, limits, listings.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// The daemon the commands start stops this long after the last of them (and its tasks).
-const DAEMON_IDLE: &str = "5s";
+mod common;
 
 fn hangar(args: &[&str]) -> Output {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    Command::new(env!("CARGO_BIN_EXE_hangar"))
+    common::hangar_shared()
         .args(args)
-        .env("HANGAR_HOME", store.root())
-        .env("HANGAR_INIT", hangar_testkit::init_binary())
-        .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
         .output()
         .expect("run hangar")
 }
@@ -202,14 +196,9 @@ fn image_ls_lists_as_text_and_json() {
 #[test]
 fn run_passes_stdin_and_signals_through() {
     use std::io::{BufRead, Write};
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
     let cmd = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        let mut c = common::hangar_shared();
         c.args(args)
-            .env("HANGAR_HOME", store.root())
-            .env("HANGAR_INIT", hangar_testkit::init_binary())
-            .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 /// A daemon of its own (its own socket, over the shared data dir), stopped on drop.
 struct Daemon {
     socket: PathBuf,
@@ -73,13 +75,8 @@ impl Daemon {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        let store = hangar_testkit::shared_store();
-        hangar_testkit::debian_image(&store);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hangar"));
-        cmd.current_dir(dir)
-            .env("HANGAR_HOME", store.root())
-            .env("HANGAR_INIT", hangar_testkit::init_binary())
-            .env("HANGAR_SOCKET", &self.socket);
+        let mut cmd = common::hangar_shared();
+        cmd.current_dir(dir).env("HANGAR_SOCKET", &self.socket);
         cmd
     }
 

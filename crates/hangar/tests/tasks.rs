@@ -7,23 +7,21 @@ use std::process::{Command, Output};
 use hangar_testkit::git;
 use serde_json::Value;
 
-/// The daemon the commands start stops this long after the last of them (and its tasks).
-const DAEMON_IDLE: &str = "5s";
+mod common;
 
 fn hangar_in(dir: &Path, args: &[&str]) -> Output {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    hangar_at(store.root(), dir, args)
+    common::hangar_shared()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run hangar")
 }
 
 /// hangar over the data dir `home`, run in `dir`.
 fn hangar_at(home: &Path, dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hangar"))
+    common::hangar(home)
         .current_dir(dir)
         .args(args)
-        .env("HANGAR_HOME", home)
-        .env("HANGAR_INIT", hangar_testkit::init_binary())
-        .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
         .output()
         .expect("run hangar")
 }
@@ -329,13 +327,9 @@ fn secrets_are_set_from_stdin_or_a_file_listed_without_values_and_removed() {
     .unwrap();
     let run = |args: &[&str], stdin: &[u8], key: Option<&Path>| {
         use std::io::Write;
-        let store = hangar_testkit::shared_store();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        let mut cmd = common::hangar_shared();
         cmd.current_dir(r)
             .args(args)
-            .env("HANGAR_HOME", store.root())
-            .env("HANGAR_INIT", hangar_testkit::init_binary())
-            .env("HANGAR_DAEMON_IDLE", DAEMON_IDLE)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
