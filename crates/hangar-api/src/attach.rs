@@ -100,7 +100,9 @@ pub(crate) async fn run_command(
         )));
     };
     let started = api.runner.engine().start_run(&spec).await?;
+    let busy = api.activity.busy();
     tokio::spawn(async move {
+        let _busy = busy;
         match upgrade.await {
             Ok(upgraded) => pump(TokioIo::new(upgraded), started).await,
             Err(e) => {

@@ -2,6 +2,7 @@
 //! OpenAPI document that describes it (checked against the router in a test), and the
 //! client the CLI uses. No business logic: each route is one call on the engine.
 
+mod activity;
 pub mod attach;
 pub mod client;
 mod ops;
@@ -9,6 +10,7 @@ mod resources;
 mod server;
 pub mod wire;
 
+pub use activity::Activity;
 pub use server::{router, Api, ApiError, Listener, HEALTH, ROUTES};
 
 /// The OpenAPI document of this API.

@@ -26,8 +26,8 @@ use crate::wire::{
 type Lines = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Runs `op` in the background, streaming its progress lines and then its result (or
-/// its error, worded as any API error).
-fn operation<F, Fut, T>(op: F) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+/// its error, worded as any API error); the daemon counts as busy until it ends.
+fn operation<F, Fut, T>(api: &Api, op: F) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
 where
     F: FnOnce(Lines) -> Fut + Send + 'static,
     Fut: Future<Output = ApiResult<T>> + Send + 'static,
@@ -42,7 +42,9 @@ where
             });
         })
     };
+    let busy = api.activity.busy();
     tokio::spawn(async move {
+        let _busy = busy;
         let last = match op(lines).await {
             Ok(result) => OpEvent::Done {
                 result: serde_json::to_value(result).unwrap_or_default(),
@@ -115,7 +117,7 @@ pub(crate) async fn build_image(
         opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
     }
     let store = api.runner.engine().store().clone();
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let rec =
             blocking(move || hangar_image::build_debian(&store, &name, &opts, &*lines)).await?;
         Ok(stored(rec))
@@ -131,7 +133,7 @@ pub(crate) async fn pull_image(
     let req = json_body(body, "the pull request")?;
     let name = req.name.as_deref().map(image_name).transpose()?;
     let store = api.runner.engine().store().clone();
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };
@@ -150,7 +152,7 @@ pub(crate) async fn push_image(
     admin_only(&caller, "push images")?;
     let req = json_body(body, "the push request")?;
     let store = api.runner.engine().store().clone();
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };
@@ -173,7 +175,7 @@ pub(crate) async fn import_image(
     let req = json_body(body, "the import request")?;
     let name = req.name.as_deref().map(image_name).transpose()?;
     let store = api.runner.engine().store().clone();
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let path = std::path::PathBuf::from(req.path);
         let rec =
             blocking(move || hangar_image::import(&store, &path, name.as_ref(), &*lines)).await?;
@@ -253,7 +255,7 @@ pub(crate) async fn export_snapshot(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let req = json_body(body, "the export request")?;
     let engine = api.engine(&caller);
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };
@@ -270,7 +272,7 @@ pub(crate) async fn import_snapshot(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let req = json_body(body, "the import request")?;
     let engine = api.engine(&caller);
-    Ok(operation(move |lines| async move {
+    Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };

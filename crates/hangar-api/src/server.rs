@@ -38,6 +38,7 @@ use crate::wire::{
 pub struct Api {
     pub runner: Arc<Runner>,
     pub listener: Listener,
+    pub activity: crate::Activity,
 }
 
 /// Who may call without a token.
@@ -76,6 +77,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
+    api.activity.touch();
     let caller = match (bearer, api.listener) {
         (Some(token), _) => match api.runner.engine().authenticate(&token).await {
             Ok(Some(workspace)) => Caller {
@@ -169,9 +171,14 @@ routes! {
 /// `GET /v1/health` answers without a token (it says nothing of any workspace).
 pub const HEALTH: &str = "/v1/health";
 
-/// The API's router over a runner, for one kind of listener.
-pub fn router(runner: Arc<Runner>, listener: Listener) -> Router {
-    let api = Api { runner, listener };
+/// The API's router over a runner, for one kind of listener; every request and the long
+/// work it starts count on `activity`.
+pub fn router(runner: Arc<Runner>, listener: Listener, activity: crate::Activity) -> Router {
+    let api = Api {
+        runner,
+        listener,
+        activity,
+    };
     add_routes(Router::new())
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
@@ -499,7 +506,9 @@ async fn follow(
     only: Option<u32>,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<StreamEvent>(256);
+    let busy = api.activity.busy();
     tokio::spawn(async move {
+        let _busy = busy;
         let keep = |e: &StreamEvent| match (only, e) {
             (None, _) => true,
             (Some(n), StreamEvent::PhaseStarted { attempt, .. })

@@ -95,7 +95,11 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
     // And each route is wired: asked about a task that does not exist, it answers
     // `not-found`, never the fallback's `no-such-route`.
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(runner, hangar_api::Listener::Local);
+    let router = hangar_api::router(
+        runner,
+        hangar_api::Listener::Local,
+        hangar_api::Activity::default(),
+    );
     for (method, path) in hangar_api::ROUTES {
         let uri = path
             .replace("{id}", "nosuchtask")
@@ -177,7 +181,11 @@ async fn check(
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(runner, hangar_api::Listener::Local);
+    let router = hangar_api::router(
+        runner,
+        hangar_api::Listener::Local,
+        hangar_api::Activity::default(),
+    );
     let post = Method::POST;
     let get = Method::GET;
     check(
@@ -264,7 +272,11 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
         .create_env("api.toml", &source, repo.path())
         .await
         .expect("create the environment");
-    let router = hangar_api::router(runner.clone(), hangar_api::Listener::Local);
+    let router = hangar_api::router(
+        runner.clone(),
+        hangar_api::Listener::Local,
+        hangar_api::Activity::default(),
+    );
 
     let body = format!(r#"{{"environment": "{name}", "prompt": "change the readme"}}"#);
     let (status, accepted) = call(&router, Method::POST, "/v1/tasks", Some(&body)).await;
@@ -350,8 +362,16 @@ async fn a_token_sees_only_its_own_workspace() {
     let u = hangar_spec::TaskId::random();
     let a = engine.create_token(&format!("a-{u}")).await.unwrap().token;
     let b = engine.create_token(&format!("b-{u}")).await.unwrap().token;
-    let remote = hangar_api::router(runner.clone(), hangar_api::Listener::Remote);
-    let local = hangar_api::router(runner.clone(), hangar_api::Listener::Local);
+    let remote = hangar_api::router(
+        runner.clone(),
+        hangar_api::Listener::Remote,
+        hangar_api::Activity::default(),
+    );
+    let local = hangar_api::router(
+        runner.clone(),
+        hangar_api::Listener::Local,
+        hangar_api::Activity::default(),
+    );
 
     // Workspace A: an environment with a secret, and a task. A token's environment
     // names its repository by URL: a path on the daemon's machine is the admin's.

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,8 @@ use hangar_api::client::Client;
 use hangar_engine::runner::Runner;
 use hangar_engine::Engine;
 
-/// How long an auto-started daemon stays up with no request and no task, unless
-/// `HANGAR_DAEMON_IDLE` says otherwise.
+/// How long an auto-started daemon stays up with nothing to do (no request, task,
+/// stream or run), unless `HANGAR_DAEMON_IDLE` says otherwise.
 const AUTO_IDLE_EXIT: &str = "10m";
 /// The exit code of a daemon that found another one holding its socket's lock.
 pub const EXIT_ALREADY_SERVING: u8 = 75;
@@ -35,7 +34,7 @@ pub struct ServeArgs {
     /// Attempts one task may ask for, best-of-N (default 4; at most --max-running).
     #[arg(long, env = "HANGAR_MAX_ATTEMPTS")]
     max_attempts: Option<u32>,
-    /// Exit after this long with no request and no task (e.g. `10m`).
+    /// Exit after this long with nothing to do: no request, task, stream or run (`10m`).
     #[arg(long, value_parser = hangar_spec::parse_duration)]
     idle_exit: Option<Duration>,
 }
@@ -112,16 +111,8 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
         );
     }
     let runner = Runner::new(engine.clone());
-    let last_seen = Arc::new(AtomicI64::new(hangar_store::db::now_ms()));
-    let router = |listener| {
-        let last_seen = last_seen.clone();
-        hangar_api::router(runner.clone(), listener).layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                last_seen.store(hangar_store::db::now_ms(), Ordering::Relaxed);
-                next.run(req)
-            },
-        ))
-    };
+    let activity = hangar_api::Activity::default();
+    let router = |listener| hangar_api::router(runner.clone(), listener, activity.clone());
 
     let mut tcp_listeners = Vec::new();
     for addr in &tcp {
@@ -150,9 +141,9 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     );
     let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
     let stop = {
-        let (runner, path, last_seen) = (runner.clone(), path.clone(), last_seen.clone());
+        let (runner, path, activity) = (runner.clone(), path.clone(), activity.clone());
         async move {
-            match stop_signal(&runner, &last_seen, args.idle_exit).await {
+            match stop_signal(&runner, &activity, args.idle_exit).await {
                 Stop::Signal => {
                     eprintln!("hangar: stopping; cancelling running tasks");
                     runner.shutdown().await;
@@ -206,8 +197,13 @@ enum Stop {
     Idle,
 }
 
-/// Resolves on SIGTERM or SIGINT, or after `idle` with no request and no task.
-async fn stop_signal(runner: &Runner, last_seen: &AtomicI64, idle: Option<Duration>) -> Stop {
+/// Resolves on SIGTERM or SIGINT, or after `idle` with no request, no task and no long
+/// work (a stream, an image build, a `run`).
+async fn stop_signal(
+    runner: &Runner,
+    activity: &hangar_api::Activity,
+    idle: Option<Duration>,
+) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -221,8 +217,8 @@ async fn stop_signal(runner: &Runner, last_seen: &AtomicI64, idle: Option<Durati
             _ = int.recv() => return Stop::Signal,
             _ = term.recv() => return Stop::Signal,
             () = tokio::time::sleep(Duration::from_millis(250)) => {
-                let quiet = hangar_store::db::now_ms() - last_seen.load(Ordering::Relaxed);
-                if idle_ms.is_some_and(|limit| quiet > limit && runner.active() == 0) {
+                let quiet = activity.quiet_ms();
+                if idle_ms.is_some_and(|limit| quiet.is_some_and(|q| q > limit) && runner.active() == 0) {
                     return Stop::Idle;
                 }
             }

@@ -461,3 +461,24 @@ fn remote_clients_need_a_token_and_act_in_its_workspace() {
         stderr(&out)
     );
 }
+
+/// Regression: the idle exit counted requests only, so a daemon left alone during a long
+/// `run` (or an image build, or a followed stream) exited under it.
+#[test]
+fn a_long_run_keeps_an_idle_daemon_up() {
+    let d = Daemon::start(&["--idle-exit", "1s"]);
+    let out = d.ok(
+        Path::new("/"),
+        &[
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--",
+            "sh",
+            "-c",
+            "sleep 3; echo still here",
+        ],
+        0,
+    );
+    assert_eq!(out, "still here\n");
+}
