@@ -279,12 +279,13 @@ async fn a_sandbox_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
         .expect("the child names its sandbox");
     let id = hangar_sandbox::SandboxId::new(id).unwrap();
     // SIGKILL gives the owner no chance to clean up. Init sees its control socket close
-    // and ends the sandbox's processes, but the mount, namespace and cgroups stay.
+    // and ends the sandbox's processes (the runtime may then remove the cgroups), but the
+    // mount, the namespace and the directory, which only hangar removes, stay.
     child.kill().unwrap();
     child.wait().unwrap();
     let left = traces(&host, &id);
     assert!(
-        !left.mounts.is_empty() && !left.netns.is_empty() && !left.cgroups.is_empty(),
+        !left.mounts.is_empty() && !left.netns.is_empty() && !left.dirs.is_empty(),
         "a killed owner leaves its sandbox behind: {left:?}"
     );
 
