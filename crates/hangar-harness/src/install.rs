@@ -44,6 +44,8 @@ const HEAD: &str = r#"set -euo pipefail
 fail() { echo "failed to install $NAME: $*" >&2; exit 1; }
 command -v curl >/dev/null || fail "the image has no curl"
 command -v python3 >/dev/null || fail "the image has no python3"
+# A registry answering 5xx or refusing a connection once is asked again.
+fetch() { curl -fsSL --retry 5 --retry-delay 1 --retry-connrefused "$@"; }
 mkdir -p "$P/bin"
 "#;
 
@@ -51,10 +53,10 @@ mkdir -p "$P/bin"
 const NPM_FETCH: &str = r#"R="${HANGAR_NPM_REGISTRY:?no npm registry configured}"; R="${R%/}"
 npm_fetch() {  # name version directory
   local url
-  url=$(curl -fsSL "$R/$1/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["tarball"])') \
+  url=$(fetch "$R/$1/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["tarball"])') \
     || fail "the npm registry has no $1@$2"
   mkdir -p "$3"
-  curl -fsSL "$url" | tar -xz -C "$3" --strip-components=1 --no-same-owner
+  fetch "$url" | tar -xz -C "$3" --strip-components=1 --no-same-owner
 }
 "#;
 
@@ -83,7 +85,7 @@ fn pip_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
     let script = format!(
         r#"NAME={kind} P={p}
 {HEAD}I="${{HANGAR_PIP_INDEX_URL:?no Python package index configured}}"; I="${{I%/}}"
-url=$(curl -fsSL "$I/uv/" | python3 -c '
+url=$(fetch "$I/uv/" | python3 -c '
 import re, sys, urllib.parse
 base = sys.argv[1]
 for href in re.findall(r"href=\"([^\"]+)\"", sys.stdin.read()):
@@ -93,7 +95,7 @@ for href in re.findall(r"href=\"([^\"]+)\"", sys.stdin.read()):
         print(urllib.parse.urldefrag(url)[0])
         break
 ' "$I/uv/") && test -n "$url" || fail "the index has no uv {UV}"
-curl -fsSL "$url" -o "$P/uv.whl"
+fetch "$url" -o "$P/uv.whl"
 python3 - "$P" <<'PY'
 import os, sys, zipfile
 p = sys.argv[1]
