@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
 
@@ -14,17 +15,68 @@ pub trait Resolve: Send + Sync + 'static {
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a>;
 }
 
-/// The host's resolver (getaddrinfo on a blocking thread).
+/// The host's resolver (getaddrinfo on a blocking thread). A temporary failure
+/// (`EAI_AGAIN`: a resolver timing out or answering SERVFAIL) is asked again twice,
+/// because it would otherwise fail a sandbox's request that the next second would
+/// pass, and a client cannot tell a failed CONNECT from a refusal worth giving up on.
 #[derive(Debug, Default)]
 pub struct SystemResolver;
 
+/// Pauses before asking again after a temporary failure.
+const AGAIN_AFTER: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(2000)];
+
 impl Resolve for SystemResolver {
-    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> Resolving<'a> {
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((host, port)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
+    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> Resolving<'a> {
+        Box::pin(asking_again(host, lookup, &AGAIN_AFTER))
     }
+}
+
+/// Looks `host` up, pausing and asking again after each temporary failure while pauses
+/// are left.
+async fn asking_again(
+    host: &str,
+    lookup: fn(&str) -> Result<Vec<IpAddr>, Lookup>,
+    pauses: &[Duration],
+) -> io::Result<Vec<IpAddr>> {
+    let mut pauses = pauses.iter();
+    loop {
+        let name = host.to_string();
+        let looked = tokio::task::spawn_blocking(move || lookup(&name))
+            .await
+            .map_err(io::Error::other)?;
+        match (looked, pauses.next()) {
+            (Err(Lookup::Again(_)), Some(pause)) => tokio::time::sleep(*pause).await,
+            (Ok(addrs), _) => return Ok(addrs),
+            (Err(Lookup::Again(e) | Lookup::Other(e)), _) => return Err(e),
+        }
+    }
+}
+
+enum Lookup {
+    Again(io::Error),
+    Other(io::Error),
+}
+
+fn lookup(host: &str) -> Result<Vec<IpAddr>, Lookup> {
+    let hints = dns_lookup::AddrInfoHints {
+        socktype: dns_lookup::SockType::Stream.into(),
+        ..Default::default()
+    };
+    let found = dns_lookup::getaddrinfo(Some(host), None, Some(hints)).map_err(|e| {
+        if matches!(e.kind(), dns_lookup::LookupErrorKind::Again) {
+            Lookup::Again(e.into())
+        } else {
+            Lookup::Other(e.into())
+        }
+    })?;
+    let mut addrs = Vec::new();
+    for info in found {
+        let ip = info.map_err(Lookup::Other)?.sockaddr.ip();
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
+    }
+    Ok(addrs)
 }
 
 /// A fixed table of names; anything else does not resolve.
@@ -77,5 +129,48 @@ mod conformance {
             check(r, "localhost", Some("127.0.0.1")).await;
             check(r, "no-such-host.invalid", None).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const PAUSES: [Duration; 2] = [Duration::from_millis(1), Duration::from_millis(1)];
+
+    /// Regression: one `EAI_AGAIN` from the host's resolver failed an install's
+    /// download through the proxy (curl does not retry a failed CONNECT).
+    #[tokio::test]
+    async fn a_temporary_failure_is_asked_again_and_others_are_not() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn again_twice(_: &str) -> Result<Vec<IpAddr>, Lookup> {
+            match CALLS.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(Lookup::Again(io::Error::other("temporary"))),
+                _ => Ok(vec!["192.0.2.1".parse().unwrap()]),
+            }
+        }
+        let got = asking_again("a.test", again_twice, &PAUSES).await.unwrap();
+        assert_eq!(got, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+
+        static ALWAYS: AtomicUsize = AtomicUsize::new(0);
+        fn always_again(_: &str) -> Result<Vec<IpAddr>, Lookup> {
+            ALWAYS.fetch_add(1, Ordering::SeqCst);
+            Err(Lookup::Again(io::Error::other("temporary")))
+        }
+        let err = asking_again("a.test", always_again, &PAUSES)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "temporary");
+        assert_eq!(ALWAYS.load(Ordering::SeqCst), 1 + PAUSES.len());
+
+        static NONAME: AtomicUsize = AtomicUsize::new(0);
+        fn no_name(_: &str) -> Result<Vec<IpAddr>, Lookup> {
+            NONAME.fetch_add(1, Ordering::SeqCst);
+            Err(Lookup::Other(io::Error::other("no such name")))
+        }
+        assert!(asking_again("a.test", no_name, &PAUSES).await.is_err());
+        assert_eq!(NONAME.load(Ordering::SeqCst), 1);
     }
 }
