@@ -44,8 +44,9 @@ const HEAD: &str = r#"set -euo pipefail
 fail() { echo "failed to install $NAME: $*" >&2; exit 1; }
 command -v curl >/dev/null || fail "the image has no curl"
 command -v python3 >/dev/null || fail "the image has no python3"
-# A registry answering 5xx or refusing a connection once is asked again.
-fetch() { curl -fsSL --retry 5 --retry-delay 1 --retry-connrefused "$@"; }
+# Any failure is asked again, with doubling pauses (a minute in all): a registry or a
+# proxy in front of it can be down for a while, and curl would not retry a failed CONNECT.
+fetch() { curl -fsSL --retry 6 --retry-all-errors "$@"; }
 mkdir -p "$P/bin"
 "#;
 
@@ -56,7 +57,10 @@ npm_fetch() {  # name version directory
   url=$(fetch "$R/$1/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["tarball"])') \
     || fail "the npm registry has no $1@$2"
   mkdir -p "$3"
-  fetch "$url" | tar -xz -C "$3" --strip-components=1 --no-same-owner
+  # Into a file first: a retried download then starts over instead of appending to a pipe.
+  fetch "$url" -o "$3.tgz"
+  tar -xzf "$3.tgz" -C "$3" --strip-components=1 --no-same-owner
+  rm -f "$3.tgz"
 }
 "#;
 
@@ -68,7 +72,9 @@ fn npm_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
          npm_fetch npm {NPM} \"$P/npm\"\n\
          export PATH=\"$P/node/bin:$PATH\"\n\
          node \"$P/npm/bin/npm-cli.js\" install --global --prefix \"$P\" --registry \"$R/\" \
-         --no-fund --no-audit --no-update-notifier --loglevel=warn {package}@{version}\n\
+         --no-fund --no-audit --no-update-notifier --loglevel=warn \
+         --fetch-retries 6 --fetch-retry-mintimeout 2000 --fetch-retry-maxtimeout 60000 \
+         {package}@{version}\n\
          test -x \"$P/bin/{bin}\" || fail \"{package} installed no {bin}\"\n\
          rm -rf \"$P/npm\" \"$HOME/.npm\"\n",
         p = prefix(kind),
@@ -106,7 +112,7 @@ with zipfile.ZipFile(p + "/uv.whl") as z:
 os.chmod(p + "/uv", 0o755)
 os.remove(p + "/uv.whl")
 PY
-export UV_NATIVE_TLS=1 UV_CACHE_DIR="$P/.uv-cache" UV_PYTHON_DOWNLOADS=never
+export UV_NATIVE_TLS=1 UV_CACHE_DIR="$P/.uv-cache" UV_PYTHON_DOWNLOADS=never UV_HTTP_RETRIES=6
 "$P/uv" venv --quiet --python "$(command -v python3)" "$P/venv"
 "$P/uv" pip install --quiet --python "$P/venv/bin/python" --index-url "$I/" "{package}=={version}"
 ln -sf ../venv/bin/{bin} "$P/bin/{bin}"
