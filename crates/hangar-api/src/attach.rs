@@ -77,6 +77,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
     Ok(Some((head[0], payload)))
 }
 
+/// The last frame: how the command ended.
+async fn send_exit<W: AsyncWrite + Unpin>(w: &mut W, exit: &RunExit) -> std::io::Result<()> {
+    let json = serde_json::to_vec(exit).expect("an exit serializes");
+    write_frame(w, EXIT, &json).await
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunQuery {
@@ -132,8 +138,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, started: Starte
                 message: Some(message),
                 ..RunExit::default()
             };
-            let json = serde_json::to_vec(&exit).expect("an exit serializes");
-            let _ = write_frame(&mut to_client, EXIT, &json).await;
+            let _ = send_exit(&mut to_client, &exit).await;
             return;
         }
     };
@@ -207,8 +212,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, started: Starte
         },
     };
     if let Ok(Some(mut to_client)) = writer.await {
-        let json = serde_json::to_vec(&exit).expect("an exit serializes");
-        let _ = write_frame(&mut to_client, EXIT, &json).await;
+        let _ = send_exit(&mut to_client, &exit).await;
         let _ = to_client.shutdown().await;
     }
     if let Err(e) = running.finish().await {

@@ -193,16 +193,12 @@ impl Client {
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = self
-            .send(Method::POST, path, Some(Body::Json(body)))
-            .await?;
+        let resp = self.send(Method::POST, path, Some(json(body)?)).await?;
         decode(path, resp).await
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = self.send(Method::PUT, path, Some(Body::Json(body))).await?;
+        let resp = self.send(Method::PUT, path, Some(json(body)?)).await?;
         decode(path, resp).await
     }
 
@@ -249,12 +245,11 @@ impl Client {
         body: &B,
         mut on_line: impl FnMut(&str),
     ) -> Result<T> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
         let mut last = None;
         self.events(
             Method::POST,
             path,
-            Some(Body::Json(body)),
+            Some(json(body)?),
             |e: OpEvent| match e {
                 OpEvent::Progress { line } => on_line(&line),
                 done => last = Some(done),
@@ -321,6 +316,12 @@ impl Client {
 enum Body {
     Json(Vec<u8>),
     Bytes(Vec<u8>),
+}
+
+fn json(body: &impl Serialize) -> Result<Body> {
+    serde_json::to_vec(body)
+        .map(Body::Json)
+        .map_err(|e| ClientError::Http(e.to_string()))
 }
 
 /// A connection to the daemon, over either transport.

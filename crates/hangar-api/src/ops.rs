@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::server::{admin_only, json_body, sse, Api, ApiError, ApiResult, Caller, JsonIn};
 use crate::wire::{
-    rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ErrorInfo, ExportSnapshot, ImageList,
+    rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ExportSnapshot, ImageList,
     ImageRemoved, ImageStored, ImageSummary, ImportImage, ImportSnapshot, OpEvent, PullImage,
     PushImage, SnapshotList, SnapshotSummary,
 };
@@ -50,10 +50,7 @@ where
                 result: serde_json::to_value(result).unwrap_or_default(),
             },
             Err(e) => OpEvent::Failed {
-                error: ErrorInfo {
-                    code: e.code().to_string(),
-                    message: e.message().to_string(),
-                },
+                error: e.into_info(),
             },
         };
         let _ = tx.send(last);
@@ -84,12 +81,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub(crate) async fn list_images(State(api): State<Api>) -> ApiResult<Json<ImageList>> {
-    let images = api
-        .runner
-        .engine()
-        .store()
-        .images()
-        .map_err(|e| ApiError::from(hangar_image::ImageError::from(e)))?;
+    let images = api.runner.engine().store().images()?;
     Ok(Json(ImageList {
         images: images
             .into_iter()

@@ -225,12 +225,13 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn code(&self) -> &str {
-        self.code
-    }
-
-    pub(crate) fn message(&self) -> &str {
-        &self.message
+    /// What the caller is told: the body of an error answer, or a failed operation's
+    /// last event.
+    pub(crate) fn into_info(self) -> ErrorInfo {
+        ErrorInfo {
+            code: self.code.to_string(),
+            message: self.message,
+        }
     }
 }
 
@@ -238,7 +239,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Image(e) => e.into(),
-            EngineError::Store(e) => hangar_image::ImageError::from(e).into(),
+            EngineError::Store(e) => e.into(),
             e @ EngineError::Db(
                 DbError::TaskNotFound(_)
                 | DbError::EnvNotFound(_)
@@ -275,6 +276,12 @@ impl From<hangar_image::ImageError> for ApiError {
     }
 }
 
+impl From<hangar_store::StoreError> for ApiError {
+    fn from(e: hangar_store::StoreError) -> ApiError {
+        hangar_image::ImageError::from(e).into()
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         EngineError::from(e).into()
@@ -283,13 +290,11 @@ impl From<DbError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status;
         let body = ErrorBody {
-            error: ErrorInfo {
-                code: self.code.to_string(),
-                message: self.message,
-            },
+            error: self.into_info(),
         };
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
     }
 }
 

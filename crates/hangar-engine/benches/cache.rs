@@ -18,6 +18,9 @@ use hangar_spec::{Phase, TaskId};
 use hangar_testkit::bench::{print_table, summarize, Row};
 use tokio::sync::watch;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const TASKS: usize = 15;
 
 /// Accepted → agent started for one task.
@@ -113,17 +116,11 @@ async fn keep(bytes: u64, rows: &mut Vec<Row>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    let engine = Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .unwrap();
+    let engine = common::engine().await;
     let name = format!("bench-{}", TaskId::random());
-    let repo = hangar_testkit::example_repo("pyfix", &name);
-    let file = repo.path().join(".hangar/environment.toml");
-    let source = std::fs::read_to_string(&file).unwrap();
+    let example = hangar_testkit::example_env("pyfix", &name);
     engine
-        .create_env("bench.toml", &source, file.parent().unwrap())
+        .create_env("bench.toml", &example.source, &example.dir)
         .await
         .unwrap();
 

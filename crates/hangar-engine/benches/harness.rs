@@ -27,6 +27,9 @@ fn runs() -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10)
 }
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const KEY: &str = "sk-bench-key-0123456789";
 
 fn script() -> Behavior {
@@ -175,11 +178,7 @@ async fn bench(engine: &Engine, kind: Kind, rows: &mut Vec<Row>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let store = hangar_testkit::shared_store();
-    hangar_testkit::debian_image(&store);
-    let engine = Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .unwrap();
+    let engine = common::engine().await;
     let kinds = [Kind::Codex, Kind::Claude];
     let mut rows = Vec::new();
     for kind in kinds {

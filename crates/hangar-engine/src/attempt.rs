@@ -100,6 +100,8 @@ pub(crate) struct Ctx<'a> {
     pub secrets: EnvSecrets,
     /// The proxy of the sandbox in use.
     pub net: Option<SandboxNet>,
+    /// The commit the attempt's diff is against, once the workspace has one.
+    pub base_commit: Option<String>,
     pub audit: mpsc::UnboundedSender<hangar_net::AuditEntry>,
 }
 
@@ -359,6 +361,7 @@ impl Engine {
             cancel,
             secrets,
             net: None,
+            base_commit: None,
             audit: audit.sender(),
         };
         let outcome = match loaded {
@@ -462,13 +465,7 @@ impl Engine {
         ctx.net = None;
         // A collected attempt's layer is kept for follow-ups; any other is torn down.
         let base = match &out {
-            Ok(_) => self
-                .db
-                .attempts(plan.task)
-                .await
-                .ok()
-                .and_then(|a| a.into_iter().find(|a| a.index == plan.index))
-                .and_then(|a| a.base_commit),
+            Ok(_) => ctx.base_commit.take(),
             Err(_) => None,
         };
         let torn_down = match base {
@@ -555,11 +552,7 @@ impl Engine {
     ) -> Result<Prepared, Stop> {
         let env = plan.env;
         let keyed = self.keyed(env, secrets).await?;
-        let (store, rec) = (self.store.clone(), keyed.image.clone());
-        let layers = tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
-            .await
-            .map_err(|e| Stop::error(format!("failed to unpack the image: {e}")))?
-            .map_err(EngineError::from)?;
+        let layers = self.image_layers(&keyed.image).await?;
         let defaults = ImageDefaults::of(&self.store, &keyed.image).map_err(EngineError::from)?;
         let (key, lookup) = self.lookup(env.name.as_str(), &keyed.components).await?;
         Ok(Prepared {
@@ -913,6 +906,7 @@ impl Engine {
             .set_attempt_field(plan.task, plan.index, AttemptField::BaseCommit, &base)
             .await
             .map_err(EngineError::from)?;
+        ctx.base_commit = Some(base.clone());
 
         if follow.is_none() && !env.maintenance.script.trim().is_empty() {
             timed(self, plan, Phase::Maintenance, async {

@@ -28,7 +28,7 @@ use hangar_spec::{Approval, AttemptStatus, Environment, Harness, Phase, TaskId};
 use hangar_store::db::{
     Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
 };
-use hangar_store::{ImageRecord, Store};
+use hangar_store::{Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
 pub use apply::{apply_patch, ApplyReport};
@@ -520,6 +520,19 @@ impl Engine {
         &self.store
     }
 
+    /// An image's layers, unpacked (each once) on a blocking thread, bottom first.
+    async fn image_layers(&self, rec: &ImageRecord) -> Result<Vec<(Digest, PathBuf)>> {
+        let (store, rec) = (self.store.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
+            .await
+            .map_err(|e| EngineError::Io {
+                action: "unpack the layers under",
+                path: self.store.root().join("layers"),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(EngineError::from)
+    }
+
     pub fn workspace(&self) -> &str {
         &self.workspace
     }
@@ -869,16 +882,16 @@ impl Engine {
         for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let known = all.iter().any(|s| s.key == name) || name.ends_with(".lock");
+            if known || leased.contains(&name) || !entry.path().is_dir() {
+                continue;
+            }
             // A build holds its key's lock from before its directory appears until its
             // record is written.
-            let building = std::fs::File::open(root.join(format!("{name}.lock")))
-                .map(|f| f.try_lock().is_err())
-                .unwrap_or(false);
-            if !known && !building && !leased.contains(&name) && entry.path().is_dir() {
-                std::fs::remove_dir_all(entry.path())
-                    .map_err(error::io_err("remove", entry.path()))?;
-                report.orphans += 1;
-            }
+            let Some(_lock) = try_lock_key(&root, &name) else {
+                continue;
+            };
+            std::fs::remove_dir_all(entry.path()).map_err(error::io_err("remove", entry.path()))?;
+            report.orphans += 1;
         }
         report.kept += self.collect_kept();
         Ok(report)

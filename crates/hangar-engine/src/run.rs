@@ -66,12 +66,7 @@ impl Engine {
             return Err(EngineError::BadRequest("no command to run".into()));
         }
         let rec = self.store.image(&spec.image)?;
-        let layers = {
-            let (store, rec) = (self.store.clone(), rec.clone());
-            tokio::task::spawn_blocking(move || hangar_image::layers(&store, &rec))
-                .await
-                .map_err(|e| EngineError::BadRequest(format!("the layer task failed: {e}")))??
-        };
+        let layers = self.image_layers(&rec).await?;
         let defaults = hangar_image::ImageDefaults::of(&self.store, &rec)?;
         let mut env = defaults.env;
         for kv in &spec.env {

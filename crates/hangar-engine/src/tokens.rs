@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::{Engine, EngineError, Result};
 
 /// What `token create` hands out, once.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct NewToken {
     pub id: String,
     pub workspace: String,

@@ -87,12 +87,11 @@ async fn apply_round_trip(engine: &Engine, task: &TaskRecord, a: &AttemptRecord,
 async fn example_task_fixes_the_test_and_applies_to_a_fresh_clone() {
     let engine = engine().await;
     let name = format!("pyfix-{}", TaskId::random());
-    let origin = hangar_testkit::example_repo("pyfix", &name);
+    let example = hangar_testkit::example_env("pyfix", &name);
+    let origin = &example.repo;
     // The example's file names its repository as `..`, relative to .hangar/.
-    let file = origin.path().join(".hangar/environment.toml");
-    let source = std::fs::read_to_string(&file).unwrap();
     let rec = engine
-        .create_env("environment.toml", &source, file.parent().unwrap())
+        .create_env("environment.toml", &example.source, &example.dir)
         .await
         .unwrap();
     assert_eq!(Path::new(&rec.repo), origin.path().canonicalize().unwrap());

@@ -57,10 +57,10 @@ pub fn reap(host: &HostConfig) -> Result<Reaped> {
 }
 
 fn reap_one(host: &HostConfig, id: SandboxId, dirs: Dirs, lock: fs::File) -> Result<()> {
-    let kind = match fs::read_to_string(dirs.base.join(RUNTIME_FILE)).as_deref() {
-        Ok("runc") => RuntimeKind::Runc,
-        _ => RuntimeKind::Crun,
-    };
+    let kind: RuntimeKind = fs::read_to_string(dirs.base.join(RUNTIME_FILE))
+        .ok()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or_default();
     let cgroup = host.cgroups.sandbox_path(&id.host_name());
     let mut parts = Parts {
         netns: NetNs::existing(&id.host_name()),

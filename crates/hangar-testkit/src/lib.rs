@@ -300,6 +300,23 @@ pub fn example_repo(name: &str, env_name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// An example's environment file, ready to create: its repository (see
+/// [`example_repo`], kept while this lives), the file's text, and the directory the
+/// file's relative paths are taken from.
+pub struct ExampleEnv {
+    pub repo: tempfile::TempDir,
+    pub source: String,
+    pub dir: PathBuf,
+}
+
+/// `examples/<name>` as the environment `env_name`.
+pub fn example_env(name: &str, env_name: &str) -> ExampleEnv {
+    let repo = example_repo(name, env_name);
+    let dir = repo.path().join(".hangar");
+    let source = fs::read_to_string(dir.join("environment.toml")).expect("the environment file");
+    ExampleEnv { repo, source, dir }
+}
+
 /// Every entry under `dir` as one line, sorted: path, type, owner, mode, mtime (seconds),
 /// content digest or link target, hard-link group (named by its first path) and the
 /// xattrs a layer keeps (overlay's opaque marker included), so that two trees compare as

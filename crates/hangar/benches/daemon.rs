@@ -9,7 +9,6 @@
 //! accepted) and its agent phase's start.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,9 @@ use hangar_engine::{Engine, Event, Progress, TaskRequest};
 use hangar_spec::{Phase, TaskId};
 use hangar_testkit::bench::{print_table, summarize};
 use tokio::sync::watch;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const SINGLE: usize = 15;
 const BURST: usize = 50;
@@ -34,15 +36,15 @@ async fn accepted_to_agent(engine: &Engine, id: &TaskId) -> Duration {
     Duration::from_millis((agent.started_ms - task.created_ms).max(0) as u64)
 }
 
+/// `hangar` over the shared test data dir, through the daemon at `socket`.
+fn hangar_at(socket: &Path) -> std::process::Command {
+    let mut cmd = common::hangar(hangar_testkit::shared_store().root());
+    cmd.env("HANGAR_SOCKET", socket);
+    cmd
+}
+
 fn hangar(socket: &Path, args: &[&str]) -> String {
-    let store = hangar_testkit::shared_store();
-    let out = Command::new(env!("CARGO_BIN_EXE_hangar"))
-        .args(args)
-        .env("HANGAR_HOME", store.root())
-        .env("HANGAR_INIT", hangar_testkit::init_binary())
-        .env("HANGAR_SOCKET", socket)
-        .output()
-        .unwrap();
+    let out = hangar_at(socket).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "hangar {args:?}: {}",
@@ -59,11 +61,9 @@ async fn main() {
         .await
         .unwrap();
     let name = format!("bench-{}", TaskId::random());
-    let repo = hangar_testkit::example_repo("pyfix", &name);
-    let file = repo.path().join(".hangar/environment.toml");
-    let source = std::fs::read_to_string(&file).unwrap();
+    let example = hangar_testkit::example_env("pyfix", &name);
     engine
-        .create_env("bench.toml", &source, file.parent().unwrap())
+        .create_env("bench.toml", &example.source, &example.dir)
         .await
         .unwrap();
     let request = TaskRequest {
@@ -86,11 +86,8 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bench.sock");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hangar"))
+    let mut daemon = hangar_at(&socket)
         .args(["serve"])
-        .env("HANGAR_HOME", hangar_testkit::shared_store().root())
-        .env("HANGAR_INIT", hangar_testkit::init_binary())
-        .env("HANGAR_SOCKET", &socket)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

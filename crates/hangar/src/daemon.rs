@@ -204,18 +204,13 @@ async fn stop_signal(
     activity: &hangar_api::Activity,
     idle: Option<Duration>,
 ) -> Stop {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let Some(mut signals) = crate::signals::StopSignals::new() else {
         return Stop::Signal;
     };
     let idle_ms = idle.map(|d| d.as_millis() as i64);
     loop {
         tokio::select! {
-            _ = int.recv() => return Stop::Signal,
-            _ = term.recv() => return Stop::Signal,
+            _ = signals.next() => return Stop::Signal,
             () = tokio::time::sleep(Duration::from_millis(250)) => {
                 let quiet = activity.quiet_ms();
                 if idle_ms.is_some_and(|limit| quiet.is_some_and(|q| q > limit) && runner.active() == 0) {

@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt;
 mod daemon;
 mod progress;
 mod secrets;
+mod signals;
 mod tasks;
 mod tokens;
 
@@ -323,6 +324,12 @@ async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -
     }
 }
 
+/// Prints a `--json` answer: the API's own document, pretty.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 /// Shows a long operation's progress lines, with a bar where a line counts (`layer 2/5`).
 fn progress() -> impl FnMut(&str) {
     let mut status = progress::Status::new();
@@ -398,7 +405,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Ls { json } => {
             let list: ImageList = client.get("/v1/images").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                print_json(&list)?;
             } else {
                 println!("{:<32} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
                 for r in list.images {
@@ -481,18 +488,11 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
     let signals = {
         let to_daemon = to_daemon.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let Some(mut signals) = signals::StopSignals::new() else {
                 return;
             };
             loop {
-                let n = tokio::select! {
-                    _ = int.recv() => libc::SIGINT,
-                    _ = term.recv() => libc::SIGTERM,
-                };
+                let n = signals.next().await;
                 let _ = write_frame(&mut *to_daemon.lock().await, SIGNAL, &n.to_be_bytes()).await;
             }
         })

@@ -9,7 +9,8 @@ use clap::Subcommand;
 use hangar_api::client::{segment, Client};
 use hangar_api::wire::SecretList;
 use hangar_secrets::Secret;
-use serde_json::json;
+
+use crate::print_json;
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
@@ -66,16 +67,11 @@ pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
         }
         SecretCommand::Ls { environment, json } => {
             let list: SecretList = client.get(&secrets_path(&environment)).await?;
-            let list = list.secrets;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "secrets": list }))?
-                );
-                return Ok(());
+                return print_json(&list);
             }
             println!("{:<24} {:<28} {:<5} PROJECTED TO", "NAME", "PHASES", "SET");
-            for s in list {
+            for s in list.secrets {
                 println!(
                     "{:<24} {:<28} {:<5} {}",
                     s.name,

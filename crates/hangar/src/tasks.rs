@@ -9,15 +9,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hangar_api::client::{query, segment, Client};
 use hangar_api::wire::{
-    CacheGc, CacheGcReport, CacheReset, EnvFile, EnvList, EnvView, Events, ExportSnapshot,
+    rfc3339, CacheGc, CacheGcReport, CacheReset, EnvFile, EnvList, EnvView, Events, ExportSnapshot,
     ImportSnapshot, Logs, Network, SnapshotList, StreamEvent, SubmitTask, TaskList, TaskView,
 };
 use hangar_engine::travel::{Exported, Imported};
 use hangar_engine::EngineError;
 use hangar_spec::{Approval, Harness, Phase, TaskStatus};
 use hangar_store::db::{DiffSummary, LogLine, Stream};
-use serde::Serialize;
 
+use crate::print_json;
 use crate::progress::Status;
 use serde_json::json;
 
@@ -188,17 +188,6 @@ pub struct TaskArgs {
     /// is ready).
     #[arg(long)]
     best: bool,
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn print_json(value: &impl Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 /// The environment file's request: its name for messages, its text, and its directory
@@ -504,17 +493,10 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
     let watcher = tokio::spawn({
         let (client, id) = (client.clone(), id.clone());
         async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let Some(mut signals) = crate::signals::StopSignals::new() else {
                 return;
             };
-            tokio::select! {
-                _ = int.recv() => {},
-                _ = term.recv() => {},
-            }
+            signals.next().await;
             eprintln!("hangar: cancelling; tearing the sandbox down");
             let _ = client
                 .post::<_, TaskView>(&task_path(&id, "cancel", ""), &())
@@ -817,7 +799,7 @@ pub struct WaitArgs {
 fn status_code(status: TaskStatus) -> u8 {
     match status {
         TaskStatus::Ready => 0,
-        TaskStatus::Error | TaskStatus::Cancelled => 3,
+        TaskStatus::Error | TaskStatus::Cancelled => EXIT_TASK_FAILED,
         TaskStatus::Pending | TaskStatus::Running => 4,
     }
 }

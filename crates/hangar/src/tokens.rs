@@ -6,6 +6,8 @@ use clap::Subcommand;
 use hangar_api::client::{segment, Client};
 use hangar_api::wire::{CreateToken, NewToken, TokenList};
 
+use crate::print_json;
+
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Make a token for a workspace; it is printed this once.
@@ -31,7 +33,7 @@ pub async fn token(client: &Client, cmd: TokenCommand) -> Result<()> {
                 .post("/v1/tokens", &CreateToken { workspace })
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&t)?);
+                print_json(&t)?;
             } else {
                 eprintln!(
                     "created token {} for workspace {} (it is not shown again)",
@@ -43,7 +45,7 @@ pub async fn token(client: &Client, cmd: TokenCommand) -> Result<()> {
         TokenCommand::Ls { json } => {
             let list: TokenList = client.get("/v1/tokens").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                print_json(&list)?;
             } else {
                 println!("{:<10} {:<24} CREATED", "ID", "WORKSPACE");
                 for t in list.tokens {

@@ -1,4 +1,4 @@
-//! What the CLI's test binaries share: the `hangar` command over a data dir, with the
+//! What the CLI's test and bench binaries share: the `hangar` command over a data dir, with the
 //! test build of hangar-init; the daemon its commands start stops soon after the last.
 
 // Each test binary compiles this module and uses a different part of it.
