@@ -19,7 +19,9 @@ use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
 use crate::diff;
 use crate::error::{io_err, EngineError, Result};
 use crate::net::{AuditLog, SandboxNet};
-use crate::phase::{run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR};
+use crate::phase::{
+    run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR, START_DIR,
+};
 use crate::secrets::EnvSecrets;
 use crate::{Engine, Event, Progress};
 
@@ -292,15 +294,60 @@ git rev-parse HEAD > "$HANGAR_RUN/base"
 git log -1 --format='at %h %s'
 "#;
 
-/// The diff against the base, from a temporary index so the agent's own index (and any
-/// commits it made) do not matter. The agent may have rewritten the repository's config:
-/// external diff drivers, textconv, hooks and fsmonitor are switched off.
-const COLLECT: &str = r#"kill -KILL -1 2>/dev/null || true
-export GIT_INDEX_FILE="$HANGAR_RUN/collect.index" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=true "$@"; }
-rm -f "$GIT_INDEX_FILE"
-g read-tree "$HANGAR_BASE"
+/// The workspace as the agent finds it, recorded so that the diff holds only what the
+/// agent changed: setup's and maintenance's files (a `node_modules` without a
+/// `.gitignore`, a venv, build output) were there before it and are not its work. The
+/// tree and its objects live in hangar's own object directory beside the repository's,
+/// so nothing is added to the repository and the agent's `git gc` cannot lose them; the
+/// index starts from the repository's, so only files changed since checkout are hashed.
+/// A follow-up keeps its source's record: its diff holds both agents' work.
+const MARK: &str = r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
+if [ -n "$HANGAR_FOLLOW_UP" ] && [ -f "$HANGAR_START/tree" ]; then exit 0; fi
+rm -rf "$HANGAR_START"
+mkdir -p "$HANGAR_START/objects"
+index="$(g rev-parse --git-path index)"
+objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
+export GIT_INDEX_FILE="$HANGAR_START/index" GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
+cp "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
 g add -A .
+g write-tree > "$HANGAR_START/tree.new"
+mv "$HANGAR_START/tree.new" "$HANGAR_START/tree"
+"#;
+
+/// The diff against the base, of the paths the agent changed (between the record
+/// [`MARK`] made and the workspace now), as the agent left them; from temporary indexes,
+/// so the agent's own index (and any commits it made) do not matter. Deleting a file
+/// setup made is no change to the base. The agent may have rewritten the repository's
+/// config: external diff drivers, textconv, hooks and fsmonitor are switched off.
+const COLLECT: &str = r#"kill -KILL -1 2>/dev/null || true
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=true "$@"; }
+objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
+export GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
+mkdir -p "$GIT_OBJECT_DIRECTORY"
+export GIT_INDEX_FILE="$HANGAR_RUN/collect.index"
+rm -f "$GIT_INDEX_FILE"
+if start="$(cat "$HANGAR_START/tree" 2>/dev/null)" && g cat-file -e "$start^{tree}" 2>/dev/null; then
+  cp "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
+  g add -A .
+  end="$(g write-tree)"
+  export GIT_INDEX_FILE="$HANGAR_RUN/result.index"
+  rm -f "$GIT_INDEX_FILE"
+  g read-tree "$HANGAR_BASE"
+  g diff-tree -r -z --no-renames "$start" "$end" | while IFS= read -r -d '' meta && IFS= read -r -d '' path; do
+    set -- $meta
+    if [ "$5" = D ]; then
+      printf '0 0000000000000000000000000000000000000000\t%s\0' "$path"
+    else
+      printf '%s %s\t%s\0' "$2" "$4" "$path"
+    fi
+  done | g update-index -z --index-info
+else
+  echo "the record of the workspace at the agent's start is gone: the diff holds every change since the base"
+  g read-tree "$HANGAR_BASE"
+  g add -A .
+fi
 g write-tree > "$HANGAR_RUN/tree"
 g diff --cached --binary --full-index --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/diff.patch"
 g diff --cached --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/numstat"
@@ -942,7 +989,27 @@ impl Engine {
             .await?;
         }
 
-        let agent = timed(self, plan, Phase::Agent, self.run_agent(ctx, sandbox)).await;
+        let follow_up = if follow.is_some() { "1" } else { "" };
+        let agent = timed(self, plan, Phase::Agent, async {
+            ctx.internal(
+                sandbox,
+                Own {
+                    phase: Phase::Agent,
+                    name: "mark",
+                    script: MARK,
+                    cwd: &workdir,
+                    env: &[
+                        ("HANGAR_BASE", base.as_str()),
+                        ("HANGAR_START", START_DIR),
+                        ("HANGAR_FOLLOW_UP", follow_up),
+                    ],
+                    what: "record the workspace before the agent",
+                },
+            )
+            .await?;
+            self.run_agent(ctx, sandbox).await
+        })
+        .await;
         // The diff is collected whether or not the agent succeeded: a failed agent's
         // partial work is still worth reading.
         let collected = timed(self, plan, Phase::Collect, async {
@@ -953,7 +1020,11 @@ impl Engine {
                     name: "collect",
                     script: COLLECT,
                     cwd: &workdir,
-                    env: &[("HANGAR_BASE", base.as_str()), ("HANGAR_RUN", RUN_DIR)],
+                    env: &[
+                        ("HANGAR_BASE", base.as_str()),
+                        ("HANGAR_RUN", RUN_DIR),
+                        ("HANGAR_START", START_DIR),
+                    ],
                     what: "collect the diff",
                 },
             )
@@ -975,6 +1046,19 @@ impl Engine {
         })
         .await;
         let (patch, summary, tree) = collected?;
+        if patch.len() as u64 > env.agent.max_diff {
+            let error = diff::oversized(&patch, env.agent.max_diff);
+            ctx.logger.note(Phase::Collect, &error);
+            return Ok(AttemptOutcome {
+                status: AttemptStatus::Error,
+                final_message: agent.ok().and_then(|done| done.final_message),
+                exit_code: None,
+                error: Some(error),
+                summary: Some(summary),
+                diff: None,
+                result_tree: None,
+            });
+        }
         let (status, final_message, exit_code, error) = match agent {
             Ok(done) => (
                 AttemptStatus::Ready,

@@ -1,5 +1,6 @@
-//! Reading what a diff touches: the summary counts from `git diff --numstat`, and the
-//! paths of a patch, checked so that applying it cannot write outside the repository.
+//! Reading what a diff touches: the summary counts from `git diff --numstat`, the
+//! paths of a patch, checked so that applying it cannot write outside the repository, and
+//! what an oversized patch is made of.
 
 use hangar_store::db::DiffSummary;
 
@@ -83,6 +84,75 @@ fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many of an oversized patch's largest files its refusal names.
+const NAMED: usize = 5;
+
+/// Why a patch over `limit` bytes is refused, naming its largest files so the user can
+/// see what to ignore or remove.
+pub fn oversized(patch: &[u8], limit: u64) -> String {
+    let files = file_sizes(patch);
+    let largest: Vec<String> = files
+        .iter()
+        .take(NAMED)
+        .map(|(path, size)| format!("{path} ({})", hangar_spec::format_bytes(*size as u64)))
+        .collect();
+    format!(
+        "the diff is {}, over the limit of {} (`[agent] max_diff`), and is not kept; \
+         its largest files: {}{}",
+        hangar_spec::format_bytes(patch.len() as u64),
+        hangar_spec::format_bytes(limit),
+        largest.join(", "),
+        match files.len() {
+            n if n > NAMED => format!(" ({n} files in all)"),
+            _ => String::new(),
+        }
+    )
+}
+
+/// Each file of a git patch with the bytes its part of the patch takes, largest first.
+fn file_sizes(patch: &[u8]) -> Vec<(String, usize)> {
+    let mut files: Vec<(String, usize)> = Vec::new();
+    let mut rest = patch;
+    while !rest.is_empty() {
+        let next = rest
+            .windows(12)
+            .skip(1)
+            .position(|w| w == b"\ndiff --git ")
+            .map_or(rest.len(), |i| i + 2);
+        let (part, tail) = rest.split_at(next);
+        files.push((part_path(part), part.len()));
+        rest = tail;
+    }
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    files
+}
+
+/// The path one file's part of a patch is about: its new name, else its old one.
+fn part_path(part: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&part[..part.len().min(64 << 10)]);
+    let header = text.lines().take_while(|l| !l.starts_with("@@"));
+    let mut old = None;
+    for line in header {
+        for prefix in ["+++ b/", "rename to ", "copy to "] {
+            if let Some(p) = line.strip_prefix(prefix) {
+                return unquote(p.trim_end_matches('\t'));
+            }
+        }
+        if let Some(p) = line.strip_prefix("--- a/") {
+            old = Some(unquote(p.trim_end_matches('\t')));
+        }
+    }
+    old.unwrap_or_else(|| {
+        // A binary or mode-only change names its path only in the first line.
+        let first = text.lines().next().unwrap_or("");
+        let names = first.strip_prefix("diff --git ").unwrap_or(first);
+        match names.rsplit_once(" b/") {
+            Some((_, b)) => unquote(b),
+            None => names.to_string(),
+        }
+    })
+}
+
 /// Undoes git's C-style quoting of a path (`"a\tb"`, octal escapes).
 fn unquote(s: &str) -> String {
     let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
@@ -141,6 +211,44 @@ mod tests {
             (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e}"),
             (got, want) => panic!("{patch}: got {got:?}, want {want:?}"),
         }
+    }
+
+    fn file(path: &str, body_lines: usize) -> String {
+        let mut f = format!("diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{body_lines} @@\n");
+        for _ in 0..body_lines {
+            f.push_str("+diff --git a/not-a-header b/x\n");
+        }
+        f
+    }
+
+    #[test]
+    fn an_oversized_diff_names_its_largest_files() {
+        let patch = [
+            file("small.txt", 1),
+            file("node_modules/big.js", 400),
+            "diff --git a/logo.png b/logo.png\nindex 1..2 100644\nGIT binary patch\nliteral 9\nabcdefgh\n".to_string(),
+            file("src/a b.py", 20),
+        ]
+        .concat();
+        let sizes = file_sizes(patch.as_bytes());
+        let names: Vec<&str> = sizes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            ["node_modules/big.js", "src/a b.py", "small.txt", "logo.png"]
+        );
+        assert_eq!(sizes.iter().map(|(_, n)| n).sum::<usize>(), patch.len());
+        let said = oversized(patch.as_bytes(), 1024);
+        assert!(
+            said.starts_with("the diff is 13.2KiB, over the limit of 1KiB"),
+            "{said}"
+        );
+        assert!(
+            said.contains("largest files: node_modules/big.js (12.2KiB), src/a b.py (726B)"),
+            "{said}"
+        );
+        assert!(!said.contains("in all"), "{said}");
+        let many: String = (0..7).map(|i| file(&format!("f{i}"), i)).collect();
+        assert!(oversized(many.as_bytes(), 1).ends_with("(7 files in all)"));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::{Event, Progress};
 
 /// hangar's directory inside every sandbox: scripts, markers, the collected diff.
 pub(crate) const RUN_DIR: &str = "/.hangar/run";
+/// The workspace as the agent found it (see `attempt::MARK`): outside [`RUN_DIR`], so
+/// an attempt's kept layer carries it to its follow-ups.
+pub(crate) const START_DIR: &str = "/.hangar/start";
 /// Where the repository's mirror is mounted, read-only.
 pub(crate) const MIRROR_DIR: &str = "/.hangar/mirror.git";
 /// How many lines of output a failure shows.

@@ -178,6 +178,12 @@ async fn conformance(case: Case) {
     let diff = common::diff(&engine, &task.id, 1).await;
     assert!(diff.contains("+++ b/hello.txt"), "{diff}");
     assert!(diff.contains("+hi from the model"), "{diff}");
+    // The CLI's own files (aider's histories) are not the agent's work.
+    assert_eq!(
+        hangar_engine::diff::patch_paths(diff.as_bytes()).unwrap(),
+        ["hello.txt"],
+        "{diff}"
+    );
     assert_eq!(
         attempt.final_message.as_deref(),
         Some("created hello.txt"),

@@ -195,6 +195,98 @@ echo "done""#,
     apply_round_trip(&engine, &task, &a, origin.path()).await;
 }
 
+/// The paths an attempt's diff names.
+async fn diff_paths(engine: &Engine, task: &TaskRecord) -> Vec<String> {
+    let diff = engine
+        .db()
+        .diff(&task.id, 1)
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    hangar_engine::diff::patch_paths(&diff).unwrap()
+}
+
+/// Regression: a Node project without a `.gitignore` for `node_modules` gave a diff of
+/// every file setup installed, and `apply` wrote them into the user's checkout.
+#[tokio::test]
+async fn the_diff_holds_the_agents_work_and_not_what_setup_or_maintenance_left() {
+    let engine = engine().await;
+    let origin = repo(&[
+        ("tracked.txt", b"base\n"),
+        ("gone.txt", b"to be deleted\n"),
+        ("src/lib.txt", b"lib\n"),
+    ]);
+    let extra = r#"[setup]
+script = '''
+mkdir -p node_modules/dep build
+for i in $(seq 1 40); do echo "module $i" > node_modules/dep/m$i.js; done
+echo object > build/out.o
+'''
+[maintenance]
+script = '''
+mkdir -p .venv/bin && echo python > .venv/bin/python
+echo maintained >> src/lib.txt
+'''
+[agent]
+script = '''
+echo agent >> tracked.txt
+echo new > new.txt
+rm gone.txt build/out.o
+echo "$(ls node_modules/dep | wc -l) modules, $(wc -l < src/lib.txt) lib lines"
+'''
+"#;
+    let name = env(&engine, origin.path(), extra).await;
+    let (task, a) = run(&engine, request(&name, "change three files")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    // The agent saw everything setup and maintenance made...
+    assert_eq!(a.final_message.as_deref(), Some("40 modules, 2 lib lines"));
+    // ...and its diff holds only its own work: not the modules, the build output or the
+    // venv, nor maintenance's change to a tracked file; deleting setup's file changes
+    // nothing in the base.
+    assert_eq!(
+        diff_paths(&engine, &task).await,
+        ["gone.txt", "new.txt", "tracked.txt"]
+    );
+    let s = a.summary.clone().unwrap();
+    assert_eq!((s.files_changed, s.lines_added, s.lines_removed), (3, 2, 1));
+    apply_round_trip(&engine, &task, &a, origin.path()).await;
+}
+
+#[tokio::test]
+async fn an_oversized_diff_is_refused_naming_its_largest_files() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"hi\n")]);
+    let extra = r#"[agent]
+max_diff = "64KiB"
+script = '''
+head -c 300000 /dev/urandom > big.bin
+seq 1 30000 > numbers.txt
+echo small > small.txt
+echo wrote three files
+'''
+"#;
+    let name = env(&engine, origin.path(), extra).await;
+    let (task, a) = run(&engine, request(&name, "write too much")).await;
+    assert_eq!(a.status, AttemptStatus::Error);
+    let error = a.error.clone().unwrap();
+    assert!(
+        error.contains("over the limit of 64KiB (`[agent] max_diff`), and is not kept"),
+        "{error}"
+    );
+    assert!(
+        error.contains("its largest files: big.bin (") && error.contains("), numbers.txt ("),
+        "{error}"
+    );
+    assert_eq!(a.final_message.as_deref(), Some("wrote three files"));
+    assert_eq!(engine.db().diff(&task.id, 1).await.unwrap(), None);
+    let logs = common::logs(&engine, &task.id).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("its largest files: big.bin")),
+        "{logs:#?}"
+    );
+}
+
 #[tokio::test]
 async fn setup_failure_names_the_line_the_exit_code_and_keeps_the_output() {
     let engine = engine().await;

@@ -25,7 +25,8 @@ impl Harness for Aider {
     fn invocation(&self, run: &RunSpec<'_>) -> Result<Invocation, HarnessError> {
         let endpoint = need(Kind::Aider, "endpoint", run.endpoint)?;
         let model = format!("openai/{}", run.model.unwrap_or("default"));
-        // It would fetch a price table at start without LITELLM_LOCAL_MODEL_COST_MAP.
+        // It would fetch a price table at start without LITELLM_LOCAL_MODEL_COST_MAP. Its
+        // histories go to the run's directory: in the workspace they would be in the diff.
         let script = format!(
             "{prelude}export LITELLM_LOCAL_MODEL_COST_MAP=True\n\
              extra=()\n\
@@ -33,7 +34,9 @@ impl Harness for Aider {
              aider --model {model} --openai-api-base {endpoint} --openai-api-key \"${KEY_VAR}\" \
              --edit-format diff --yes-always --no-git --no-auto-commits \
              --no-show-model-warnings --no-check-update --analytics-disable --no-pretty \
-             --no-stream \"${{extra[@]}}\" --message \"$HANGAR_PROMPT\" | tee {RUN_DIR}/aider.out\n",
+             --no-stream --input-history-file {RUN_DIR}/aider.input.history \
+             --chat-history-file {RUN_DIR}/aider.chat.history.md \
+             \"${{extra[@]}}\" --message \"$HANGAR_PROMPT\" | tee {RUN_DIR}/aider.out\n",
             prelude = prelude(Kind::Aider),
             model = quote(&model),
             endpoint = quote(endpoint),

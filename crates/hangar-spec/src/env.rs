@@ -268,6 +268,9 @@ pub struct Agent {
     pub timeout: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// The largest diff an attempt may hand back, in bytes; a larger one is refused.
+    #[serde(serialize_with = "ser_bytes")]
+    pub max_diff: u64,
 }
 
 impl Agent {
@@ -309,15 +312,33 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 
+/// A size as the file writes it: with its unit where that is exact, else in bytes
+/// (`format_bytes` rounds to a tenth of a unit, and a stored file must read back the same).
+fn exact_bytes(b: u64) -> String {
+    let text = format_bytes(b);
+    if parse_bytes(&text) == Ok(b) {
+        text
+    } else {
+        b.to_string()
+    }
+}
+
+fn ser_bytes<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&exact_bytes(*b))
+}
+
 fn ser_opt_bytes<S: Serializer>(b: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     match b {
-        Some(b) => s.serialize_str(&format_bytes(*b)),
+        Some(b) => s.serialize_str(&exact_bytes(*b)),
         None => s.serialize_none(),
     }
 }
 
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(12 * 3600);
+/// `[agent] max_diff` unless set: far above any change a person reviews, far below what
+/// a forgotten `node_modules` weighs.
+pub const DEFAULT_MAX_DIFF: u64 = 10 << 20;
 const METHODS: &[&str] = &[
     "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE",
 ];
@@ -581,6 +602,7 @@ struct RawAgent {
     script: Option<String>,
     timeout: Option<Spanned<String>>,
     check: Option<String>,
+    max_diff: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -888,6 +910,10 @@ fn validate_agent(
         Some(t) => cx.check("agent.timeout", t, |s| parse_duration(s))?,
         None => DEFAULT_AGENT_TIMEOUT,
     };
+    let max_diff = match &raw.max_diff {
+        Some(m) => cx.check("agent.max_diff", m, |s| parse_bytes(s))?,
+        None => DEFAULT_MAX_DIFF,
+    };
     let endpoint = match &raw.endpoint {
         Some(e) => Some(cx.check("agent.endpoint", e, |s| check_endpoint(s))?),
         None => None,
@@ -918,6 +944,7 @@ fn validate_agent(
         script: raw.script,
         timeout,
         check: raw.check,
+        max_diff,
     })
 }
 
@@ -962,6 +989,7 @@ key = "OPENAI_API_KEY"
 approval = "auto"
 timeout = "30m"
 check = "pytest -q"
+max_diff = "1000001"
 
 [cache]
 ttl = "12h"
@@ -988,6 +1016,8 @@ pids = 4096
         );
         assert_eq!(env.secrets["GH_TOKEN"].phases, vec![SecretPhase::Agent]);
         assert_eq!(env.setup.on_secret_leak, LeakPolicy::Scrub);
+        // A size that is no whole number of a unit reads back the same.
+        assert_eq!(env.agent.max_diff, 1_000_001);
         let again = Environment::parse("again.toml", &env.to_toml()).unwrap();
         assert_eq!(again, env);
     }
@@ -1039,6 +1069,16 @@ pids = 4096
             "[setup]\nauto_install = \"yes\"\n",
             5,
             "`auto_install`: invalid type",
+        );
+        check(
+            "[agent]\nmax_diff = \"0\"\n",
+            5,
+            "`agent.max_diff`: `0` is out of range",
+        );
+        check(
+            "[agent]\nmax_diff = \"lots\"\n",
+            5,
+            "`agent.max_diff`: `lots` is not a size",
         );
         check(
             "[agent]\ntimeout = \"3x\"\n",
