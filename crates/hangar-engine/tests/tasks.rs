@@ -247,7 +247,7 @@ echo "$(ls node_modules/dep | wc -l) modules, $(wc -l < src/lib.txt) lib lines"
         diff_paths(&engine, &task).await,
         ["gone.txt", "new.txt", "tracked.txt"]
     );
-    let s = a.summary.clone().unwrap();
+    let s = a.summary.unwrap();
     assert_eq!((s.files_changed, s.lines_added, s.lines_removed), (3, 2, 1));
     apply_round_trip(&engine, &task, &a, origin.path()).await;
 }
