@@ -100,7 +100,6 @@ impl Engine {
         }
         let registry = registry(install.needs).map_err(Stop::error)?;
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
-        let ca = self.proxy_config()?.ca;
         let sandbox = self.sandbox(ctx, lowers, p).await?;
         if let Some(net) = &ctx.net {
             net.enter_install();
@@ -130,7 +129,7 @@ impl Engine {
             let _ = sandbox.destroy().await;
             return Err(stop);
         }
-        crate::net::strip_hangar_files(&sandbox, ca.cert_pem()).await?;
+        self.strip_hangar_files(&sandbox).await?;
         sandbox
             .destroy_keeping_upper(dir.to_path_buf())
             .await

@@ -721,19 +721,21 @@ impl Engine {
             std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
-        let ca = self.proxy_config()?.ca;
         let sandbox = self.sandbox(ctx, lowers, p).await?;
         let setup = self.setup(ctx, &sandbox, &p.steps).await;
         ctx.net = None;
         let cleaned = match &setup {
-            Ok(()) => crate::net::strip_hangar_files(&sandbox, ca.cert_pem()).await,
+            Ok(()) => self.strip_hangar_files(&sandbox).await,
             Err(_) => Ok(()),
         };
         let kept = match (&setup, cleaned) {
-            (Ok(()), Ok(())) => sandbox.destroy_keeping_upper(dir.clone()).await,
+            (Ok(()), Ok(())) => sandbox
+                .destroy_keeping_upper(dir.clone())
+                .await
+                .map_err(EngineError::from),
             (_, cleaned) => {
                 let destroyed = sandbox.destroy().await;
-                cleaned.and(destroyed)
+                cleaned.and(destroyed.map_err(EngineError::from))
             }
         };
         setup?;

@@ -129,11 +129,9 @@ impl Engine {
     /// out first); on any failure the sandbox is still torn down.
     pub(crate) async fn keep_attempt(&self, sandbox: Sandbox, keep: Keep<'_>) -> Result<()> {
         let dir = self.kept_path(&keep.name);
-        let ca = self.proxy_config()?.ca;
-        let cleaned = crate::net::strip_hangar_files(&sandbox, ca.cert_pem()).await;
-        if let Err(e) = cleaned {
+        if let Err(e) = self.strip_hangar_files(&sandbox).await {
             let _ = sandbox.destroy().await;
-            return Err(e.into());
+            return Err(e);
         }
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         if let Err(e) = sandbox.destroy_keeping_upper(dir.join("upper")).await {

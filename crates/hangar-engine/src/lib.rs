@@ -34,6 +34,7 @@ use tokio::sync::watch;
 pub use apply::{apply_patch, ApplyReport};
 pub use error::{EngineError, Result};
 pub use git::Mirrors;
+pub use net::{host_cas, read_cas};
 
 /// What a running task reports as it goes.
 #[derive(Debug, Clone)]
@@ -402,11 +403,12 @@ impl Engine {
         s.net.config = Default::default();
     }
 
-    /// Trusts these CA certificates (PEM), besides the host's, for servers whose TLS the
-    /// proxy opens (a private registry's CA).
-    pub fn set_upstream_roots(&mut self, pem: Vec<u8>) {
+    /// Trusts these CA certificates (PEM, from [`read_cas`]) in every sandbox and for the
+    /// servers whose TLS the proxy opens, instead of the host's locally added CAs
+    /// ([`host_cas`], the default): a TLS-inspecting egress's CA, a private registry's.
+    pub fn set_trusted_cas(&mut self, pems: Vec<String>) {
         let s = self.settings();
-        s.net.extra_roots = pem;
+        s.net.trusted = Some(pems);
         s.net.config = Default::default();
     }
 

@@ -15,7 +15,7 @@ use hangar_spec::{Access, Approval, Environment, Phase, Preset};
 use hangar_store::db::{Db, NetworkEntry};
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{io_err, EngineError, Result};
 use crate::phase::RUN_DIR;
 use crate::secrets::EnvSecrets;
 use crate::Engine;
@@ -25,21 +25,128 @@ pub(crate) const PROXY_ADDR: &str = "127.0.0.1:3128";
 /// The image's trust store, where Debian-family tools look.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// How the engine's proxies resolve names and verify intercepted servers.
+/// How the engine's proxies resolve names and verify intercepted servers, and which CAs
+/// its sandboxes trust besides the image's.
 pub(crate) struct NetSettings {
     pub resolver: Arc<dyn Resolve>,
-    pub extra_roots: Vec<u8>,
-    pub config: OnceLock<ProxyConfig>,
+    /// The administrator's CAs (PEM certificates); `None`: the host's locally added ones.
+    pub trusted: Option<Vec<String>>,
+    pub config: OnceLock<NetConfig>,
 }
 
 impl Default for NetSettings {
     fn default() -> NetSettings {
         NetSettings {
             resolver: Arc::new(hangar_net::SystemResolver),
-            extra_roots: Vec::new(),
+            trusted: None,
             config: OnceLock::new(),
         }
     }
+}
+
+/// The proxies' configuration and what every sandbox's trust stores get, made once.
+#[derive(Clone)]
+pub(crate) struct NetConfig {
+    pub proxy: ProxyConfig,
+    pub roots: Arc<SandboxRoots>,
+}
+
+/// The certificates hangar adds to a sandbox's trust stores: the administrator's CAs
+/// (behind a TLS-inspecting egress, every HTTPS client in the sandbox needs them, as the
+/// host's own tools do), then the hangar CA (for the connections the proxy opens).
+pub(crate) struct SandboxRoots {
+    /// The hangar CA, PEM.
+    hangar: String,
+    /// Every certificate added, PEM, one after another.
+    block: String,
+}
+
+impl SandboxRoots {
+    fn new(trusted: &[String], hangar: &str) -> SandboxRoots {
+        let mut block = String::new();
+        for pem in trusted.iter().map(String::as_str).chain([hangar]) {
+            block.push_str(pem.trim());
+            block.push('\n');
+        }
+        SandboxRoots {
+            hangar: hangar.trim().to_string(),
+            block,
+        }
+    }
+}
+
+/// Where hosts keep the CAs their administrator added: Debian's, Ubuntu's and Alpine's
+/// `update-ca-certificates`, and Fedora's and RHEL's `update-ca-trust`.
+const HOST_CA_DIRS: [&str; 2] = [
+    "/usr/local/share/ca-certificates",
+    "/etc/pki/ca-trust/source/anchors",
+];
+
+/// The host's locally added CAs; a file there with no certificate is skipped, as the
+/// host's own tools skip it.
+pub fn host_cas() -> Vec<String> {
+    let mut files = Vec::new();
+    for dir in HOST_CA_DIRS {
+        collect_files(std::path::Path::new(dir), &mut files);
+    }
+    files.sort();
+    let mut pems = Vec::new();
+    for f in files {
+        match read_ca_file(&f) {
+            Ok(found) => pems.extend(found),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    pems
+}
+
+fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "crt" || x == "pem") {
+            out.push(path);
+        }
+    }
+}
+
+/// The CA certificates of the files an administrator named (`hangar serve --trust-ca`).
+pub fn read_cas(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut pems = Vec::new();
+    for f in files {
+        pems.extend(read_ca_file(f)?);
+    }
+    Ok(pems)
+}
+
+/// Each PEM certificate in `path`; a file without one is an error naming it.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    let pems = pem_certificates(&text);
+    if pems.is_empty() {
+        return Err(EngineError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(pems)
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, each ending in a newline.
+fn pem_certificates(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
 }
 
 fn ca_file() -> String {
@@ -51,7 +158,8 @@ fn ca_bundle() -> String {
 }
 
 /// The variables every exec gets: the proxy, and the trust store that includes the
-/// hangar CA for the clients that read one from the environment.
+/// administrator's CAs and the hangar CA, for every client that reads one from the
+/// environment.
 pub(crate) fn proxy_env() -> Vec<(String, String)> {
     let proxy = format!("http://{PROXY_ADDR}");
     let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
@@ -61,12 +169,16 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
     for k in ["NO_PROXY", "no_proxy"] {
         env.push((k.into(), "localhost,127.0.0.1".into()));
     }
+    // OpenSSL, Go and uv; Python's requests and pip (which bundle their own roots
+    // otherwise); curl, git and cargo (libcurl); Deno.
     for k in [
         "SSL_CERT_FILE",
         "REQUESTS_CA_BUNDLE",
+        "PIP_CERT",
         "CURL_CA_BUNDLE",
         "GIT_SSL_CAINFO",
-        "PIP_CERT",
+        "CARGO_HTTP_CAINFO",
+        "DENO_CERT",
     ] {
         env.push((k.into(), ca_bundle()));
     }
@@ -132,7 +244,7 @@ pub(crate) fn policy(
         // The model endpoint, by that rule alone: even a host-local address, and even
         // when the agent's network is off.
         if let Some((rule, _)) = env.agent.endpoint_rule() {
-            allow.push(Rule::new(rule, "agent.endpoint"));
+            allow.push(Rule::hangars(rule, "agent.endpoint"));
             if access == Access::Off {
                 access = Access::Limited;
             }
@@ -163,19 +275,40 @@ pub(crate) fn policy(
 
 impl Engine {
     /// The proxies' shared configuration: the installation's CA (made on first use under
-    /// `<data dir>/proxy`) and the upstream trust store.
-    pub(crate) fn proxy_config(&self) -> Result<ProxyConfig> {
+    /// `<data dir>/proxy`), the upstream trust store (the host's roots and the
+    /// administrator's CAs), and what the sandboxes' trust stores get.
+    pub(crate) fn net_config(&self) -> Result<NetConfig> {
         if let Some(c) = self.net.config.get() {
             return Ok(c.clone());
         }
         let dir = self.store.root().join("proxy");
         let ca = Ca::load_or_create(&dir)?;
-        let config = ProxyConfig {
-            ca: Arc::new(ca),
-            resolver: self.net.resolver.clone(),
-            upstream_tls: hangar_net::upstream_tls(&self.net.extra_roots)?,
+        let trusted = match &self.net.trusted {
+            Some(pems) => pems.clone(),
+            None => host_cas(),
+        };
+        let roots = Arc::new(SandboxRoots::new(&trusted, ca.cert_pem()));
+        let config = NetConfig {
+            proxy: ProxyConfig {
+                ca: Arc::new(ca),
+                resolver: self.net.resolver.clone(),
+                upstream_tls: hangar_net::upstream_tls(trusted.concat().as_bytes())?,
+            },
+            roots,
         };
         Ok(self.net.config.get_or_init(|| config).clone())
+    }
+
+    /// Takes out of `sandbox` what hangar put in before its upper directory is kept (a
+    /// snapshot, a CLI's layer, an attempt's layer): the added roots in the image's trust
+    /// store and the run directory.
+    pub(crate) async fn strip_hangar_files(&self, sandbox: &Sandbox) -> Result<()> {
+        let roots = self.net_config()?.roots;
+        remove_roots(sandbox, &roots)?;
+        sandbox
+            .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", RUN_DIR]))
+            .await?;
+        Ok(())
     }
 
     /// Starts `sandbox`'s proxy (reaching nothing until a phase is entered), installs the
@@ -187,9 +320,11 @@ impl Engine {
         agent: &hangar_spec::Agent,
         audit: mpsc::UnboundedSender<AuditEntry>,
     ) -> Result<SandboxNet> {
-        let config = self.proxy_config()?;
-        let pem = config.ca.cert_pem().to_string();
-        install_ca(sandbox, &pem)?;
+        let NetConfig {
+            proxy: config,
+            roots,
+        } = self.net_config()?;
+        install_roots(sandbox, &roots)?;
         let read = |p: &str| {
             sandbox
                 .read_file(p)
@@ -224,51 +359,39 @@ fn loopback_endpoint(agent: &hangar_spec::Agent) -> Option<(std::net::SocketAddr
     (!tls && addr.to_string() != PROXY_ADDR).then(|| (addr, rule.pattern.clone(), port))
 }
 
-/// The hangar CA alone, a bundle of the image's roots plus it (what the variables name),
-/// and the CA appended to the image's own trust store.
-fn install_ca(sandbox: &Sandbox, pem: &str) -> Result<()> {
-    sandbox.write_file(&ca_file(), pem.as_bytes(), 0o644)?;
+/// The added roots alone (what Node adds to its own), a bundle of the image's roots plus
+/// them (what the variables name), and them appended to the image's own trust store.
+fn install_roots(sandbox: &Sandbox, roots: &SandboxRoots) -> Result<()> {
+    sandbox.write_file(&ca_file(), roots.block.as_bytes(), 0o644)?;
     let system = sandbox.read_file(SYSTEM_BUNDLE).ok();
     let mut bundle = system.clone().unwrap_or_default();
     if !bundle.is_empty() && !bundle.ends_with(b"\n") {
         bundle.push(b'\n');
     }
-    bundle.extend_from_slice(pem.as_bytes());
+    bundle.extend_from_slice(roots.block.as_bytes());
     sandbox.write_file(&ca_bundle(), &bundle, 0o644)?;
     if let Some(system) = system {
-        if !String::from_utf8_lossy(&system).contains(pem.trim()) {
+        if !String::from_utf8_lossy(&system).contains(roots.block.trim()) {
             sandbox.write_file(SYSTEM_BUNDLE, &bundle, 0o644)?;
         }
     }
     Ok(())
 }
 
-/// What hangar put into a sandbox, taken out before its upper directory is kept (a
-/// snapshot, a CLI's layer): the CA in the trust store and the run directory.
-pub(crate) async fn strip_hangar_files(
-    sandbox: &Sandbox,
-    ca_pem: &str,
-) -> hangar_sandbox::Result<()> {
-    remove_ca(sandbox, ca_pem)?;
-    sandbox
-        .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", RUN_DIR]))
-        .await
-        .map(|_| ())
-}
-
-/// Takes the hangar CA back out of the image's trust store before an upper directory
-/// becomes a snapshot: the snapshot may travel to another installation. The CA comes
-/// from the host, not from the sandbox's copy, which setup could have changed.
-fn remove_ca(sandbox: &Sandbox, pem: &str) -> hangar_sandbox::Result<()> {
+/// Takes the added roots back out of the image's trust store before an upper directory
+/// is kept: a snapshot may travel to another installation, whose administrator trusts
+/// other CAs. What is removed comes from the host, not from the sandbox's copy, which
+/// setup could have changed; the hangar CA goes wherever setup moved it.
+fn remove_roots(sandbox: &Sandbox, roots: &SandboxRoots) -> hangar_sandbox::Result<()> {
     let Ok(system) = sandbox.read_file(SYSTEM_BUNDLE) else {
         return Ok(());
     };
     let text = String::from_utf8_lossy(&system);
-    let ca = pem.trim();
-    if !text.contains(ca) {
+    let hangar = format!("{}\n", roots.hangar);
+    if !text.contains(&roots.block) && !text.contains(&hangar) {
         return Ok(());
     }
-    let cleaned = text.replacen(&format!("{ca}\n"), "", 1);
+    let cleaned = text.replacen(&roots.block, "", 1).replace(&hangar, "");
     sandbox.write_file(SYSTEM_BUNDLE, cleaned.as_bytes(), 0o644)
 }
 
@@ -333,5 +456,57 @@ impl AuditLog {
             writer.abort();
             tracing::warn!("the network log writer did not finish; later entries are lost");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+
+    fn check(text: &str, expected: usize) {
+        let found = pem_certificates(text);
+        assert_eq!(found.len(), expected, "{text}");
+        assert!(found
+            .iter()
+            .all(|p| p.starts_with("-----BEGIN") && p.ends_with("-----\n")));
+    }
+
+    #[test]
+    fn certificates_are_read_from_pem_text() {
+        check(CERT, 1);
+        check(&format!("# a comment\n{CERT}\n\n{CERT}\n"), 2);
+        check(
+            "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+            0,
+        );
+        check("-----BEGIN CERTIFICATE-----\ncut short", 0);
+    }
+
+    #[test]
+    fn a_named_file_without_a_certificate_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.crt");
+        std::fs::write(&good, CERT).unwrap();
+        assert_eq!(read_cas(std::slice::from_ref(&good)).unwrap().len(), 1);
+        let bad = dir.path().join("bad.crt");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let e = read_cas(&[good, bad.clone()]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "failed to read CA certificates from {}: it holds no PEM certificate",
+                bad.display()
+            )
+        );
+        let missing = dir.path().join("missing.crt");
+        let e = read_cas(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("failed to read {}", missing.display())),
+            "{e}"
+        );
     }
 }

@@ -50,11 +50,12 @@ async fn engine_in(w: &World) -> Engine {
             .with("meta.test", &[ip("169.254.169.254")])
             .with("mixed.test", &[ip(API_IP), ip("127.0.0.1")]),
     ));
-    let roots = [&w.api, &w.evil, &w.internal]
-        .iter()
-        .map(|u| u.ca_pem.clone())
-        .collect::<String>();
-    engine.set_upstream_roots(roots.into_bytes());
+    engine.set_trusted_cas(
+        [&w.api, &w.evil, &w.internal]
+            .iter()
+            .map(|u| u.ca_pem.clone())
+            .collect(),
+    );
     engine
 }
 
@@ -107,7 +108,7 @@ curl_probe setup_metadata_name https://meta.test/
 curl_probe setup_v6_loopback https://[::1]:{internal_port}/
 curl_probe setup_v4_mapped https://[::ffff:127.0.0.1]:{internal_port}/
 curl_probe setup_mixed https://mixed.test/
-curl_probe setup_tunnel -k https://api.test:$API_HTTPS_PORT/setup-tunnel
+curl_probe setup_tunnel https://api.test:$API_HTTPS_PORT/setup-tunnel
 '''
 
 [maintenance]
@@ -390,7 +391,8 @@ async fn the_agent_phase_is_off_by_default() {
         "env",
         "http://127.0.0.1:3128 localhost,127.0.0.1 /.hangar/run/ca-bundle.pem",
     );
-    check(&p, "ca", "1");
+    // The three upstreams' CAs that the test trusts, and the hangar CA.
+    check(&p, "ca", "4");
     check(&p, "trusted", "yes");
     assert!(w.api.seen().is_empty());
     let log = engine.db().network_log(&task.id, None).await.unwrap();
@@ -434,4 +436,108 @@ async fn the_package_managers_preset_opens_the_images_own_registries() {
             "{e:?}"
         );
     }
+}
+
+/// Regression: behind a TLS-inspecting egress (as on this machine), `pip install`,
+/// `npm ci` and `cargo fetch` failed in setup with certificate errors: the host trusted the
+/// egress's CA, the image did not. Here the tunnel is not opened by the proxy, so the
+/// client in the sandbox sees the upstream's own CA, which the administrator trusts.
+#[tokio::test(flavor = "multi_thread")]
+async fn sandboxes_trust_the_administrators_cas_and_snapshots_do_not_keep_them() {
+    let w = world();
+    let mut engine = engine_in(&w).await;
+    engine.set_trusted_cas(vec![w.api.ca_pem.clone()]);
+    let repo = hangar_testkit::repo_with(&[("README", b"tls\n")]);
+    let name = format!("tls-{}", TaskId::random());
+    let (api, evil) = (w.api.https.port(), w.evil.https.port());
+    let fetch =
+        |url: &str| format!("import urllib.request; print(urllib.request.urlopen('{url}').status)");
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [setup]\nscript = '''\n{HELPERS}\n\
+         curl_probe curl https://api.test:{api}/curl\n\
+         py_probe python \"{}\"\n\
+         curl_probe untrusted https://evil.test:{evil}/\n\
+         grep -c 'BEGIN CERTIFICATE' \"$NODE_EXTRA_CA_CERTS\" | sed 's/^/probe node /'\n'''\n\
+         [agent]\nscript = 'true'\n",
+        repo.path().display(),
+        fetch(&format!("https://api.test:{api}/python")),
+    );
+    engine
+        .create_env("tls.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "tls")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "curl", "200/200 -");
+    check(&p, "python", "200");
+    // A CA nobody named stays untrusted.
+    check(&p, "untrusted", "200/000 -");
+    // The administrator's CA and the hangar CA, for Node.
+    check(&p, "node", "2");
+    let paths: Vec<String> = w.api.seen().iter().map(|s| s.path.clone()).collect();
+    assert!(paths.contains(&"/curl".to_string()), "{paths:?}");
+    assert!(paths.contains(&"/python".to_string()), "{paths:?}");
+    // Neither CA stays in the snapshot: it may travel to where other CAs are trusted.
+    let snapshots = engine.snapshots().await.unwrap();
+    let snapshot = snapshots
+        .iter()
+        .find(|s| s.environment == name)
+        .expect("a snapshot");
+    let bundle = hangar_testkit::shared_store()
+        .root()
+        .join("snapshots")
+        .join(&snapshot.key)
+        .join("etc/ssl/certs/ca-certificates.crt");
+    let text = std::fs::read_to_string(&bundle).unwrap_or_default();
+    let first_line = |pem: &str| {
+        let mut lines = pem.lines().skip_while(|l| !l.contains("BEGIN CERTIFICATE"));
+        lines.nth(1).expect("a certificate").to_string()
+    };
+    let hangar_ca =
+        std::fs::read_to_string(hangar_testkit::shared_store().root().join("proxy/ca.pem"))
+            .unwrap();
+    for pem in [&w.api.ca_pem, &hangar_ca] {
+        assert!(!text.contains(&first_line(pem)), "{}", bundle.display());
+    }
+}
+
+/// Regression: `methods` on `[network.agent]` refused the harness's requests to its own
+/// model endpoint, which hangar's rule allows whatever else the agent may reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_method_list_leaves_its_model_endpoint_alone() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"methods\n")]);
+    let name = format!("methods-{}", TaskId::random());
+    let (http, https) = (w.api.http.port(), w.evil.https.port());
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\nimage = \"debian-bookworm\"\n\
+         [network.agent]\naccess = \"limited\"\nallow = [\"evil.test\"]\nmethods = [\"GET\"]\n\
+         [agent]\nendpoint = \"http://api.test:{http}/v1\"\nscript = '''\n{HELPERS}\n\
+         curl_probe model -X POST -d '{{}}' http://api.test:{http}/v1/chat/completions\n\
+         curl_probe other_post -X POST -d x https://evil.test:{https}/upload\n\
+         curl_probe other_get https://evil.test:{https}/read\n'''\n",
+        repo.path().display()
+    );
+    engine
+        .create_env("methods.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "methods")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "model", "000/200 -");
+    check(&p, "other_post", "200/403 blocked-by-method");
+    check(&p, "other_get", "200/200 -");
+    let seen: Vec<(String, String)> = w
+        .api
+        .seen()
+        .iter()
+        .map(|s| (s.method.clone(), s.path.clone()))
+        .collect();
+    assert_eq!(seen, [("POST".into(), "/v1/chat/completions".into())]);
 }

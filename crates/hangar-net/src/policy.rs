@@ -30,6 +30,16 @@ impl Reason {
 pub struct Rule {
     pub host: HostRule,
     pub origin: String,
+    owner: Owner,
+}
+
+/// Whose rule it is: the environment's rules follow its phase's method list; hangar's own
+/// (the agent's model endpoint) do not, since the harness must reach its model however
+/// the agent's other traffic is limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Environment,
+    Hangar,
 }
 
 impl Rule {
@@ -37,6 +47,15 @@ impl Rule {
         Rule {
             host,
             origin: origin.into(),
+            owner: Owner::Environment,
+        }
+    }
+
+    /// One of hangar's own rules: no method list applies to it.
+    pub fn hangars(host: HostRule, origin: impl Into<String>) -> Rule {
+        Rule {
+            owner: Owner::Hangar,
+            ..Rule::new(host, origin)
         }
     }
 
@@ -135,7 +154,7 @@ impl PhasePolicy {
         }
         let internal_ok = self.allow.iter().any(|r| r.names_exactly(host, port));
         let intercept = self.intercept_all
-            || !self.methods.is_empty()
+            || (!self.methods.is_empty() && !self.hangars(host, port))
             || self.injections.iter().any(|i| i.applies_to(host, port));
         match self.access {
             Access::Unrestricted => Verdict::Allow {
@@ -157,9 +176,20 @@ impl PhasePolicy {
         }
     }
 
-    /// `None` when `method` may be sent, else the rule that refuses it.
-    pub fn check_method(&self, method: &str) -> Option<String> {
-        if self.methods.is_empty() || self.methods.iter().any(|m| m == method) {
+    /// Whether one of hangar's own rules allows `host:port`.
+    fn hangars(&self, host: &str, port: u16) -> bool {
+        let host = &normalize(host);
+        self.allow
+            .iter()
+            .any(|r| r.owner == Owner::Hangar && r.host.matches(host, port))
+    }
+
+    /// `None` when `method` may be sent to `host:port`, else the rule that refuses it.
+    pub fn check_method(&self, host: &str, port: u16, method: &str) -> Option<String> {
+        if self.methods.is_empty()
+            || self.methods.iter().any(|m| m == method)
+            || self.hangars(host, port)
+        {
             None
         } else {
             Some(format!(
@@ -311,6 +341,31 @@ mod tests {
         check(&p, "a.example:443", "allow -");
     }
 
+    /// Regression: `methods` on `[network.agent]` refused the harness's POST to its own
+    /// model endpoint.
+    #[test]
+    fn no_method_list_applies_to_hangars_own_rules() {
+        let mut p = policy(Access::Limited, &["docs.test"], &[], &["GET"]);
+        p.allow.push(Rule::hangars(
+            HostRule::parse("models.test:8443").unwrap(),
+            "agent.endpoint",
+        ));
+        check(
+            &p,
+            "models.test:8443",
+            "allow agent.endpoint models.test:8443 internal-ok",
+        );
+        assert_eq!(p.check_method("Models.Test.", 8443, "POST"), None);
+        // The same host on another port, and the environment's hosts, keep the list.
+        assert!(p.check_method("models.test", 443, "POST").is_some());
+        check(
+            &p,
+            "docs.test:443",
+            "allow network.agent.allow docs.test intercept",
+        );
+        assert!(p.check_method("docs.test", 443, "POST").is_some());
+    }
+
     #[test]
     fn methods_and_injections_make_a_host_intercepted() {
         let p = policy(Access::Limited, &["a.test"], &[], &["GET", "HEAD"]);
@@ -319,9 +374,9 @@ mod tests {
             "a.test:443",
             "allow network.agent.allow a.test intercept",
         );
-        assert_eq!(p.check_method("GET"), None);
+        assert_eq!(p.check_method("a.test", 443, "GET"), None);
         assert_eq!(
-            p.check_method("POST").as_deref(),
+            p.check_method("a.test", 443, "POST").as_deref(),
             Some("network.agent.methods = [GET, HEAD]")
         );
         let mut p = policy(Access::Limited, &["a.test", "b.test"], &[], &[]);
@@ -339,7 +394,7 @@ mod tests {
             "allow network.agent.allow a.test intercept",
         );
         check(&p, "b.test:443", "allow network.agent.allow b.test");
-        assert_eq!(p.check_method("POST"), None);
+        assert_eq!(p.check_method("b.test", 443, "POST"), None);
         p.intercept_all = true;
         check(
             &p,

@@ -514,7 +514,7 @@ async fn inner_request(
     if let Some(why) = target_mismatch(&req, host, port, 443) {
         return conn.refuse(entry, Reason::Allowlist, why);
     }
-    if let Some(rule) = conn.policy.check_method(&method) {
+    if let Some(rule) = conn.policy.check_method(host, port, &method) {
         return conn.refuse(entry, Reason::Method, rule);
     }
     entry.note = inject(&mut req, &conn.policy, host, port);
@@ -562,7 +562,7 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
             internal_ok
         }
     };
-    if let Some(rule) = conn.policy.check_method(&method) {
+    if let Some(rule) = conn.policy.check_method(&host, port, &method) {
         return conn.refuse(entry, Reason::Method, rule);
     }
     let note = inject(&mut req, &conn.policy, &host, port);

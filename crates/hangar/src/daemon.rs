@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// Attempts one task may ask for, best-of-N (default 4; at most --max-running).
     #[arg(long, env = "HANGAR_MAX_ATTEMPTS")]
     max_attempts: Option<u32>,
+    /// CA certificates (PEM files) that sandboxes and the proxy trust besides the
+    /// image's roots, repeatable (default: the host's locally added CAs, e.g.
+    /// /usr/local/share/ca-certificates): a TLS-inspecting egress's, a private registry's.
+    #[arg(long, env = "HANGAR_TRUST_CA", value_delimiter = ':')]
+    trust_ca: Vec<PathBuf>,
     /// Exit after this long with nothing to do: no request, task, stream or run (`10m`).
     #[arg(long, value_parser = hangar_spec::parse_duration)]
     idle_exit: Option<Duration>,
@@ -97,6 +102,9 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     }
     if let Some(n) = args.max_attempts {
         engine.set_max_attempts(n)?;
+    }
+    if !args.trust_ca.is_empty() {
+        engine.set_trusted_cas(hangar_engine::read_cas(&args.trust_ca)?);
     }
     let engine = Arc::new(engine);
     let recovered = engine
