@@ -43,7 +43,7 @@ impl FromStr for EnvName {
 
 impl fmt::Display for EnvName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -91,7 +91,7 @@ impl FromStr for TaskId {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -118,5 +118,16 @@ mod tests {
         assert!("3F2A".parse::<TaskId>().is_err());
         assert!(TaskId::is_prefix("3f2a"));
         assert!(!TaskId::is_prefix("zz"));
+    }
+
+    /// Regression: `hangar list`'s STATUS column was misaligned, since Display ignored
+    /// the table's width.
+    #[test]
+    fn names_ids_and_words_fill_a_table_column() {
+        let env: EnvName = "web".parse().unwrap();
+        assert_eq!(format!("[{env:<5}]"), "[web  ]");
+        assert_eq!(format!("[{:<7}]", crate::TaskStatus::Ready), "[ready  ]");
+        let id = TaskId::random();
+        assert_eq!(format!("{id:<14}|").len(), 15);
     }
 }

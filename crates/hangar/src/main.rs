@@ -234,11 +234,21 @@ fn main() -> ExitCode {
     let is_run = matches!(cli.command, Command::Api(ApiCommand::Run(_)));
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
+        // A reader that stopped early (`hangar diff X | head`) wanted no more: not a
+        // failure of hangar's.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hangar: {}", message(&e));
             ExitCode::from(if is_run { 125 } else { 1 })
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes, each cause added only when the message does not already

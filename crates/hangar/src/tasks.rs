@@ -300,23 +300,23 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> Result<()> {
                 return print_json(&list);
             }
             println!(
-                "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}",
+                "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}  SOURCE",
                 "ENVIRONMENT", "KEY", "SIZE", "BUILT", "EXPIRES", "HITS"
             );
             for s in &list.snapshots {
                 println!(
-                    "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}{}",
+                    "{:<24} {:<6} {:>10}  {:<20} {:<20} {:>5}  {}{}",
                     s.environment,
                     s.key.get(..4).unwrap_or(&s.key),
                     hangar_spec::format_bytes(s.size.max(0) as u64),
                     s.built_at.get(..19).unwrap_or(&s.built_at),
                     s.expires_at.get(..19).unwrap_or(&s.expires_at),
                     s.hits,
-                    match (&s.source, s.reset) {
-                        (_, true) => "  (reset)".to_string(),
-                        (Some(from), false) => format!("  (imported from {from})"),
-                        (None, false) => String::new(),
-                    }
+                    match &s.source {
+                        Some(from) => format!("imported from {from}"),
+                        None => "built here".to_string(),
+                    },
+                    if s.reset { " (reset)" } else { "" }
                 );
             }
         }
@@ -503,7 +503,7 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
                 .await;
         }
     });
-    let shown = Shown::new(quiet);
+    let shown = Shown::new(quiet, task.attempts.len() as u32);
     let ticker = shown.tick();
     let followed = client
         .follow(&task_path(&id, "logs", "?follow=true"), |e| shown.event(&e))
@@ -539,6 +539,8 @@ struct Shown {
     status: std::sync::Arc<std::sync::Mutex<Status>>,
     /// Phases finished so far, of attempt 1 (the bar's progress).
     finished: std::sync::atomic::AtomicU64,
+    /// How many attempts the task runs.
+    attempts: u32,
 }
 
 /// Phases an attempt may go through (prepare, setup, checkout, maintenance, agent,
@@ -546,11 +548,12 @@ struct Shown {
 const PHASES: u64 = 6;
 
 impl Shown {
-    fn new(quiet: bool) -> Shown {
+    fn new(quiet: bool, attempts: u32) -> Shown {
         Shown {
             quiet,
             status: std::sync::Arc::new(std::sync::Mutex::new(Status::new())),
             finished: Default::default(),
+            attempts,
         }
     }
 
@@ -570,7 +573,7 @@ impl Shown {
         let mut status = self.status.lock().expect("not poisoned");
         match e {
             StreamEvent::PhaseStarted { phase, attempt } => {
-                status.line(&format!("==> {phase}"));
+                status.line(&format!("==> {}{phase}", self.label(*attempt)));
                 let done = self.finished.load(Ordering::Relaxed);
                 let what = if *attempt > 1 {
                     format!("{phase} (attempt {attempt})")
@@ -589,14 +592,15 @@ impl Shown {
                     self.finished.fetch_add(1, Ordering::Relaxed);
                 }
                 status.line(&format!(
-                    "==> {phase} {} in {}",
+                    "==> {}{phase} {} in {}",
+                    self.label(*attempt),
                     if *ok { "done" } else { "failed" },
                     duration(*ms)
                 ));
             }
-            StreamEvent::Line(l) if !self.quiet || l.stream == Stream::Hangar => {
-                status.line(&format!("    {} | {}", l.phase, l.line))
-            }
+            StreamEvent::Line(l) if !self.quiet || l.stream == Stream::Hangar => status.line(
+                &format!("    {}{} | {}", self.label(l.attempt), l.phase, l.line),
+            ),
             StreamEvent::Missed { count } => status.line(&format!(
                 "    ({count} lines skipped; `hangar logs` has them all)"
             )),
@@ -607,11 +611,27 @@ impl Shown {
     fn finish(&self) {
         self.status.lock().expect("not poisoned").finish();
     }
+
+    /// `[2] ` before what attempt 2 of several printed: best-of-N's attempts run side by
+    /// side and their lines interleave.
+    fn label(&self, attempt: u32) -> String {
+        if self.attempts > 1 {
+            format!("[{attempt}] ")
+        } else {
+            String::new()
+        }
+    }
 }
 
 async fn report_end(client: &Client, task: &TaskView, quiet: bool) -> Result<()> {
     let id = &task.task.id;
+    let several = task.attempts.len() > 1;
     for a in &task.attempts {
+        let which = if several {
+            format!(" attempt {}", a.index)
+        } else {
+            String::new()
+        };
         match (&a.error, a.summary) {
             (Some(err), _) => {
                 eprintln!("hangar: task {id} attempt {}: {err}", a.index);
@@ -635,12 +655,25 @@ async fn report_end(client: &Client, task: &TaskView, quiet: bool) -> Result<()>
                 }
             }
             (None, Some(s)) => {
-                eprintln!("task {id} {}: {}", task.task.status, describe_summary(&s))
+                eprintln!("task {id}{which} {}: {}", a.status, describe_summary(&s))
             }
-            (None, None) => eprintln!("task {id} {}", task.task.status),
+            (None, None) => eprintln!("task {id}{which} {}", a.status),
         }
         if let Some(m) = &a.final_message {
             eprintln!("final message: {m}");
+        }
+    }
+    if several {
+        match task.best {
+            Some(best) => eprintln!(
+                "task {id}: best is attempt {best} (ranking {}); `hangar apply {id} --best`",
+                task.ranking
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => eprintln!("task {id}: no attempt is ready"),
         }
     }
     Ok(())
@@ -935,11 +968,44 @@ pub async fn logs(client: &Client, args: TaskArgs, as_json: bool, follow: bool) 
     if as_json {
         return print_json(&logs);
     }
+    let task = load(client, &args.task).await?;
     let mut out = std::io::stdout().lock();
-    for l in &logs.logs {
-        printer.line(&mut out, l)?;
+    for (attempt, phase, lines) in by_phase(&task, &logs.logs) {
+        if lines.is_empty() {
+            writeln!(out, "==> {phase} (attempt {attempt})\n  (no output)")?;
+            printer.phase = Some((attempt, phase));
+        }
+        for l in lines {
+            printer.line(&mut out, l)?;
+        }
     }
     Ok(())
+}
+
+/// The log lines of each phase an attempt went through, in the order it ran them, a
+/// phase that printed nothing included (regression: `hangar logs` left those out, so a
+/// reader could not tell a silent phase from one that never ran). Lines of a phase that
+/// has no timing (the attempt ended in it) follow in their own order.
+fn by_phase<'a>(task: &TaskView, lines: &'a [LogLine]) -> Vec<(u32, Phase, Vec<&'a LogLine>)> {
+    let attempts: std::collections::BTreeSet<u32> = lines.iter().map(|l| l.attempt).collect();
+    let mut out: Vec<(u32, Phase, Vec<&LogLine>)> = Vec::new();
+    for a in task.attempts.iter().filter(|a| attempts.contains(&a.index)) {
+        for t in &a.timings {
+            if !out.iter().any(|(i, p, _)| (*i, *p) == (a.index, t.phase)) {
+                out.push((a.index, t.phase, Vec::new()));
+            }
+        }
+    }
+    for l in lines {
+        match out
+            .iter_mut()
+            .find(|(i, p, _)| (*i, *p) == (l.attempt, l.phase))
+        {
+            Some((_, _, group)) => group.push(l),
+            None => out.push((l.attempt, l.phase, vec![l])),
+        }
+    }
+    out
 }
 
 fn parse_spelled<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {

@@ -156,8 +156,43 @@ fn exec_list_show_logs_diff_and_apply_into_a_fresh_clone() {
         logs.contains("==> agent (attempt 1)\n  prompt: Fix the failing test"),
         "{logs}"
     );
+    // Every phase the attempt went through, in order, a silent one too (regression:
+    // phases that printed nothing were left out).
+    let headers: Vec<&str> = logs.lines().filter(|l| l.starts_with("==> ")).collect();
+    assert_eq!(
+        headers,
+        [
+            "==> prepare (attempt 1)",
+            "==> setup (attempt 1)",
+            "==> checkout (attempt 1)",
+            "==> maintenance (attempt 1)",
+            "==> agent (attempt 1)",
+            "==> collect (attempt 1)"
+        ],
+        "{logs}"
+    );
     let diff = ok_in(r, &["diff", &id], 0);
     assert!(diff.starts_with("diff --git a/calc.py b/calc.py"), "{diff}");
+    // Regression: `hangar diff X | head -1` ended with `Broken pipe (os error 32)` and
+    // exit 1: a reader that stops early is no failure.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::hangar_shared()
+        .current_dir(r)
+        .args(["diff", &id])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_ref()), (Some(0), ""));
+    // Regression: the STATUS column was misaligned.
+    let table = ok_in(r, &["list", "--env", &name], 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].find("ENVIRONMENT"),
+        lines[1].find(name.as_str()),
+        "{table}"
+    );
 
     let clone = tempfile::tempdir().unwrap();
     git(clone.path(), &["clone", "-q", r.to_str().unwrap(), "."]);
@@ -285,7 +320,11 @@ fn cache_ls_export_import_and_reset_through_the_cli() {
     );
     let table = at(&["cache", "ls"], 0);
     assert!(
-        table.contains(&format!("(imported from {snapshot_ref})")),
+        table.starts_with("ENVIRONMENT") && table.lines().next().unwrap().ends_with("SOURCE"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("  imported from {snapshot_ref}")),
         "{table}"
     );
     let out = hangar_at(home, r, &["exec", "-q", "--env", &name, "fix it"]);
@@ -733,12 +772,29 @@ fn best_of_n_through_the_cli() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a task runs at most 4"));
 
-    let id = ok_in(
-        r,
-        &["exec", "--quiet", "--env", &name, "--attempts", "3", "x"],
-        0,
+    let out = hangar_in(r, &["exec", "--env", &name, "--attempts", "3", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.trim();
+    // Regression: three interleaved streams without a label, and "ready" three times
+    // without a word of which attempt is best.
+    for n in 1..=3 {
+        assert!(
+            stderr.contains(&format!("==> [{n}] agent done")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("task {id} attempt {n} ready: ")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "task {id}: best is attempt 2 (ranking 2, 1, 3); `hangar apply {id} --best`"
+        )),
+        "{stderr}"
     );
-    let id = id.trim();
     let text = ok_in(r, &["show", id], 0);
     assert!(
         text.contains("best        attempt 2 (ranking 2, 1, 3)"),
