@@ -163,7 +163,7 @@ impl Engine {
         let inv = h
             .invocation(&run)
             .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
-        // The CLI's home is made by its script; its config files need their directories.
+        // The CLI's config files need their directories.
         for (path, content) in &inv.files {
             if let Some(dir) = std::path::Path::new(path).parent() {
                 sandbox.create_dir_all(&dir.display().to_string())?;

@@ -77,6 +77,13 @@ for _ in range(5):
                          "content": out.stdout + out.stderr})
 PY"#;
 
+/// A tool on a PATH that only `~/.bashrc` names, and a cache file in the home directory.
+const SETUP_ARRANGES: &str = r#"mkdir -p /opt/setup-tools/bin ~/.cache/hangar-probe
+printf '#!/bin/sh\necho tool from setup\n' > /opt/setup-tools/bin/setup-tool
+chmod +x /opt/setup-tools/bin/setup-tool
+echo 'export PATH=/opt/setup-tools/bin:$PATH' >> ~/.bashrc
+echo 'cache from setup' > ~/.cache/hangar-probe/marker"#;
+
 fn writes_hello() -> Behavior {
     Behavior::Script(vec![
         Turn::Write {
@@ -87,7 +94,14 @@ fn writes_hello() -> Behavior {
     ])
 }
 
-async fn environment(engine: &Engine, case: &Case, model: &ModelServer, name: &str, timeout: &str) {
+async fn environment(
+    engine: &Engine,
+    case: &Case,
+    model: &ModelServer,
+    name: &str,
+    timeout: &str,
+    setup: &str,
+) {
     let repo = hangar_testkit::repo_with(&[
         ("README.md", b"a repository for the harness suite\n"),
         (
@@ -101,6 +115,11 @@ repo = "{repo}"
 image = "debian-bookworm"
 
 [secrets.MODEL_KEY]
+
+[setup]
+script = '''
+{setup}
+'''
 
 [agent]
 harness = "{harness}"
@@ -163,7 +182,7 @@ async fn conformance(case: Case) {
     let model = ModelServer::start(ip, writes_hello());
     let engine = common::engine().await;
     let name = format!("harness-{}-{}", case.kind, TaskId::random());
-    environment(&engine, &case, &model, &name, "4m").await;
+    environment(&engine, &case, &model, &name, "4m", "").await;
 
     // Writes the file the model asks for.
     let (task, attempt) = common::run(&engine, &request(&name, None)).await;
@@ -236,6 +255,31 @@ async fn conformance(case: Case) {
     let stored = format!("{net:?} {logs:?} {seen:?} {diff}");
     assert!(!stored.contains(KEY), "the key was stored");
 
+    // What setup arranged reaches the agent's commands, whatever shell the CLI runs them
+    // in: the PATH it put in ~/.bashrc and the caches it filled in the home directory
+    // (regression: Codex's `bash -lc` under a fresh home lost both).
+    if case.shows != Shows::File {
+        model.set_behavior(Behavior::Script(vec![
+            Turn::Shell("{ setup-tool; cat ~/.cache/hangar-probe/marker; } > env.txt".into()),
+            Turn::Text("wrote env.txt".into()),
+        ]));
+        let arranged = format!("{name}-arranged");
+        environment(&engine, &case, &model, &arranged, "4m", SETUP_ARRANGES).await;
+        let (task, attempt) = common::run(&engine, &request(&arranged, None)).await;
+        let logs = common::logs(&engine, &task.id).await.join("\n");
+        assert_eq!(
+            attempt.status,
+            AttemptStatus::Ready,
+            "{:?}\n{logs}",
+            attempt.error
+        );
+        let diff = common::diff(&engine, &task.id, 1).await;
+        assert!(
+            diff.contains("+tool from setup\n+cache from setup\n"),
+            "{diff}\n{logs}"
+        );
+    }
+
     // A model that refuses: the attempt is an error with the CLI's own message.
     model.set_behavior(Behavior::Fail {
         status: 400,
@@ -265,7 +309,7 @@ async fn conformance(case: Case) {
     // A model that hangs: the outer timeout stops the CLI.
     model.set_behavior(Behavior::Hang);
     let hang = format!("{name}-hang");
-    environment(&engine, &case, &model, &hang, "40s").await;
+    environment(&engine, &case, &model, &hang, "40s", "").await;
     let (_, attempt) = common::run(&engine, &request(&hang, None)).await;
     assert_eq!(attempt.status, AttemptStatus::Error);
     let who = match case.kind {
@@ -419,7 +463,7 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
         shows: Shows::Command,
     };
     let name = format!("readonly-codex-{}", TaskId::random());
-    environment(&engine, &case, &model, &name, "4m").await;
+    environment(&engine, &case, &model, &name, "4m", "").await;
     let (task, attempt) = common::run(&engine, &request(&name, Some(Approval::ReadOnly))).await;
     assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
     let seen = events(&engine, &task.id).await;

@@ -18,7 +18,8 @@ pub use events::{AgentEvent, EventKind};
 pub use hangar_spec::Harness as Kind;
 pub use install::{prefix, Install, Needs};
 
-/// Where a run keeps its state in the sandbox: a fresh home, config and output files.
+/// Where a run keeps its state in the sandbox: the CLI's own state and config dirs, and
+/// output files.
 pub const RUN_DIR: &str = "/.hangar/run/agent";
 
 /// The variable that holds the model key (a placeholder the proxy swaps for the value).
@@ -225,15 +226,26 @@ pub(crate) fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The script's common head: errexit, a fresh home under [`RUN_DIR`], the CLI's
-/// directory on PATH, stdin closed (CLIs wait for EOF on an open pipe).
+/// The script's common head: errexit, the CLI's directory on PATH, stdin closed (CLIs
+/// wait for EOF on an open pipe). The home stays the workspace user's, so the agent's
+/// commands find what setup left there (cargo's registry, npm's cache, `~/.bashrc`);
+/// each CLI's own state and configuration go to a directory of its own under
+/// [`RUN_DIR`], named by its own variable or flag. A login shell (Codex runs every
+/// command in `bash -lc`) would reset PATH in `/etc/profile`: a profile script puts the
+/// PATH the phase began with (the image's, `[env]`'s and `~/.bashrc`'s) back in front.
 pub(crate) fn prelude(kind: Kind) -> String {
     format!(
-        "set -o pipefail\nexec </dev/null\nexport HOME={RUN_DIR}/home\nmkdir -p \"$HOME\"\n\
+        "set -o pipefail\nexec </dev/null\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
+         mkdir -p /etc/profile.d {RUN_DIR}\n\
+         printf '%s\\n' '{PROFILE}' > /etc/profile.d/zz-hangar-agent.sh\n\
          export PATH={bin}:\"$PATH\"\n",
         bin = install::bin_path(kind),
     )
 }
+
+/// `/etc/profile.d/zz-hangar-agent.sh` (sourced by `/etc/profile` after it sets PATH).
+const PROFILE: &str =
+    r#"if [ -n "${HANGAR_AGENT_PATH:-}" ]; then PATH="$HANGAR_AGENT_PATH:$PATH"; export PATH; fi"#;
 
 /// The prompt with the workspace's AGENTS.md in front, for CLIs that do not read it.
 pub(crate) const PROMPT_WITH_AGENTS_MD: &str = r#"prompt="$HANGAR_PROMPT"
