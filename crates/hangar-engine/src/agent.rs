@@ -70,13 +70,13 @@ impl Engine {
             crate::attempt::timed(
                 self,
                 ctx.plan,
-                Phase::Setup,
+                Phase::Install,
                 self.install_harness(ctx, p, kind, &install, &dir),
             )
             .await?;
             std::fs::write(&done, install.id.as_bytes()).map_err(io_err("write", &done))?;
             ctx.logger.note(
-                Phase::Setup,
+                Phase::Install,
                 &format!(
                     "harness: {kind} installed as layer {short} ({})",
                     install.id
@@ -107,7 +107,7 @@ impl Engine {
         let mut env = ctx.base_env.clone();
         hangar_image::set_var(&mut env, registry.0, &registry.1);
         let step = Step {
-            phase: Phase::Setup,
+            phase: Phase::Install,
             name: "install",
             script: &install.script,
             cwd: "/",

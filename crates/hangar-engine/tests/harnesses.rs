@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use hangar_engine::{Engine, TaskRequest};
 use hangar_secrets::Secret;
-use hangar_spec::{Approval, AttemptStatus, Harness, TaskId};
+use hangar_spec::{Approval, AttemptStatus, Harness, Phase, TaskId};
 use hangar_testkit::model::{Behavior, ModelServer, Turn};
 
 mod common;
@@ -541,4 +541,7 @@ async fn switching_harness_reuses_the_environment_and_full_access_opens_the_netw
         "{:#?}",
         common::logs(&engine, &task.id).await
     );
+    // The CLI's install, when it runs, is a phase of its own, not setup beside a hit.
+    let phases: Vec<Phase> = attempt.phases.iter().map(|p| p.phase).collect();
+    assert!(!phases.contains(&Phase::Setup), "{phases:?}");
 }

@@ -27,6 +27,7 @@ spelled_enum! {
     /// secrets are decided per phase (setup, maintenance, agent).
     Phase {
         Prepare = "prepare",
+        Install = "install",
         Checkout = "checkout",
         Setup = "setup",
         Maintenance = "maintenance",
