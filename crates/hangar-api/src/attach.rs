@@ -126,8 +126,8 @@ pub(crate) async fn run_command(
         .into_response())
 }
 
-/// Carries the command's streams over the connection until it exits, then tears its
-/// sandbox down. A client that goes away gets the command killed.
+/// Carries the command's streams over the connection until it exits, tears its sandbox
+/// down, then tells the exit. A client that goes away gets the command killed.
 async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, started: Started) {
     let (mut from_client, mut to_client) = tokio::io::split(io);
     let mut running = match started {
@@ -211,11 +211,13 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, started: Starte
             ..RunExit::default()
         },
     };
+    // Torn down before the exit is told: a script that checks right after `hangar run`
+    // returns finds nothing of the sandbox left.
+    if let Err(e) = running.finish().await {
+        tracing::warn!("a run's sandbox was not fully torn down: {e}");
+    }
     if let Ok(Some(mut to_client)) = writer.await {
         let _ = send_exit(&mut to_client, &exit).await;
         let _ = to_client.shutdown().await;
-    }
-    if let Err(e) = running.finish().await {
-        tracing::warn!("a run's sandbox was not fully torn down: {e}");
     }
 }

@@ -57,6 +57,28 @@ fn run_passes_streams_and_exit_codes_through() {
     check(&with(&["sh", "-c", "kill -TERM $$"]), 143, "", "");
 }
 
+/// Regression: `hangar run` returned before the sandbox's mount was gone, so a script
+/// checking right after it still saw the sandbox.
+#[test]
+fn run_returns_after_its_sandbox_is_gone() {
+    let out = hangar(&[
+        "run",
+        "--image",
+        "debian-bookworm",
+        "--",
+        "sh",
+        "-c",
+        "grep -o 'upperdir=[^,]*' /proc/self/mountinfo | head -1",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let upper = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(upper.starts_with("upperdir=/"), "{upper}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&upper), "{upper} is still mounted");
+    let dir = std::path::Path::new(upper.trim_start_matches("upperdir="));
+    assert!(!dir.exists(), "{} is still there", dir.display());
+}
+
 #[test]
 fn run_applies_limits_and_names_the_memory_limit() {
     check(
