@@ -35,7 +35,7 @@ pub(crate) struct NetSettings {
 impl Default for NetSettings {
     fn default() -> NetSettings {
         NetSettings {
-            resolver: Arc::new(hangar_net::SystemResolver),
+            resolver: Arc::new(hangar_net::SystemResolver::default()),
             extra_roots: Vec::new(),
             config: OnceLock::new(),
         }
