@@ -246,7 +246,7 @@ fn definition_default(text: &str, name: &str) -> String {
         .to_string()
 }
 
-/// Whether a cargo configuration replaces crates.io's source (`replace-with` in
+/// Whether a cargo configuration replaces the default registry's source (`replace-with` in
 /// `[source.crates-io]`, or as a dotted key), so that cargo's default is not used.
 fn replaces_crates_io(text: &str) -> bool {
     let mut in_section = false;
