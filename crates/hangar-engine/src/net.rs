@@ -37,7 +37,7 @@ pub(crate) struct NetSettings {
 impl Default for NetSettings {
     fn default() -> NetSettings {
         NetSettings {
-            resolver: Arc::new(hangar_net::SystemResolver),
+            resolver: Arc::new(hangar_net::SystemResolver::default()),
             trusted: None,
             config: OnceLock::new(),
         }

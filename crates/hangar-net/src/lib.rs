@@ -17,4 +17,4 @@ pub use error::{NetError, Result};
 pub use policy::{Injection, PhasePolicy, Reason, Rule, Verdict};
 pub use presets::{package_manager_hosts, ImageFiles, PresetHost};
 pub use proxy::{upstream_tls, Proxy, ProxyConfig, REASON_HEADER};
-pub use resolve::{Resolve, StaticResolver, SystemResolver};
+pub use resolve::{Resolve, ResolverSettings, StaticResolver, SystemResolver};

@@ -1,7 +1,8 @@
 //! The `package-managers` preset: the registry hosts an image's own configuration names
 //! (apt sources, pip, npm, cargo, go), so private mirrors work and no host is built in.
 //! Where a tool has no configuration, its default comes from the tool's own files in the
-//! image (pip's index module, go's `go.env`), never from hangar.
+//! image (pip's index module, npm's option definitions, the registry URLs compiled into
+//! cargo's and uv's binaries, go's `go.env`), never from hangar.
 
 use hangar_spec::HostRule;
 
@@ -84,7 +85,44 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
             }
         }
     }
-    // npm: user, global and built-in npmrc files; `registry=` and `@scope:registry=`.
+    // uv (which reads no pip configuration): its configuration files and variables, else
+    // the default index compiled into its binary, the one `/simple` index it names.
+    let mut uv_configured = false;
+    for path in ["/etc/uv/uv.toml", "/root/.config/uv/uv.toml"] {
+        if let Some(text) = (files.read)(path) {
+            let relevant = keyed_values(&text, &["index-url", "extra-index-url", "url"]);
+            uv_configured |= !relevant.is_empty();
+            add_urls(path, &relevant);
+        }
+    }
+    for var in [
+        "UV_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX",
+        "UV_EXTRA_INDEX_URL",
+    ] {
+        if let Some((_, v)) = files.env.iter().find(|(k, _)| k == var) {
+            uv_configured |= matches!(var, "UV_INDEX_URL" | "UV_DEFAULT_INDEX");
+            add_urls(var, v);
+        }
+    }
+    if !uv_configured {
+        for path in [
+            "/usr/local/bin/uv",
+            "/usr/bin/uv",
+            "/root/.local/bin/uv",
+            "/root/.cargo/bin/uv",
+        ] {
+            if let Some(binary) = (files.read)(path) {
+                for host in hosts_of_urls_at(&binary, "https://", "/simple") {
+                    add_urls(path, &format!("https://{host}/"));
+                }
+            }
+        }
+    }
+    // npm: user, global and built-in npmrc files; `registry=` and `@scope:registry=`; npm's
+    // own default (the `registry` definition in its bundled config) unless one is set.
+    let mut npm_configured = false;
     for path in [
         "/root/.npmrc",
         "/etc/npmrc",
@@ -92,14 +130,15 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         "/usr/local/etc/npmrc",
     ] {
         if let Some(text) = (files.read)(path) {
-            let relevant: String = text
+            let registries: Vec<(&str, &str)> = text
                 .lines()
                 .filter_map(|l| l.split_once('='))
-                .filter(|(k, _)| k.trim().ends_with("registry"))
-                .map(|(_, v)| v.trim().to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
-            add_urls(path, &relevant);
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .filter(|(k, _)| k.ends_with("registry"))
+                .collect();
+            npm_configured |= registries.iter().any(|(k, _)| *k == "registry");
+            let relevant: Vec<&str> = registries.iter().map(|(_, v)| *v).collect();
+            add_urls(path, &relevant.join("\n"));
         }
     }
     if let Some((_, v)) = files
@@ -107,7 +146,15 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("NPM_CONFIG_REGISTRY"))
     {
+        npm_configured = true;
         add_urls("NPM_CONFIG_REGISTRY", v);
+    }
+    if !npm_configured {
+        for path in npm_definitions() {
+            if let Some(text) = (files.read)(&path) {
+                add_urls(&path, &definition_default(&text, "registry"));
+            }
+        }
     }
     // cargo: source replacements and extra registries.
     let cargo_home = files
@@ -122,9 +169,23 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
     if let Some(home) = cargo_home {
         cargo.push(format!("{home}/config.toml"));
     }
+    let mut crates_io_replaced = false;
     for path in &cargo {
         if let Some(text) = (files.read)(path) {
+            crates_io_replaced |= replaces_crates_io(&text);
             add_urls(path, &keyed_values(&text, &["registry", "index"]));
+        }
+    }
+    // cargo's own default registry, compiled into the binary as its one sparse index URL
+    // (the rustup proxies in `.cargo/bin` are not cargo; the toolchains' binaries are).
+    // Its download host is not in the binary: the index's `config.json` names it.
+    if !crates_io_replaced {
+        for path in cargo_binaries(files) {
+            if let Some(binary) = (files.read)(&path) {
+                for host in hosts_of_urls_at(&binary, "sparse+https://", "/") {
+                    add_urls(&path, &format!("https://{host}/"));
+                }
+            }
         }
     }
     // go: the toolchain's go.env, the user's go env file, and GOPROXY.
@@ -148,6 +209,93 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         };
         if !out.iter().any(|p| p.host == host) {
             out.push(PresetHost { host, source });
+        }
+    }
+    out
+}
+
+/// Where npm keeps its option definitions: in its bundled `@npmcli/config` (npm 9 and
+/// later, installed from npm's own tarball under a `node_modules`), in `lib/utils/config`
+/// (npm 7 and 8, and Debian's `npm`, which lives in `/usr/share/nodejs`).
+fn npm_definitions() -> Vec<String> {
+    let mut paths = Vec::new();
+    for npm in [
+        "/usr/lib/node_modules/npm",
+        "/usr/local/lib/node_modules/npm",
+        "/usr/share/nodejs/npm",
+    ] {
+        paths.push(format!(
+            "{npm}/node_modules/@npmcli/config/lib/definitions/definitions.js"
+        ));
+        paths.push(format!("{npm}/lib/utils/config/definitions.js"));
+    }
+    paths.push("/usr/share/nodejs/@npmcli/config/lib/definitions/definitions.js".to_string());
+    paths
+}
+
+/// The `default:` of one option in npm's definitions, written as
+/// `define('NAME', {` (npm 7, 8) or `NAME: new Definition('NAME', {` (npm 9 and later).
+fn definition_default(text: &str, name: &str) -> String {
+    let opening = format!("('{name}', {{");
+    let mut lines = text.lines().skip_while(|l| !l.contains(&opening));
+    lines.next();
+    lines
+        .take_while(|l| !l.contains("Definition(") && !l.contains("define("))
+        .find_map(|l| l.trim().strip_prefix("default:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether a cargo configuration replaces the default registry's source (`replace-with` in
+/// `[source.crates-io]`, or as a dotted key), so that cargo's default is not used.
+fn replaces_crates_io(text: &str) -> bool {
+    let mut in_section = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line.trim_matches(['[', ']']).trim() == "source.crates-io";
+            continue;
+        }
+        let key = line.split_once('=').map(|(k, _)| k.trim());
+        if key == Some("source.crates-io.replace-with") || in_section && key == Some("replace-with")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The cargo binaries of an image: a distribution's, and each rustup toolchain's.
+fn cargo_binaries(files: &ImageFiles<'_>) -> Vec<String> {
+    let mut paths = vec![
+        "/usr/bin/cargo".to_string(),
+        "/usr/local/bin/cargo".to_string(),
+    ];
+    let rustup_env = files.env.iter().find(|(k, _)| k == "RUSTUP_HOME");
+    let mut homes: Vec<String> = rustup_env.map(|(_, v)| v.clone()).into_iter().collect();
+    homes.extend(["/root/.rustup".to_string(), "/usr/local/rustup".to_string()]);
+    homes.dedup();
+    for home in homes {
+        for toolchain in (files.list)(&format!("{home}/toolchains")) {
+            paths.push(format!("{home}/toolchains/{toolchain}/bin/cargo"));
+        }
+    }
+    paths
+}
+
+/// The hosts of the URLs in `text` (a binary's bytes, read lossily) that begin with
+/// `scheme` and whose path begins with `path`: how a tool's compiled-in default is told
+/// from the other URLs it carries (documentation links, adjacent strings). A host must
+/// have a dot, since a binary's strings run into each other.
+fn hosts_of_urls_at(text: &str, scheme: &str, path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices(scheme) {
+        let rest = &text[i + scheme.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || ".-:".contains(c)))
+            .unwrap_or(rest.len());
+        let host = rest[..end].to_ascii_lowercase();
+        if host.contains('.') && rest[end..].starts_with(path) && !out.contains(&host) {
+            out.push(host);
         }
     }
     out
@@ -334,6 +482,110 @@ mod tests {
                 "crates.mirror.test (/root/.cargo/config.toml)",
                 "goproxy.test (/usr/local/go/go.env)",
                 "corp.goproxy.test (GOPROXY)",
+            ],
+        );
+    }
+
+    const NPM_DEFINITIONS: &str =
+        "/usr/lib/node_modules/npm/node_modules/@npmcli/config/lib/definitions/definitions.js";
+    const DEBIAN_NPM_DEFINITIONS: &str = "/usr/share/nodejs/npm/lib/utils/config/definitions.js";
+    const CARGO: &str = "/root/.rustup/toolchains/stable-x86_64/bin/cargo";
+    const UV: &str = "/usr/local/bin/uv";
+
+    /// The tools' own files, as npm's tarball, Debian's npm, a rustup toolchain's cargo and
+    /// uv's binary carry them (binaries as the engine reads them: lossy text, strings run
+    /// together).
+    fn tools() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                NPM_DEFINITIONS,
+                "  'prefer-online': new Definition('prefer-online', {\n    default: false,\n  }),\n\
+                 \x20 registry: new Definition('registry', {\n\
+                 \x20   default: 'https://registry.example.test/',\n    type: url,\n  }),\n\
+                 \x20 'replace-registry-host': new Definition('replace-registry-host', {\n\
+                 \x20   default: 'https://not-a-registry.example.test/',\n",
+            ),
+            (
+                DEBIAN_NPM_DEFINITIONS,
+                "define('registry', {\n  default: 'https://debian-npm.example.test/',\n",
+            ),
+            (
+                CARGO,
+                "\u{7f}ELF\u{fffd}https://docs.example.test/book/sparse+https://iints\u{fffd}\
+                 sparse+https://index.crates.example.test/https://git.example.test/index",
+            ),
+            (
+                UV,
+                "\u{7f}ELF\u{fffd}https://docs.example.test/guide \
+                 https://pypi.example.test/simple>)The default\u{fffd}https://pypi.example.test/simple",
+            ),
+        ]
+    }
+
+    /// Regression: with no npmrc and no cargo configuration the preset opened neither npm's
+    /// nor cargo's registry, and without pip in the image no Python index at all.
+    #[test]
+    fn the_defaults_of_npm_cargo_and_uv_come_from_their_own_files() {
+        check(
+            &tools(),
+            &[],
+            &[
+                "pypi.example.test (/usr/local/bin/uv)",
+                &format!("registry.example.test ({NPM_DEFINITIONS})"),
+                &format!("debian-npm.example.test ({DEBIAN_NPM_DEFINITIONS})"),
+                &format!("index.crates.example.test ({CARGO})"),
+            ],
+        );
+        // A scoped registry is used beside the default, not instead of it.
+        let mut files = tools();
+        files.push(("/root/.npmrc", "@corp:registry=https://npm.corp.test/\n"));
+        check(
+            &files,
+            &[],
+            &[
+                "pypi.example.test (/usr/local/bin/uv)",
+                "npm.corp.test (/root/.npmrc)",
+                &format!("registry.example.test ({NPM_DEFINITIONS})"),
+                &format!("debian-npm.example.test ({DEBIAN_NPM_DEFINITIONS})"),
+                &format!("index.crates.example.test ({CARGO})"),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_configured_registry_replaces_the_tools_default() {
+        let mut files = tools();
+        files.extend([
+            ("/root/.npmrc", "registry=https://npm.mirror.test/\n"),
+            (
+                "/root/.cargo/config.toml",
+                "[source.crates-io]\nreplace-with = \"mirror\"\n\
+                 [source.mirror]\nregistry = \"sparse+https://crates.mirror.test/index/\"\n",
+            ),
+            (
+                "/etc/uv/uv.toml",
+                "[[index]]\nurl = \"https://uv.mirror.test/simple\"\ndefault = true\n",
+            ),
+        ]);
+        check(
+            &files,
+            &[],
+            &[
+                "uv.mirror.test (/etc/uv/uv.toml)",
+                "npm.mirror.test (/root/.npmrc)",
+                "crates.mirror.test (/root/.cargo/config.toml)",
+            ],
+        );
+        check(
+            &tools(),
+            &[
+                ("UV_DEFAULT_INDEX", "https://env.uv.test/simple"),
+                ("NPM_CONFIG_REGISTRY", "https://env.npm.test/"),
+            ],
+            &[
+                "env.uv.test (UV_DEFAULT_INDEX)",
+                "env.npm.test (NPM_CONFIG_REGISTRY)",
+                &format!("index.crates.example.test ({CARGO})"),
             ],
         );
     }
