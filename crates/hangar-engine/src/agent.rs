@@ -113,6 +113,7 @@ impl Engine {
             cwd: "/",
             env,
             timeout: Some(INSTALL_TIMEOUT),
+            runs_as: crate::phase::RunsAs::Root,
         };
         let ran = run_step(&sandbox, &ctx.logger, step, &mut ctx.cancel).await;
         ctx.net = None;
@@ -170,6 +171,9 @@ impl Engine {
             }
             sandbox.write_file(path, content.as_bytes(), 0o600)?;
         }
+        if !inv.files.is_empty() {
+            self.own(ctx, sandbox, Phase::Agent).await?;
+        }
         if agent.harness != Kind::Script {
             ctx.logger.note(
                 Phase::Agent,
@@ -214,6 +218,7 @@ impl Engine {
                 cwd: &workdir,
                 env: Vec::new(),
                 timeout: Some(agent.timeout),
+                runs_as: ctx.agent_runs_as(),
             };
             ctx.run(sandbox, step, &prompt).await
         };

@@ -20,7 +20,8 @@ use crate::diff;
 use crate::error::{io_err, EngineError, Result};
 use crate::net::{AuditLog, SandboxNet};
 use crate::phase::{
-    run_step, script_line, Logger, Step, StepResult, MIRROR_DIR, RUN_DIR, START_DIR,
+    run_step, script_line, Logger, RunsAs, Step, StepResult, MIRROR_DIR, RUN_DIR, START_DIR,
+    USER_RUN_DIR,
 };
 use crate::secrets::EnvSecrets;
 use crate::{Engine, Event, Progress};
@@ -105,9 +106,49 @@ pub(crate) struct Ctx<'a> {
     /// The commit the attempt's diff is against, once the workspace has one.
     pub base_commit: Option<String>,
     pub audit: mpsc::UnboundedSender<hangar_net::AuditEntry>,
+    /// `[agent] user`, once found in the sandbox.
+    pub user: Option<AgentUser>,
+}
+
+/// `[agent] user` as the sandbox's `/etc/passwd` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+impl AgentUser {
+    /// `name`'s entry in a passwd file.
+    fn find(passwd: &str, name: &str) -> Option<AgentUser> {
+        passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 || f[0] != name {
+                return None;
+            }
+            Some(AgentUser {
+                name: name.to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+    }
 }
 
 impl Ctx<'_> {
+    /// Who the agent phase's processes and the check are.
+    pub(crate) fn agent_runs_as(&self) -> RunsAs {
+        match &self.user {
+            Some(u) => RunsAs::User {
+                uid: u.uid,
+                gid: u.gid,
+            },
+            None => RunsAs::Root,
+        }
+    }
+
     /// An exec's complete environment: the image's and the attempt's, then the secrets
     /// (or placeholders) that this phase, and only this phase, gets.
     fn env_for(&self, phase: Phase) -> Vec<(String, String)> {
@@ -158,6 +199,7 @@ impl Ctx<'_> {
             cwd,
             env: Vec::new(),
             timeout: None,
+            runs_as: RunsAs::Root,
         };
         let res = self.run(sandbox, step, extra).await?;
         if !res.success() {
@@ -180,6 +222,11 @@ impl Ctx<'_> {
         timeout: Option<Duration>,
     ) -> Result<StepResult, Stop> {
         let cwd = self.workdir.clone();
+        // Setup and maintenance keep root; the agent's script is the agent.
+        let runs_as = match phase {
+            Phase::Agent => self.agent_runs_as(),
+            _ => RunsAs::Root,
+        };
         let step = Step {
             phase,
             name: phase.as_str(),
@@ -187,6 +234,7 @@ impl Ctx<'_> {
             cwd: &cwd,
             env: Vec::new(),
             timeout,
+            runs_as,
         };
         let res = self.run(sandbox, step, extra).await?;
         if res.timed_out {
@@ -353,6 +401,30 @@ g diff --cached --binary --full-index --no-ext-diff --no-textconv -M "$HANGAR_BA
 g diff --cached --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/numstat"
 "#;
 
+/// `[agent] user`, made in setup's sandbox (before the clone, so setup fills the user's
+/// home) unless the image has it. Its home starts without /etc/skel's `.bashrc`, which
+/// returns early in a non-interactive shell and so would hide what setup appends; its
+/// `.profile` reads `.bashrc` for login shells.
+const ADD_USER: &str = r#"if ! getent passwd "$HANGAR_USER" >/dev/null; then
+  if ! command -v useradd >/dev/null; then
+    echo "the image has no user $HANGAR_USER and no useradd to make one (install the passwd package)" >&2
+    exit 1
+  fi
+  skel="$(mktemp -d)"
+  echo '[ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ] && . "$HOME/.bashrc"' > "$skel/.profile"
+  useradd --create-home --skel "$skel" --user-group --shell /bin/bash "$HANGAR_USER"
+  rm -rf "$skel"
+fi
+mkdir -p "$(getent passwd "$HANGAR_USER" | cut -d: -f6)"
+"#;
+
+/// Gives `[agent] user` the workspace, its home and the run directories it writes, as
+/// root (setup, checkout and maintenance) left them. Only what another owns is changed:
+/// a chown copies a file up from the snapshot.
+const OWN: &str = r#"mkdir -p "$HANGAR_USER_RUN" "$HANGAR_AGENT_RUN"
+find "$HANGAR_WORKDIR" "$HOME" "$HANGAR_USER_RUN" "$HANGAR_AGENT_RUN" -xdev \( ! -user "$HANGAR_UID" -o ! -group "$HANGAR_GID" \) -print0 | xargs -0 -r chown -h "$HANGAR_UID:$HANGAR_GID"
+"#;
+
 /// What preparing found: the image, the mirror, and whether a snapshot serves.
 pub(crate) struct Prepared {
     pub layers: Vec<(hangar_store::Digest, PathBuf)>,
@@ -410,6 +482,7 @@ impl Engine {
             net: None,
             base_commit: None,
             audit: audit.sender(),
+            user: None,
         };
         let outcome = match loaded {
             Ok(()) => self.attempt(&mut ctx).await,
@@ -835,6 +908,73 @@ impl Engine {
         }))
     }
 
+    /// Finds `[agent] user` in the sandbox: the agent phase runs as it, and every phase
+    /// in its home, so what setup leaves there (caches, `~/.bashrc`) is the agent's.
+    async fn find_user(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<(), Stop> {
+        let Some(name) = &ctx.plan.env.agent.user else {
+            return Ok(());
+        };
+        let passwd = sandbox.read_file("/etc/passwd")?;
+        let user = AgentUser::find(&String::from_utf8_lossy(&passwd), name).ok_or_else(|| {
+            Stop::error(format!(
+                "failed to find `[agent] user` `{name}` in the sandbox's /etc/passwd"
+            ))
+        })?;
+        // Setup wrote that file: it must not make the agent root again.
+        if user.uid == 0 || user.gid == 0 {
+            return Err(Stop::error(format!(
+                "failed to run the agent as `{name}`: /etc/passwd gives it uid {} gid {}, \
+                 which are root's",
+                user.uid, user.gid
+            )));
+        }
+        hangar_image::set_var(&mut ctx.base_env, "HOME", &user.home);
+        // Root's git (checkout, maintenance, collect) refuses a repository another user
+        // owns unless told it is safe; a command-scope setting, as git requires.
+        for (k, v) in [
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", "*"),
+        ] {
+            hangar_image::set_var(&mut ctx.base_env, k, v);
+        }
+        ctx.user = Some(user);
+        Ok(())
+    }
+
+    /// Hands the workspace and the user's home to `[agent] user` (see [`OWN`]).
+    pub(crate) async fn own(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        phase: Phase,
+    ) -> Result<(), Stop> {
+        let Some(user) = ctx.user.clone() else {
+            return Ok(());
+        };
+        let workdir = ctx.workdir.clone();
+        let (uid, gid) = (user.uid.to_string(), user.gid.to_string());
+        ctx.internal(
+            sandbox,
+            Own {
+                phase,
+                name: "own",
+                script: OWN,
+                cwd: "/",
+                env: &[
+                    ("HANGAR_WORKDIR", &workdir),
+                    ("HANGAR_UID", &uid),
+                    ("HANGAR_GID", &gid),
+                    ("HANGAR_USER_RUN", USER_RUN_DIR),
+                    ("HANGAR_AGENT_RUN", hangar_harness::RUN_DIR),
+                ],
+                what: &format!("give the workspace to `{}`", user.name),
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Clone the default branch, auto-install, the setup script.
     async fn setup(
         &self,
@@ -845,6 +985,21 @@ impl Engine {
         let env = ctx.plan.env;
         let workdir = ctx.workdir.clone();
         let branch = env.default_branch.clone();
+        if let Some(user) = &env.agent.user {
+            ctx.internal(
+                sandbox,
+                Own {
+                    phase: Phase::Setup,
+                    name: "user",
+                    script: ADD_USER,
+                    cwd: "/",
+                    env: &[("HANGAR_USER", user)],
+                    what: &format!("make `[agent] user` `{user}`"),
+                },
+            )
+            .await?;
+            self.find_user(ctx, sandbox).await?;
+        }
         ctx.internal(
             sandbox,
             Own {
@@ -894,7 +1049,7 @@ impl Engine {
             )
             .await?;
         }
-        Ok(())
+        self.own(ctx, sandbox, Phase::Setup).await
     }
 
     /// Checks out the task's branch or commit; the base commit.
@@ -947,6 +1102,7 @@ impl Engine {
         let workdir = ctx.workdir.clone();
         // A follow-up's workspace is its source's, as the source's agent left it:
         // neither checked out again nor maintained, and diffed against the same base.
+        self.find_user(ctx, sandbox).await?;
         let base = match follow {
             Some(f) => f.meta.base_commit.clone(),
             None => self.checkout(ctx, sandbox, &workdir).await?,
@@ -1009,6 +1165,7 @@ impl Engine {
                 },
             )
             .await?;
+            self.own(ctx, sandbox, Phase::Agent).await?;
             self.run_agent(ctx, sandbox).await
         })
         .await;
@@ -1101,6 +1258,7 @@ impl Engine {
             cwd: workdir,
             env: Vec::new(),
             timeout: Some(ctx.plan.env.agent.timeout),
+            runs_as: ctx.agent_runs_as(),
         };
         let res = ctx.run(sandbox, step, &[]).await?;
         let result = hangar_store::db::CheckResult {

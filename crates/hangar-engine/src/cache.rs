@@ -35,6 +35,10 @@ pub struct KeyComponents {
     pub runtime: String,
     /// The auto-install commands, with the lockfile that called for each.
     pub auto_install: Vec<String>,
+    /// `[agent] user`: the snapshot's workspace and home are that user's. Left out of the
+    /// encoding when unset, so the keys of environments without it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl KeyComponents {
@@ -73,6 +77,7 @@ impl KeyComponents {
             self.auto_install != old.auto_install,
             "auto-install plan changed",
         );
+        differs(self.user != old.user, "agent user changed");
         out
     }
 }
@@ -102,6 +107,7 @@ pub fn components(
             .iter()
             .map(|s| format!("{}: {}", s.found, s.command))
             .collect(),
+        user: env.agent.user.clone(),
     }
 }
 
@@ -250,6 +256,18 @@ mod tests {
     /// Regression: the key left the workspace out, so two workspaces' identical
     /// environments shared one snapshot, and a build in one removed the other's.
     #[test]
+    fn an_environment_without_a_user_keeps_its_key_and_one_with_a_user_differs() {
+        let json = serde_json::to_string(&base()).unwrap();
+        assert!(!json.contains("user"), "{json}");
+        let with = KeyComponents {
+            user: Some("dev".into()),
+            ..base()
+        };
+        assert_ne!(with.key(), base().key());
+        assert_eq!(with.changes_since(&base()), ["agent user changed"]);
+    }
+
+    #[test]
     fn workspaces_never_share_a_snapshot_key() {
         let other = KeyComponents {
             workspace: "team-b".into(),
@@ -272,6 +290,7 @@ mod tests {
             secrets: BTreeMap::from([("T".into(), "keyed-hash-of-v1".into())]),
             runtime: "crun hangar-0.1.0".into(),
             auto_install: vec!["package-lock.json: npm ci".into()],
+            user: None,
         }
     }
 

@@ -105,7 +105,22 @@ pub(crate) struct Step<'a> {
     pub cwd: &'a str,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    pub runs_as: RunsAs,
 }
+
+/// Who a step's process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunsAs {
+    Root,
+    /// `[agent] user`: the agent and the check, in a workspace that user owns.
+    User {
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// Where a step run as [`RunsAs::User`] may write (its errexit file): the user owns it.
+pub(crate) const USER_RUN_DIR: &str = "/.hangar/run/user";
 
 /// How a step ended.
 pub(crate) struct StepResult {
@@ -152,7 +167,11 @@ pub(crate) async fn run_step(
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<StepResult> {
     let script_path = format!("{RUN_DIR}/{}.sh", step.name);
-    let err_path = format!("{RUN_DIR}/{}.err", step.name);
+    let (uid, gid, err_dir) = match step.runs_as {
+        RunsAs::Root => (0, 0, RUN_DIR),
+        RunsAs::User { uid, gid } => (uid, gid, USER_RUN_DIR),
+    };
+    let err_path = format!("{err_dir}/{}.err", step.name);
     sandbox.write_file(&script_path, step.script.as_bytes(), 0o644)?;
     let argv = [
         "bash",
@@ -168,6 +187,8 @@ pub(crate) async fn run_step(
     let mut proc = sandbox
         .exec(ExecSpec {
             env: step.env,
+            uid,
+            gid,
             stdout: Stdio::Piped,
             stderr: Stdio::Piped,
             ..ExecSpec::new(argv)

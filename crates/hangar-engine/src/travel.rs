@@ -286,6 +286,7 @@ mod tests {
             secrets: BTreeMap::from([("TOKEN".into(), "hash-on-install-1".into())]),
             runtime: "crun".into(),
             auto_install: Vec::new(),
+            user: None,
         };
         let p = portable(c.clone());
         assert_eq!(p.secrets, BTreeMap::from([("TOKEN".into(), String::new())]));

@@ -252,6 +252,64 @@ echo "$(ls node_modules/dep | wc -l) modules, $(wc -l < src/lib.txt) lib lines"
     apply_round_trip(&engine, &task, &a, origin.path()).await;
 }
 
+/// Regression: test suites that assume a non-root user (a test expecting a permission
+/// error) failed, since the agent and the check ran as root.
+#[tokio::test]
+async fn the_agent_and_the_check_run_as_the_environments_user() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"hi\n")]);
+    let extra = r#"[setup]
+script = '''
+whoami > /tmp/setup-user
+echo cache > ~/setup-cache
+echo 'export FROM_BASHRC=yes' >> ~/.bashrc
+'''
+[maintenance]
+script = '''
+echo maintained > maint.txt
+'''
+[agent]
+user = "dev"
+check = '''test "$(id -un)" = dev && ! touch /etc/hangar-probe'''
+script = '''
+{ id -un; echo "$HOME"; cat ~/setup-cache; echo "${FROM_BASHRC:-no}"; cat /tmp/setup-user; } > who.txt
+echo agent >> maint.txt
+if touch /etc/hangar-probe 2>/dev/null; then echo root; else echo unprivileged; fi
+'''
+"#;
+    let name = env(&engine, origin.path(), extra).await;
+    // The first builds the snapshot, the second starts from it.
+    for round in ["miss", "hit"] {
+        let (task, a) = run(&engine, request(&name, "who am I")).await;
+        let logs = common::logs(&engine, &task.id).await;
+        assert_eq!(
+            a.status,
+            AttemptStatus::Ready,
+            "{round}: {:?}\n{logs:#?}",
+            a.error
+        );
+        assert_eq!(common::cache_of(&a).status, round);
+        assert_eq!(
+            a.final_message.as_deref(),
+            Some("unprivileged"),
+            "{logs:#?}"
+        );
+        let diff = common::diff(&engine, &task.id, 1).await;
+        // Setup ran as root, in the user's home; the agent as the user, with its bashrc.
+        assert!(
+            diff.contains("+dev\n+/home/dev\n+cache\n+yes\n+root\n"),
+            "{round}: {diff}"
+        );
+        // A file maintenance (root) made is the user's to change.
+        assert!(diff.contains("+maintained\n+agent\n"), "{round}: {diff}");
+        assert!(
+            a.check.as_ref().is_some_and(|c| c.passed),
+            "{round}: {:?}\n{logs:#?}",
+            a.check
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_oversized_diff_is_refused_naming_its_largest_files() {
     let engine = engine().await;

@@ -268,6 +268,10 @@ pub struct Agent {
     pub timeout: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// The unprivileged user the agent and the check run as, owning the workspace and its
+    /// home (setup and maintenance still run as root); `None`: root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The largest diff an attempt may hand back, in bytes; a larger one is refused.
     #[serde(serialize_with = "ser_bytes")]
     pub max_diff: u64,
@@ -603,6 +607,7 @@ struct RawAgent {
     timeout: Option<Spanned<String>>,
     check: Option<String>,
     max_diff: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -910,6 +915,10 @@ fn validate_agent(
         Some(t) => cx.check("agent.timeout", t, |s| parse_duration(s))?,
         None => DEFAULT_AGENT_TIMEOUT,
     };
+    let user = match &raw.user {
+        Some(u) => Some(cx.check("agent.user", u, |s| check_user_name(s))?),
+        None => None,
+    };
     let max_diff = match &raw.max_diff {
         Some(m) => cx.check("agent.max_diff", m, |s| parse_bytes(s))?,
         None => DEFAULT_MAX_DIFF,
@@ -944,8 +953,30 @@ fn validate_agent(
         script: raw.script,
         timeout,
         check: raw.check,
+        user,
         max_diff,
     })
+}
+
+/// A user name as `useradd` takes it (its portable rules), and not root: root is the
+/// default that `user` is there to leave.
+fn check_user_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !first_ok || !rest_ok || s.len() > 32 {
+        return Err(format!(
+            "`{s}` is not a user name (lowercase letters, digits, `_` and `-`, starting with \
+             a letter or `_`, at most 32)"
+        ));
+    }
+    if s == "root" {
+        return Err("names root, which the agent runs as without it".into());
+    }
+    Ok(s.to_string())
 }
 
 #[cfg(test)]
@@ -989,6 +1020,7 @@ key = "OPENAI_API_KEY"
 approval = "auto"
 timeout = "30m"
 check = "pytest -q"
+user = "dev"
 max_diff = "1000001"
 
 [cache]
@@ -1018,6 +1050,7 @@ pids = 4096
         assert_eq!(env.setup.on_secret_leak, LeakPolicy::Scrub);
         // A size that is no whole number of a unit reads back the same.
         assert_eq!(env.agent.max_diff, 1_000_001);
+        assert_eq!(env.agent.user.as_deref(), Some("dev"));
         let again = Environment::parse("again.toml", &env.to_toml()).unwrap();
         assert_eq!(again, env);
     }
@@ -1070,6 +1103,12 @@ pids = 4096
             5,
             "`auto_install`: invalid type",
         );
+        check(
+            "[agent]\nuser = \"Bob\"\n",
+            5,
+            "`agent.user`: `Bob` is not a user name",
+        );
+        check("[agent]\nuser = \"root\"\n", 5, "`agent.user`: names root");
         check(
             "[agent]\nmax_diff = \"0\"\n",
             5,
