@@ -1,6 +1,10 @@
 //! Automatic dependency install: which lockfiles at the top of the workspace call for
-//! which install command. One command per ecosystem, the most specific lockfile first.
+//! which install command. One command per ecosystem, the most specific lockfile first;
+//! `[setup.install.<tool>]` adds flags to a command or replaces it.
 
+use std::collections::BTreeMap;
+
+use hangar_spec::InstallChange;
 use serde::Serialize;
 
 /// One detected install.
@@ -8,98 +12,146 @@ use serde::Serialize;
 pub struct InstallStep {
     /// The file that called for it.
     pub found: &'static str,
-    /// A command that succeeds when the tool is present.
-    pub probe: &'static str,
+    /// A command that succeeds when the tool is present; none when the environment gave
+    /// its own command (which may install the tool first).
+    pub probe: Option<&'static str>,
     /// The tool's name, for the message when it is missing.
     pub tool: &'static str,
-    pub command: &'static str,
+    /// How to get the tool, for that message.
+    pub get: &'static str,
+    pub command: String,
 }
 
+/// One lockfile's install, as hangar runs it by default.
+struct Rule {
+    found: &'static str,
+    probe: &'static str,
+    tool: &'static str,
+    get: &'static str,
+    command: &'static str,
+}
+
+const COREPACK: &str = "`corepack enable` (Node ships corepack)";
+
 /// Each ecosystem's lockfiles, most specific first; the first present one wins.
-const RULES: &[&[InstallStep]] = &[
+const RULES: &[&[Rule]] = &[
     &[
-        InstallStep {
+        Rule {
             found: "pnpm-lock.yaml",
             probe: "pnpm --version",
             tool: "pnpm",
+            get: COREPACK,
             command: "pnpm install --frozen-lockfile",
         },
-        InstallStep {
+        Rule {
             found: "yarn.lock",
             probe: "yarn --version",
             tool: "yarn",
+            get: COREPACK,
             command: "yarn install --frozen-lockfile",
         },
-        InstallStep {
+        Rule {
             found: "package-lock.json",
             probe: "npm --version",
             tool: "npm",
+            get: "Debian's `npm` package",
             command: "npm ci",
         },
     ],
     &[
-        InstallStep {
+        Rule {
             found: "uv.lock",
             probe: "uv --version",
             tool: "uv",
+            get: "`pip install uv`",
             command: "uv sync --frozen",
         },
-        InstallStep {
+        Rule {
             found: "poetry.lock",
             probe: "poetry --version",
             tool: "poetry",
+            get: "`pip install poetry`",
             command: "poetry install --no-interaction --no-root",
         },
-        InstallStep {
+        Rule {
             found: "Pipfile.lock",
             probe: "pipenv --version",
             tool: "pipenv",
+            get: "`pip install pipenv`",
             command: "pipenv sync --dev",
         },
-        InstallStep {
+        Rule {
             found: "requirements.txt",
             probe: "python3 -m pip --version",
             tool: "pip",
+            get: "Debian's `python3-pip` package",
             command: "python3 -m pip install -r requirements.txt",
         },
     ],
-    &[InstallStep {
+    &[Rule {
         found: "Cargo.lock",
         probe: "cargo --version",
         tool: "cargo",
+        get: "Debian's `cargo` package",
         command: "cargo fetch",
     }],
-    &[InstallStep {
+    &[Rule {
         found: "go.sum",
         probe: "go version",
         tool: "go",
+        get: "Debian's `golang-go` package",
         command: "go mod download",
     }],
 ];
 
-/// The install steps for a workspace whose top-level entries are `files`.
-pub fn plan<S: AsRef<str>>(files: &[S]) -> Vec<InstallStep> {
+/// The install steps for a workspace whose top-level entries are `files`, with the
+/// environment's changes to them.
+pub fn plan<S: AsRef<str>>(
+    files: &[S],
+    changes: &BTreeMap<String, InstallChange>,
+) -> Vec<InstallStep> {
     let has = |name: &str| files.iter().any(|f| f.as_ref() == name);
     RULES
         .iter()
-        .filter_map(|eco| eco.iter().find(|s| has(s.found)).cloned())
+        .filter_map(|eco| eco.iter().find(|r| has(r.found)))
+        .map(|r| {
+            let (probe, command) = match changes.get(r.tool) {
+                None => (Some(r.probe), r.command.to_string()),
+                Some(InstallChange::Args(args)) => (Some(r.probe), format!("{} {args}", r.command)),
+                Some(InstallChange::Command(c)) => (None, c.clone()),
+            };
+            InstallStep {
+                found: r.found,
+                probe,
+                tool: r.tool,
+                get: r.get,
+                command,
+            }
+        })
         .collect()
 }
 
-/// Bash that fails with a message naming the first tool the image lacks, so that a
-/// missing tool is reported as such rather than as "command not found".
+/// Bash that fails with a message naming the first tool the image lacks and how to get
+/// it, so that a missing tool is reported as such rather than as "command not found".
 pub fn probe_script(steps: &[InstallStep]) -> String {
     steps
         .iter()
-        .map(|s| {
-            format!(
-                "if ! {probe} >/dev/null 2>&1; then\n  \
-                 echo '{found} calls for `{tool}`, which the image lacks (add it to the image, or set [setup] auto_install = false)' >&2\n  \
-                 exit 127\nfi\n",
-                probe = s.probe,
+        .filter_map(|s| {
+            let probe = s.probe?;
+            let said = format!(
+                "{found} calls for `{tool}`, which the image lacks: use the default image \
+                 (leave out `image`), build an image with it (hangar image build NAME --from \
+                 debian-trixie -p PKG...; {tool}: {get}), give the command that installs it \
+                 first ([setup.install.{tool}] command = \"...\"), or set [setup] \
+                 auto_install = false",
                 found = s.found,
                 tool = s.tool,
-            )
+                get = s.get,
+            );
+            Some(format!(
+                "if ! {probe} >/dev/null 2>&1; then\n  echo {} >&2\n  exit 127\nfi\n",
+                shell_quote(&said)
+            ))
         })
         .collect()
 }
@@ -110,12 +162,20 @@ pub fn install_script(steps: &[InstallStep]) -> String {
         .iter()
         .map(|s| {
             format!(
-                "echo 'hangar: auto-install: {found} found: {command}'\n{command}\n",
-                found = s.found,
+                "echo {announce}\n{command}\n",
+                announce = shell_quote(&format!(
+                    "hangar: auto-install: {} found: {}",
+                    s.found, s.command
+                )),
                 command = s.command
             )
         })
         .collect()
+}
+
+/// `s` in single quotes for bash.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -123,7 +183,10 @@ mod tests {
     use super::*;
 
     fn check(files: &[&str], expected: &[&str]) {
-        let got: Vec<_> = plan(files).iter().map(|s| s.command).collect();
+        let got: Vec<_> = plan(files, &BTreeMap::new())
+            .into_iter()
+            .map(|s| s.command)
+            .collect();
         assert_eq!(got, expected, "{files:?}");
     }
 
@@ -165,7 +228,7 @@ mod tests {
 
     #[test]
     fn scripts_probe_then_install() {
-        let steps = plan(&["Cargo.lock", "requirements.txt"]);
+        let steps = plan(&["Cargo.lock", "requirements.txt"], &BTreeMap::new());
         let probe = probe_script(&steps);
         assert!(probe.contains("if ! cargo --version"), "{probe}");
         assert!(
@@ -178,5 +241,75 @@ mod tests {
             Some("python3 -m pip install -r requirements.txt")
         );
         assert_eq!(install.lines().nth(3), Some("cargo fetch"));
+    }
+
+    #[test]
+    fn every_tool_the_environment_file_names_has_its_rule() {
+        let mut tools: Vec<&str> = RULES
+            .iter()
+            .flat_map(|e| e.iter().map(|r| r.tool))
+            .collect();
+        let mut named = hangar_spec::INSTALL_TOOLS.to_vec();
+        tools.sort();
+        named.sort();
+        assert_eq!(tools, named);
+    }
+
+    /// Regression: auto-install ran before the setup script, so a tool the image lacked
+    /// could not be installed first; nor could a command be given flags.
+    #[test]
+    fn the_environment_adds_flags_or_gives_its_own_command() {
+        let changes = BTreeMap::from([
+            ("npm".to_string(), InstallChange::Args("--no-audit".into())),
+            (
+                "uv".to_string(),
+                InstallChange::Command("pip install uv && uv sync --frozen".into()),
+            ),
+        ]);
+        let steps = plan(&["package-lock.json", "uv.lock"], &changes);
+        let got: Vec<(&str, Option<&str>)> = steps
+            .iter()
+            .map(|s| (s.command.as_str(), s.probe))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("npm ci --no-audit", Some("npm --version")),
+                ("pip install uv && uv sync --frozen", None)
+            ]
+        );
+        // Only the tool hangar runs itself is probed.
+        let probe = probe_script(&steps);
+        assert!(probe.contains("if ! npm --version"), "{probe}");
+        assert!(!probe.contains("uv --version"), "{probe}");
+        assert!(
+            probe.contains(
+                "package-lock.json calls for `npm`, which the image lacks: use the default image"
+            ),
+            "{probe}"
+        );
+        assert!(probe.contains("[setup.install.npm] command"), "{probe}");
+        assert_bash_parses(&probe);
+        let install = install_script(&steps);
+        assert_bash_parses(&install);
+        assert!(
+            install.contains(
+                "echo 'hangar: auto-install: uv.lock found: pip install uv && uv sync --frozen'"
+            ),
+            "{install}"
+        );
+    }
+
+    /// The script parses as bash, whatever quotes the commands hold.
+    fn assert_bash_parses(script: &str) {
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

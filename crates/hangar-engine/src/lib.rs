@@ -919,7 +919,7 @@ impl Engine {
             message: e.to_string(),
         })??;
         let steps = if env.setup.auto_install {
-            autoinstall::plan(&top)
+            autoinstall::plan(&top, &env.setup.install)
         } else {
             Vec::new()
         };

@@ -527,15 +527,35 @@ async fn agent_failures_timeouts_and_missing_tools_are_reported() {
     let with_lock = repo(&[("Cargo.toml", b"[package]\n"), ("Cargo.lock", b"")]);
     let name = env(&engine, with_lock.path(), &agent("echo hi")).await;
     let (task, a) = run(&engine, request(&name, "install")).await;
+    let said = "Cargo.lock calls for `cargo`, which the image lacks: use the default image \
+                (leave out `image`), build an image with it (hangar image build NAME --from \
+                debian-trixie -p PKG...; cargo: Debian's `cargo` package), give the command \
+                that installs it first ([setup.install.cargo] command = \"...\"), or set \
+                [setup] auto_install = false";
     assert_eq!(
         a.error.as_deref(),
-        Some("failed to auto-install: Cargo.lock calls for `cargo`, which the image lacks (add it to the image, or set [setup] auto_install = false)")
+        Some(format!("failed to auto-install: {said}").as_str())
     );
     let logs = engine.db().logs(&task.id, Some(1)).await.unwrap();
     let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert!(lines.contains(&said), "{lines:?}");
+
+    // A command of the environment's own runs instead, unprobed: it may bring the tool.
+    let name = env(
+        &engine,
+        with_lock.path(),
+        &format!(
+            "[setup.install.cargo]\ncommand = \"echo fetched by my own command\"\n{}",
+            agent("echo hi")
+        ),
+    )
+    .await;
+    let (task, a) = run(&engine, request(&name, "install")).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    let logs = common::logs(&engine, &task.id).await;
     assert!(
-        lines.contains(&"Cargo.lock calls for `cargo`, which the image lacks (add it to the image, or set [setup] auto_install = false)"),
-        "{lines:?}"
+        logs.contains(&"fetched by my own command".to_string()),
+        "{logs:#?}"
     );
 }
 

@@ -64,6 +64,25 @@ pub struct Setup {
     pub auto_install: bool,
     /// What a secret value found in the snapshot after setup does.
     pub on_secret_leak: LeakPolicy,
+    /// `[setup.install.<tool>]`: auto-install's command for a tool, changed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub install: BTreeMap<String, InstallChange>,
+}
+
+/// The tools auto-install runs, by the names `[setup.install.<tool>]` takes.
+pub const INSTALL_TOOLS: [&str; 9] = [
+    "pnpm", "yarn", "npm", "uv", "poetry", "pipenv", "pip", "cargo", "go",
+];
+
+/// How an environment changes auto-install's command for one tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallChange {
+    /// Flags added to the command (`args = "--no-audit"`).
+    Args(String),
+    /// The whole command instead (`command = "pip install uv && uv sync --frozen"`): it
+    /// may install the tool first, so the image need not have it.
+    Command(String),
 }
 
 spelled_enum! {
@@ -549,6 +568,15 @@ struct RawSetup {
     script: Option<String>,
     auto_install: Option<bool>,
     on_secret_leak: Option<Spanned<String>>,
+    #[serde(default)]
+    install: BTreeMap<String, Spanned<RawInstall>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstall {
+    args: Option<String>,
+    command: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -717,6 +745,35 @@ impl RawEnv {
                 .unwrap_or(LeakPolicy::Fail),
             None => LeakPolicy::Fail,
         };
+        let mut install = BTreeMap::new();
+        for (tool, raw) in &self.setup.install {
+            let key = format!("setup.install.{tool}");
+            let r = raw.get_ref();
+            let change = if !INSTALL_TOOLS.contains(&tool.as_str()) {
+                Err(format!(
+                    "is no tool auto-install runs (one of {})",
+                    INSTALL_TOOLS.join(", ")
+                ))
+            } else {
+                match (&r.args, &r.command) {
+                    (Some(a), None) => Ok(InstallChange::Args(a.clone())),
+                    (None, Some(c)) if !c.trim().is_empty() => {
+                        Ok(InstallChange::Command(c.clone()))
+                    }
+                    (None, Some(_)) => Err("has an empty `command`".to_string()),
+                    (Some(_), Some(_)) => {
+                        Err("gives both `args` and `command`: give one".to_string())
+                    }
+                    (None, None) => Err("gives neither `args` nor `command`".to_string()),
+                }
+            };
+            match change {
+                Ok(c) => {
+                    install.insert(tool.clone(), c);
+                }
+                Err(m) => cx.err(&raw.span(), &key, m),
+            }
+        }
         let cache = Cache {
             ttl: match &self.cache.ttl {
                 Some(t) => cx
@@ -760,6 +817,7 @@ impl RawEnv {
                 script: self.setup.script.unwrap_or_default(),
                 auto_install: self.setup.auto_install.unwrap_or(true),
                 on_secret_leak,
+                install,
             },
             maintenance: Maintenance {
                 script: self.maintenance.script.unwrap_or_default(),
@@ -994,6 +1052,12 @@ script = "pip install -e '.[test]'"
 auto_install = true
 on_secret_leak = "scrub"
 
+[setup.install.npm]
+args = "--no-audit"
+
+[setup.install.uv]
+command = "pip install uv && uv sync --frozen"
+
 [maintenance]
 script = "pip install -e '.[test]'"
 
@@ -1051,6 +1115,14 @@ pids = 4096
         // A size that is no whole number of a unit reads back the same.
         assert_eq!(env.agent.max_diff, 1_000_001);
         assert_eq!(env.agent.user.as_deref(), Some("dev"));
+        assert_eq!(
+            env.setup.install["uv"],
+            InstallChange::Command("pip install uv && uv sync --frozen".into())
+        );
+        assert_eq!(
+            env.setup.install["npm"],
+            InstallChange::Args("--no-audit".into())
+        );
         let again = Environment::parse("again.toml", &env.to_toml()).unwrap();
         assert_eq!(again, env);
     }
@@ -1095,13 +1167,28 @@ pids = 4096
         check(
             "[setup]\nscrpt = \"x\"\n",
             5,
-            "unknown key `scrpt` (expected one of `script`, `auto_install`, `on_secret_leak`)",
+            "unknown key `scrpt` (expected one of `script`, `auto_install`, `on_secret_leak`, `install`)",
         );
         check("[setpu]\n", 4, "unknown key `setpu`");
         check(
             "[setup]\nauto_install = \"yes\"\n",
             5,
             "`auto_install`: invalid type",
+        );
+        check(
+            "[setup.install.npx]\nargs = \"-y\"\n",
+            4,
+            "`setup.install.npx`: is no tool auto-install runs (one of pnpm, yarn, npm,",
+        );
+        check(
+            "[setup.install.npm]\nargs = \"-y\"\ncommand = \"npm i\"\n",
+            4,
+            "`setup.install.npm`: gives both `args` and `command`: give one",
+        );
+        check(
+            "[setup.install.npm]\nflags = \"-y\"\n",
+            5,
+            "unknown key `flags`",
         );
         check(
             "[agent]\nuser = \"Bob\"\n",

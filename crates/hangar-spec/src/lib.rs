@@ -12,8 +12,8 @@ mod task;
 pub use duration::{format_duration, parse_duration};
 pub use env::{
     check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,
-    Inject, LeakPolicy, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits, SecretDecl,
-    SecretPhase, Setup, SpecError,
+    Inject, InstallChange, LeakPolicy, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits,
+    SecretDecl, SecretPhase, Setup, SpecError, INSTALL_TOOLS,
 };
 pub use ids::{EnvName, IdError, TaskId};
 pub use size::{format_bytes, parse_bytes};
