@@ -296,7 +296,7 @@ impl Engine {
 /// The variable and URL of the registry an install needs, as this host's package
 /// managers are configured (an explicit `HANGAR_NPM_REGISTRY` or `HANGAR_PIP_INDEX_URL`
 /// wins).
-fn registry(needs: Needs) -> Result<(&'static str, String), String> {
+pub(crate) fn registry(needs: Needs) -> Result<(&'static str, String), String> {
     let (var, probes): (&str, &[&[&str]]) = match needs {
         Needs::Npm => (
             "HANGAR_NPM_REGISTRY",

@@ -1000,6 +1000,26 @@ impl Engine {
             .await?;
             self.find_user(ctx, sandbox).await?;
         }
+        for (tool, version) in &env.toolchains {
+            let install = hangar_harness::toolchain(tool, version).ok_or_else(|| {
+                Stop::error(format!(
+                    "failed to install toolchain `{tool}`: hangar has none"
+                ))
+            })?;
+            let (var, url) = crate::agent::registry(install.needs).map_err(Stop::error)?;
+            ctx.internal(
+                sandbox,
+                Own {
+                    phase: Phase::Setup,
+                    name: "toolchain",
+                    script: &install.script,
+                    cwd: "/",
+                    env: &[(var, url.as_str())],
+                    what: &format!("install {tool} {version} ([toolchains])"),
+                },
+            )
+            .await?;
+        }
         ctx.internal(
             sandbox,
             Own {
@@ -1296,8 +1316,8 @@ pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     total
 }
 
-/// The environment every exec starts from: the image's, a UTF-8 locale, `[env]`, and
-/// where the workspace is.
+/// The environment every exec starts from: the image's, a UTF-8 locale, `[toolchains]` on
+/// PATH, `[env]`, and where the workspace is.
 fn base_env(env: &Environment, defaults: ImageDefaults, workdir: &str) -> Vec<(String, String)> {
     let mut out = defaults.env;
     if !out.iter().any(|(k, _)| k == "PATH") {
@@ -1308,6 +1328,15 @@ fn base_env(env: &Environment, defaults: ImageDefaults, workdir: &str) -> Vec<(S
     }
     if !out.iter().any(|(k, _)| k == "LANG") {
         out.push(("LANG".into(), "C.UTF-8".into()));
+    }
+    if !env.toolchains.is_empty() {
+        let path = out
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let pinned = format!("{}:{path}", hangar_harness::toolchain_path());
+        hangar_image::set_var(&mut out, "PATH", &pinned);
     }
     for (k, v) in &env.env {
         hangar_image::set_var(&mut out, k, v);

@@ -39,6 +39,9 @@ pub struct KeyComponents {
     /// encoding when unset, so the keys of environments without it stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `[toolchains]`, installed in setup. Left out when empty, like `user`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub toolchains: BTreeMap<String, String>,
 }
 
 impl KeyComponents {
@@ -78,6 +81,7 @@ impl KeyComponents {
             "auto-install plan changed",
         );
         differs(self.user != old.user, "agent user changed");
+        differs(self.toolchains != old.toolchains, "toolchains changed");
         out
     }
 }
@@ -108,6 +112,7 @@ pub fn components(
             .map(|s| format!("{}: {}", s.found, s.command))
             .collect(),
         user: env.agent.user.clone(),
+        toolchains: env.toolchains.clone(),
     }
 }
 
@@ -256,7 +261,7 @@ mod tests {
     /// Regression: the key left the workspace out, so two workspaces' identical
     /// environments shared one snapshot, and a build in one removed the other's.
     #[test]
-    fn an_environment_without_a_user_keeps_its_key_and_one_with_a_user_differs() {
+    fn an_environment_without_a_user_or_toolchains_keeps_its_key() {
         let json = serde_json::to_string(&base()).unwrap();
         assert!(!json.contains("user"), "{json}");
         let with = KeyComponents {
@@ -265,6 +270,12 @@ mod tests {
         };
         assert_ne!(with.key(), base().key());
         assert_eq!(with.changes_since(&base()), ["agent user changed"]);
+        let pinned = KeyComponents {
+            toolchains: BTreeMap::from([("node".into(), "22.11.0".into())]),
+            ..base()
+        };
+        assert_eq!(pinned.changes_since(&base()), ["toolchains changed"]);
+        assert!(!json.contains("toolchains"), "{json}");
     }
 
     #[test]
@@ -291,6 +302,7 @@ mod tests {
             runtime: "crun hangar-0.1.0".into(),
             auto_install: vec!["package-lock.json: npm ci".into()],
             user: None,
+            toolchains: BTreeMap::new(),
         }
     }
 

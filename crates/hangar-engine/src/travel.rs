@@ -287,6 +287,7 @@ mod tests {
             runtime: "crun".into(),
             auto_install: Vec::new(),
             user: None,
+            toolchains: BTreeMap::new(),
         };
         let p = portable(c.clone());
         assert_eq!(p.secrets, BTreeMap::from([("TOKEN".into(), String::new())]));

@@ -310,6 +310,33 @@ if touch /etc/hangar-probe 2>/dev/null; then echo root; else echo unprivileged; 
     }
 }
 
+/// Regression: a version of Node or uv other than the image's could not be had; now
+/// `[toolchains]` installs it from the registry that serves it, in the snapshot.
+#[tokio::test]
+async fn toolchains_come_from_their_registries_into_every_phase() {
+    let engine = engine().await;
+    let origin = repo(&[("README", b"hi\n")]);
+    let extra = r#"[toolchains]
+node = "24.16.0"
+uv = "0.13.9"
+[maintenance]
+script = "node --version > /tmp/maintenance-saw"
+[agent]
+script = '''
+echo "$(cat /tmp/maintenance-saw) $(npm --version) $(uv --version | cut -d' ' -f1-2)"
+'''
+"#;
+    let name = env(&engine, origin.path(), extra).await;
+    let (task, a) = run(&engine, request(&name, "versions")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}\n{logs:#?}", a.error);
+    assert_eq!(
+        a.final_message.as_deref(),
+        Some("v24.16.0 11.19.1 uv 0.13.9"),
+        "{logs:#?}"
+    );
+}
+
 #[tokio::test]
 async fn an_oversized_diff_is_refused_naming_its_largest_files() {
     let engine = engine().await;

