@@ -58,7 +58,7 @@ pub fn debian_image(store: &Store) -> ImageRecord {
     let rec = match store.image("debian-bookworm") {
         Ok(rec) => rec,
         Err(_) => {
-            let opts = hangar_image::BuildOptions::for_name("debian-bookworm").expect("name");
+            let opts = hangar_image::BuildOptions::new("debian-bookworm", None, &[]).expect("name");
             hangar_image::build_debian(
                 store,
                 &"debian-bookworm".parse().expect("name"),
