@@ -254,6 +254,41 @@ async fn bad_requests_get_clear_errors() {
         (404, "not-found", "abc123"),
     )
     .await;
+    // Build options travel in the body and are checked before anything runs.
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools", "from": "debian-bookworm", "packages": ["jq", "Bad_Pkg"]}"#),
+        ),
+        (400, "bad-request", "`Bad_Pkg` is not a Debian package name"),
+    )
+    .await;
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools", "from": "ubuntu-noble"}"#),
+        ),
+        (
+            400,
+            "bad-request",
+            "`--from ubuntu-noble` is not debian-<suite>",
+        ),
+    )
+    .await;
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools"}"#),
+        ),
+        (400, "bad-request", "give a base with --from debian-<suite>"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

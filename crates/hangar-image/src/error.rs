@@ -32,6 +32,8 @@ pub enum ImageError {
     BadPackageName { name: String, reason: &'static str },
     #[error("failed to build image `{name}`: it is no built-in image (debian-<suite> or {}); give a base with --from debian-<suite>", hangar_spec::DEFAULT_IMAGE)]
     NoRecipe { name: String },
+    #[error("failed to find image `{name}`: it is built on this machine, once, with `hangar image build {name}`")]
+    NotBuilt { name: String },
     #[error("failed to build image: `--from {from}` is not debian-<suite> (e.g. debian-bookworm)")]
     BadBase { from: String },
     #[error("failed to download the wheel of `{wheel}` with the host's pip: {reason}")]
