@@ -286,7 +286,11 @@ async fn bad_requests_get_clear_errors() {
             "/v1/images/build",
             Some(r#"{"name": "tools"}"#),
         ),
-        (400, "bad-request", "give a base with --from debian-<suite>"),
+        (
+            400,
+            "bad-request",
+            "or give a base with --from debian-<suite>",
+        ),
     )
     .await;
 }

@@ -30,7 +30,7 @@ pub enum ImageError {
     Build(String),
     #[error("failed to build image: `{name}` is not a Debian package name: {reason}")]
     BadPackageName { name: String, reason: &'static str },
-    #[error("failed to build image `{name}`: it is no built-in image (debian-<suite> or {}); give a base with --from debian-<suite>", hangar_spec::DEFAULT_IMAGE)]
+    #[error("failed to build image `{name}`: it is no built-in image: use debian-<suite> or {}, or give a base with --from debian-<suite>", hangar_spec::DEFAULT_IMAGE)]
     NoRecipe { name: String },
     #[error("failed to find image `{name}`: it is built on this machine, once, with `hangar image build {name}`")]
     NotBuilt { name: String },

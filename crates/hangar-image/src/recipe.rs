@@ -222,9 +222,9 @@ mod tests {
             "ubuntu-noble",
             None,
             &[],
-            Err("failed to build image `ubuntu-noble`: it is no built-in image (debian-<suite> or hangar-default); give a base with --from debian-<suite>"),
+            Err("failed to build image `ubuntu-noble`: it is no built-in image: use debian-<suite> or hangar-default, or give a base with --from debian-<suite>"),
         );
-        check("debian-", None, &[], Err("failed to build image `debian-`: it is no built-in image (debian-<suite> or hangar-default); give a base with --from debian-<suite>"));
+        check("debian-", None, &[], Err("failed to build image `debian-`: it is no built-in image: use debian-<suite> or hangar-default, or give a base with --from debian-<suite>"));
         check(
             "tools",
             Some("ubuntu-noble"),
