@@ -103,8 +103,8 @@ pub(crate) async fn build_image(
     admin_only(&caller, "build images")?;
     let req = json_body(body, "the build request")?;
     let name = image_name(&req.name)?;
-    let mut opts = BuildOptions::for_name(&req.name).map_err(ApiError::from)?;
-    opts.packages.extend(req.packages);
+    let mut opts =
+        BuildOptions::new(&req.name, req.from.as_deref(), &req.packages).map_err(ApiError::from)?;
     if let Some(m) = req.mirror {
         opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
     }

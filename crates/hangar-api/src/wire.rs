@@ -383,6 +383,11 @@ pub struct ImageSummary {
 #[serde(deny_unknown_fields)]
 pub struct BuildImage {
     pub name: String,
+    /// `debian-<suite>`: build `name` from that suite's base packages plus `packages`;
+    /// without it, `name` is a built-in recipe (`debian-<suite>`, `hangar-default`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Debian packages to add (checked against Debian's naming rules).
     #[serde(default)]
     pub packages: Vec<String>,
     /// A Debian mirror URL instead of the host's apt sources.

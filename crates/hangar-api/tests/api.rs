@@ -254,6 +254,97 @@ async fn bad_requests_get_clear_errors() {
         (404, "not-found", "abc123"),
     )
     .await;
+    // Build options travel in the body and are checked before anything runs.
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools", "from": "debian-bookworm", "packages": ["jq", "Bad_Pkg"]}"#),
+        ),
+        (400, "bad-request", "`Bad_Pkg` is not a Debian package name"),
+    )
+    .await;
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools", "from": "ubuntu-noble"}"#),
+        ),
+        (
+            400,
+            "bad-request",
+            "`--from ubuntu-noble` is not debian-<suite>",
+        ),
+    )
+    .await;
+    check(
+        &router,
+        (
+            post.clone(),
+            "/v1/images/build",
+            Some(r#"{"name": "tools"}"#),
+        ),
+        (
+            400,
+            "bad-request",
+            "or give a base with --from debian-<suite>",
+        ),
+    )
+    .await;
+}
+
+/// Regression: an environment file without `image` gets the default image, and a task on
+/// a machine that has not built it yet must say how to build it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_without_the_default_image_says_how_to_build_it() {
+    let (_dir, runner) = empty_runner().await;
+    let repo = hangar_testkit::repo_with(&[("README", b"hello\n")]);
+    let source = format!(
+        "name = \"plain\"\nrepo = \"{}\"\n[agent]\nscript = \"true\"\n",
+        repo.path().display()
+    );
+    runner
+        .engine()
+        .create_env("plain.toml", &source, repo.path())
+        .await
+        .expect("create the environment");
+    let router = hangar_api::router(
+        runner,
+        hangar_api::Listener::Local,
+        hangar_api::Activity::default(),
+    );
+    let (status, accepted) = call(
+        &router,
+        Method::POST,
+        "/v1/tasks",
+        Some(r#"{"environment": "plain", "prompt": "p"}"#),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&accepted)
+    );
+    let task: TaskView = serde_json::from_slice(&accepted).unwrap();
+    let uri = format!("/v1/tasks/{}", task.task.id);
+    call(
+        &router,
+        Method::GET,
+        &format!("{uri}/logs?follow=true"),
+        None,
+    )
+    .await;
+    let (_, shown) = call(&router, Method::GET, &uri, None).await;
+    let shown: TaskView = serde_json::from_slice(&shown).unwrap();
+    let error = shown.attempts[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("image `hangar-default`")
+            && error.contains("`hangar image build hangar-default`"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -939,10 +939,20 @@ impl Engine {
         })
     }
 
-    /// The image an environment names: from the local store, else pulled.
+    /// The image an environment names: from the local store, else pulled; a missing
+    /// built-in image (the default one included) is not built here but named with the
+    /// command that builds it.
     async fn image_for(&self, env: &Environment) -> Result<ImageRecord> {
         match self.store.image(&env.image) {
             Ok(rec) => Ok(rec),
+            Err(hangar_store::StoreError::ImageNotFound(_))
+                if hangar_image::BuildOptions::new(&env.image, None, &[]).is_ok() =>
+            {
+                Err(hangar_image::ImageError::NotBuilt {
+                    name: env.image.clone(),
+                }
+                .into())
+            }
             Err(hangar_store::StoreError::ImageNotFound(_)) if env.image.contains('/') => {
                 Ok(hangar_image::pull(
                     &self.store,

@@ -13,46 +13,15 @@ use oci_spec::image::{
 };
 
 use crate::error::{io_err, ImageError, Result};
+use crate::recipe::BuildOptions;
 use crate::{record_image, Progress};
 
-/// Packages every built image has: a shell, TLS roots, git and curl.
-pub const DEFAULT_PACKAGES: &[&str] = &["bash", "ca-certificates", "git", "curl", "python3"];
+/// Where the wheels wait inside the image while its pip installs them.
+const WHEELS_IN_IMAGE: &str = "/tmp/hangar-wheels";
 
-/// What to build.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// Debian suite (codename), e.g. `bookworm`.
-    pub suite: String,
-    /// Packages beyond minbase.
-    pub packages: Vec<String>,
-    /// apt sources to use, in one-line format; `None` derives them from the host's.
-    pub sources: Option<String>,
-}
-
-impl BuildOptions {
-    /// Options for an image name of the form `debian-<suite>`.
-    pub fn for_name(name: &str) -> Result<BuildOptions> {
-        let suite = name
-            .strip_prefix("debian-")
-            .filter(|s| {
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            })
-            .ok_or_else(|| {
-                ImageError::Build(format!(
-                    "`{name}` is not a buildable name: use debian-<suite>, e.g. debian-bookworm"
-                ))
-            })?;
-        Ok(BuildOptions {
-            suite: suite.into(),
-            packages: DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect(),
-            sources: None,
-        })
-    }
-}
-
-/// Builds a one-layer image with `mmdebstrap --variant=minbase` and names it.
+/// Builds a one-layer image with `mmdebstrap --variant=minbase` and names it. Nothing of
+/// the host's configuration (pip's, its CAs) is left in the image: wheels are fetched on
+/// the host and installed offline, so the build makes no HTTPS request from inside.
 pub fn build_debian(
     store: &Store,
     name: &ImageName,
@@ -62,26 +31,38 @@ pub fn build_debian(
     let work = store.staging_dir()?;
     let sources = match &opts.sources {
         Some(s) => s.clone(),
-        None => host_sources(&opts.suite)?,
+        None => host_sources(opts.suite.as_str())?,
     };
     let sources_file = work.path().join("hangar.list");
     fs::write(&sources_file, &sources).map_err(io_err("write", &sources_file))?;
     let tarball = work.path().join("rootfs.tar");
 
+    let packages = opts
+        .packages
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let wheels = download_wheels(&opts.wheels, &work.path().join("wheels"), progress)?;
     progress(&format!(
         "building {name}: mmdebstrap {} with {}",
         opts.suite,
-        opts.packages.join(", ")
+        packages.replace(',', ", ")
     ));
-    let mut child = Command::new("mmdebstrap")
-        .arg("--variant=minbase")
-        .arg(format!("--include={}", opts.packages.join(",")))
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--variant=minbase")
+        .arg(format!("--include={packages}"))
         // The runtime provides /dev; a layer may not carry device nodes.
         .arg("--skip=output/dev")
-        .arg("--format=tar")
-        .arg(&opts.suite)
+        .arg("--format=tar");
+    for hook in customize_hooks(opts, !wheels.is_empty()) {
+        cmd.arg(format!("--customize-hook={hook}"));
+    }
+    let mut child = cmd
+        .arg(opts.suite.as_str())
         .arg(&tarball)
         .arg(&sources_file)
+        .env("HANGAR_WHEELS", work.path().join("wheels"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,11 +130,7 @@ pub fn build_debian(
                 .map_err(spec_err)?,
         )
         .history(vec![HistoryBuilder::default()
-            .created_by(format!(
-                "mmdebstrap --variant=minbase --include={} {}",
-                opts.packages.join(","),
-                opts.suite
-            ))
+            .created_by(created_by(opts, &packages, &wheels))
             .build()
             .map_err(spec_err)?])
         .build()
@@ -225,6 +202,107 @@ pub(crate) fn descriptor(
         .size(size)
         .build()
         .map_err(spec_err)
+}
+
+/// mmdebstrap's customize hooks (shell, `$1` is the image's root; run on the host) that
+/// install the wheels in `$HANGAR_WHEELS` with the image's pip, then run the commands.
+/// Each runs under `env -i` so that nothing of the host's environment (pip's index, CA
+/// paths) steers or is recorded by the image's tools.
+fn customize_hooks(opts: &BuildOptions, wheels: bool) -> Vec<String> {
+    let in_image = |cmd: &str| {
+        format!(
+            "chroot \"$1\" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 sh -ec {}",
+            shell_quote(cmd)
+        )
+    };
+    let mut hooks = Vec::new();
+    if wheels {
+        hooks.push(format!(
+            "mkdir \"$1{WHEELS_IN_IMAGE}\" && cp -- \"$HANGAR_WHEELS\"/*.whl \"$1{WHEELS_IN_IMAGE}/\""
+        ));
+        hooks.push(in_image(&format!(
+            "python3 -m pip install --no-index --no-deps --no-cache-dir --break-system-packages \
+             --root-user-action=ignore --disable-pip-version-check {WHEELS_IN_IMAGE}/*.whl"
+        )));
+        hooks.push(format!("rm -rf \"$1{WHEELS_IN_IMAGE}\""));
+    }
+    hooks.extend(opts.commands.iter().map(|c| in_image(c)));
+    hooks
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Downloads each wheel with the host's pip into `dir` (its index, certificates and
+/// proxy are the host's configuration) and returns the files' names.
+fn download_wheels(
+    wheels: &[String],
+    dir: &std::path::Path,
+    progress: Progress<'_>,
+) -> Result<Vec<String>> {
+    if wheels.is_empty() {
+        return Ok(Vec::new());
+    }
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    for wheel in wheels {
+        progress(&format!(
+            "downloading the wheel of {wheel} with the host's pip"
+        ));
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+            ])
+            .arg(dir)
+            .arg(wheel)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ImageError::Wheel {
+                wheel: wheel.clone(),
+                reason: format!("could not run python3 -m pip ({e})"),
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+            return Err(ImageError::Wheel {
+                wheel: wheel.clone(),
+                reason: format!(
+                    "pip exited with {}:\n{}",
+                    out.status,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ),
+            });
+        }
+    }
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(io_err("read", dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".whl"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The image history's account of the build.
+fn created_by(opts: &BuildOptions, packages: &str, wheels: &[String]) -> String {
+    let mut s = format!(
+        "mmdebstrap --variant=minbase --include={packages} {}",
+        opts.suite
+    );
+    if !wheels.is_empty() {
+        s.push_str(&format!("; pip install {}", wheels.join(" ")));
+    }
+    for c in &opts.commands {
+        s.push_str(&format!("; {c}"));
+    }
+    s
 }
 
 /// The host's apt sources for its own release, rewritten for `suite`, in one-line format.
@@ -376,15 +454,5 @@ mod tests {
             "bookworm",
             "deb http://m.test/debian bookworm main contrib\n",
         );
-    }
-
-    #[test]
-    fn build_names() {
-        assert_eq!(
-            BuildOptions::for_name("debian-bookworm").unwrap().suite,
-            "bookworm"
-        );
-        assert!(BuildOptions::for_name("ubuntu-noble").is_err());
-        assert!(BuildOptions::for_name("debian-").is_err());
     }
 }

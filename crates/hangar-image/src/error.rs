@@ -28,6 +28,16 @@ pub enum ImageError {
     Pack { path: PathBuf, reason: String },
     #[error("failed to build image: {0}")]
     Build(String),
+    #[error("failed to build image: `{name}` is not a Debian package name: {reason}")]
+    BadPackageName { name: String, reason: &'static str },
+    #[error("failed to build image `{name}`: it is no built-in image: use debian-<suite> or {}, or give a base with --from debian-<suite>", hangar_spec::DEFAULT_IMAGE)]
+    NoRecipe { name: String },
+    #[error("failed to find image `{name}`: it is built on this machine, once, with `hangar image build {name}`")]
+    NotBuilt { name: String },
+    #[error("failed to build image: `--from {from}` is not debian-<suite> (e.g. debian-bookworm)")]
+    BadBase { from: String },
+    #[error("failed to download the wheel of `{wheel}` with the host's pip: {reason}")]
+    Wheel { wheel: String, reason: String },
     #[error("failed to import {}: {reason}", path.display())]
     Import { path: PathBuf, reason: String },
     #[error("failed to {action} {reference}: {reason}")]

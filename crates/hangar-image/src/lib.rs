@@ -6,6 +6,7 @@ mod build;
 mod error;
 mod import;
 pub mod pack;
+mod recipe;
 mod registry;
 pub mod unpack;
 
@@ -14,9 +15,10 @@ use std::path::PathBuf;
 use hangar_store::{Digest, ImageName, ImageRecord, Store};
 use oci_spec::image::ImageManifest;
 
-pub use build::{apt_sources_for, build_debian, BuildOptions, DEFAULT_PACKAGES};
+pub use build::{apt_sources_for, build_debian};
 pub use error::{ImageError, Result};
 pub use import::import;
+pub use recipe::{BuildOptions, PackageName, Recipe, Suite, DEFAULT_PACKAGES, DEFAULT_RECIPE};
 pub use registry::{fetch, pull, push, push_manifest, RegistryOptions};
 
 /// Receives one line of progress at a time (shown on stderr by the CLI).

@@ -40,6 +40,10 @@ impl fmt::Display for SpecError {
     }
 }
 
+/// The image of an environment file that names none: built by hangar from Debian
+/// packages with the common toolchains (`hangar image build hangar-default`).
+pub const DEFAULT_IMAGE: &str = "hangar-default";
+
 /// A validated environment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Environment {
@@ -47,6 +51,7 @@ pub struct Environment {
     /// A URL git understands, or a local path (made absolute by the caller).
     pub repo: String,
     pub default_branch: String,
+    /// [`DEFAULT_IMAGE`] when the file names none.
     pub image: String,
     pub setup: Setup,
     pub maintenance: Maintenance,
@@ -671,7 +676,6 @@ impl RawEnv {
         };
         required(&self.name, "name", cx);
         required(&self.repo, "repo", cx);
-        required(&self.image, "image", cx);
 
         let name = self.name.as_ref().and_then(|n| {
             cx.check("name", n, |s| {
@@ -686,15 +690,16 @@ impl RawEnv {
             Some(b) => cx.check("default_branch", b, |s| check_branch(s)),
             None => Some("main".to_string()),
         };
-        let image = self.image.as_ref().and_then(|i| {
-            cx.check("image", i, |s| {
+        let image = match &self.image {
+            Some(i) => cx.check("image", i, |s| {
                 if s.trim().is_empty() || s.chars().any(char::is_whitespace) {
                     Err(format!("`{s}` is not an image name or reference"))
                 } else {
                     Ok(s.clone())
                 }
-            })
-        });
+            }),
+            None => Some(DEFAULT_IMAGE.to_string()),
+        };
 
         let mut env = BTreeMap::new();
         for (k, v) in &self.env {
@@ -1188,6 +1193,13 @@ node = "22.11.0"
         assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
     }
 
+    #[test]
+    fn file_without_image_uses_the_default_image() {
+        let env = Environment::parse("m.toml", "name = \"m\"\nrepo = \"/srv/m\"\n").unwrap();
+        assert_eq!(env.image, DEFAULT_IMAGE);
+        assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
+    }
+
     const HEAD: &str = "name = \"e\"\nrepo = \"/srv/e\"\nimage = \"debian-bookworm\"\n";
 
     /// Parses `HEAD + body` and expects the first diagnostic to be on `line` and to
@@ -1403,10 +1415,7 @@ node = "22.11.0"
             all.contains("e.toml:1: `name`: missing (required)"),
             "{all}"
         );
-        assert!(
-            all.contains("e.toml:1: `image`: missing (required)"),
-            "{all}"
-        );
+        assert!(!all.contains("`image`"), "{all}");
         assert!(all.contains("`ext::` transports are refused"), "{all}");
         let err = Environment::parse(
             "e.toml",

@@ -1,5 +1,5 @@
-//! Fixtures for hangar's tests: the static init binary, a Debian image built once per
-//! machine and shared by every test process, a real OCI registry (Debian's
+//! Fixtures for hangar's tests: the static init binary, a Debian image and the default
+//! image built once per machine and shared by every test process, a real OCI registry (Debian's
 //! `docker-registry`) on 127.0.0.1, and checks that a sandbox left nothing behind.
 
 use std::fs;
@@ -52,20 +52,30 @@ pub fn host(store: &Store) -> HostConfig {
 /// `debian-bookworm` with the default packages, built on first use under a file lock so
 /// that concurrent test processes build it once.
 pub fn debian_image(store: &Store) -> ImageRecord {
-    let lock_path = store.root().join("debian.lock");
+    built_image(store, "debian-bookworm", "debian.lock")
+}
+
+/// The default image ([`hangar_spec::DEFAULT_IMAGE`], the toolchains), built once per
+/// machine like [`debian_image`]; its build takes minutes, so only tests of real
+/// projects' toolchains use it.
+pub fn default_image(store: &Store) -> ImageRecord {
+    built_image(store, hangar_spec::DEFAULT_IMAGE, "default-image.lock")
+}
+
+/// The built-in image `name` from the store, built (and its layers unpacked) under the
+/// lock file `lock` when it is missing.
+fn built_image(store: &Store, name: &str, lock: &str) -> ImageRecord {
+    let lock_path = store.root().join(lock);
     let lock = fs::File::create(&lock_path).expect("create lock file");
     lock.lock().expect("lock the shared image build");
-    let rec = match store.image("debian-bookworm") {
+    let rec = match store.image(name) {
         Ok(rec) => rec,
         Err(_) => {
-            let opts = hangar_image::BuildOptions::for_name("debian-bookworm").expect("name");
-            hangar_image::build_debian(
-                store,
-                &"debian-bookworm".parse().expect("name"),
-                &opts,
-                &|l| eprintln!("{l}"),
-            )
-            .expect("build debian-bookworm with mmdebstrap")
+            let opts = hangar_image::BuildOptions::new(name, None, &[]).expect("a built-in image");
+            hangar_image::build_debian(store, &name.parse().expect("name"), &opts, &|l| {
+                eprintln!("{l}")
+            })
+            .unwrap_or_else(|e| panic!("build {name} with mmdebstrap: {e}"))
         }
     };
     hangar_image::layers(store, &rec).expect("unpack layers");

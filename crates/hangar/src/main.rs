@@ -141,9 +141,13 @@ enum ApiCommand {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    /// Build an image from Debian packages with mmdebstrap (names: debian-<suite>).
+    /// Build an image from Debian packages with mmdebstrap: a built-in one (debian-<suite>,
+    /// hangar-default), or any name with --from debian-<suite> and -p packages.
     Build {
         name: String,
+        /// The Debian suite to build NAME from, as debian-<suite> (e.g. debian-trixie).
+        #[arg(long)]
+        from: Option<String>,
         /// Extra Debian packages to include (repeatable).
         #[arg(long = "package", short = 'p')]
         packages: Vec<String>,
@@ -355,11 +359,13 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Build {
             name,
+            from,
             packages,
             mirror,
         } => {
             let body = BuildImage {
                 name,
+                from,
                 packages,
                 mirror,
             };
