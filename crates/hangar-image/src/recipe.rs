@@ -51,7 +51,12 @@ pub const DEFAULT_RECIPE: Recipe = Recipe {
     ],
     wheels: &["uv"],
     // Puts corepack's pnpm and yarn shims on PATH; each downloads its release on first use.
-    commands: &["corepack enable"],
+    // A sandbox is thrown away: pip may install for the system (PEP 668's marker would
+    // refuse `pip install -r requirements.txt`, which auto-install runs).
+    commands: &[
+        "corepack enable",
+        "rm -f /usr/lib/python3*/EXTERNALLY-MANAGED",
+    ],
 };
 
 /// A Debian package name as Debian Policy (5.6.1) allows it: at least two characters of

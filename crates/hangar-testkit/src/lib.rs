@@ -12,6 +12,7 @@ use hangar_sandbox::{HostConfig, SandboxId};
 
 pub mod gitd;
 pub mod model;
+pub mod projects;
 pub mod upstream;
 use hangar_store::{ImageRecord, Store};
 

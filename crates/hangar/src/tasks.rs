@@ -106,7 +106,7 @@ pub struct EnvCreateArgs {
     /// The repository: a git URL or a local path.
     #[arg(long)]
     repo: Option<String>,
-    /// The image (default: debian-bookworm).
+    /// The image (default: the default image, hangar-default).
     #[arg(long)]
     image: Option<String>,
     #[arg(long)]
@@ -424,13 +424,9 @@ fn source_from_flags(args: &EnvCreateArgs) -> Result<String> {
     let mut doc = toml::Table::new();
     doc.insert("name".into(), name.clone().into());
     doc.insert("repo".into(), repo.clone().into());
-    doc.insert(
-        "image".into(),
-        args.image
-            .clone()
-            .unwrap_or_else(|| "debian-bookworm".into())
-            .into(),
-    );
+    if let Some(image) = &args.image {
+        doc.insert("image".into(), image.clone().into());
+    }
     if let Some(b) = &args.default_branch {
         doc.insert("default_branch".into(), b.clone().into());
     }

@@ -60,6 +60,9 @@ fn unique(prefix: &str) -> String {
 /// `hangar env create NAME --repo . FLAGS...` in `dir`.
 fn env_from_flags(dir: &Path, name: &str, flags: &[&str]) {
     let mut args = vec!["env", "create", name, "--repo", "."];
+    if !flags.contains(&"--image") {
+        args.extend_from_slice(&["--image", "debian-bookworm"]);
+    }
     args.extend_from_slice(flags);
     ok_in(dir, &args, 0);
 }

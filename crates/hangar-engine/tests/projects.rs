@@ -1,0 +1,213 @@
+//! Real projects on the first try: a Python, a Node and a Rust project as their registries
+//! publish them, each made into a git repository, in an environment that names nothing but
+//! its repository and its own test suite as the check: the default image, auto-install
+//! through hangar's proxy (behind this machine's TLS-inspecting egress, with the host's
+//! CAs), a one-line change by a script agent whose diff holds exactly that line (not the
+//! installed dependencies), and that diff applied to a fresh clone passing the suite on a
+//! warm environment. One test per project; they share the default image's build.
+
+use std::path::Path;
+
+use hangar_engine::TaskRequest;
+use hangar_spec::{AttemptStatus, Phase, TaskId};
+use hangar_store::db::AttemptRecord;
+use hangar_testkit::git;
+
+mod common;
+
+/// A project: how its repository is made and how its suite runs.
+struct Project {
+    name: &'static str,
+    repo: tempfile::TempDir,
+    /// The file the agent changes, and the line it appends.
+    file: &'static str,
+    line: &'static str,
+    /// The project's own test suite.
+    check: &'static str,
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    std::fs::write(dir.join(path), text).unwrap();
+}
+
+/// The phase timings of an attempt, for the log of the run (not asserted: timing is the
+/// benchmarks' business).
+fn timings(a: &AttemptRecord) -> String {
+    a.phases
+        .iter()
+        .map(|p| format!("{} {} ms", p.phase, p.ended_ms - p.started_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `project` as a new user would, and checks every promise along the way.
+async fn first_try(project: Project) {
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::default_image(&store);
+    let engine = common::engine().await;
+    let name = format!("{}-{}", project.name, TaskId::random());
+    let repo = project.repo.path();
+    let file = format!(
+        "name = \"{name}\"\nrepo = \"{}\"\n\n[agent]\ncheck = \"{}\"\nscript = '''\n\
+         echo '{}' >> {}\necho appended a line\n'''\n",
+        repo.display(),
+        project.check,
+        project.line,
+        project.file,
+    );
+    engine
+        .create_env("environment.toml", &file, repo)
+        .await
+        .unwrap();
+
+    // Cold: the snapshot is built (auto-install from the lockfile), the agent changes one
+    // line and the suite passes.
+    let (task, a) = common::run(&engine, &common::request(&name, "append a line")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}\n{logs:#?}", a.error);
+    assert_eq!(common::cache_of(&a).status, "miss");
+    assert!(
+        a.check.as_ref().is_some_and(|c| c.passed),
+        "the suite failed:\n{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.starts_with("hangar: auto-install: ")),
+        "{logs:#?}"
+    );
+    let diff = common::diff(&engine, &task.id, 1).await;
+    assert_eq!(
+        hangar_engine::diff::patch_paths(diff.as_bytes()).unwrap(),
+        [project.file],
+        "{diff}"
+    );
+    let added: Vec<&str> = diff
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .collect();
+    assert_eq!(added, [format!("+{}", project.line)], "{diff}");
+    let s = a.summary.unwrap();
+    assert_eq!((s.files_changed, s.lines_added, s.lines_removed), (1, 1, 0));
+    eprintln!("{}: cold: {}", project.name, timings(&a));
+
+    // The diff applies to a fresh clone at the base commit; pushed as a branch, a warm
+    // task on it (the agent does nothing) passes the suite.
+    let clone = tempfile::tempdir().unwrap();
+    git(clone.path(), &["clone", "-q", repo.to_str().unwrap(), "."]);
+    git(
+        clone.path(),
+        &[
+            "checkout",
+            "-q",
+            "-b",
+            "applied",
+            a.base_commit.as_deref().unwrap(),
+        ],
+    );
+    let patch = engine.db().diff(&task.id, 1).await.unwrap().unwrap();
+    let applied = hangar_engine::apply_patch(clone.path(), &patch).expect("apply");
+    assert_eq!(applied.files, [project.file]);
+    git(clone.path(), &["commit", "-qam", "the agent's change"]);
+    git(clone.path(), &["push", "-q", "origin", "applied"]);
+    let warm = TaskRequest {
+        branch: Some("applied".into()),
+        script: Some("echo nothing to do".into()),
+        ..common::request(&name, "run the suite")
+    };
+    let (task, b) = common::run(&engine, &warm).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(b.status, AttemptStatus::Ready, "{:?}\n{logs:#?}", b.error);
+    assert_eq!(common::cache_of(&b).status, "hit");
+    assert!(!b.phases.iter().any(|p| p.phase == Phase::Setup));
+    assert!(
+        b.check.as_ref().is_some_and(|c| c.passed),
+        "the suite failed on the applied change:\n{logs:#?}"
+    );
+    assert_eq!(common::diff(&engine, &task.id, 1).await, "");
+    eprintln!("{}: warm: {}", project.name, timings(&b));
+}
+
+/// six, with pytest from `requirements.txt` (`pip install -r`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_project_with_requirements_works_on_the_first_try() {
+    let repo = hangar_testkit::projects::pypi("six", "1.17.0");
+    write(repo.path(), "requirements.txt", "pytest==8.3.4\n");
+    hangar_testkit::projects::commit(repo.path(), "six 1.17.0 from its sdist");
+    first_try(Project {
+        name: "six",
+        repo,
+        file: "six.py",
+        line: "# checked by hangar",
+        check: "python3 -m pytest -q -p no:cacheprovider test_six.py",
+    })
+    .await;
+}
+
+/// minimist, its suite run by tape, installed by `npm ci` from a lockfile (the package
+/// has no `.gitignore`: `node_modules` is untracked, as in the report that broke).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_project_with_a_lockfile_works_on_the_first_try() {
+    let repo = hangar_testkit::projects::npm("minimist", "1.2.8");
+    // The published manifest runs lint, coverage and audit around the suite; the suite
+    // itself is tape's.
+    let manifest = std::fs::read_to_string(repo.path().join("package.json")).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    manifest["scripts"] = serde_json::json!({ "test": "tape 'test/**/*.js'" });
+    manifest["devDependencies"] = serde_json::json!({ "tape": "5.9.0" });
+    write(
+        repo.path(),
+        "package.json",
+        &serde_json::to_string_pretty(&manifest).unwrap(),
+    );
+    let locked = std::process::Command::new("npm")
+        .current_dir(repo.path())
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        locked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&locked.stderr)
+    );
+    hangar_testkit::projects::commit(repo.path(), "minimist 1.2.8 from its tarball");
+    first_try(Project {
+        name: "minimist",
+        repo,
+        file: "index.js",
+        line: "// checked by hangar",
+        check: "npm test",
+    })
+    .await;
+}
+
+/// semver, its dependencies fetched by `cargo fetch` from the lockfile, its suite run
+/// offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_project_with_a_lockfile_works_on_the_first_try() {
+    let repo = hangar_testkit::projects::crate_source("semver", "1.0.23");
+    let locked = std::process::Command::new("cargo")
+        .current_dir(repo.path())
+        .args(["generate-lockfile", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        locked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&locked.stderr)
+    );
+    write(repo.path(), ".gitignore", "/target\n");
+    hangar_testkit::projects::commit(repo.path(), "semver 1.0.23 from its crate");
+    first_try(Project {
+        name: "semver",
+        repo,
+        file: "src/lib.rs",
+        line: "// checked by hangar",
+        check: "cargo test --offline --quiet",
+    })
+    .await;
+}

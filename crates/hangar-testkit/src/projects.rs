@@ -1,0 +1,179 @@
+//! Real open-source projects for the tests, as their registries publish them: a package's
+//! source (an npm tarball, a Python sdist, a crate) fetched once per machine with the
+//! host's own package managers (so from the registries they are configured for, whose
+//! names appear nowhere here) and made into a fresh git repository per test.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where fetched archives are kept between test runs.
+fn cache_dir() -> PathBuf {
+    let dir = crate::shared_store().root().join("projects");
+    fs::create_dir_all(&dir).expect("create the projects cache");
+    dir
+}
+
+/// Runs `cmd`, retrying a failure (a registry or a resolver can fail once); panics with
+/// its output after the last try.
+fn run(what: &str, mut make: impl FnMut() -> Command) {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(2 << attempt));
+        }
+        let out = make().output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        if out.status.success() {
+            return;
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    panic!("{what} failed three times:\n{last}");
+}
+
+/// `archive` (fetched by `fetch` into that path, under a lock, unless it is there),
+/// unpacked into a new repository whose top is the archive's one top directory.
+fn unpack(archive: &Path, fetch: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let lock = fs::File::create(archive.with_extension("lock")).expect("create the lock file");
+    lock.lock().expect("lock the fetch");
+    if !archive.exists() {
+        let partial = archive.with_extension("partial");
+        let _ = fs::remove_file(&partial);
+        fetch(&partial);
+        fs::rename(&partial, archive).expect("keep the archive");
+    }
+    drop(lock);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unpacked = Command::new("tar")
+        .args(["-xzf"])
+        .arg(archive)
+        .args(["--strip-components=1", "--no-same-owner", "-C"])
+        .arg(dir.path())
+        .status()
+        .expect("run tar");
+    assert!(unpacked.success(), "unpack {}", archive.display());
+    dir
+}
+
+/// An npm package's published tarball, from the host npm's registry (`npm pack`).
+pub fn npm(name: &str, version: &str) -> tempfile::TempDir {
+    let archive = cache_dir().join(format!("npm-{name}-{version}.tgz"));
+    unpack(&archive, |into| {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        run(&format!("npm pack {name}@{version}"), || {
+            let mut c = Command::new("npm");
+            c.current_dir(scratch.path())
+                .args(["pack", "--silent", &format!("{name}@{version}")]);
+            c
+        });
+        let packed = scratch.path().join(format!("{name}-{version}.tgz"));
+        fs::copy(packed, into).expect("copy the tarball");
+    })
+}
+
+/// A Python package's sdist, from the index the host's pip is configured for.
+pub fn pypi(name: &str, version: &str) -> tempfile::TempDir {
+    let archive = cache_dir().join(format!("pypi-{name}-{version}.tar.gz"));
+    unpack(&archive, |into| {
+        run(&format!("fetch the sdist of {name} {version}"), || {
+            let mut c = Command::new("python3");
+            c.args(["-c", FETCH_SDIST, name, version]).arg(into);
+            c
+        });
+    })
+}
+
+/// Finds the sdist on the simple index pip uses (its configuration, else its default).
+const FETCH_SDIST: &str = r#"
+import os, re, subprocess, sys, urllib.parse, urllib.request
+name, version, dest = sys.argv[1:]
+index = os.environ.get("PIP_INDEX_URL") or subprocess.run(
+    [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+    capture_output=True, text=True).stdout.strip()
+if not index:
+    from pip._internal.models.index import PyPI
+    index = PyPI.simple_url
+base = index.rstrip("/") + "/" + name + "/"
+page = urllib.request.urlopen(base, timeout=60).read().decode()
+for href in re.findall(r'href="([^"]+)"', page):
+    url = urllib.parse.urljoin(base, href.replace("&amp;", "&"))
+    if urllib.parse.urlsplit(url).path.endswith("/%s-%s.tar.gz" % (name, version)):
+        data = urllib.request.urlopen(urllib.parse.urldefrag(url)[0], timeout=120).read()
+        open(dest, "wb").write(data)
+        break
+else:
+    sys.exit("the index has no sdist of %s %s" % (name, version))
+"#;
+
+/// A crate's published source, from the host cargo's registry (a scratch package that
+/// depends on exactly that version is fetched, and the `.crate` file taken from cargo's
+/// download cache).
+pub fn crate_source(name: &str, version: &str) -> tempfile::TempDir {
+    let archive = cache_dir().join(format!("crate-{name}-{version}.tar.gz"));
+    unpack(&archive, |into| {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let home = scratch.path().join("cargo-home");
+        fs::create_dir_all(scratch.path().join("src")).expect("mkdir");
+        fs::write(scratch.path().join("src/lib.rs"), "").expect("write");
+        fs::write(
+            scratch.path().join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"scratch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+                 [dependencies]\n{name} = \"={version}\"\n"
+            ),
+        )
+        .expect("write");
+        // The host's registry configuration, in a cargo home of its own, so the download
+        // cache holds this one crate.
+        let config = cargo_config();
+        run(&format!("cargo fetch {name} {version}"), || {
+            let mut c = Command::new("cargo");
+            c.current_dir(scratch.path())
+                .env("CARGO_HOME", &home)
+                .args(["fetch", "--quiet"]);
+            if let Some(config) = &config {
+                c.arg("--config").arg(config);
+            }
+            c
+        });
+        let file = format!("{name}-{version}.crate");
+        let found = walk(&home.join("registry/cache"))
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
+            .unwrap_or_else(|| panic!("cargo fetched no {file}"));
+        fs::copy(found, into).expect("copy the crate");
+    })
+}
+
+/// The host's cargo configuration file, if it has one.
+fn cargo_config() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    ["config.toml", "config"]
+        .iter()
+        .map(|f| home.join(f))
+        .find(|p| p.is_file())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Makes `dir` a repository on branch main whose one commit holds what is in it now.
+pub fn commit(dir: &Path, message: &str) {
+    crate::commit_all(dir, message);
+}
