@@ -438,6 +438,85 @@ async fn the_package_managers_preset_opens_the_images_own_registries() {
     }
 }
 
+/// Regression: the preset was read from the sandbox's root, where setup (the repository's
+/// code) writes: an apt source or an npmrc naming any host opened that host to the agent.
+/// The preset comes from the image's own layers, which still open its registries.
+#[tokio::test(flavor = "multi_thread")]
+async fn package_manager_files_that_setup_writes_open_no_host_for_the_agent() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"preset\n")]);
+    let name = format!("preset-{}", TaskId::random());
+    let (http, https) = (w.evil.http.port(), w.evil.https.port());
+    let file = format!(
+        r#"name = "{name}"
+repo = "{repo}"
+image = "debian-bookworm"
+
+[setup]
+script = '''
+echo 'deb http://evil.test:{http}/debian bookworm main' > /etc/apt/sources.list.d/evil.list
+echo 'registry=https://evil.test:{https}/' > /root/.npmrc
+printf '[global]\nindex-url = https://evil.test:{https}/simple\n' > /etc/pip.conf
+'''
+
+[network.agent]
+access = "limited"
+presets = ["package-managers"]
+
+[agent]
+script = '''
+{HELPERS}
+curl_probe npm https://evil.test:{https}/
+curl_probe apt http://evil.test:{http}/debian/
+image=$(grep -h '^deb \|^URIs:' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+  | grep -v evil.test | grep -o 'https\?://[^/ ]*' | head -1)
+echo "probe image_registry $image"
+curl -sS -m 10 -I -o /dev/null "$image/" || true
+'''
+"#,
+        repo = repo.path().display()
+    );
+    engine
+        .create_env("preset.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "preset")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "npm", "403/000 blocked-by-allowlist");
+    check(&p, "apt", "000/403 blocked-by-allowlist");
+    assert!(w.evil.seen().is_empty());
+    // The image's own registry is still in the preset (whether it answers or not).
+    let image = p.get("image_registry").expect("the image's apt source");
+    let host = image
+        .rsplit("://")
+        .next()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(!host.is_empty(), "{logs:#?}");
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let agent: Vec<&NetworkEntry> = log.iter().filter(|e| e.phase == "agent").collect();
+    let reached = agent
+        .iter()
+        .find(|e| e.host == host)
+        .unwrap_or_else(|| panic!("no entry for {host}: {agent:#?}"));
+    let rule = reached.rule.as_deref().unwrap_or("");
+    assert!(
+        rule.starts_with("preset package-managers (from /etc/apt/sources.list"),
+        "{reached:?}"
+    );
+    let evil: Vec<&str> = agent
+        .iter()
+        .filter(|e| e.host == "evil.test")
+        .map(|e| e.decision.as_str())
+        .collect();
+    assert_eq!(evil, ["blocked-by-allowlist", "blocked-by-allowlist"]);
+}
+
 /// Regression: behind a TLS-inspecting egress (as on this machine), `pip install`,
 /// `npm ci` and `cargo fetch` failed in setup with certificate errors: the host trusted the
 /// egress's CA, the image did not. Here the tunnel is not opened by the proxy, so the

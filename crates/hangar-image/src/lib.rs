@@ -7,6 +7,7 @@ mod error;
 mod import;
 pub mod pack;
 mod registry;
+pub mod stack;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ pub use build::{apt_sources_for, build_debian, BuildOptions, DEFAULT_PACKAGES};
 pub use error::{ImageError, Result};
 pub use import::import;
 pub use registry::{fetch, pull, push, push_manifest, RegistryOptions};
+pub use stack::{LayerStack, StackProblem};
 
 /// Receives one line of progress at a time (shown on stderr by the CLI).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
