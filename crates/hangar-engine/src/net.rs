@@ -472,6 +472,7 @@ impl AuditLog {
                             ts_ms: e.time_ms,
                             phase: e.phase,
                             method: e.method.as_deref().map(r),
+                            path: e.path.as_deref().map(r),
                             host: r(&e.host),
                             port: e.port,
                             decision: e.decision,
