@@ -722,7 +722,7 @@ impl Engine {
         self.store
             .lease_layers(sandbox.dir(), &diff_ids)
             .map_err(EngineError::from)?;
-        match self.furnish(ctx, &sandbox).await {
+        match self.furnish(ctx, &sandbox, &p.layers).await {
             Ok(()) => Ok(sandbox),
             Err(stop) => {
                 ctx.net = None;
@@ -736,7 +736,12 @@ impl Engine {
 
     /// hangar's run directory (the agent may replace it, so every later access goes
     /// through the sandbox's own root, see Sandbox::write_file) and the proxy.
-    async fn furnish(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<(), Stop> {
+    async fn furnish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        image: &[(hangar_store::Digest, PathBuf)],
+    ) -> Result<(), Stop> {
         let mkdir = sandbox
             .output(hangar_sandbox::ExecSpec::new(["mkdir", "-p", RUN_DIR]))
             .await?;
@@ -748,6 +753,7 @@ impl Engine {
         }
         ctx.net = Some(self.start_net(
             sandbox,
+            image,
             &ctx.base_env,
             &ctx.plan.env.agent,
             ctx.audit.clone(),

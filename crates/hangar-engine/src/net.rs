@@ -2,17 +2,21 @@
 //! the sandbox's namespace, served here), the policy each phase runs under, the hangar CA
 //! in the sandbox's trust store, and the audit log, redacted on its way to the store.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use hangar_image::LayerStack;
 use hangar_net::{
-    package_manager_hosts, AuditEntry, Ca, ImageFiles, PhasePolicy, PresetHost, Proxy, ProxyConfig,
-    Resolve, Rule,
+    package_manager_hosts, registry_vars, AuditEntry, Ca, ImageFiles, PhasePolicy, PresetHost,
+    Proxy, ProxyConfig, Resolve, Rule,
 };
 use hangar_sandbox::Sandbox;
 use hangar_secrets::Redactor;
 use hangar_spec::TaskId;
 use hangar_spec::{Access, Approval, Environment, Phase, Preset};
 use hangar_store::db::{Db, NetworkEntry};
+use hangar_store::Digest;
 use tokio::sync::mpsc;
 
 use crate::error::{io_err, EngineError, Result};
@@ -32,6 +36,61 @@ pub(crate) struct NetSettings {
     /// The administrator's CAs (PEM certificates); `None`: the host's locally added ones.
     pub trusted: Option<Vec<String>>,
     pub config: OnceLock<NetConfig>,
+    /// The `package-managers` hosts of each image seen, so that a second sandbox of the
+    /// same image reads none of its files again.
+    presets: PresetCache,
+}
+
+/// What an image's preset hosts are derived from: its layers (by diff_id, top-most first)
+/// and the variables that configure its package managers.
+#[derive(PartialEq, Eq, Hash)]
+struct PresetKey {
+    layers: Vec<Digest>,
+    vars: Vec<(String, String)>,
+}
+
+/// The `package-managers` hosts of each image seen.
+#[derive(Default)]
+struct PresetCache(Mutex<HashMap<PresetKey, Arc<[PresetHost]>>>);
+
+impl PresetCache {
+    /// The `package-managers` hosts of an image (its layers top-most first), read from the
+    /// image's own layers on the host: never from the sandbox's root, whose snapshot and
+    /// upper directory setup and the agent write, and which could name any host there.
+    /// Kept per image; the lock is not held while the files are read.
+    fn hosts(&self, image: &[(Digest, PathBuf)], env: &[(String, String)]) -> Arc<[PresetHost]> {
+        let key = PresetKey {
+            layers: image.iter().map(|(d, _)| d.clone()).collect(),
+            vars: registry_vars(env),
+        };
+        let cache = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hosts) = cache().get(&key) {
+            return hosts.clone();
+        }
+        let stack = LayerStack::new(image.iter().map(|(_, p)| p.clone()).collect());
+        let read = |p: &str| match stack.read(p) {
+            Ok(found) => found.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
+        let list = |p: &str| match stack.list(p) {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Vec::new()
+            }
+        };
+        let hosts: Arc<[PresetHost]> = package_manager_hosts(&ImageFiles {
+            read: &read,
+            list: &list,
+            env: &key.vars,
+        })
+        .into();
+        cache().insert(key, hosts.clone());
+        hosts
+    }
 }
 
 impl Default for NetSettings {
@@ -40,6 +99,7 @@ impl Default for NetSettings {
             resolver: Arc::new(hangar_net::SystemResolver::default()),
             trusted: None,
             config: OnceLock::new(),
+            presets: PresetCache::default(),
         }
     }
 }
@@ -192,7 +252,7 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
 /// A sandbox's proxy and the registry hosts its image's package managers use.
 pub(crate) struct SandboxNet {
     proxy: Proxy,
-    presets: Vec<PresetHost>,
+    presets: Arc<[PresetHost]>,
 }
 
 impl SandboxNet {
@@ -312,10 +372,11 @@ impl Engine {
     }
 
     /// Starts `sandbox`'s proxy (reaching nothing until a phase is entered), installs the
-    /// hangar CA in its trust store, and reads its package managers' registries.
+    /// hangar CA in its trust store, and finds its image's package managers' registries.
     pub(crate) fn start_net(
         &self,
         sandbox: &Sandbox,
+        image: &[(Digest, PathBuf)],
         image_env: &[(String, String)],
         agent: &hangar_spec::Agent,
         audit: mpsc::UnboundedSender<AuditEntry>,
@@ -325,18 +386,7 @@ impl Engine {
             roots,
         } = self.net_config()?;
         install_roots(sandbox, &roots)?;
-        let read = |p: &str| {
-            sandbox
-                .read_file(p)
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        };
-        let list = |p: &str| sandbox.list_dir(p).unwrap_or_default();
-        let presets = package_manager_hosts(&ImageFiles {
-            read: &read,
-            list: &list,
-            env: image_env,
-        });
+        let presets = self.net.presets.hosts(image, image_env);
         let addr = PROXY_ADDR.parse().expect("a socket address");
         let listener = sandbox.listen(addr)?;
         let mut proxy = Proxy::start(listener, config, PhasePolicy::off("prepare"), audit)?;
@@ -422,6 +472,7 @@ impl AuditLog {
                             ts_ms: e.time_ms,
                             phase: e.phase,
                             method: e.method.as_deref().map(r),
+                            path: e.path.as_deref().map(r),
                             host: r(&e.host),
                             port: e.port,
                             decision: e.decision,
@@ -471,6 +522,53 @@ mod tests {
         assert!(found
             .iter()
             .all(|p| p.starts_with("-----BEGIN") && p.ends_with("-----\n")));
+    }
+
+    /// The hosts of an image, each `host (source)`.
+    fn check_hosts(
+        cache: &PresetCache,
+        image: &[(Digest, PathBuf)],
+        env: &[(&str, &str)],
+        expected: &[&str],
+    ) {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let got: Vec<String> = cache
+            .hosts(image, &env)
+            .iter()
+            .map(|p| format!("{} ({})", p.host, p.source))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_second_sandbox_of_an_image_reads_none_of_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        std::fs::create_dir_all(layer.join("etc/apt")).unwrap();
+        std::fs::write(
+            layer.join("etc/apt/sources.list"),
+            "deb http://mirror.test/debian bookworm main\n",
+        )
+        .unwrap();
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let image = [(digest, layer.clone())];
+        let cache = PresetCache::default();
+        let apt = "mirror.test (/etc/apt/sources.list)";
+        check_hosts(&cache, &image, &[("HANGAR_ATTEMPT", "1")], &[apt]);
+        // Gone from the disk, the layer is not read again: not for another attempt, whose
+        // other variables configure no package manager, either.
+        std::fs::remove_dir_all(&layer).unwrap();
+        check_hosts(&cache, &image, &[("HANGAR_ATTEMPT", "2")], &[apt]);
+        // A variable that does configure one makes another key, read afresh.
+        check_hosts(
+            &cache,
+            &image,
+            &[("GOPROXY", "https://goproxy.test")],
+            &["goproxy.test (GOPROXY)"],
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ curl_probe setup_v6_loopback https://[::1]:{internal_port}/
 curl_probe setup_v4_mapped https://[::ffff:127.0.0.1]:{internal_port}/
 curl_probe setup_mixed https://mixed.test/
 curl_probe setup_tunnel https://api.test:$API_HTTPS_PORT/setup-tunnel
+curl -sS -o /dev/null http://api.test:$API_HTTP_PORT/token/$SETUP_TOKEN
 '''
 
 [maintenance]
@@ -138,6 +139,10 @@ echo "probe maintenance_holder $(cat /tmp/holder.connected)"
 API_HTTP_PORT = "{api_http}"
 API_HTTPS_PORT = "API_HTTPS_PORT_VALUE"
 EVIL_HTTPS_PORT = "EVIL_HTTPS_PORT_VALUE"
+
+# Setup's alone: a secret in maintenance has its processes stopped (the holder's too).
+[secrets.SETUP_TOKEN]
+phases = ["setup"]
 
 [secrets.API_KEY]
 inject = {{ hosts = ["api.test"], header = "Authorization", format = "Bearer {{}}" }}
@@ -207,14 +212,17 @@ async fn the_agent_finds_no_way_out_but_the_allowed_one() {
         .await
         .unwrap();
     let key = format!("real-key-{}", TaskId::random());
-    engine
-        .secret_set(
-            &name,
-            "API_KEY",
-            &Secret::new(key.clone().into_bytes()).unwrap(),
-        )
-        .await
-        .unwrap();
+    let token = format!("setup-token-{}", TaskId::random());
+    for (secret, value) in [("API_KEY", &key), ("SETUP_TOKEN", &token)] {
+        engine
+            .secret_set(
+                &name,
+                secret,
+                &Secret::new(value.clone().into_bytes()).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     let script = format!("INTERNAL_PORT={internal_port}\n{HELPERS}\n{AGENT}");
     let req = TaskRequest {
         script: Some(script),
@@ -350,8 +358,32 @@ async fn the_agent_finds_no_way_out_but_the_allowed_one() {
     );
     let e = find(&|e| e.note.as_deref() == Some("tunnel") && e.phase == "setup").unwrap();
     assert!(e.bytes_up > 0 && e.bytes_down > 0, "{e:?}");
+    // Regression: a request inside an intercepted connection was logged without its path,
+    // the rule that allowed the connection, or its bytes.
+    let e = find(&|e| e.path.as_deref() == Some("/get")).expect("the intercepted GET logged");
+    assert_eq!(
+        (e.method.as_deref(), e.decision.as_str()),
+        (Some("GET"), "allowed")
+    );
+    assert_eq!(
+        e.rule.as_deref(),
+        Some("network.agent.allow *.test"),
+        "{e:?}"
+    );
+    assert!(e.bytes_down > 0, "{e:?}");
+    // A path goes through the redactor as every other field does.
+    let e = find(&|e| e.path.as_deref().is_some_and(|p| p.starts_with("/token/"))).unwrap();
+    assert_eq!(
+        e.path.as_deref(),
+        Some("/token/[secret:SETUP_TOKEN]"),
+        "{e:?}"
+    );
+    // In time order, though a connection's entry is written when it closes.
+    let order: Vec<(i64, u32, i64)> = log.iter().map(|e| (e.ts_ms, e.attempt, e.seq)).collect();
+    assert!(order.is_sorted(), "{order:?}");
     let json = serde_json::to_string(&log).unwrap();
     assert!(!json.contains(&key));
+    assert!(!json.contains(&token));
     let id = hangar_sandbox::SandboxId::new(attempt.sandbox.clone().unwrap()).unwrap();
     let store = hangar_testkit::shared_store();
     hangar_testkit::assert_no_traces(&hangar_testkit::host(&store), &id);
@@ -436,6 +468,85 @@ async fn the_package_managers_preset_opens_the_images_own_registries() {
             "{e:?}"
         );
     }
+}
+
+/// Regression: the preset was read from the sandbox's root, where setup (the repository's
+/// code) writes: an apt source or an npmrc naming any host opened that host to the agent.
+/// The preset comes from the image's own layers, which still open its registries.
+#[tokio::test(flavor = "multi_thread")]
+async fn package_manager_files_that_setup_writes_open_no_host_for_the_agent() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"preset\n")]);
+    let name = format!("preset-{}", TaskId::random());
+    let (http, https) = (w.evil.http.port(), w.evil.https.port());
+    let file = format!(
+        r#"name = "{name}"
+repo = "{repo}"
+image = "debian-bookworm"
+
+[setup]
+script = '''
+echo 'deb http://evil.test:{http}/debian bookworm main' > /etc/apt/sources.list.d/evil.list
+echo 'registry=https://evil.test:{https}/' > /root/.npmrc
+printf '[global]\nindex-url = https://evil.test:{https}/simple\n' > /etc/pip.conf
+'''
+
+[network.agent]
+access = "limited"
+presets = ["package-managers"]
+
+[agent]
+script = '''
+{HELPERS}
+curl_probe npm https://evil.test:{https}/
+curl_probe apt http://evil.test:{http}/debian/
+image=$(grep -h '^deb \|^URIs:' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+  | grep -v evil.test | grep -o 'https\?://[^/ ]*' | head -1)
+echo "probe image_registry $image"
+curl -sS -m 10 -I -o /dev/null "$image/" || true
+'''
+"#,
+        repo = repo.path().display()
+    );
+    engine
+        .create_env("preset.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "preset")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    let p = probes(&logs);
+    check(&p, "npm", "403/000 blocked-by-allowlist");
+    check(&p, "apt", "000/403 blocked-by-allowlist");
+    assert!(w.evil.seen().is_empty());
+    // The image's own registry is still in the preset (whether it answers or not).
+    let image = p.get("image_registry").expect("the image's apt source");
+    let host = image
+        .rsplit("://")
+        .next()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(!host.is_empty(), "{logs:#?}");
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let agent: Vec<&NetworkEntry> = log.iter().filter(|e| e.phase == "agent").collect();
+    let reached = agent
+        .iter()
+        .find(|e| e.host == host)
+        .unwrap_or_else(|| panic!("no entry for {host}: {agent:#?}"));
+    let rule = reached.rule.as_deref().unwrap_or("");
+    assert!(
+        rule.starts_with("preset package-managers (from /etc/apt/sources.list"),
+        "{reached:?}"
+    );
+    let evil: Vec<&str> = agent
+        .iter()
+        .filter(|e| e.host == "evil.test")
+        .map(|e| e.decision.as_str())
+        .collect();
+    assert_eq!(evil, ["blocked-by-allowlist", "blocked-by-allowlist"]);
 }
 
 /// Regression: behind a TLS-inspecting egress (as on this machine), `pip install`,

@@ -46,6 +46,11 @@ pub enum ImageError {
         reference: String,
         reason: String,
     },
+    #[error("failed to read `{path}` from the image's layers: {problem}")]
+    Stack {
+        path: String,
+        problem: crate::stack::StackProblem,
+    },
     #[error("failed to read image {image}: {reason}")]
     BadImage { image: String, reason: String },
 }

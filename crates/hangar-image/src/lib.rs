@@ -8,6 +8,7 @@ mod import;
 pub mod pack;
 mod recipe;
 mod registry;
+pub mod stack;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use error::{ImageError, Result};
 pub use import::import;
 pub use recipe::{BuildOptions, PackageName, Recipe, Suite, DEFAULT_PACKAGES, DEFAULT_RECIPE};
 pub use registry::{fetch, pull, push, push_manifest, RegistryOptions};
+pub use stack::{LayerStack, StackProblem};
 
 /// Receives one line of progress at a time (shown on stderr by the CLI).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);

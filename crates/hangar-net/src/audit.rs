@@ -10,13 +10,16 @@ pub struct AuditEntry {
     pub phase: String,
     /// Absent for a tunnelled connection, whose requests the proxy does not see.
     pub method: Option<String>,
+    /// The request's path (without its query); absent, as the method is, for a connection.
+    pub path: Option<String>,
     pub host: String,
     pub port: u16,
     /// `allowed`, or the reason it was blocked (`blocked-by-allowlist`, ...).
     pub decision: String,
     /// The rule that decided, when one did.
     pub rule: Option<String>,
-    /// Bytes sent upstream and received from it.
+    /// Bytes sent upstream and received from it: a connection's, or the bodies of a request
+    /// inside an intercepted one.
     pub bytes_up: u64,
     pub bytes_down: u64,
     /// `tunnel`, `intercept`, or what else is worth knowing (a placeholder sent elsewhere).

@@ -21,9 +21,34 @@ pub struct PresetHost {
     pub source: String,
 }
 
+/// The variables that name a package manager's registry, or where its configuration and
+/// binaries are: of an environment, the only ones [`package_manager_hosts`] reads, so the
+/// hosts of an image are known again from its files and these alone.
+const VARS: [&str; 10] = [
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "NPM_CONFIG_REGISTRY",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "GOPROXY",
+];
+
+/// The variables of `env` that [`package_manager_hosts`] reads, in their order.
+pub fn registry_vars(env: &[(String, String)]) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| VARS.iter().any(|v| k.eq_ignore_ascii_case(v)))
+        .cloned()
+        .collect()
+}
+
 /// Every registry host the image's package managers are configured to use, deduplicated,
 /// in a stable order.
 pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
+    let env = registry_vars(files.env);
     let mut found: Vec<(String, String)> = Vec::new();
     let mut add_urls = |source: &str, text: &str| {
         for url in urls(text) {
@@ -66,7 +91,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         }
     }
     for var in ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
-        if let Some((_, v)) = files.env.iter().find(|(k, _)| k == var) {
+        if let Some((_, v)) = env.iter().find(|(k, _)| k == var) {
             pip_configured = true;
             add_urls(var, v);
         }
@@ -101,7 +126,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         "UV_INDEX",
         "UV_EXTRA_INDEX_URL",
     ] {
-        if let Some((_, v)) = files.env.iter().find(|(k, _)| k == var) {
+        if let Some((_, v)) = env.iter().find(|(k, _)| k == var) {
             uv_configured |= matches!(var, "UV_INDEX_URL" | "UV_DEFAULT_INDEX");
             add_urls(var, v);
         }
@@ -141,8 +166,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
             add_urls(path, &relevant.join("\n"));
         }
     }
-    if let Some((_, v)) = files
-        .env
+    if let Some((_, v)) = env
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("NPM_CONFIG_REGISTRY"))
     {
@@ -157,8 +181,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
         }
     }
     // cargo: source replacements and extra registries.
-    let cargo_home = files
-        .env
+    let cargo_home = env
         .iter()
         .find(|(k, _)| k == "CARGO_HOME")
         .map(|(_, v)| v.clone());
@@ -180,7 +203,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
     // (the rustup proxies in `.cargo/bin` are not cargo; the toolchains' binaries are).
     // Its download host is not in the binary: the index's `config.json` names it.
     if !crates_io_replaced {
-        for path in cargo_binaries(files) {
+        for path in cargo_binaries(files, &env) {
             if let Some(binary) = (files.read)(&path) {
                 for host in hosts_of_urls_at(&binary, "sparse+https://", "/") {
                     add_urls(&path, &format!("https://{host}/"));
@@ -198,7 +221,7 @@ pub fn package_manager_hosts(files: &ImageFiles<'_>) -> Vec<PresetHost> {
             add_urls(path, &keyed_values(&text, &["GOPROXY"]));
         }
     }
-    if let Some((_, v)) = files.env.iter().find(|(k, _)| k == "GOPROXY") {
+    if let Some((_, v)) = env.iter().find(|(k, _)| k == "GOPROXY") {
         add_urls("GOPROXY", v);
     }
 
@@ -265,12 +288,12 @@ fn replaces_crates_io(text: &str) -> bool {
 }
 
 /// The cargo binaries of an image: a distribution's, and each rustup toolchain's.
-fn cargo_binaries(files: &ImageFiles<'_>) -> Vec<String> {
+fn cargo_binaries(files: &ImageFiles<'_>, env: &[(String, String)]) -> Vec<String> {
     let mut paths = vec![
         "/usr/bin/cargo".to_string(),
         "/usr/local/bin/cargo".to_string(),
     ];
-    let rustup_env = files.env.iter().find(|(k, _)| k == "RUSTUP_HOME");
+    let rustup_env = env.iter().find(|(k, _)| k == "RUSTUP_HOME");
     let mut homes: Vec<String> = rustup_env.map(|(_, v)| v.clone()).into_iter().collect();
     homes.extend(["/root/.rustup".to_string(), "/usr/local/rustup".to_string()]);
     homes.dedup();

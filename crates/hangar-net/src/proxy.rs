@@ -238,11 +238,13 @@ struct Conn {
 }
 
 impl Conn {
-    fn entry(&self, method: Option<&str>, host: &str, port: u16) -> AuditEntry {
+    /// A connection's entry, or (with the request) a request's.
+    fn entry<B>(&self, req: Option<&Request<B>>, host: &str, port: u16) -> AuditEntry {
         AuditEntry {
             time_ms: now_ms(),
             phase: self.policy.phase.clone(),
-            method: method.map(str::to_string),
+            method: req.map(|r| r.method().as_str().to_string()),
+            path: req.map(|r| r.uri().path().to_string()),
             host: host.to_string(),
             port,
             decision: "allowed".into(),
@@ -408,7 +410,7 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
     let Some((host, port)) = authority(req.uri(), 443) else {
         return status(StatusCode::BAD_REQUEST, "hangar: CONNECT needs host:port\n");
     };
-    let mut entry = conn.entry(None, &host, port);
+    let mut entry = conn.entry(None::<&Request<Incoming>>, &host, port);
     let (internal_ok, intercept) = match conn.policy.check_host(&host, port) {
         Verdict::Block { reason, rule } => return conn.refuse(entry, reason, rule),
         Verdict::Allow {
@@ -420,6 +422,7 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
             (internal_ok, intercept)
         }
     };
+    let rule = entry.rule.clone();
     let note = Some(if intercept { "intercept" } else { "tunnel" }.into());
     let (counted, guard) = match conn.open(entry, internal_ok, note).await {
         Ok(opened) => opened,
@@ -432,7 +435,8 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
         };
         let client = TokioIo::new(upgraded);
         if intercept {
-            intercepted(client, counted, host, port, work_conn, guard).await;
+            let to = Destination { host, port, rule };
+            intercepted(client, counted, to, work_conn, guard).await;
         } else {
             let (mut client, mut upstream) = (client, counted);
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -442,16 +446,23 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
     Response::new(empty())
 }
 
+/// Where an intercepted connection goes, and the rule that allowed it.
+struct Destination {
+    host: String,
+    port: u16,
+    rule: Option<String>,
+}
+
 /// TLS opened on both sides; each request inside is checked (Host, method) and may have
 /// a placeholder swapped before it goes on over the one upstream connection.
 async fn intercepted(
     client: TokioIo<hyper::upgrade::Upgraded>,
     upstream: Counted<TcpStream>,
-    host: String,
-    port: u16,
+    to: Destination,
     conn: Arc<Conn>,
     guard: LogOnClose,
 ) {
+    let host = to.host.clone();
     let Ok(server_config) = conn.config.ca.server_config(&host) else {
         return;
     };
@@ -490,9 +501,10 @@ async fn intercepted(
     // The server half handles one request at a time, so the sender is taken for a
     // request and put back when its response head is in.
     let sender = Arc::new(Mutex::new(Some(sender)));
+    let to = Arc::new(to);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (conn, host, sender) = (conn.clone(), host.clone(), sender.clone());
-        async move { Ok::<_, Infallible>(inner_request(req, conn, &host, port, sender).await) }
+        let (conn, to, sender) = (conn.clone(), to.clone(), sender.clone());
+        async move { Ok::<_, Infallible>(inner_request(req, conn, &to, sender).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
@@ -500,17 +512,20 @@ async fn intercepted(
         .await;
 }
 
-type Sender = Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>>;
+type Sender = Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Body>>>>;
 
+/// One request inside an intercepted connection. Its entry carries the connection's rule
+/// and the bytes of both bodies, and is logged when the response's body is done.
 async fn inner_request(
     mut req: Request<Incoming>,
     conn: Arc<Conn>,
-    host: &str,
-    port: u16,
+    to: &Destination,
     sender: Sender,
 ) -> Response<Body> {
+    let (host, port) = (to.host.as_str(), to.port);
     let method = req.method().as_str().to_string();
-    let mut entry = conn.entry(Some(&method), host, port);
+    let mut entry = conn.entry(Some(&req), host, port);
+    entry.rule = to.rule.clone();
     if let Some(why) = target_mismatch(&req, host, port, 443) {
         return conn.refuse(entry, Reason::Allowlist, why);
     }
@@ -519,6 +534,8 @@ async fn inner_request(
     }
     entry.note = inject(&mut req, &conn.policy, host, port);
     *req.uri_mut() = origin_form(req.uri());
+    let up = Arc::new(AtomicU64::new(0));
+    let req = req.map(|body| counted_body(body, up.clone(), None));
     let Some(mut s) = sender.lock().expect("sender slot").take() else {
         return conn.fail(entry, "the upstream connection is busy".into());
     };
@@ -529,11 +546,33 @@ async fn inner_request(
     *sender.lock().expect("sender slot") = Some(s);
     match sent {
         Ok(resp) => {
-            conn.log(entry);
-            resp.map(|b| b.boxed())
+            let down = Arc::new(AtomicU64::new(0));
+            let guard = LogOnClose {
+                conn: conn.clone(),
+                entry: Some(entry),
+                up,
+                down: down.clone(),
+            };
+            resp.map(|body| counted_body(body, down, Some(guard)))
         }
-        Err(e) => conn.fail(entry, format!("failed to forward to {host}: {e}")),
+        Err(e) => {
+            entry.bytes_up = up.load(Ordering::Relaxed);
+            conn.fail(entry, format!("failed to forward to {host}: {e}"))
+        }
     }
+}
+
+/// `body`, its data bytes added to `count` as they pass; `guard` (a request's entry) is
+/// logged when the body is dropped, done or cut short.
+fn counted_body(body: Incoming, count: Arc<AtomicU64>, guard: Option<LogOnClose>) -> Body {
+    body.map_frame(move |frame| {
+        let _logged_on_drop = &guard;
+        if let Some(data) = frame.data_ref() {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    })
+    .boxed()
 }
 
 /// A request in absolute form (`GET http://host/path`): plain HTTP, checked and forwarded
@@ -549,7 +588,7 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
         return status(StatusCode::BAD_REQUEST, "hangar: the URL has no host\n");
     };
     let method = req.method().as_str().to_string();
-    let mut entry = conn.entry(Some(&method), &host, port);
+    let mut entry = conn.entry(Some(&req), &host, port);
     if let Some(why) = target_mismatch(&req, &host, port, 80) {
         return conn.refuse(entry, Reason::Allowlist, why);
     }

@@ -240,6 +240,8 @@ pub struct NetworkEntry {
     pub ts_ms: i64,
     pub phase: String,
     pub method: Option<String>,
+    /// A request's path (without its query); absent for a connection.
+    pub path: Option<String>,
     pub host: String,
     pub port: u16,
     /// `allowed`, `failed`, or the reason it was blocked.
@@ -982,9 +984,9 @@ impl Db {
         let mut tx = self.begin().await?;
         for e in entries {
             sqlx::query(
-                "INSERT INTO network_log (task_id, attempt, seq, ts_ms, phase, method, host, port,
-                 decision, rule, bytes_up, bytes_down, note)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO network_log (task_id, attempt, seq, ts_ms, phase, method, path, host,
+                 port, decision, rule, bytes_up, bytes_down, note)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(task.as_str())
             .bind(e.attempt)
@@ -992,6 +994,7 @@ impl Db {
             .bind(e.ts_ms)
             .bind(&e.phase)
             .bind(&e.method)
+            .bind(&e.path)
             .bind(&e.host)
             .bind(e.port)
             .bind(&e.decision)
@@ -1058,17 +1061,19 @@ impl Db {
             .map_err(query("begin a transaction"))
     }
 
-    /// A task's rows of a per-attempt table (one attempt, or all), in order.
+    /// A task's rows of a per-attempt table (one attempt, or all), sorted by `order`'s
+    /// columns.
     async fn per_attempt(
         &self,
         table: &'static str,
+        order: &'static str,
         task: &TaskId,
         attempt: Option<u32>,
         what: &'static str,
     ) -> DbResult<Vec<sqlx::sqlite::SqliteRow>> {
         sqlx::query(&format!(
             "SELECT * FROM {table} WHERE task_id = ? AND (? IS NULL OR attempt = ?)
-             ORDER BY attempt, seq"
+             ORDER BY {order}"
         ))
         .bind(task.as_str())
         .bind(attempt)
@@ -1081,7 +1086,13 @@ impl Db {
     /// The agent's events for a task (one attempt, or all), in order.
     pub async fn events(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<EventRow>> {
         let rows = self
-            .per_attempt("agent_events", task, attempt, "read the agent's events")
+            .per_attempt(
+                "agent_events",
+                "attempt, seq",
+                task,
+                attempt,
+                "read the agent's events",
+            )
             .await?;
         Ok(rows
             .iter()
@@ -1097,14 +1108,21 @@ impl Db {
             .collect())
     }
 
-    /// The proxy's decisions for a task (one attempt, or all), in order.
+    /// The proxy's decisions for a task (one attempt, or all), in time order: a
+    /// connection's entry is written when it closes, after the requests made inside it.
     pub async fn network_log(
         &self,
         task: &TaskId,
         attempt: Option<u32>,
     ) -> DbResult<Vec<NetworkEntry>> {
         let rows = self
-            .per_attempt("network_log", task, attempt, "read the network log")
+            .per_attempt(
+                "network_log",
+                "ts_ms, attempt, seq",
+                task,
+                attempt,
+                "read the network log",
+            )
             .await?;
         Ok(rows
             .iter()
@@ -1114,6 +1132,7 @@ impl Db {
                 ts_ms: r.get("ts_ms"),
                 phase: r.get("phase"),
                 method: r.get("method"),
+                path: r.get("path"),
                 host: r.get("host"),
                 port: r.get::<u16, _>("port"),
                 decision: r.get("decision"),
@@ -1126,7 +1145,9 @@ impl Db {
     }
 
     pub async fn logs(&self, task: &TaskId, attempt: Option<u32>) -> DbResult<Vec<LogLine>> {
-        let rows = self.per_attempt("logs", task, attempt, "read logs").await?;
+        let rows = self
+            .per_attempt("logs", "attempt, seq", task, attempt, "read logs")
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(LogLine {
@@ -1375,6 +1396,66 @@ mod tests {
             db.delete_env("default", "web").await,
             Err(DbError::EnvNotFound(_))
         ));
+    }
+
+    /// Regression: entries came back in the order they were written, and a connection's
+    /// entry is written when it closes, after the requests inside it.
+    #[tokio::test]
+    async fn the_network_log_is_in_time_order() {
+        let (_d, db) = db().await;
+        let t = db.create_task(&new_task("web")).await.unwrap();
+        let entry = |attempt: u32, seq: i64, ts_ms: i64, path: Option<&str>| NetworkEntry {
+            attempt,
+            seq,
+            ts_ms,
+            phase: "agent".into(),
+            method: path.map(|_| "GET".into()),
+            path: path.map(str::to_string),
+            host: "api.test".into(),
+            port: 443,
+            decision: "allowed".into(),
+            rule: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            note: None,
+        };
+        // As the proxy sends them: two requests inside a connection, then the connection.
+        let written = [
+            entry(1, 1, 20, Some("/a")),
+            entry(1, 2, 30, Some("/b")),
+            entry(1, 3, 10, None),
+            entry(2, 1, 20, None),
+            entry(1, 4, 20, Some("/c")),
+        ];
+        db.append_network(&t.id, &written).await.unwrap();
+        let check = |got: Vec<NetworkEntry>, expected: &[(u32, i64)]| {
+            let got: Vec<(u32, i64)> = got.iter().map(|e| (e.attempt, e.seq)).collect();
+            assert_eq!(got, expected);
+        };
+        check(
+            db.network_log(&t.id, None).await.unwrap(),
+            &[(1, 3), (1, 1), (1, 4), (2, 1), (1, 2)],
+        );
+        check(
+            db.network_log(&t.id, Some(1)).await.unwrap(),
+            &[(1, 3), (1, 1), (1, 4), (1, 2)],
+        );
+        let paths: Vec<Option<String>> = db
+            .network_log(&t.id, Some(1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                None,
+                Some("/a".into()),
+                Some("/c".into()),
+                Some("/b".into())
+            ]
+        );
     }
 
     #[tokio::test]

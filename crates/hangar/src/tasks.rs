@@ -1045,11 +1045,12 @@ pub async fn network_log(client: &Client, args: TaskArgs, as_json: bool) -> Resu
         writeln!(out, "no network activity recorded for task {}", args.task)?;
     }
     for e in &network.network {
-        let target = if e.host.contains(':') {
+        let mut target = if e.host.contains(':') {
             format!("[{}]:{}", e.host, e.port)
         } else {
             format!("{}:{}", e.host, e.port)
         };
+        target.push_str(e.path.as_deref().unwrap_or_default());
         write!(
             out,
             "{} #{} {:<11} {:<7} {target} {}",

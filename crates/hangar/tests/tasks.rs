@@ -641,6 +641,7 @@ fn logs_network_shows_the_proxys_decisions() {
             "host",
             "method",
             "note",
+            "path",
             "phase",
             "port",
             "rule",
