@@ -6,29 +6,13 @@
 //! installed dependencies), and that diff applied to a fresh clone passing the suite on a
 //! warm environment. One test per project; they share the default image's build.
 
-use std::path::Path;
-
 use hangar_engine::TaskRequest;
 use hangar_spec::{AttemptStatus, Phase, TaskId};
 use hangar_store::db::AttemptRecord;
 use hangar_testkit::git;
+use hangar_testkit::projects::{self, RealProject};
 
 mod common;
-
-/// A project: how its repository is made and how its suite runs.
-struct Project {
-    name: &'static str,
-    repo: tempfile::TempDir,
-    /// The file the agent changes, and the line it appends.
-    file: &'static str,
-    line: &'static str,
-    /// The project's own test suite.
-    check: &'static str,
-}
-
-fn write(dir: &Path, path: &str, text: &str) {
-    std::fs::write(dir.join(path), text).unwrap();
-}
 
 /// The phase timings of an attempt, for the log of the run (not asserted: timing is the
 /// benchmarks' business).
@@ -41,7 +25,7 @@ fn timings(a: &AttemptRecord) -> String {
 }
 
 /// Runs `project` as a new user would, and checks every promise along the way.
-async fn first_try(project: Project) {
+async fn first_try(project: RealProject) {
     let store = hangar_testkit::shared_store();
     hangar_testkit::default_image(&store);
     let engine = common::engine().await;
@@ -126,88 +110,17 @@ async fn first_try(project: Project) {
     eprintln!("{}: warm: {}", project.name, timings(&b));
 }
 
-/// six, with pytest from `requirements.txt` (`pip install -r`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_project_with_requirements_works_on_the_first_try() {
-    let repo = hangar_testkit::projects::pypi("six", "1.17.0");
-    write(repo.path(), "requirements.txt", "pytest==8.3.4\n");
-    hangar_testkit::projects::commit(repo.path(), "six 1.17.0 from its sdist");
-    first_try(Project {
-        name: "six",
-        repo,
-        file: "six.py",
-        line: "# checked by hangar",
-        check: "python3 -m pytest -q -p no:cacheprovider test_six.py",
-    })
-    .await;
+    first_try(projects::six()).await;
 }
 
-/// minimist, its suite run by tape, installed by `npm ci` from a lockfile (the package
-/// has no `.gitignore`: `node_modules` is untracked, as in the report that broke).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_project_with_a_lockfile_works_on_the_first_try() {
-    let repo = hangar_testkit::projects::npm("minimist", "1.2.8");
-    // The published manifest runs lint, coverage and audit around the suite; the suite
-    // itself is tape's.
-    let manifest = std::fs::read_to_string(repo.path().join("package.json")).unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    manifest["scripts"] = serde_json::json!({ "test": "tape 'test/**/*.js'" });
-    manifest["devDependencies"] = serde_json::json!({ "tape": "5.9.0" });
-    write(
-        repo.path(),
-        "package.json",
-        &serde_json::to_string_pretty(&manifest).unwrap(),
-    );
-    let locked = std::process::Command::new("npm")
-        .current_dir(repo.path())
-        .args([
-            "install",
-            "--package-lock-only",
-            "--ignore-scripts",
-            "--no-audit",
-            "--no-fund",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        locked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&locked.stderr)
-    );
-    hangar_testkit::projects::commit(repo.path(), "minimist 1.2.8 from its tarball");
-    first_try(Project {
-        name: "minimist",
-        repo,
-        file: "index.js",
-        line: "// checked by hangar",
-        check: "npm test",
-    })
-    .await;
+async fn a_node_project_with_a_lockfile_and_no_gitignore_works_on_the_first_try() {
+    first_try(projects::minimist()).await;
 }
 
-/// semver, its dependencies fetched by `cargo fetch` from the lockfile, its suite run
-/// offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_project_with_a_lockfile_works_on_the_first_try() {
-    let repo = hangar_testkit::projects::crate_source("semver", "1.0.23");
-    let locked = std::process::Command::new("cargo")
-        .current_dir(repo.path())
-        .args(["generate-lockfile", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        locked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&locked.stderr)
-    );
-    write(repo.path(), ".gitignore", "/target\n");
-    hangar_testkit::projects::commit(repo.path(), "semver 1.0.23 from its crate");
-    first_try(Project {
-        name: "semver",
-        repo,
-        file: "src/lib.rs",
-        line: "// checked by hangar",
-        check: "cargo test --offline --quiet",
-    })
-    .await;
+    first_try(projects::semver()).await;
 }

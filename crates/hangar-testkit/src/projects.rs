@@ -1,7 +1,8 @@
-//! Real open-source projects for the tests, as their registries publish them: a package's
-//! source (an npm tarball, a Python sdist, a crate) fetched once per machine with the
-//! host's own package managers (so from the registries they are configured for, whose
-//! names appear nowhere here) and made into a fresh git repository per test.
+//! Real open-source projects for the tests and benchmarks, as their registries publish
+//! them: a package's source (an npm tarball, a Python sdist, a crate) fetched once per
+//! machine with the host's own package managers (so from the registries they are
+//! configured for, whose names appear nowhere here) and made into a fresh git repository
+//! per test: [`six`], [`minimist`] and [`semver`], each with its own test suite.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -173,7 +174,116 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Makes `dir` a repository on branch main whose one commit holds what is in it now.
-pub fn commit(dir: &Path, message: &str) {
-    crate::commit_all(dir, message);
+/// A real project in a fresh repository, and what a task on it does.
+pub struct RealProject {
+    pub name: &'static str,
+    pub repo: tempfile::TempDir,
+    /// The file a one-line change goes to, and that line.
+    pub file: &'static str,
+    pub line: &'static str,
+    /// The project's own test suite, as `[agent] check`.
+    pub check: &'static str,
+    /// The install that auto-install runs in setup, as the host runs it in a copy of the
+    /// repository (`$CACHES` an empty directory for its caches, so it downloads all).
+    pub host_install: &'static str,
+}
+
+impl RealProject {
+    /// Runs [`RealProject::host_install`] in `dir` with its caches under `caches`.
+    pub fn host_install(&self, dir: &Path, caches: &Path) -> Command {
+        let mut c = Command::new("bash");
+        c.current_dir(dir)
+            .args(["-ec", self.host_install])
+            .env("CACHES", caches);
+        if let Some(config) = cargo_config() {
+            c.env("HOST_CARGO_CONFIG", config);
+        }
+        c
+    }
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    fs::write(dir.join(path), text).expect("write a project file");
+}
+
+/// Runs a host tool in `dir`; panics with its output when it fails.
+fn tool(dir: &Path, argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .current_dir(dir)
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// six, its suite on pytest from `requirements.txt` (auto-install's `pip install -r`).
+pub fn six() -> RealProject {
+    let repo = pypi("six", "1.17.0");
+    write(repo.path(), "requirements.txt", "pytest==8.3.4\n");
+    crate::commit_all(repo.path(), "six 1.17.0 from its sdist");
+    RealProject {
+        name: "six",
+        repo,
+        file: "six.py",
+        line: "# checked by hangar",
+        check: "python3 -m pytest -q -p no:cacheprovider test_six.py",
+        host_install: "python3 -m venv \"$CACHES/venv\"\n\
+                       \"$CACHES/venv/bin/pip\" install -q --no-cache-dir -r requirements.txt",
+    }
+}
+
+/// minimist, its suite on tape, installed by `npm ci` from a lockfile. The package has no
+/// `.gitignore`, so `node_modules` is untracked (as in the report that broke diffs).
+pub fn minimist() -> RealProject {
+    let repo = npm("minimist", "1.2.8");
+    // The published manifest runs lint, coverage and an audit around the suite; the
+    // suite itself is tape's.
+    let manifest = fs::read_to_string(repo.path().join("package.json")).expect("package.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest).expect("JSON");
+    manifest["scripts"] = serde_json::json!({ "test": "tape 'test/**/*.js'" });
+    manifest["devDependencies"] = serde_json::json!({ "tape": "5.9.0" });
+    let text = serde_json::to_string_pretty(&manifest).expect("JSON");
+    write(repo.path(), "package.json", &text);
+    tool(
+        repo.path(),
+        &[
+            "npm",
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ],
+    );
+    crate::commit_all(repo.path(), "minimist 1.2.8 from its tarball");
+    RealProject {
+        name: "minimist",
+        repo,
+        file: "index.js",
+        line: "// checked by hangar",
+        check: "npm test",
+        host_install: "npm ci --cache \"$CACHES/npm\" --no-audit --no-fund --loglevel=error",
+    }
+}
+
+/// semver, its dependencies fetched by `cargo fetch` from the lockfile, its suite run
+/// offline.
+pub fn semver() -> RealProject {
+    let repo = crate_source("semver", "1.0.23");
+    tool(repo.path(), &["cargo", "generate-lockfile", "--quiet"]);
+    write(repo.path(), ".gitignore", "/target\n");
+    crate::commit_all(repo.path(), "semver 1.0.23 from its crate");
+    RealProject {
+        name: "semver",
+        repo,
+        file: "src/lib.rs",
+        line: "// checked by hangar",
+        check: "cargo test --offline --quiet",
+        host_install: "CARGO_HOME=\"$CACHES/cargo\" cargo fetch --quiet \
+                       ${HOST_CARGO_CONFIG:+--config \"$HOST_CARGO_CONFIG\"}",
+    }
 }
