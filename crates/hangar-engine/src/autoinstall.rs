@@ -289,27 +289,14 @@ mod tests {
             "{probe}"
         );
         assert!(probe.contains("[setup.install.npm] command"), "{probe}");
-        assert_bash_parses(&probe);
+        hangar_testkit::assert_bash_parses(&probe, "probe");
         let install = install_script(&steps);
-        assert_bash_parses(&install);
+        hangar_testkit::assert_bash_parses(&install, "install");
         assert!(
             install.contains(
                 "echo 'hangar: auto-install: uv.lock found: pip install uv && uv sync --frozen'"
             ),
             "{install}"
-        );
-    }
-
-    /// The script parses as bash, whatever quotes the commands hold.
-    fn assert_bash_parses(script: &str) {
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}\n{}",
-            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -219,7 +219,7 @@ mod tests {
             .into_iter()
             .chain(toolchains.into_iter().flatten())
         {
-            crate::assert_bash_parses(&install.script, &install.id);
+            hangar_testkit::assert_bash_parses(&install.script, &install.id);
             assert!(!install.script.contains("https://"), "{}", install.id);
         }
     }

@@ -268,20 +268,6 @@ pub(crate) fn api_message(text: &str) -> String {
         .unwrap_or_else(|| text.to_string())
 }
 
-/// Asserts that `script` is valid bash (`bash -n`).
-#[cfg(test)]
-pub(crate) fn assert_bash_parses(script: &str, what: &str) {
-    let out = std::process::Command::new("bash")
-        .args(["-n", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,7 +313,7 @@ mod tests {
                 script: None,
             };
             let inv = harness(kind).invocation(&run).unwrap();
-            assert_bash_parses(&inv.script, kind.as_str());
+            hangar_testkit::assert_bash_parses(&inv.script, kind.as_str());
             for text in std::iter::once(&inv.script).chain(inv.files.iter().map(|(_, c)| c)) {
                 assert!(
                     !text.contains("{RUN_DIR}") && !text.contains("{PREFIX}"),

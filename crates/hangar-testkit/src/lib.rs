@@ -244,6 +244,19 @@ pub mod bench {
     }
 }
 
+/// Asserts that `script` is valid bash (`bash -n`), whatever quotes it holds.
+pub fn assert_bash_parses(script: &str, what: &str) {
+    let out = Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs git in `dir` (with an author set) and returns its trimmed stdout; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
