@@ -139,6 +139,29 @@ impl Mirrors {
     }
 
     /// The names at the top of `branch` in the mirror (what auto-install looks at).
+    /// The default branch's tip and the file at `path` there (`None` when the branch has
+    /// no such file), read from the mirror by plumbing.
+    pub fn file_at(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+    ) -> Result<(String, Option<Vec<u8>>)> {
+        let mut cmd = self.git();
+        cmd.arg("-C").arg(self.path(repo)).args([
+            "rev-parse",
+            "--verify",
+            &format!("refs/heads/{branch}^{{commit}}"),
+        ]);
+        let tip = run(cmd, &format!("read branch `{branch}` of {repo}"))?;
+        let tip = String::from_utf8_lossy(&tip).trim().to_string();
+        let mut cmd = self.git();
+        cmd.arg("-C")
+            .arg(self.path(repo))
+            .args(["cat-file", "blob", &format!("{tip}:{path}")]);
+        Ok((tip, run(cmd, &format!("read {path} of {repo}")).ok()))
+    }
+
     pub fn top_files(&self, repo: &str, branch: &str) -> Result<Vec<String>> {
         let mut cmd = self.git();
         cmd.arg("-C").arg(self.path(repo)).args([

@@ -580,6 +580,79 @@ impl Engine {
             .await?)
     }
 
+    /// An environment that follows its repository's file takes the file at the default
+    /// branch's tip, stored as a new version when it differs. Whoever can push to that
+    /// branch then defines the environment, so what only its owner may change (name,
+    /// repository, secrets, network policy, the model's endpoint and key) must stay as
+    /// stored: a change there is refused, naming it, until `hangar env update`.
+    async fn follow_repository_file(
+        &self,
+        rec: EnvRecord,
+        env: Environment,
+    ) -> Result<(EnvRecord, Environment)> {
+        let (mirrors, repo, branch) = (
+            self.mirrors.clone(),
+            env.repo.clone(),
+            env.default_branch.clone(),
+        );
+        let (tip, text) = tokio::task::spawn_blocking(move || {
+            mirrors.sync(&repo)?;
+            mirrors.file_at(&repo, &branch, hangar_spec::REPO_ENV_FILE)
+        })
+        .await
+        .map_err(|e| EngineError::Git {
+            what: "mirror".into(),
+            message: e.to_string(),
+        })??;
+        let Some(text) = text else {
+            return Ok((rec, env));
+        };
+        let short = &tip[..tip.len().min(12)];
+        let file = format!("{} at {short}", hangar_spec::REPO_ENV_FILE);
+        let text = String::from_utf8(text)
+            .map_err(|_| EngineError::BadRequest(format!("{file} is not UTF-8 text")))?;
+        // A local repository's file names it relative to its own directory.
+        let base_dir = Path::new(&env.repo).join(".hangar");
+        let theirs = normalized(&file, &text, &base_dir)?;
+        if theirs == env {
+            return Ok((rec, env));
+        }
+        let guarded = [
+            ("name", theirs.name != env.name),
+            ("repo", theirs.repo != env.repo),
+            ("[secrets]", theirs.secrets != env.secrets),
+            ("[network]", theirs.network != env.network),
+            (
+                "[agent] endpoint",
+                theirs.agent.endpoint != env.agent.endpoint,
+            ),
+            ("[agent] key", theirs.agent.key != env.agent.key),
+        ];
+        let changed: Vec<&str> = guarded
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(k, _)| *k)
+            .collect();
+        if !changed.is_empty() {
+            return Err(EngineError::BadRequest(format!(
+                "{file} changes {}, which an environment follows from its repository only \
+                 through `hangar env update {}`",
+                changed.join(", "),
+                env.name
+            )));
+        }
+        let rec = self
+            .db
+            .update_env(&self.workspace, &rec.name, &theirs.to_toml(), &theirs.repo)
+            .await?;
+        tracing::info!(
+            "environment `{}` follows {file}: version {}",
+            rec.name,
+            rec.version
+        );
+        Ok((rec, theirs))
+    }
+
     /// A stored environment, parsed.
     pub async fn env(&self, name: &str) -> Result<(EnvRecord, Environment)> {
         let rec = self.db.env(&self.workspace, name).await?;
@@ -644,6 +717,11 @@ impl Engine {
             None => req.environment.as_str(),
         };
         let (rec, env) = self.env(env_name).await?;
+        let (rec, env) = if env.follow {
+            self.follow_repository_file(rec, env).await?
+        } else {
+            (rec, env)
+        };
         if req.prompt.trim().is_empty() {
             return Err(EngineError::BadRequest("the prompt is empty".into()));
         }

@@ -337,6 +337,71 @@ echo "$(cat /tmp/maintenance-saw) $(npm --version) $(uv --version | cut -d' ' -f
     );
 }
 
+/// Regression: editing the repository's `.hangar/environment.toml` had no effect until
+/// `env update`; an environment made with `follow = true` takes it at the default branch's
+/// tip, except what only its owner may change.
+#[tokio::test]
+async fn an_environment_follows_its_repositorys_file_but_not_its_owners_parts() {
+    let engine = engine().await;
+    let name = format!("follow-{}", TaskId::random());
+    let file = |setup: &str, network: &str| {
+        format!(
+            "name = \"{name}\"\nrepo = \"..\"\nfollow = true\n[setup]\nscript = \"{setup}\"\n\
+             {network}[agent]\nscript = \"cat /tmp/built-by\"\n"
+        )
+    };
+    let origin = repo(&[(
+        ".hangar/environment.toml",
+        file("echo v1 > /tmp/built-by", "").as_bytes(),
+    )]);
+    let dir = origin.path().join(".hangar");
+    engine
+        .create_env(
+            "environment.toml",
+            &file("echo v1 > /tmp/built-by", ""),
+            &dir,
+        )
+        .await
+        .unwrap();
+    let (_, a) = run(&engine, request(&name, "which setup")).await;
+    assert_eq!(a.final_message.as_deref(), Some("v1"), "{:?}", a.error);
+
+    let commit = |text: String| {
+        std::fs::write(dir.join("environment.toml"), text).unwrap();
+        git(origin.path(), &["commit", "-qam", "change the environment"]);
+    };
+    commit(file("echo v2 > /tmp/built-by", ""));
+    let (task, b) = run(&engine, request(&name, "which setup")).await;
+    assert_eq!(b.final_message.as_deref(), Some("v2"), "{:?}", b.error);
+    assert_eq!(task.environment_version, 2);
+    let cache = common::cache_of(&b);
+    assert_eq!(cache.status, "miss");
+    assert!(
+        cache.reason.contains("setup script changed"),
+        "{}",
+        cache.reason
+    );
+
+    // Opening the agent's network is the owner's to do.
+    commit(file(
+        "echo v2 > /tmp/built-by",
+        "[network.agent]\naccess = \"unrestricted\"\n",
+    ));
+    let e = engine
+        .submit(&request(&name, "which setup"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "changes [network], which an environment follows from its repository only \
+             through `hangar env update {name}`"
+        )),
+        "{e}"
+    );
+    assert_eq!(engine.env(&name).await.unwrap().0.version, 2);
+}
+
 #[tokio::test]
 async fn an_oversized_diff_is_refused_naming_its_largest_files() {
     let engine = engine().await;

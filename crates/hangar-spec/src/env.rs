@@ -48,6 +48,11 @@ pub const DEFAULT_IMAGE: &str = "hangar-default";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Environment {
     pub name: EnvName,
+    /// `follow = true`: the stored environment takes the repository's
+    /// [`REPO_ENV_FILE`] at its default branch's tip for each task (what only the owner
+    /// may change excepted).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
     /// A URL git understands, or a local path (made absolute by the caller).
     pub repo: String,
     pub default_branch: String,
@@ -76,6 +81,9 @@ pub struct Setup {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub install: BTreeMap<String, InstallChange>,
 }
+
+/// Where a repository keeps its environment file, which `follow = true` follows.
+pub const REPO_ENV_FILE: &str = ".hangar/environment.toml";
 
 /// The toolchains `[toolchains]` pins: those a reachable registry serves (Node from the
 /// npm registry, uv from the Python index).
@@ -553,6 +561,7 @@ fn check_endpoint(s: &str) -> Result<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawEnv {
     name: Option<Spanned<String>>,
+    follow: Option<bool>,
     repo: Option<Spanned<String>>,
     default_branch: Option<Spanned<String>>,
     image: Option<Spanned<String>>,
@@ -854,6 +863,7 @@ impl RawEnv {
 
         Some(Environment {
             name: name?,
+            follow: self.follow.unwrap_or(false),
             repo: repo?,
             default_branch: default_branch?,
             image: image?,
@@ -1088,6 +1098,7 @@ mod tests {
 
     const FULL: &str = r#"
 name = "payments"
+follow = true
 repo = "https://git.example.com/acme/payments.git"
 default_branch = "main"
 image = "debian-bookworm"
@@ -1164,6 +1175,7 @@ node = "22.11.0"
         assert_eq!(env.agent.max_diff, 1_000_001);
         assert_eq!(env.agent.user.as_deref(), Some("dev"));
         assert_eq!(env.toolchains["node"], "22.11.0");
+        assert!(env.follow);
         assert_eq!(
             env.setup.install["uv"],
             InstallChange::Command("pip install uv && uv sync --frozen".into())

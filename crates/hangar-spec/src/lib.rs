@@ -13,7 +13,8 @@ pub use duration::{format_duration, parse_duration};
 pub use env::{
     check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,
     Inject, InstallChange, LeakPolicy, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits,
-    SecretDecl, SecretPhase, Setup, SpecError, DEFAULT_IMAGE, INSTALL_TOOLS, TOOLCHAINS,
+    SecretDecl, SecretPhase, Setup, SpecError, DEFAULT_IMAGE, INSTALL_TOOLS, REPO_ENV_FILE,
+    TOOLCHAINS,
 };
 pub use ids::{EnvName, IdError, TaskId};
 pub use size::{format_bytes, parse_bytes};
