@@ -171,9 +171,8 @@ impl Engine {
             }
             sandbox.write_file(path, content.as_bytes(), 0o600)?;
         }
-        if !inv.files.is_empty() {
-            self.own(ctx, sandbox, Phase::Agent).await?;
-        }
+        // `[agent] user` gets what root's steps left it, the CLI's files included.
+        self.own(ctx, sandbox, Phase::Agent).await?;
         if agent.harness != Kind::Script {
             ctx.logger.note(
                 Phase::Agent,

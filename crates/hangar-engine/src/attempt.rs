@@ -1191,7 +1191,6 @@ impl Engine {
                 },
             )
             .await?;
-            self.own(ctx, sandbox, Phase::Agent).await?;
             self.run_agent(ctx, sandbox).await
         })
         .await;
