@@ -171,6 +171,9 @@ impl Engine {
             }
             sandbox.write_file(path, content.as_bytes(), 0o600)?;
         }
+        let (profile, text) = hangar_harness::LOGIN_PROFILE;
+        sandbox.create_dir_all("/etc/profile.d")?;
+        sandbox.write_file(profile, text.as_bytes(), 0o644)?;
         // `[agent] user` gets what root's steps left it, the CLI's files included.
         self.own(ctx, sandbox, Phase::Agent).await?;
         if agent.harness != Kind::Script {

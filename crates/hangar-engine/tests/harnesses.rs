@@ -485,6 +485,46 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
     assert!(diff.is_empty(), "{diff}");
 }
 
+/// A CLI agent as `[agent] user`: Codex CLI runs as that user, its state in a directory
+/// it owns, and the command the model asks for runs as it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_agent_runs_as_the_environments_user() {
+    let model = ModelServer::start(
+        "127.0.0.1".parse().unwrap(),
+        Behavior::Script(vec![
+            Turn::Shell("id -un > who.txt && echo \"$HOME\" >> who.txt".into()),
+            Turn::Text("wrote who.txt".into()),
+        ]),
+    );
+    let engine = common::engine().await;
+    let case = Case {
+        kind: Harness::Codex,
+        ip: "127.0.0.1",
+        path: "/v1",
+        refused: REFUSAL,
+        shows: Shows::Command,
+    };
+    let name = format!("user-codex-{}", TaskId::random());
+    environment(&engine, &case, &model, &name, "4m", "").await;
+    let (rec, _) = engine.env(&name).await.unwrap();
+    let file = rec.source.replace("[agent]\n", "[agent]\nuser = \"dev\"\n");
+    engine
+        .update_env(&name, "user.toml", &file, std::path::Path::new(&rec.repo))
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &request(&name, None)).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(
+        attempt.status,
+        AttemptStatus::Ready,
+        "{:?}\n{}",
+        attempt.error,
+        logs.join("\n")
+    );
+    let diff = common::diff(&engine, &task.id, 1).await;
+    assert!(diff.contains("+dev\n+/home/dev\n"), "{diff}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_harness_reuses_the_environment_and_full_access_opens_the_network() {
     let ip: IpAddr = "203.0.113.23".parse().unwrap();

@@ -231,21 +231,22 @@ pub(crate) fn json_str(s: &str) -> String {
 /// commands find what setup left there (cargo's registry, npm's cache, `~/.bashrc`);
 /// each CLI's own state and configuration go to a directory of its own under
 /// [`RUN_DIR`], named by its own variable or flag. A login shell (Codex runs every
-/// command in `bash -lc`) would reset PATH in `/etc/profile`: a profile script puts the
-/// PATH the phase began with (the image's, `[env]`'s and `~/.bashrc`'s) back in front.
+/// command in `bash -lc`) would reset PATH in `/etc/profile`: [`LOGIN_PROFILE`] puts
+/// the PATH the phase began with (the image's, `[env]`'s and `~/.bashrc`'s) back in front.
 pub(crate) fn prelude(kind: Kind) -> String {
     format!(
         "set -o pipefail\nexec </dev/null\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
-         mkdir -p /etc/profile.d {RUN_DIR}\n\
-         printf '%s\\n' '{PROFILE}' > /etc/profile.d/zz-hangar-agent.sh\n\
          export PATH={bin}:\"$PATH\"\n",
         bin = install::bin_path(kind),
     )
 }
 
-/// `/etc/profile.d/zz-hangar-agent.sh` (sourced by `/etc/profile` after it sets PATH).
-const PROFILE: &str =
-    r#"if [ -n "${HANGAR_AGENT_PATH:-}" ]; then PATH="$HANGAR_AGENT_PATH:$PATH"; export PATH; fi"#;
+/// A profile script, and where it goes (sourced by `/etc/profile` after it sets PATH),
+/// for every harness's run: the engine writes it, as root, readable by the agent's user.
+pub const LOGIN_PROFILE: (&str, &str) = (
+    "/etc/profile.d/zz-hangar-agent.sh",
+    "if [ -n \"${HANGAR_AGENT_PATH:-}\" ]; then PATH=\"$HANGAR_AGENT_PATH:$PATH\"; export PATH; fi\n",
+);
 
 /// The prompt with the workspace's AGENTS.md in front, for CLIs that do not read it.
 pub(crate) const PROMPT_WITH_AGENTS_MD: &str = r#"prompt="$HANGAR_PROMPT"
