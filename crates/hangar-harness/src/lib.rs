@@ -235,7 +235,7 @@ pub(crate) fn json_str(s: &str) -> String {
 /// the PATH the phase began with (the image's, `[env]`'s and `~/.bashrc`'s) back in front.
 pub(crate) fn prelude(kind: Kind) -> String {
     format!(
-        "set -o pipefail\nexec </dev/null\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
+        "set -o pipefail\nexec </dev/null\nmkdir -p {RUN_DIR}\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
          export PATH={bin}:\"$PATH\"\n",
         bin = install::bin_path(kind),
     )

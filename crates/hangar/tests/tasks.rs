@@ -516,6 +516,8 @@ fn a_failing_task_exits_3_names_the_line_and_still_prints_its_id() {
             &name,
             "--repo",
             ".",
+            "--image",
+            "debian-bookworm",
             "--setup",
             "echo one\nfalse\necho two",
             "--agent-script",
