@@ -231,8 +231,8 @@ pub fn six() -> RealProject {
         file: "six.py",
         line: "# checked by hangar",
         check: "python3 -m pytest -q -p no:cacheprovider test_six.py",
-        host_install: "python3 -m venv \"$CACHES/venv\"\n\
-                       \"$CACHES/venv/bin/pip\" install -q --no-cache-dir -r requirements.txt",
+        host_install: "python3 -m pip install -q --no-cache-dir --target \"$CACHES/site\" \
+                       -r requirements.txt",
     }
 }
 
