@@ -54,6 +54,9 @@ pub fn build_debian(
         .arg(format!("--include={packages}"))
         // The runtime provides /dev; a layer may not carry device nodes.
         .arg("--skip=output/dev")
+        // A mirror (or the proxy in front of it) that fails one download of hundreds
+        // would otherwise fail the whole build.
+        .arg("--aptopt=Acquire::Retries \"5\"")
         .arg("--format=tar");
     for hook in customize_hooks(opts, !wheels.is_empty()) {
         cmd.arg(format!("--customize-hook={hook}"));

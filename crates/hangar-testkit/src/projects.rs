@@ -206,18 +206,13 @@ fn write(dir: &Path, path: &str, text: &str) {
     fs::write(dir.join(path), text).expect("write a project file");
 }
 
-/// Runs a host tool in `dir`; panics with its output when it fails.
+/// Runs a host tool in `dir` (it may ask its registry, so as [`run`] does).
 fn tool(dir: &Path, argv: &[&str]) {
-    let out = Command::new(argv[0])
-        .current_dir(dir)
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&argv.join(" "), || {
+        let mut c = Command::new(argv[0]);
+        c.current_dir(dir).args(&argv[1..]);
+        c
+    });
 }
 
 /// six, its suite on pytest from `requirements.txt` (auto-install's `pip install -r`).
