@@ -37,8 +37,6 @@ pub enum EngineError {
     Export { env: String, reason: String },
     #[error("failed to import {reference}: {reason}")]
     Import { reference: String, reason: String },
-    #[error("failed to read CA certificates from {}: it holds no PEM certificate", path.display())]
-    NoCertificate { path: PathBuf },
     #[error("failed to start the task: {0}")]
     BadRequest(String),
 }

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 pub use apply::{apply_patch, ApplyReport};
 pub use error::{EngineError, Result};
 pub use git::Mirrors;
-pub use net::{host_cas, read_cas};
+pub use hangar_net::trust::{host_cas, read_cas};
 
 /// What a running task reports as it goes.
 #[derive(Debug, Clone)]

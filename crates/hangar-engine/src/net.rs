@@ -19,7 +19,7 @@ use hangar_store::db::{Db, NetworkEntry};
 use hangar_store::Digest;
 use tokio::sync::mpsc;
 
-use crate::error::{io_err, EngineError, Result};
+use crate::error::Result;
 use crate::phase::RUN_DIR;
 use crate::secrets::EnvSecrets;
 use crate::Engine;
@@ -133,80 +133,6 @@ impl SandboxRoots {
             block,
         }
     }
-}
-
-/// Where hosts keep the CAs their administrator added: Debian's, Ubuntu's and Alpine's
-/// `update-ca-certificates`, and Fedora's and RHEL's `update-ca-trust`.
-const HOST_CA_DIRS: [&str; 2] = [
-    "/usr/local/share/ca-certificates",
-    "/etc/pki/ca-trust/source/anchors",
-];
-
-/// The host's locally added CAs; a file there with no certificate is skipped, as the
-/// host's own tools skip it.
-pub fn host_cas() -> Vec<String> {
-    let mut files = Vec::new();
-    for dir in HOST_CA_DIRS {
-        collect_files(std::path::Path::new(dir), &mut files);
-    }
-    files.sort();
-    let mut pems = Vec::new();
-    for f in files {
-        match read_ca_file(&f) {
-            Ok(found) => pems.extend(found),
-            Err(e) => tracing::warn!("{e}"),
-        }
-    }
-    pems
-}
-
-fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else if path.extension().is_some_and(|x| x == "crt" || x == "pem") {
-            out.push(path);
-        }
-    }
-}
-
-/// The CA certificates of the files an administrator named (`hangar serve --trust-ca`).
-pub fn read_cas(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
-    let mut pems = Vec::new();
-    for f in files {
-        pems.extend(read_ca_file(f)?);
-    }
-    Ok(pems)
-}
-
-/// Each PEM certificate in `path`; a file without one is an error naming it.
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-    let pems = pem_certificates(&text);
-    if pems.is_empty() {
-        return Err(EngineError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(pems)
-}
-
-/// The `CERTIFICATE` blocks of a PEM text, each ending in a newline.
-fn pem_certificates(text: &str) -> Vec<String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else {
-            break;
-        };
-        let end = start + len + END.len();
-        out.push(format!("{}\n", &rest[start..end]));
-        rest = &rest[end..];
-    }
-    out
 }
 
 fn ca_file() -> String {
@@ -345,7 +271,7 @@ impl Engine {
         let ca = Ca::load_or_create(&dir)?;
         let trusted = match &self.net.trusted {
             Some(pems) => pems.clone(),
-            None => host_cas(),
+            None => hangar_net::trust::host_cas(),
         };
         let roots = Arc::new(SandboxRoots::new(&trusted, ca.cert_pem()));
         let config = NetConfig {
@@ -514,16 +440,6 @@ impl AuditLog {
 mod tests {
     use super::*;
 
-    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
-
-    fn check(text: &str, expected: usize) {
-        let found = pem_certificates(text);
-        assert_eq!(found.len(), expected, "{text}");
-        assert!(found
-            .iter()
-            .all(|p| p.starts_with("-----BEGIN") && p.ends_with("-----\n")));
-    }
-
     /// The hosts of an image, each `host (source)`.
     fn check_hosts(
         cache: &PresetCache,
@@ -568,43 +484,6 @@ mod tests {
             &image,
             &[("GOPROXY", "https://goproxy.test")],
             &["goproxy.test (GOPROXY)"],
-        );
-    }
-
-    #[test]
-    fn certificates_are_read_from_pem_text() {
-        check(CERT, 1);
-        check(&format!("# a comment\n{CERT}\n\n{CERT}\n"), 2);
-        check(
-            "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
-            0,
-        );
-        check("-----BEGIN CERTIFICATE-----\ncut short", 0);
-    }
-
-    #[test]
-    fn a_named_file_without_a_certificate_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good.crt");
-        std::fs::write(&good, CERT).unwrap();
-        assert_eq!(read_cas(std::slice::from_ref(&good)).unwrap().len(), 1);
-        let bad = dir.path().join("bad.crt");
-        std::fs::write(&bad, "not a certificate").unwrap();
-        let e = read_cas(&[good, bad.clone()]).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            format!(
-                "failed to read CA certificates from {}: it holds no PEM certificate",
-                bad.display()
-            )
-        );
-        let missing = dir.path().join("missing.crt");
-        let e = read_cas(std::slice::from_ref(&missing))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with(&format!("failed to read {}", missing.display())),
-            "{e}"
         );
     }
 }

@@ -14,6 +14,8 @@ pub enum NetError {
     Ca { path: PathBuf, reason: String },
     #[error("failed to make a certificate for {host}: {reason}")]
     Leaf { host: String, reason: String },
+    #[error("failed to read CA certificates from {}: {reason}", path.display())]
+    NoCertificate { path: PathBuf, reason: String },
     #[error("failed to read upstream CA certificates: {0}")]
     Roots(String),
     #[error("failed to serve the proxy: {0}")]

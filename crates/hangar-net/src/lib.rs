@@ -10,6 +10,7 @@ pub mod policy;
 pub mod presets;
 pub mod proxy;
 pub mod resolve;
+pub mod trust;
 
 pub use audit::AuditEntry;
 pub use ca::Ca;

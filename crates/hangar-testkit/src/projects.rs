@@ -142,9 +142,13 @@ pub fn crate_source(name: &str, version: &str) -> tempfile::TempDir {
             c
         });
         let file = format!("{name}-{version}.crate");
-        let found = walk(&home.join("registry/cache"))
+        // Cargo keeps each registry's downloads in a directory of its own.
+        let found = fs::read_dir(home.join("registry/cache"))
             .into_iter()
-            .find(|p| p.file_name().is_some_and(|f| f == file.as_str()))
+            .flatten()
+            .flatten()
+            .map(|registry| registry.path().join(&file))
+            .find(|p| p.is_file())
             .unwrap_or_else(|| panic!("cargo fetched no {file}"));
         fs::copy(found, into).expect("copy the crate");
     })
@@ -159,19 +163,6 @@ fn cargo_config() -> Option<PathBuf> {
         .iter()
         .map(|f| home.join(f))
         .find(|p| p.is_file())
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A real project in a fresh repository, and what a task on it does.
