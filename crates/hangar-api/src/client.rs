@@ -1,8 +1,10 @@
 //! The API's client, as the CLI uses it: HTTP/1.1 over the daemon's Unix socket (or TCP
-//! with a bearer token), one connection per request, errors carried back as the daemon
-//! worded them.
+//! with a bearer token, over TLS unless the daemon is on loopback), one connection per
+//! request, errors carried back as the daemon worded them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,12 +18,32 @@ use crate::wire::{ErrorBody, OpEvent, StreamEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("failed to read the daemon's URL `{url}`: {reason}")]
+    Url { url: String, reason: &'static str },
     #[error("failed to connect to the hangar daemon at {target}: {source}")]
     Connect {
         target: String,
         #[source]
         source: std::io::Error,
     },
+    /// The handshake failed: most often the daemon's certificate is not signed by a CA
+    /// the client trusts.
+    #[error("failed to verify the hangar daemon at {target}: {source}")]
+    Handshake {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Plain HTTP to an address beyond loopback would carry the bearer token (and all
+    /// else) in clear.
+    #[error(
+        "failed to connect to the hangar daemon at {target}: it is not on loopback ({addr}), \
+         and plain HTTP would send the bearer token in clear (use https:// with a daemon \
+         serving --tls-cert, or --insecure-url to send it anyway)"
+    )]
+    PlainHttp { target: String, addr: SocketAddr },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("failed to talk to the hangar daemon: {0}")]
     Http(String),
     /// The daemon's own answer; its message reads after "failed to".
@@ -41,8 +63,107 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 enum Target {
     Unix(PathBuf),
-    /// `host:port`.
-    Tcp(String),
+    Tcp {
+        url: RemoteUrl,
+        /// Set for `https://`.
+        tls: Option<Arc<rustls::ClientConfig>>,
+        plain_http: PlainHttp,
+    },
+}
+
+/// How a remote daemon is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// TLS, the daemon's certificate verified.
+    Https,
+    Http,
+}
+
+/// A daemon's TCP listener, as `--url` names it: `https://HOST:PORT`, or for plain HTTP
+/// `http://HOST:PORT`, `tcp:HOST:PORT` or `HOST:PORT` (an IPv6 host in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUrl {
+    pub scheme: Scheme,
+    /// A name or an IP address, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for RemoteUrl {
+    type Err = ClientError;
+
+    fn from_str(url: &str) -> Result<RemoteUrl> {
+        let err = |reason| ClientError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("tcp:"))
+        {
+            (Scheme::Http, rest)
+        } else if url.contains("://") {
+            return Err(err("expected https://, http:// or tcp: in front"));
+        } else {
+            (Scheme::Http, url)
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(err("expected HOST:PORT, without a path"));
+        }
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(err("expected HOST:PORT"));
+        };
+        let host = match host.strip_prefix('[') {
+            Some(h) => h
+                .strip_suffix(']')
+                .ok_or(err("expected `]` after an IPv6 host"))?,
+            None if host.contains(':') => return Err(err("expected an IPv6 host in brackets")),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(err("expected HOST:PORT"));
+        }
+        let port = port.parse().map_err(|_| err("expected a port number"))?;
+        Ok(RemoteUrl {
+            scheme,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for RemoteUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where plain HTTP may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Only to loopback addresses, so a bearer token never crosses a network in clear.
+    LoopbackOnly,
+    /// Anywhere (`--insecure-url`): a network the caller trusts.
+    Anywhere,
+}
+
+/// How to reach a remote daemon besides its URL.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// A CA (PEM) trusted for `https://` besides the system's roots: a private CA's.
+    pub ca: Option<PathBuf>,
+    pub plain_http: PlainHttp,
 }
 
 /// A client of one daemon.
@@ -70,12 +191,20 @@ impl Client {
         }
     }
 
-    /// A daemon's TCP listener at `host:port`.
-    pub fn tcp(addr: impl Into<String>) -> Client {
-        Client {
-            target: Target::Tcp(addr.into()),
+    /// A daemon's TCP listener; for `https://`, the trust `options` name is read now.
+    pub fn remote(url: RemoteUrl, options: &RemoteOptions) -> Result<Client> {
+        let tls = match url.scheme {
+            Scheme::Https => Some(crate::tls::client_config(options.ca.as_deref())?),
+            Scheme::Http => None,
+        };
+        Ok(Client {
+            target: Target::Tcp {
+                url,
+                tls,
+                plain_http: options.plain_http,
+            },
             token: None,
-        }
+        })
     }
 
     /// Sends `token` with every request: the caller acts in its workspace.
@@ -87,7 +216,7 @@ impl Client {
     fn describe(&self) -> String {
         match &self.target {
             Target::Unix(p) => p.display().to_string(),
-            Target::Tcp(a) => a.clone(),
+            Target::Tcp { url, .. } => url.to_string(),
         }
     }
 
@@ -116,11 +245,46 @@ impl Client {
                     .await
                     .map_err(connect_err)?,
             ),
-            Target::Tcp(a) => Box::new(
-                tokio::net::TcpStream::connect(a)
+            Target::Tcp {
+                url,
+                tls,
+                plain_http,
+            } => {
+                // Checked and connected to from one lookup, so what is checked is what
+                // is reached.
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
                     .await
-                    .map_err(connect_err)?,
-            ),
+                    .map_err(connect_err)?
+                    .collect();
+                let beyond = addrs.iter().find(|a| !a.ip().is_loopback());
+                if let (None, PlainHttp::LoopbackOnly, Some(addr)) = (tls, plain_http, beyond) {
+                    return Err(ClientError::PlainHttp {
+                        target: self.describe(),
+                        addr: *addr,
+                    });
+                }
+                let tcp = tokio::net::TcpStream::connect(&addrs[..])
+                    .await
+                    .map_err(connect_err)?;
+                match tls {
+                    None => Box::new(tcp),
+                    Some(config) => {
+                        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+                            .map_err(|_| ClientError::Url {
+                                url: url.to_string(),
+                                reason: "the host is neither a DNS name nor an IP address",
+                            })?;
+                        let tls = tokio_rustls::TlsConnector::from(config.clone())
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|source| ClientError::Handshake {
+                                target: self.describe(),
+                                source,
+                            })?;
+                        Box::new(tls)
+                    }
+                }
+            }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -406,4 +570,100 @@ fn encode(s: &str) -> String {
 /// Percent-encodes one path segment (a task id or prefix).
 pub fn segment(s: &str) -> String {
     encode(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str, expected: Result<(Scheme, &str, u16), &str>) {
+        let got = url.parse::<RemoteUrl>();
+        match (got, expected) {
+            (Ok(got), Ok((scheme, host, port))) => {
+                assert_eq!(
+                    (got.scheme, got.host.as_str(), got.port),
+                    (scheme, host, port)
+                );
+            }
+            (Err(e), Err(reason)) => assert_eq!(
+                e.to_string(),
+                format!("failed to read the daemon's URL `{url}`: {reason}")
+            ),
+            (got, expected) => panic!("{url}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn remote_urls_are_parsed() {
+        use Scheme::*;
+        check(
+            "https://hangar.example:7700",
+            Ok((Https, "hangar.example", 7700)),
+        );
+        check(
+            "https://hangar.example:7700/",
+            Ok((Https, "hangar.example", 7700)),
+        );
+        check("http://10.0.0.5:7700", Ok((Http, "10.0.0.5", 7700)));
+        check("tcp:127.0.0.1:7700", Ok((Http, "127.0.0.1", 7700)));
+        check("localhost:7700", Ok((Http, "localhost", 7700)));
+        check("https://[::1]:7700", Ok((Https, "::1", 7700)));
+        check("https://hangar.example", Err("expected HOST:PORT"));
+        check("https://:7700", Err("expected HOST:PORT"));
+        check("https://h:x", Err("expected a port number"));
+        check("https://h:70000", Err("expected a port number"));
+        check(
+            "https://h:7700/v1",
+            Err("expected HOST:PORT, without a path"),
+        );
+        check(
+            "ftp://h:7700",
+            Err("expected https://, http:// or tcp: in front"),
+        );
+        check("https://::1:7700", Err("expected an IPv6 host in brackets"));
+        check("https://[::1:7700", Err("expected `]` after an IPv6 host"));
+    }
+
+    #[test]
+    fn a_url_prints_as_it_is_spoken_to() {
+        for url in ["https://h:1", "http://10.0.0.5:7700", "https://[::1]:7700"] {
+            assert_eq!(url.parse::<RemoteUrl>().unwrap().to_string(), url);
+        }
+        assert_eq!(
+            "tcp:127.0.0.1:1".parse::<RemoteUrl>().unwrap().to_string(),
+            "http://127.0.0.1:1"
+        );
+    }
+
+    fn plain(url: &str, plain_http: PlainHttp) -> Client {
+        let options = RemoteOptions {
+            ca: None,
+            plain_http,
+        };
+        Client::remote(url.parse().unwrap(), &options)
+            .unwrap()
+            .with_token(Some("hgr_secret".into()))
+    }
+
+    /// 192.0.2.0/24 is TEST-NET-1: nothing answers there, so reaching the refusal proves
+    /// no connection was tried.
+    #[tokio::test]
+    async fn plain_http_beyond_loopback_is_refused_before_connecting() {
+        let e = plain("http://192.0.2.1:7700", PlainHttp::LoopbackOnly)
+            .get::<serde_json::Value>("/v1/tasks")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::PlainHttp { .. }), "{e}");
+        assert!(e.to_string().contains("--insecure-url"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_loopback_connects() {
+        // Nothing listens on port 1: the answer is a refused connection, not a refusal.
+        let e = plain("http://127.0.0.1:1", PlainHttp::LoopbackOnly)
+            .get::<serde_json::Value>("/v1/tasks")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    }
 }

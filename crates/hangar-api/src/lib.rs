@@ -8,6 +8,7 @@ pub mod client;
 mod ops;
 mod resources;
 mod server;
+pub mod tls;
 pub mod wire;
 
 pub use activity::Activity;

@@ -24,9 +24,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Args)]
 pub struct ServeArgs {
     /// Where to listen, repeatable: `unix:PATH` (instead of the --socket path, which is
-    /// always served) and `tcp:HOST:PORT` (every request needs a bearer token).
+    /// always served) and `tcp:HOST:PORT` (every request needs a bearer token; TLS with
+    /// --tls-cert, else loopback only unless --insecure-listen).
     #[arg(long)]
     listen: Vec<String>,
+    #[command(flatten)]
+    tcp: TcpArgs,
     /// Attempts running at once (default: from the machine's cores and memory); the
     /// rest queue.
     #[arg(long, env = "HANGAR_MAX_RUNNING")]
@@ -42,6 +45,81 @@ pub struct ServeArgs {
     /// Exit after this long with nothing to do: no request, task, stream or run (`10m`).
     #[arg(long, value_parser = hangar_spec::parse_duration)]
     idle_exit: Option<Duration>,
+}
+
+/// How the TCP listeners speak: TLS, or plain HTTP where that is safe or asked for.
+#[derive(Args)]
+struct TcpArgs {
+    /// The certificate chain (PEM, leaf first) the TCP listeners present over TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a TCP address that is not loopback: every bearer token then
+    /// crosses the network in clear.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_listen: bool,
+}
+
+/// A bound TCP listener and how it speaks.
+enum TcpListen {
+    Plain(tokio::net::TcpListener),
+    Tls(hangar_api::tls::TlsListener),
+}
+
+/// Binds every `tcp:` address: with TLS when a certificate is given, else on loopback
+/// only unless `--insecure-listen`. Checked before binding, so a refused address is
+/// never listened on.
+async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<TcpListen>> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            if addrs.is_empty() {
+                bail!("failed to use --tls-cert: it is for `--listen tcp:HOST:PORT`, and none is given");
+            }
+            Some(hangar_api::tls::server_config(cert, key)?)
+        }
+        _ => None,
+    };
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr.as_str())
+            .await
+            .with_context(|| format!("failed to listen on tcp:{addr}"))?
+            .collect();
+        let beyond = resolved.iter().find(|a| !a.ip().is_loopback());
+        if let (None, Some(a)) = (&tls, beyond) {
+            if !args.insecure_listen {
+                bail!(
+                    "failed to listen on tcp:{addr}: {} is not a loopback address, and over \
+                     plain HTTP every bearer token would cross the network in clear (give \
+                     --tls-cert and --tls-key, or --insecure-listen to serve it anyway)",
+                    a.ip()
+                );
+            }
+        }
+        let l = tokio::net::TcpListener::bind(&resolved[..])
+            .await
+            .with_context(|| format!("failed to listen on tcp:{addr}"))?;
+        let local = l.local_addr()?;
+        listeners.push(match &tls {
+            Some(config) => {
+                eprintln!("hangar: serving on tcp:{local} (TLS; bearer tokens only)");
+                TcpListen::Tls(hangar_api::tls::TlsListener::new(l, config.clone())?)
+            }
+            None => {
+                eprintln!("hangar: serving on tcp:{local} (plain HTTP; bearer tokens only)");
+                if beyond.is_some() {
+                    eprintln!(
+                        "hangar: warning: tcp:{local} is not loopback and serves plain HTTP \
+                         (--insecure-listen): bearer tokens cross the network in clear"
+                    );
+                }
+                TcpListen::Plain(l)
+            }
+        });
+    }
+    Ok(listeners)
 }
 
 /// The default socket of a data dir.
@@ -97,6 +175,7 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
         }
     }
     let _lock = take_lock(&path)?;
+    let tcp_listeners = bind_tcp(&tcp, &args.tcp).await?;
     if let Some(n) = args.max_running {
         engine.set_max_running(n);
     }
@@ -122,17 +201,6 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     let activity = hangar_api::Activity::default();
     let router = |listener| hangar_api::router(runner.clone(), listener, activity.clone());
 
-    let mut tcp_listeners = Vec::new();
-    for addr in &tcp {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("failed to listen on tcp:{addr}"))?;
-        eprintln!(
-            "hangar: serving on tcp:{} (bearer tokens only)",
-            l.local_addr()?
-        );
-        tcp_listeners.push(l);
-    }
     // The lock is ours, so a socket file left there is a dead daemon's.
     let _ = std::fs::remove_file(&path);
     let unix = tokio::net::UnixListener::bind(&path)
@@ -172,9 +240,20 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     };
     let mut servers = tokio::task::JoinSet::new();
     for l in tcp_listeners {
-        let serving = axum::serve(l, router(hangar_api::Listener::Remote))
-            .with_graceful_shutdown(until_stopped(stopped.clone()));
-        servers.spawn(async move { serving.await });
+        let (app, until) = (
+            router(hangar_api::Listener::Remote),
+            until_stopped(stopped.clone()),
+        );
+        match l {
+            TcpListen::Plain(l) => {
+                let serving = axum::serve(l, app).with_graceful_shutdown(until);
+                servers.spawn(async move { serving.await });
+            }
+            TcpListen::Tls(l) => {
+                let serving = axum::serve(l, app).with_graceful_shutdown(until);
+                servers.spawn(async move { serving.await });
+            }
+        }
     }
     let local = axum::serve(unix, router(hangar_api::Listener::Local))
         .with_graceful_shutdown(until_stopped(stopped.clone()));
@@ -185,19 +264,6 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     }
     let _ = std::fs::remove_file(&path);
     Ok(0)
-}
-
-/// `HOST:PORT` from `--url` (`tcp:` or `http://` in front is allowed).
-pub fn tcp_address(url: &str) -> Result<String> {
-    let addr = url
-        .strip_prefix("tcp:")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url)
-        .trim_end_matches('/');
-    if !addr.contains(':') {
-        bail!("failed to read --url `{url}`: expected HOST:PORT");
-    }
-    Ok(addr.to_string())
 }
 
 enum Stop {

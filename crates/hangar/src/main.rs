@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hangar_api::client::{segment, Client};
+use hangar_api::client::{segment, Client, ClientError, PlainHttp, RemoteOptions};
 use hangar_api::wire::{
     BuildImage, ImageList, ImageRemoved, ImageStored, ImportImage, PullImage, PushImage,
 };
@@ -49,9 +49,18 @@ struct Cli {
     /// The daemon's socket (default: hangar.sock in the data dir).
     #[arg(long, global = true, env = "HANGAR_SOCKET")]
     socket: Option<PathBuf>,
-    /// A daemon's TCP listener (`HOST:PORT`), instead of the local socket.
+    /// A daemon's TCP listener, instead of the local socket: `https://HOST:PORT`, or
+    /// plain HTTP (`HOST:PORT`, `http://HOST:PORT`) to a loopback address.
     #[arg(long, global = true, env = "HANGAR_URL")]
     url: Option<String>,
+    /// A CA certificate (PEM) that an https:// daemon's certificate may be signed by,
+    /// besides the system's roots: a private CA's.
+    #[arg(long, global = true, env = "HANGAR_CA")]
+    ca: Option<PathBuf>,
+    /// Send the bearer token over plain HTTP to an address that is not loopback (it
+    /// crosses the network in clear).
+    #[arg(long, global = true)]
+    insecure_url: bool,
     /// A bearer token (`hangar token create`): act in its workspace.
     #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -242,7 +251,7 @@ fn main() -> ExitCode {
         // failure of hangar's.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hangar: {}", message(&e));
+            eprintln!("hangar: {}{}", message(&e), hint(&e));
             ExitCode::from(if is_run { 125 } else { 1 })
         }
     }
@@ -267,6 +276,18 @@ fn message(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// What to try next, where the error alone does not say.
+fn hint(e: &anyhow::Error) -> &'static str {
+    let handshake = e
+        .chain()
+        .any(|c| matches!(c.downcast_ref(), Some(ClientError::Handshake { .. })));
+    if handshake {
+        " (a daemon's certificate signed by a private CA needs that CA in HANGAR_CA or --ca)"
+    } else {
+        ""
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
@@ -295,7 +316,17 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Shutdown => daemon::shutdown(&socket).await,
         Command::Api(command) => {
             let client = match &cli.url {
-                Some(url) => hangar_api::client::Client::tcp(daemon::tcp_address(url)?),
+                Some(url) => {
+                    let options = RemoteOptions {
+                        ca: cli.ca.clone(),
+                        plain_http: if cli.insecure_url {
+                            PlainHttp::Anywhere
+                        } else {
+                            PlainHttp::LoopbackOnly
+                        },
+                    };
+                    Client::remote(url.parse()?, &options)?
+                }
                 None => daemon::connect(&cli.data_dir, &socket, key_file.as_deref()).await?,
             };
             through_api(&client.with_token(cli.token.clone()), command).await
