@@ -163,10 +163,13 @@ impl TlsListener {
                 let (stream, peer) = axum::serve::Listener::accept(&mut tcp).await;
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, stream))
+                        .await
+                    {
+                        Ok(Ok(Some(tls))) => {
                             let _ = tx.send((tls, peer)).await;
                         }
+                        Ok(Ok(None)) => tracing::debug!("{peer} spoke plain HTTP to TLS"),
                         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
                     }
@@ -179,6 +182,44 @@ impl TlsListener {
             accepting,
         })
     }
+}
+
+/// The first byte of every TLS connection: a handshake record's type.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The connection's TLS stream, or `None` for a plain HTTP client, which is told in
+/// plain HTTP what it did wrong rather than left to make sense of a TLS alert.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE {
+        refuse_plain(stream).await;
+        return Ok(None);
+    }
+    acceptor.accept(stream).await.map(Some)
+}
+
+async fn refuse_plain(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = crate::wire::ErrorBody {
+        error: crate::wire::ErrorInfo {
+            code: "bad-request".into(),
+            message: "failed to answer: this listener speaks TLS only (use an https:// URL)".into(),
+        },
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    // Closing with the request unread would reset the connection under the answer.
+    let mut unread = [0u8; 4096];
+    while matches!(stream.read(&mut unread).await, Ok(n) if n > 0) {}
 }
 
 impl Drop for TlsListener {
