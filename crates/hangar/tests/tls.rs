@@ -291,10 +291,16 @@ fn plain_http_listens_on_loopback_only_unless_insecure_listen() {
     check(&format!("tcp:{REMOTE_IP}:0"), REMOTE_IP);
     check("tcp:[::]:0", "::");
 
-    for listen in ["tcp:127.0.0.1:0", "tcp:localhost:0"] {
+    for (listen, host) in [
+        ("tcp:127.0.0.1:0", "127.0.0.1"),
+        ("tcp:localhost:0", "localhost"),
+    ] {
         let d = Daemon::start(&strings(&["--listen", listen]));
         assert!(d.said().contains("(plain HTTP; bearer tokens only)"));
         assert!(!d.said().contains("warning"), "{}", d.said());
+        let token = d.token();
+        let out = d.remote(&format!("{host}:{}", d.port()), Some(&token), &[], &[]);
+        assert_eq!(out.status.code(), Some(0), "{listen}: {}", stderr(&out));
     }
     let d = Daemon::start(&strings(&[
         "--listen",
