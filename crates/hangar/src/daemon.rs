@@ -75,7 +75,10 @@ async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<TcpListen>> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             if addrs.is_empty() {
-                bail!("failed to use --tls-cert: it is for `--listen tcp:HOST:PORT`, and none is given");
+                bail!(
+                    "failed to use --tls-cert: it is for `--listen tcp:HOST:PORT`, and none \
+                     is given"
+                );
             }
             Some(hangar_api::tls::server_config(cert, key)?)
         }
