@@ -12,6 +12,7 @@ use hangar_net::Internal;
 use hangar_spec::{Environment, HostRule};
 
 use crate::error::{EngineError, Result};
+use crate::git::Redirects;
 use crate::{is_local_repo, Engine};
 
 /// Who a view of the engine acts for.
@@ -33,6 +34,15 @@ impl Engine {
         match self.principal {
             Principal::LocalAdmin => Internal::ExactRules,
             Principal::Tenant => Internal::Opened(self.open_internal.clone()),
+        }
+    }
+
+    /// Whether git may follow the repository server's redirects (a tenant's would lead
+    /// past [`Engine::check_repo`]).
+    pub(crate) fn redirects(&self) -> Redirects {
+        match self.principal {
+            Principal::LocalAdmin => Redirects::Follow,
+            Principal::Tenant => Redirects::Refuse,
         }
     }
 
@@ -191,6 +201,117 @@ impl Engine {
                 })
             }
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A tenant's view over an empty data dir, names resolved by a table, and the admin's
+    /// named hosts.
+    async fn tenant(opened: &[&str]) -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hangar_store::Store::open(dir.path()).unwrap();
+        let mut engine = Engine::open(store, "/nonexistent/hangar-init".into())
+            .await
+            .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        engine.set_resolver(Arc::new(
+            hangar_net::StaticResolver::new()
+                .with("public.test", &[ip("198.51.100.1")])
+                .with("internal.test", &[ip("198.51.100.1"), ip("10.0.0.1")])
+                .with("opened.test", &[ip("10.0.0.2")])
+                .with("localhost", &[ip("127.0.0.1")]),
+        ));
+        engine.set_open_internal(opened.iter().map(|h| HostRule::parse(h).unwrap()).collect());
+        let view = engine.for_tenant("t");
+        (dir, view)
+    }
+
+    /// `Ok` or the error's message, containing `expected`.
+    fn check(got: Result<()>, expected: Option<&str>, input: &str) {
+        match (got, expected) {
+            (Ok(()), None) => {}
+            (Err(e), Some(part)) => {
+                assert!(matches!(e, EngineError::Forbidden { .. }), "{input}: {e}");
+                assert!(e.to_string().contains(part), "{input}: {e}");
+            }
+            (got, expected) => panic!("{input}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenants_repository_is_a_url_to_an_external_or_opened_host() {
+        let (_dir, engine) = tenant(&["opened.test:443", "127.0.0.1:9418"]).await;
+        for (repo, expected) in [
+            ("https://public.test/a/b.git", None),
+            ("https://opened.test/a/b.git", None),
+            ("git://127.0.0.1/x", None),
+            (
+                "git://127.0.0.1:9419/x",
+                Some("--open-internal 127.0.0.1:9419"),
+            ),
+            (
+                "http://opened.test/x",
+                Some("--open-internal opened.test:80"),
+            ),
+            ("https://internal.test/x", Some("resolves to 10.0.0.1")),
+            (
+                "https://user@[::1]:8443/x",
+                Some("--open-internal [::1]:8443"),
+            ),
+            ("https://192.168.1.1/x", Some("192.168.1.1")),
+            (
+                "ssh://git@public.test/x",
+                Some("only the local admin may name an ssh"),
+            ),
+            (
+                "git@public.test:x.git",
+                Some("only the local admin may name an ssh"),
+            ),
+            ("/srv/repos/x", Some("a path on the daemon's machine")),
+            (
+                "file:///srv/repos/x",
+                Some("a path on the daemon's machine"),
+            ),
+            ("../x", Some("a path on the daemon's machine")),
+        ] {
+            check(engine.check_repo(repo).await, expected, repo);
+        }
+        // The local admin's view checks nothing.
+        let admin = engine.in_workspace("t");
+        check(admin.check_repo("git://127.0.0.1:1/x").await, None, "admin");
+    }
+
+    #[tokio::test]
+    async fn a_tenants_registry_reference_names_no_internal_host() {
+        let (_dir, engine) = tenant(&[]).await;
+        for (reference, insecure, expected) in [
+            (
+                "127.0.0.1:5000/x:1",
+                true,
+                Some("--open-internal 127.0.0.1:5000"),
+            ),
+            ("localhost/x:1", true, Some("--open-internal localhost:80")),
+            (
+                "internal.test/x:1",
+                false,
+                Some("--open-internal internal.test:443"),
+            ),
+            ("public.test/x:1", false, None),
+            // No registry host: the default public registry.
+            ("library/x:1", false, None),
+            ("x:1", false, None),
+        ] {
+            check(
+                engine.check_registry(reference, insecure).await,
+                expected,
+                reference,
+            );
         }
     }
 }

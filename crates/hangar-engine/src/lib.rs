@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub use apply::{apply_patch, ApplyReport};
 pub use dest::Principal;
 pub use error::{EngineError, Result};
-pub use git::Mirrors;
+pub use git::{Mirrors, Redirects};
 pub use hangar_net::trust::{host_cas, read_cas};
 
 /// What a running task reports as it goes.
@@ -629,8 +629,9 @@ impl Engine {
             env.repo.clone(),
             env.default_branch.clone(),
         );
+        let redirects = self.redirects();
         let (tip, text) = tokio::task::spawn_blocking(move || {
-            mirrors.sync(&repo)?;
+            mirrors.sync(&repo, redirects)?;
             mirrors.file_at(&repo, &branch, hangar_spec::REPO_ENV_FILE)
         })
         .await
@@ -753,12 +754,13 @@ impl Engine {
         let (rec, env) = self.env(env_name).await?;
         // Checked again at each task: names resolve elsewhere over time.
         self.check_destinations(&env).await?;
-        self.check_image(&env)?;
         let (rec, env) = if env.follow {
             self.follow_repository_file(rec, env).await?
         } else {
             (rec, env)
         };
+        // After following: the repository's file may name another image.
+        self.check_image(&env)?;
         if req.prompt.trim().is_empty() {
             return Err(EngineError::BadRequest("the prompt is empty".into()));
         }
@@ -1024,8 +1026,9 @@ impl Engine {
             env.default_branch.clone(),
         );
         self.check_repo(&env.repo).await?;
+        let redirects = self.redirects();
         let (mirror, top) = tokio::task::spawn_blocking(move || {
-            let mirror = mirrors.sync(&repo)?;
+            let mirror = mirrors.sync(&repo, redirects)?;
             let top = mirrors.top_files(&repo, &branch)?;
             Ok::<_, EngineError>((mirror, top))
         })

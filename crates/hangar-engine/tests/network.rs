@@ -575,7 +575,7 @@ presets = ["package-managers"]
 [agent]
 script = '''
 {HELPERS}
-curl_probe registry http://127.0.0.1:{port}/
+curl_probe registry --noproxy none.invalid http://127.0.0.1:{port}/
 '''
 "#,
         repo = repo.path().display()
