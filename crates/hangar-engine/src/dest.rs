@@ -17,7 +17,7 @@ use crate::{is_local_repo, Engine};
 
 /// Who a view of the engine acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
+pub(crate) enum Principal {
     /// The local admin: the Unix socket without a token, or a process of its own.
     LocalAdmin,
     /// A token's holder, confined to the token's workspace and kept off the daemon host's

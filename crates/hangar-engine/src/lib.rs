@@ -33,7 +33,7 @@ use hangar_store::{Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
 pub use apply::{apply_patch, ApplyReport};
-pub use dest::Principal;
+use dest::Principal;
 pub use error::{EngineError, Result};
 pub use git::{Mirrors, Redirects};
 pub use hangar_net::trust::{host_cas, read_cas};
@@ -285,11 +285,6 @@ impl Engine {
             principal: Principal::Tenant,
             ..self.in_workspace(ws)
         }
-    }
-
-    /// Whom this view acts for.
-    pub fn principal(&self) -> Principal {
-        self.principal
     }
 
     /// The internal hosts (`host` or `host:port`) a tenant's destinations may be: the
