@@ -69,30 +69,12 @@ pub(crate) async fn list_envs(
     }))
 }
 
-/// Refuses a repository on the daemon's filesystem to anyone but the local admin.
-fn check_repo(caller: &Caller, f: &EnvFile) -> ApiResult<()> {
-    let Ok(env) = Environment::parse(&f.file, &f.source) else {
-        return Ok(()); // the engine names what is wrong with it
-    };
-    if hangar_engine::is_local_repo(&env.repo) {
-        admin_only(
-            caller,
-            &format!(
-                "use the repository `{}`: a path on the daemon's machine (use a URL)",
-                env.repo
-            ),
-        )?;
-    }
-    Ok(())
-}
-
 pub(crate) async fn create_env(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     body: JsonIn<EnvFile>,
 ) -> ApiResult<(StatusCode, Json<EnvView>)> {
     let f = json_body(body, "the environment")?;
-    check_repo(&caller, &f)?;
     let engine = api.engine(&caller);
     let rec = engine
         .create_env(&f.file, &f.source, std::path::Path::new(&f.base_dir))
@@ -117,7 +99,6 @@ pub(crate) async fn update_env(
     body: JsonIn<EnvFile>,
 ) -> ApiResult<Json<EnvView>> {
     let f = json_body(body, "the environment")?;
-    check_repo(&caller, &f)?;
     let engine = api.engine(&caller);
     engine
         .update_env(&name, &f.file, &f.source, std::path::Path::new(&f.base_dir))

@@ -60,9 +60,14 @@ pub(crate) struct Caller {
 }
 
 impl Api {
-    /// The engine as the caller's workspace sees it.
+    /// The engine as the caller sees it: the local admin's view, or a token tenant's.
     pub(crate) fn engine(&self, caller: &Caller) -> hangar_engine::Engine {
-        self.runner.engine().in_workspace(&caller.workspace)
+        let engine = self.runner.engine();
+        if caller.admin {
+            engine.in_workspace(&caller.workspace)
+        } else {
+            engine.for_tenant(&caller.workspace)
+        }
     }
 }
 
@@ -254,6 +259,9 @@ impl From<EngineError> for ApiError {
             | EngineError::BadRequest(_)
             | EngineError::Export { .. }
             | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
+            e @ EngineError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
             e => ApiError::internal(e),
         }
     }
@@ -354,7 +362,7 @@ async fn submit_task(
     body: JsonIn<SubmitTask>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let req = json_body(body, "the task")?;
-    let task = api.runner.accept(&caller.workspace, &req.into()).await?;
+    let task = api.runner.accept(api.engine(&caller), &req.into()).await?;
     let view = view(&api, &task).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

@@ -448,7 +448,17 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
 async fn a_token_sees_only_its_own_workspace() {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
-    let runner = runner_over(store).await;
+    // A token's environment names its repository by URL (a path on the daemon's machine
+    // is the admin's); one on the host's loopback is the admin's to open.
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let served = hangar_testkit::gitd::GitDaemon::serve(repo.path().parent().unwrap());
+    let mut engine = Engine::open(store, hangar_testkit::init_binary())
+        .await
+        .expect("open the engine");
+    engine.set_open_internal(vec![
+        hangar_spec::HostRule::parse(&served.authority()).unwrap()
+    ]);
+    let runner = Runner::new(Arc::new(engine));
     let engine = runner.engine();
     let u = hangar_spec::TaskId::random();
     let a = engine.create_token(&format!("a-{u}")).await.unwrap().token;
@@ -464,10 +474,7 @@ async fn a_token_sees_only_its_own_workspace() {
         hangar_api::Activity::default(),
     );
 
-    // Workspace A: an environment with a secret, and a task. A token's environment
-    // names its repository by URL: a path on the daemon's machine is the admin's.
-    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
-    let served = hangar_testkit::gitd::GitDaemon::serve(repo.path().parent().unwrap());
+    // Workspace A: an environment with a secret, and a task.
     let name_of_repo = repo
         .path()
         .file_name()

@@ -39,6 +39,10 @@ pub enum EngineError {
     Import { reference: String, reason: String },
     #[error("failed to start the task: {0}")]
     BadRequest(String),
+    /// Something only the local admin may do or open (a destination on the daemon host's
+    /// network, a path on its filesystem, a pull into its store).
+    #[error("failed to use {what}: {reason}")]
+    Forbidden { what: String, reason: String },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -79,6 +79,15 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Whether git follows an http(s) server's redirects. A token tenant's repository URL is
+/// checked for internal addresses before git runs; a redirect would lead past that check
+/// to the daemon host's loopback, so a tenant's mirror refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    Follow,
+    Refuse,
+}
+
 impl Mirrors {
     pub fn new(dir: PathBuf) -> Mirrors {
         Mirrors { dir }
@@ -102,7 +111,7 @@ impl Mirrors {
 
     /// Clones or refreshes the mirror of `repo`; returns its path. Concurrent callers
     /// for the same repository take turns on a lock file.
-    pub fn sync(&self, repo: &str) -> Result<PathBuf> {
+    pub fn sync(&self, repo: &str, redirects: Redirects) -> Result<PathBuf> {
         let home = self.home();
         fs::create_dir_all(&home).map_err(io_err("create", &home))?;
         let path = self.path(repo);
@@ -111,6 +120,9 @@ impl Mirrors {
         lock.lock().map_err(io_err("lock", &lock_path))?;
 
         let mut cmd = self.git();
+        if redirects == Redirects::Refuse {
+            cmd.args(["-c", "http.followRedirects=false"]);
+        }
         if path.join("HEAD").is_file() {
             cmd.arg("-C")
                 .arg(&path)

@@ -8,6 +8,7 @@ mod attempt;
 pub mod autoinstall;
 pub mod best;
 pub mod cache;
+mod dest;
 pub mod diff;
 mod error;
 mod followup;
@@ -32,8 +33,9 @@ use hangar_store::{Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
 pub use apply::{apply_patch, ApplyReport};
+use dest::Principal;
 pub use error::{EngineError, Result};
-pub use git::Mirrors;
+pub use git::{Mirrors, Redirects};
 pub use hangar_net::trust::{host_cas, read_cas};
 
 /// What a running task reports as it goes.
@@ -126,6 +128,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     /// The workspace whose environments, secrets and tasks this view sees.
     workspace: String,
+    /// Whom this view acts for, which decides what its destinations may be.
+    principal: Principal,
 }
 
 /// The engine's state, shared by its workspace views.
@@ -146,6 +150,8 @@ pub struct Shared {
     secret_key_file: PathBuf,
     keyring: std::sync::OnceLock<Arc<hangar_secrets::Keyring>>,
     net: net::NetSettings,
+    /// The internal hosts the local admin opened for tenants (`--open-internal`).
+    open_internal: Arc<[hangar_spec::HostRule]>,
     /// Attempts running at once in this process; the others wait here, in order.
     slots: Arc<tokio::sync::Semaphore>,
     /// Attempts waiting for a slot, oldest first. Locked only to add, remove or read.
@@ -246,6 +252,7 @@ impl Engine {
             secret_key_file: store.root().join("secret.key"),
             keyring: Default::default(),
             net: Default::default(),
+            open_internal: Arc::new([]),
             slots: Arc::new(tokio::sync::Semaphore::new(default_slots())),
             queue: Default::default(),
             running_count: Default::default(),
@@ -257,15 +264,33 @@ impl Engine {
         Ok(Engine {
             shared: Arc::new(shared),
             workspace: DEFAULT_WORKSPACE.to_string(),
+            principal: Principal::LocalAdmin,
         })
     }
 
-    /// The same engine (its store, slots, queue and settings) seeing workspace `ws`.
+    /// The same engine (its store, slots, queue and settings) seeing workspace `ws` as the
+    /// local admin.
     pub fn in_workspace(&self, ws: &str) -> Engine {
         Engine {
             shared: self.shared.clone(),
             workspace: ws.to_string(),
+            principal: Principal::LocalAdmin,
         }
+    }
+
+    /// The same engine seeing workspace `ws` for a token's holder: its repositories,
+    /// endpoints, allow rules, registries and images are checked (see `dest.rs`).
+    pub fn for_tenant(&self, ws: &str) -> Engine {
+        Engine {
+            principal: Principal::Tenant,
+            ..self.in_workspace(ws)
+        }
+    }
+
+    /// The internal hosts (`host` or `host:port`) a tenant's destinations may be: the
+    /// local admin's decision, in the daemon's configuration.
+    pub fn set_open_internal(&mut self, hosts: Vec<hangar_spec::HostRule>) {
+        self.settings().open_internal = hosts.into();
     }
 
     /// The settings, which are changed only before the engine is shared.
@@ -544,7 +569,9 @@ impl Engine {
     /// Validates an environment file and stores it. A relative local `repo` is taken
     /// from `base_dir` (the file's directory).
     pub async fn create_env(&self, file: &str, source: &str, base_dir: &Path) -> Result<EnvRecord> {
-        let env = normalized(file, source, base_dir)?;
+        let env = Environment::parse(file, source)?;
+        self.check_destinations(&env).await?;
+        let env = normalized(file, env, base_dir)?;
         let now = hangar_store::db::now_ms();
         let rec = EnvRecord {
             workspace: self.workspace.clone(),
@@ -567,7 +594,9 @@ impl Engine {
         source: &str,
         base_dir: &Path,
     ) -> Result<EnvRecord> {
-        let env = normalized(file, source, base_dir)?;
+        let env = Environment::parse(file, source)?;
+        self.check_destinations(&env).await?;
+        let env = normalized(file, env, base_dir)?;
         if env.name.as_str() != name {
             return Err(EngineError::BadRequest(format!(
                 "{file} describes environment `{}`, not `{name}`",
@@ -595,8 +624,9 @@ impl Engine {
             env.repo.clone(),
             env.default_branch.clone(),
         );
+        let redirects = self.redirects();
         let (tip, text) = tokio::task::spawn_blocking(move || {
-            mirrors.sync(&repo)?;
+            mirrors.sync(&repo, redirects)?;
             mirrors.file_at(&repo, &branch, hangar_spec::REPO_ENV_FILE)
         })
         .await
@@ -613,7 +643,7 @@ impl Engine {
             .map_err(|_| EngineError::BadRequest(format!("{file} is not UTF-8 text")))?;
         // A local repository's file names it relative to its own directory.
         let base_dir = Path::new(&env.repo).join(".hangar");
-        let theirs = normalized(&file, &text, &base_dir)?;
+        let theirs = normalized(&file, Environment::parse(&file, &text)?, &base_dir)?;
         if theirs == env {
             return Ok((rec, env));
         }
@@ -717,11 +747,15 @@ impl Engine {
             None => req.environment.as_str(),
         };
         let (rec, env) = self.env(env_name).await?;
+        // Checked again at each task: names resolve elsewhere over time.
+        self.check_destinations(&env).await?;
         let (rec, env) = if env.follow {
             self.follow_repository_file(rec, env).await?
         } else {
             (rec, env)
         };
+        // After following: the repository's file may name another image.
+        self.check_image(&env)?;
         if req.prompt.trim().is_empty() {
             return Err(EngineError::BadRequest("the prompt is empty".into()));
         }
@@ -986,8 +1020,10 @@ impl Engine {
             env.repo.clone(),
             env.default_branch.clone(),
         );
+        self.check_repo(&env.repo).await?;
+        let redirects = self.redirects();
         let (mirror, top) = tokio::task::spawn_blocking(move || {
-            let mirror = mirrors.sync(&repo)?;
+            let mirror = mirrors.sync(&repo, redirects)?;
             let top = mirrors.top_files(&repo, &branch)?;
             Ok::<_, EngineError>((mirror, top))
         })
@@ -1032,6 +1068,7 @@ impl Engine {
                 .into())
             }
             Err(hangar_store::StoreError::ImageNotFound(_)) if env.image.contains('/') => {
+                self.check_image(env)?;
                 Ok(hangar_image::pull(
                     &self.store,
                     &env.image,
@@ -1046,9 +1083,8 @@ impl Engine {
     }
 }
 
-/// Parses an environment file and makes a relative local repository path absolute.
-fn normalized(file: &str, source: &str, base_dir: &Path) -> Result<Environment> {
-    let mut env = Environment::parse(file, source)?;
+/// Makes a parsed environment's relative local repository path absolute.
+fn normalized(file: &str, mut env: Environment, base_dir: &Path) -> Result<Environment> {
     if is_local_relative(&env.repo) {
         let joined = base_dir.join(&env.repo);
         let abs = std::fs::canonicalize(&joined).map_err(|e| {
@@ -1065,7 +1101,7 @@ fn normalized(file: &str, source: &str, base_dir: &Path) -> Result<Environment> 
 
 /// A repository on this machine's filesystem: a path, or a `file://` URL. Only the local
 /// admin may name one: through a token it would read any repository on the host.
-pub fn is_local_repo(repo: &str) -> bool {
+pub(crate) fn is_local_repo(repo: &str) -> bool {
     repo.starts_with('/') || repo.starts_with("file://") || is_local_relative(repo)
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use hangar_image::LayerStack;
 use hangar_net::{
-    package_manager_hosts, registry_vars, AuditEntry, Ca, ImageFiles, PhasePolicy, PresetHost,
-    Proxy, ProxyConfig, Resolve, Rule,
+    package_manager_hosts, registry_vars, AuditEntry, Ca, ImageFiles, Internal, PhasePolicy,
+    PresetHost, Proxy, ProxyConfig, Resolve, Rule,
 };
 use hangar_sandbox::Sandbox;
 use hangar_secrets::Redactor;
@@ -175,10 +175,12 @@ pub(crate) fn proxy_env() -> Vec<(String, String)> {
     env
 }
 
-/// A sandbox's proxy and the registry hosts its image's package managers use.
+/// A sandbox's proxy, the registry hosts its image's package managers use, and who may
+/// open internal addresses (the workspace's principal decides).
 pub(crate) struct SandboxNet {
     proxy: Proxy,
     presets: Arc<[PresetHost]>,
+    internal: Internal,
 }
 
 impl SandboxNet {
@@ -186,7 +188,7 @@ impl SandboxNet {
     pub(crate) fn enter(&self, env: &Environment, phase: Phase, secrets: &EnvSecrets) {
         if self.proxy.phase() != phase.as_str() {
             self.proxy
-                .set_policy(policy(env, phase, secrets, &self.presets));
+                .set_policy(policy(env, phase, secrets, &self.presets, &self.internal));
         }
     }
 
@@ -209,6 +211,7 @@ pub(crate) fn policy(
     phase: Phase,
     secrets: &EnvSecrets,
     presets: &[PresetHost],
+    internal: &Internal,
 ) -> PhasePolicy {
     let table = match phase {
         Phase::Setup => &env.network.setup,
@@ -227,8 +230,9 @@ pub(crate) fn policy(
         if env.agent.approval == Approval::FullAccess {
             access = Access::Unrestricted;
         }
-        // The model endpoint, by that rule alone: even a host-local address, and even
-        // when the agent's network is off.
+        // The model endpoint, by that rule alone: even a host-local address (in the
+        // admin's workspace, or one the admin opened), and even when the agent's network
+        // is off.
         if let Some((rule, _)) = env.agent.endpoint_rule() {
             allow.push(Rule::hangars(rule, "agent.endpoint"));
             if access == Access::Off {
@@ -238,7 +242,7 @@ pub(crate) fn policy(
     }
     if table.presets.contains(&Preset::PackageManagers) {
         allow.extend(presets.iter().map(|p| {
-            Rule::new(
+            Rule::preset(
                 p.host.clone(),
                 format!("preset package-managers (from {})", p.source),
             )
@@ -256,6 +260,7 @@ pub(crate) fn policy(
         methods: table.methods.clone(),
         injections: secrets.injections(env, phase),
         intercept_all: false,
+        internal: internal.clone(),
     }
 }
 
@@ -319,7 +324,11 @@ impl Engine {
         if let Some((addr, host, port)) = loopback_endpoint(agent) {
             proxy.forward(sandbox.listen(addr)?, &host, port)?;
         }
-        Ok(SandboxNet { proxy, presets })
+        Ok(SandboxNet {
+            proxy,
+            presets,
+            internal: self.internal(),
+        })
     }
 }
 

@@ -49,14 +49,9 @@ impl Runner {
         &self.engine
     }
 
-    /// Stores the task in `workspace`, starts it in the background and returns it as
-    /// accepted.
-    pub async fn accept(
-        self: &Arc<Self>,
-        workspace: &str,
-        req: &TaskRequest,
-    ) -> Result<TaskRecord> {
-        let engine = self.engine.in_workspace(workspace);
+    /// Stores the task through `engine` (the caller's view of this runner's engine: its
+    /// workspace and principal), starts it in the background and returns it as accepted.
+    pub async fn accept(self: &Arc<Self>, engine: Engine, req: &TaskRequest) -> Result<TaskRecord> {
         let task = engine.submit(req).await?;
         let id = task.id.clone();
         self.live.lock().expect("not poisoned").insert(

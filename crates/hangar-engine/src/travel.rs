@@ -63,6 +63,7 @@ impl Engine {
         progress: Progress<'_>,
     ) -> Result<Exported> {
         let (_, environment) = self.env(env).await?;
+        self.check_registry(reference, opts.insecure).await?;
         let secrets = self.env_secrets(&environment).await?;
         let keyed = self.keyed(&environment, &secrets).await?;
         let fail = |reason: String| EngineError::Export {
@@ -128,6 +129,7 @@ impl Engine {
             reference: reference.to_string(),
             reason,
         };
+        self.check_registry(reference, opts.insecure).await?;
         let manifest_digest = hangar_image::fetch(&self.store, reference, opts, progress).await?;
         let manifest = self.store.manifest(&manifest_digest)?;
         let config = self

@@ -15,8 +15,8 @@ use hangar_testkit::upstream::Upstream;
 
 mod common;
 
-const API_IP: &str = "203.0.113.10";
-const EVIL_IP: &str = "203.0.113.11";
+const API_IP: &str = "198.51.100.110";
+const EVIL_IP: &str = "198.51.100.111";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -174,10 +174,10 @@ touch /tmp/go
 for i in $(seq 100); do [ -e /tmp/holder.out ] && break; sleep 0.05; done
 echo "probe phase_switch $(cat /tmp/holder.out 2>/dev/null || echo missing)"
 echo "probe key_is_placeholder $(case "$API_KEY" in hangar-placeholder-*) echo yes;; *) echo no;; esac)"
-py_probe direct_ip 'import socket; socket.create_connection(("203.0.113.10", 80), timeout=5)'
-curl --noproxy '*' -sS -m 5 -o /dev/null http://203.0.113.10/ 2>/dev/null || echo "probe direct_curl exit=$?"
+py_probe direct_ip 'import socket; socket.create_connection(("198.51.100.110", 80), timeout=5)'
+curl --noproxy '*' -sS -m 5 -o /dev/null http://198.51.100.110/ 2>/dev/null || echo "probe direct_curl exit=$?"
 py_probe resolve 'import socket; socket.getaddrinfo("api.test", 443)'
-py_probe udp 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("203.0.113.10", 53))'
+py_probe udp 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("198.51.100.110", 53))'
 py_probe ipv6_direct 'import socket; socket.create_connection(("2001:db8::1", 80), timeout=5)'
 py_probe ipv6_udp 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.sendto(b"x", ("2001:db8::1", 53))'
 curl_probe unlisted https://unlisted.example/
@@ -547,6 +547,58 @@ curl -sS -m 10 -I -o /dev/null "$image/" || true
         .map(|e| e.decision.as_str())
         .collect();
     assert_eq!(evil, ["blocked-by-allowlist", "blocked-by-allowlist"]);
+}
+
+/// Regression: a registry variable (`[env] NPM_CONFIG_REGISTRY`, which a tenant writes)
+/// naming the host's loopback with its port became a preset rule naming that exact host
+/// and port, and so opened the loopback service. A preset allows its host but never opens
+/// an internal or host-local address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_variable_on_loopback_opens_nothing_internal() {
+    let w = world();
+    let engine = engine_in(&w).await;
+    let repo = hangar_testkit::repo_with(&[("README", b"registry var\n")]);
+    let name = format!("regvar-{}", TaskId::random());
+    let port = w.internal.http.port();
+    let file = format!(
+        r#"name = "{name}"
+repo = "{repo}"
+image = "debian-bookworm"
+
+[env]
+NPM_CONFIG_REGISTRY = "http://127.0.0.1:{port}/"
+
+[network.agent]
+access = "limited"
+presets = ["package-managers"]
+
+[agent]
+script = '''
+{HELPERS}
+curl_probe registry --noproxy none.invalid http://127.0.0.1:{port}/
+'''
+"#,
+        repo = repo.path().display()
+    );
+    engine
+        .create_env("regvar.toml", &file, repo.path())
+        .await
+        .unwrap();
+    let (task, attempt) = common::run(&engine, &common::request(&name, "regvar")).await;
+    let logs = common::logs(&engine, &task.id).await;
+    assert_eq!(attempt.error, None, "{logs:#?}");
+    check(
+        &probes(&logs),
+        "registry",
+        "000/403 blocked-private-address",
+    );
+    assert!(w.internal.seen().is_empty(), "{:?}", w.internal.seen());
+    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let refused = log
+        .iter()
+        .find(|e| e.phase == "agent" && e.host == "127.0.0.1")
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    assert_eq!(refused.decision, "blocked-private-address", "{refused:?}");
 }
 
 /// Regression: behind a TLS-inspecting egress (as on this machine), `pip install`,

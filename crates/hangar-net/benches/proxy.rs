@@ -49,6 +49,7 @@ async fn run(upstream: Upstream) {
         methods,
         injections: Vec::new(),
         intercept_all: false,
+        internal: hangar_net::Internal::ExactRules,
     };
     let start = |methods: Vec<String>| {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

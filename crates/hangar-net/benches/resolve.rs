@@ -84,6 +84,7 @@ async fn run() {
             methods: Vec::new(),
             injections: Vec::new(),
             intercept_all: false,
+            internal: hangar_net::Internal::ExactRules,
         };
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();

@@ -1,7 +1,37 @@
 //! The destinations no sandbox reaches unless a rule names them: host-local and internal
-//! addresses, in exactly the ranges DESIGN.md lists (v4, v6 and v4-mapped forms).
+//! addresses, in exactly the ranges DESIGN.md lists (v4, v6 and v4-mapped forms), and
+//! every address of the host's own interfaces, whatever its range.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The addresses of the host's own interfaces, read afresh on every call so an address
+/// added since counts at once. A service bound to `0.0.0.0` (the daemon's TCP API, say)
+/// answers on each of them, so a public address of the host is as host-local as loopback.
+/// An unreadable list is empty: the ranges of [`is_internal`] still hold.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        tracing::warn!("failed to list the host's interface addresses");
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
+
+/// Whether `ip` is internal or one of `host` (the host's addresses, see
+/// [`host_addresses`]); a v4-mapped v6 address counts as its v4 form.
+pub fn is_host_local(ip: IpAddr, host: &[IpAddr]) -> bool {
+    let plain = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    is_internal(ip) || host.iter().any(|h| plain(*h) == plain(ip))
+}
 
 /// Whether `ip` is host-local or internal. Documentation and benchmarking ranges are
 /// deliberately not refused: they are neither, and tests stand in for public hosts there.
@@ -44,6 +74,27 @@ mod tests {
     fn check(ip: &str, internal: bool) {
         let parsed: IpAddr = ip.parse().unwrap();
         assert_eq!(is_internal(parsed), internal, "{ip}");
+    }
+
+    /// Regression: with unrestricted access the proxy reached a service bound to 0.0.0.0
+    /// through the host's own public address.
+    #[test]
+    fn the_hosts_own_addresses_are_host_local_whatever_their_range() {
+        let host: Vec<IpAddr> = vec![
+            "198.51.100.77".parse().unwrap(),
+            "2001:db8::77".parse().unwrap(),
+        ];
+        for (ip, local) in [
+            ("198.51.100.77", true),
+            ("::ffff:198.51.100.77", true),
+            ("2001:db8::77", true),
+            ("198.51.100.78", false),
+            ("127.0.0.1", true),
+        ] {
+            assert_eq!(is_host_local(ip.parse().unwrap(), &host), local, "{ip}");
+        }
+        // The list is the kernel's: loopback is on it.
+        assert!(host_addresses().contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod trust;
 pub use audit::AuditEntry;
 pub use ca::Ca;
 pub use error::{NetError, Result};
-pub use policy::{Injection, PhasePolicy, Reason, Rule, Verdict};
+pub use policy::{Injection, Internal, PhasePolicy, Reason, Rule, Verdict};
 pub use presets::{package_manager_hosts, registry_vars, ImageFiles, PresetHost};
 pub use proxy::{upstream_tls, Proxy, ProxyConfig, REASON_HEADER};
 pub use resolve::{Resolve, ResolverSettings, StaticResolver, SystemResolver};

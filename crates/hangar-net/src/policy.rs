@@ -1,6 +1,8 @@
 //! What one phase of one sandbox may reach: the `[network.<phase>]` table with its presets
 //! expanded, plus the projected secrets of that phase. Pure: decisions here, I/O elsewhere.
 
+use std::sync::Arc;
+
 use hangar_secrets::Secret;
 use hangar_spec::{Access, HostRule};
 
@@ -35,11 +37,14 @@ pub struct Rule {
 
 /// Whose rule it is: the environment's rules follow its phase's method list; hangar's own
 /// (the agent's model endpoint) do not, since the harness must reach its model however
-/// the agent's other traffic is limited.
+/// the agent's other traffic is limited. A preset's follow the method list but never open
+/// an internal address: their hosts come from files and variables, not from a rule the
+/// environment's owner wrote for that host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     Environment,
     Hangar,
+    Preset,
 }
 
 impl Rule {
@@ -59,13 +64,25 @@ impl Rule {
         }
     }
 
+    /// A preset's rule: it allows its host but never opens an internal address, even when
+    /// it names the exact host and port.
+    pub fn preset(host: HostRule, origin: impl Into<String>) -> Rule {
+        Rule {
+            owner: Owner::Preset,
+            ..Rule::new(host, origin)
+        }
+    }
+
     fn describe(&self) -> String {
         format!("{} {}", self.origin, self.host)
     }
 
-    /// Names exactly this host and port: only such a rule opens an internal address.
+    /// Names exactly this host and port, and is the environment's or hangar's own: only
+    /// such a rule opens an internal address (in the local admin's workspace).
     fn names_exactly(&self, host: &str, port: u16) -> bool {
-        self.host.port == Some(port) && self.host.pattern == normalize(host)
+        self.owner != Owner::Preset
+            && self.host.port == Some(port)
+            && self.host.pattern == normalize(host)
     }
 }
 
@@ -88,6 +105,19 @@ impl Injection {
     }
 }
 
+/// Who may open internal and host-local addresses for a phase: a decision about the
+/// workspace, not about one rule, since a token tenant's environment file must not open the
+/// daemon host's network to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Internal {
+    /// The local admin's own workspace: an allow rule of the environment (or hangar's
+    /// endpoint rule) that names the exact host and port opens it; a preset's never does.
+    ExactRules,
+    /// A token tenant's workspace: only these hosts, which the local admin opened in the
+    /// daemon's configuration, whatever the environment's rules say.
+    Opened(Arc<[HostRule]>),
+}
+
 /// One phase's policy.
 #[derive(Debug)]
 pub struct PhasePolicy {
@@ -102,6 +132,8 @@ pub struct PhasePolicy {
     /// Open TLS for every allowed host, so the upstream is verified with the host's
     /// trust store (hangar's own installs, behind a TLS-inspecting egress, need it).
     pub intercept_all: bool,
+    /// Who may open internal and host-local addresses.
+    pub internal: Internal,
 }
 
 /// The host check's outcome.
@@ -110,7 +142,7 @@ pub enum Verdict {
     Allow {
         /// The allow rule that matched (none in an unrestricted phase).
         rule: Option<String>,
-        /// A rule names this exact host and port, so internal addresses are allowed.
+        /// Internal and host-local addresses are allowed: see [`Internal`].
         internal_ok: bool,
         /// TLS must be opened: a method rule or an injection needs to see inside.
         intercept: bool,
@@ -132,6 +164,7 @@ impl PhasePolicy {
             methods: Vec::new(),
             injections: Vec::new(),
             intercept_all: false,
+            internal: Internal::ExactRules,
         }
     }
 
@@ -152,7 +185,10 @@ impl PhasePolicy {
                 rule: d.describe(),
             };
         }
-        let internal_ok = self.allow.iter().any(|r| r.names_exactly(host, port));
+        let internal_ok = match &self.internal {
+            Internal::ExactRules => self.allow.iter().any(|r| r.names_exactly(host, port)),
+            Internal::Opened(hosts) => hosts.iter().any(|h| h.matches(host, port)),
+        };
         let intercept = self.intercept_all
             || (!self.methods.is_empty() && !self.hangars(host, port))
             || self.injections.iter().any(|i| i.applies_to(host, port));
@@ -229,6 +265,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             injections: Vec::new(),
             intercept_all: false,
+            internal: Internal::ExactRules,
         }
     }
 
@@ -321,6 +358,71 @@ mod tests {
             &p,
             "[::1]:8080",
             "allow network.agent.allow [::1]:8080 internal-ok",
+        );
+    }
+
+    /// Regression: a registry URL written into `~/.npmrc` or `[env] NPM_CONFIG_REGISTRY`
+    /// became a preset rule naming `127.0.0.1:5000`, which opened the host's loopback.
+    #[test]
+    fn a_preset_rule_never_opens_internal_addresses() {
+        let mut p = policy(Access::Limited, &[], &[], &[]);
+        p.allow.push(Rule::preset(
+            HostRule::parse("127.0.0.1:5000").unwrap(),
+            "preset package-managers (from NPM_CONFIG_REGISTRY)",
+        ));
+        check(
+            &p,
+            "127.0.0.1:5000",
+            "allow preset package-managers (from NPM_CONFIG_REGISTRY) 127.0.0.1:5000",
+        );
+        // The environment's own exact rule still opens it in the admin's workspace.
+        p.allow.push(rule("127.0.0.1:5000", "network.agent.allow"));
+        check(
+            &p,
+            "127.0.0.1:5000",
+            "allow preset package-managers (from NPM_CONFIG_REGISTRY) 127.0.0.1:5000 internal-ok",
+        );
+    }
+
+    /// Regression: a token tenant's exact allow rule (and its model endpoint) opened the
+    /// daemon host's loopback; for a tenant only the admin's named hosts open anything.
+    #[test]
+    fn a_tenants_rules_open_only_the_hosts_the_admin_opened() {
+        let opened: Arc<[HostRule]> = vec![HostRule::parse("db.test:5432").unwrap()].into();
+        let mut p = policy(
+            Access::Limited,
+            &["127.0.0.1:8080", "db.test:5432", "db.test:5433"],
+            &[],
+            &[],
+        );
+        p.allow.push(Rule::hangars(
+            HostRule::parse("127.0.0.1:9000").unwrap(),
+            "agent.endpoint",
+        ));
+        p.internal = Internal::Opened(opened);
+        check(
+            &p,
+            "127.0.0.1:8080",
+            "allow network.agent.allow 127.0.0.1:8080",
+        );
+        check(&p, "127.0.0.1:9000", "allow agent.endpoint 127.0.0.1:9000");
+        check(
+            &p,
+            "db.test:5432",
+            "allow network.agent.allow db.test:5432 internal-ok",
+        );
+        check(&p, "db.test:5433", "allow network.agent.allow db.test:5433");
+        // Opened is not allowed: the environment's rules still decide what is reached.
+        check(
+            &p,
+            "DB.test.:5432",
+            "allow network.agent.allow db.test:5432 internal-ok",
+        );
+        p.allow.clear();
+        check(
+            &p,
+            "db.test:5432",
+            "blocked-by-allowlist (no rule of network.agent allows db.test:5432)",
         );
     }
 

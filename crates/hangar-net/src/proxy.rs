@@ -23,11 +23,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::addr::is_internal;
+use crate::addr::{host_addresses, is_host_local};
 use crate::audit::AuditEntry;
 use crate::ca::Ca;
 use crate::error::{NetError, Result};
-use crate::policy::{normalize, PhasePolicy, Reason, Verdict};
+use crate::policy::{normalize, Internal, PhasePolicy, Reason, Verdict};
 use crate::resolve::Resolve;
 
 /// The header of a 403 that names why.
@@ -308,8 +308,9 @@ impl Conn {
     }
 
     /// Resolves `host` and connects to one of its addresses, every one of which must be
-    /// external unless a rule names this exact host and port. The addresses checked are
-    /// the addresses connected to: no second lookup, no rebinding window.
+    /// external (neither internal nor one of the host's own) unless the policy opens
+    /// internal addresses for this host and port. The addresses checked are the addresses
+    /// connected to: no second lookup, no rebinding window.
     async fn connect(&self, host: &str, port: u16, internal_ok: bool) -> Result<TcpStream, Fail> {
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -321,10 +322,19 @@ impl Conn {
                 .map_err(|e| Fail::Unreachable(format!("failed to resolve {host}: {e}")))?,
         };
         if !internal_ok {
-            if let Some(ip) = addrs.iter().find(|ip| is_internal(**ip)) {
+            // Read per connection: an address the host gained since counts at once.
+            let own = host_addresses();
+            if let Some(ip) = addrs.iter().find(|ip| is_host_local(**ip, &own)) {
+                let opens = match self.policy.internal {
+                    Internal::ExactRules => format!("only a rule naming {host}:{port} exactly"),
+                    Internal::Opened(_) => format!(
+                        "only the local admin, for a token's workspace (`hangar serve \
+                         --open-internal {host}:{port}`),"
+                    ),
+                };
                 return Err(Fail::Internal(format!(
-                    "{host} is or resolves to the internal address {ip}; only a rule naming \
-                     {host}:{port} exactly opens it"
+                    "{host} is or resolves to the internal or host-local address {ip}; \
+                     {opens} opens it"
                 )));
             }
         }

@@ -62,6 +62,7 @@ async fn check(requests: &[(&str, &str, &str)], expected: &[&str]) {
         methods: vec!["GET".into(), "POST".into()],
         injections: Vec::new(),
         intercept_all: false,
+        internal: hangar_net::Internal::ExactRules,
     };
     let (audit, mut entries) = mpsc::unbounded_channel();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -41,9 +41,14 @@ impl GitDaemon {
         GitDaemon { child, port }
     }
 
+    /// Where it listens, `127.0.0.1:PORT`.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// The URL of repository `name` (a directory under the base).
     pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
+        format!("git://{}/{name}", self.authority())
     }
 }
 

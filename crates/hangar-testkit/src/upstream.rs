@@ -1,9 +1,11 @@
-//! A stand-in for the internet: an HTTP and an HTTPS server (its own test CA) on an
-//! address of the host's loopback, recording every request it sees, for the proxy's tests
-//! and benchmark. `/bytes/N` answers N bytes; anything else echoes the request as JSON.
+//! A stand-in for the internet: an HTTP and an HTTPS server (its own test CA) on the
+//! host's loopback or on a "public" address outside the host (a network namespace of its
+//! own behind a veth pair), recording every request it sees, for the proxy's tests and
+//! benchmark. `/bytes/N` answers N bytes; anything else echoes the request as JSON.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -59,8 +61,10 @@ pub struct Upstream {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Adds `ip` to the host's `lo` (idempotent): a local address outside the ranges the
-/// proxy refuses, so a test can stand a "public" server on it. Use documentation ranges.
+/// Adds `ip` to the host's `lo` (idempotent): a host-local address outside the internal
+/// ranges. The proxy refuses it as one of the host's own unless a rule names it exactly
+/// (a model endpoint's); a "public" server goes [`outside_address`]. Use documentation
+/// ranges.
 pub fn add_loopback_address(ip: IpAddr) {
     let prefix = if ip.is_ipv4() { 32 } else { 128 };
     let out = Command::new("ip")
@@ -72,6 +76,58 @@ pub fn add_loopback_address(ip: IpAddr) {
         out.status.success() || err.contains("File exists") || err.contains("already assigned"),
         "ip addr add {ip}: {err}"
     );
+}
+
+/// The network namespace standing in for the internet, and its link to the host: the
+/// host's end has a link-local address, the far end the test servers' public ones.
+const OUTSIDE: &str = "hangar-test-outside";
+const HOST_END: (&str, &str) = ("hgt-out0", "169.254.251.1/30");
+const FAR_END: (&str, &str) = ("hgt-out1", "169.254.251.2/30");
+
+fn ip_cmd(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Puts `ip` outside the host: on the far end of a veth pair into the `hangar-test-outside`
+/// namespace, routed there from the host. A server there is reached as a public host is,
+/// and its address is none of the host's own (which the proxy refuses, as loopback).
+/// Idempotent and safe across test processes (a file lock); returns the namespace's path.
+pub fn outside_address(ip: IpAddr) -> PathBuf {
+    let ns = PathBuf::from(format!("/run/netns/{OUTSIDE}"));
+    let lock = std::fs::File::create(format!("/run/{OUTSIDE}.lock")).expect("create lock");
+    lock.lock().expect("lock the outside namespace");
+    if !ns.exists() {
+        ip_cmd(&["netns", "add", OUTSIDE]).unwrap();
+    }
+    if ip_cmd(&["link", "show", HOST_END.0]).is_err() {
+        for args in [
+            vec![
+                "link", "add", HOST_END.0, "type", "veth", "peer", "name", FAR_END.0, "netns",
+                OUTSIDE,
+            ],
+            vec!["addr", "add", HOST_END.1, "dev", HOST_END.0],
+            vec!["link", "set", HOST_END.0, "up"],
+            vec!["-n", OUTSIDE, "addr", "add", FAR_END.1, "dev", FAR_END.0],
+            vec!["-n", OUTSIDE, "link", "set", FAR_END.0, "up"],
+            vec!["-n", OUTSIDE, "link", "set", "lo", "up"],
+        ] {
+            ip_cmd(&args).unwrap();
+        }
+    }
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    let addr = format!("{ip}/{prefix}");
+    ip_cmd(&["-n", OUTSIDE, "addr", "replace", &addr, "dev", FAR_END.0]).unwrap();
+    ip_cmd(&["route", "replace", &addr, "dev", HOST_END.0]).unwrap();
+    ns
 }
 
 /// Runs `serve` on its own thread and runtime, so it serves whatever runtime the test
@@ -99,12 +155,18 @@ where
 }
 
 impl Upstream {
-    /// Starts both servers on `ip` (added to `lo` if it is not there), with a certificate
-    /// for `names` and the IP.
+    /// Starts both servers on `ip` (a loopback address, or else one outside the host,
+    /// see [`outside_address`]), with a certificate for `names` and the IP.
     pub fn start(ip: IpAddr, names: &[&str]) -> Upstream {
-        if !ip.is_loopback() {
-            add_loopback_address(ip);
-        }
+        let bind = |ip: IpAddr| -> std::net::TcpListener {
+            if ip.is_loopback() {
+                std::net::TcpListener::bind((ip, 0)).expect("bind")
+            } else {
+                let ns = outside_address(ip);
+                hangar_sandbox::netns::listen_in(&ns, SocketAddr::new(ip, 0))
+                    .expect("listen outside the host")
+            }
+        };
         let ca_key = rcgen::KeyPair::generate().expect("key");
         let mut ca_params = rcgen::CertificateParams::default();
         ca_params
@@ -133,8 +195,7 @@ impl Upstream {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
-        let plain = std::net::TcpListener::bind((ip, 0)).expect("bind");
-        let secure = std::net::TcpListener::bind((ip, 0)).expect("bind");
+        let (plain, secure) = (bind(ip), bind(ip));
         let (http, https) = (
             plain.local_addr().expect("addr"),
             secure.local_addr().expect("addr"),

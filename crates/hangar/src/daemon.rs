@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// Exit after this long with nothing to do: no request, task, stream or run (`10m`).
     #[arg(long, value_parser = hangar_spec::parse_duration)]
     idle_exit: Option<Duration>,
+    /// An internal or host-local host (`HOST` or `HOST:PORT`) that token workspaces may
+    /// use as a repository, registry, model endpoint or allow rule, repeatable (comma
+    /// separated in the variable). Without it a token reaches none of the daemon host's
+    /// loopback, private ranges or own addresses.
+    #[arg(long, env = "HANGAR_OPEN_INTERNAL", value_delimiter = ',', value_parser = hangar_spec::HostRule::parse)]
+    open_internal: Vec<hangar_spec::HostRule>,
 }
 
 /// How the TCP listeners speak: TLS, or plain HTTP where that is safe or asked for.
@@ -188,6 +194,7 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     if !args.trust_ca.is_empty() {
         engine.set_trusted_cas(hangar_engine::read_cas(&args.trust_ca)?);
     }
+    engine.set_open_internal(args.open_internal);
     let engine = Arc::new(engine);
     let recovered = engine
         .recover()

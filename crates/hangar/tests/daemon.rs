@@ -368,11 +368,18 @@ fn fifty_tasks_at_once_all_finish_each_with_its_own_diff() {
 
 #[test]
 fn remote_clients_need_a_token_and_act_in_its_workspace() {
-    let d = Daemon::start(&["--listen", "tcp:127.0.0.1:0"]);
-    let addr = d.tcp_addr();
-    let ws = unique("remote");
     let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
     let r = repo.path();
+    // A token's repository on the host's loopback is the admin's to open.
+    let served = hangar_testkit::gitd::GitDaemon::serve(r.parent().unwrap());
+    let d = Daemon::start(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--open-internal",
+        &served.authority(),
+    ]);
+    let addr = d.tcp_addr();
+    let ws = unique("remote");
     let token = d.ok(r, &["token", "create", "--workspace", &ws], 0);
     let token = token.trim().to_string();
     assert!(token.starts_with("hgr_"), "{token}");
@@ -420,7 +427,6 @@ fn remote_clients_need_a_token_and_act_in_its_workspace() {
         "{}",
         stderr(&out)
     );
-    let served = hangar_testkit::gitd::GitDaemon::serve(r.parent().unwrap());
     let url = served.url(&r.file_name().unwrap().to_string_lossy());
     let out = create(&url);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -471,6 +477,141 @@ fn remote_clients_need_a_token_and_act_in_its_workspace() {
         stderr(&out).contains("the token is not known"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Regression: a token tenant reached the daemon host's loopback and its own addresses
+/// (a `git://127.0.0.1` repository, an allow rule or model endpoint there, a `cache
+/// export` that overwrote an image in a registry on loopback) and pulled images into the
+/// installation's store. Every destination of a token's workspace is checked; the admin's
+/// `--open-internal` opens exactly the hosts it names.
+#[test]
+fn a_token_reaches_no_internal_host_but_the_one_the_admin_opened() {
+    let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
+    let r = repo.path();
+    let served = hangar_testkit::gitd::GitDaemon::serve(r.parent().unwrap());
+    let url = served.url(&r.file_name().unwrap().to_string_lossy());
+    let registry = hangar_testkit::Registry::start();
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = loopback.local_addr().unwrap().port();
+    // A public address of the host's own (as eth0's may be), with a service on 0.0.0.0.
+    let own: std::net::IpAddr = "198.51.100.79".parse().unwrap();
+    hangar_testkit::upstream::add_loopback_address(own);
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let any_port = any.local_addr().unwrap().port();
+    let d = Daemon::start(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--open-internal",
+        &served.authority(),
+    ]);
+    let ws = unique("tenant");
+    let token = d.ok(r, &["token", "create", "--workspace", &ws], 0);
+    let (addr, token) = (d.tcp_addr(), token.trim().to_string());
+    let files = tempfile::tempdir().unwrap();
+    let remote = |args: &[&str]| {
+        let mut cmd = d.command(files.path());
+        cmd.env_remove("HANGAR_SOCKET")
+            .env("HANGAR_URL", &addr)
+            .env("HANGAR_TOKEN", &token);
+        cmd.args(args).output().unwrap()
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let refused = |out: &Output, says: &[&str]| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+        for s in says {
+            assert!(stderr(out).contains(s), "{s:?} not in: {}", stderr(out));
+        }
+    };
+    let create = |name: &str, repo: &str, image: &str, rest: &str| {
+        let path = files.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\nrepo = \"{repo}\"\nimage = \"{image}\"\n{rest}\n\
+                 [agent]\nscript = \"echo t > t.txt\"\n"
+            ),
+        )
+        .unwrap();
+        remote(&["env", "create", "--file", path.to_str().unwrap()])
+    };
+    let bookworm = "debian-bookworm";
+    let other = format!("git://127.0.0.1:{closed}/x");
+    refused(
+        &create("repo", &other, bookworm, ""),
+        &[
+            &format!("failed to use repo `{other}`"),
+            &format!("--open-internal 127.0.0.1:{closed}"),
+        ],
+    );
+    refused(
+        &create("ssh", "ssh://git@127.0.0.1/x", bookworm, ""),
+        &["only the local admin may name an ssh"],
+    );
+    refused(
+        &create(
+            "allow",
+            &url,
+            bookworm,
+            &format!("[network.agent]\naccess = \"limited\"\nallow = [\"127.0.0.1:{closed}\"]"),
+        ),
+        &[&format!("network.agent.allow `127.0.0.1:{closed}`")],
+    );
+    refused(
+        &create(
+            "own",
+            &url,
+            bookworm,
+            &format!("[network.setup]\naccess = \"limited\"\nallow = [\"{own}:{any_port}\"]"),
+        ),
+        &[
+            &format!("network.setup.allow `{own}:{any_port}`"),
+            "host-local",
+        ],
+    );
+    let endpoint = format!("http://127.0.0.1:{closed}/v1");
+    let out = create("endpoint", &url, bookworm, "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        files.path().join("endpoint.toml"),
+        format!(
+            "name = \"endpoint\"\nrepo = \"{url}\"\nimage = \"{bookworm}\"\n\
+             [agent]\nscript = \"true\"\nendpoint = \"{endpoint}\"\n"
+        ),
+    )
+    .unwrap();
+    refused(
+        &remote(&["env", "update", "endpoint", "--file", "endpoint.toml"]),
+        &["failed to use [agent] endpoint"],
+    );
+    // An image not in the store is the admin's to pull.
+    let out = create("pull", &url, "registry.example.test/nothing:1", "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    refused(
+        &remote(&["exec", "--quiet", "--env", "pull", "p"]),
+        &["only the local admin pulls images", "hangar image pull"],
+    );
+
+    // The one host the admin opened works: a task builds a snapshot from its repository.
+    let out = create("good", &url, bookworm, "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = remote(&["exec", "--quiet", "--env", "good", "task"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A registry on loopback is not opened: export and import are refused before any
+    // connection (the registry stays empty).
+    let reference = format!("{}/tenant/snap:1", registry.addr);
+    for args in [
+        vec!["cache", "export", "good", &reference, "--insecure"],
+        vec!["cache", "import", &reference, "--insecure"],
+    ] {
+        refused(
+            &remote(&args),
+            &[&format!("the registry of `{reference}`"), "--open-internal"],
+        );
+    }
+    assert!(
+        !registry.storage().join("docker").exists(),
+        "nothing was pushed"
     );
 }
 
