@@ -48,11 +48,13 @@ impl MachineLimits {
         // on a small machine is better than none that works.
         const FLOOR: u64 = 512 << 20;
         let fs_size = if fs_size == 0 { 64 << 30 } else { fs_size };
+        // Whole MiB: the kernel keeps a memory limit in pages, and the log reads better.
+        let mib = |n: u64| (n >> 20 << 20).max(FLOOR);
         MachineLimits {
-            memory: (memory / 4 * 3 / slots).max(FLOOR),
+            memory: mib(memory / 4 * 3 / slots),
             pids: DEFAULT_PIDS,
             cpus: cores.max(1) as f64,
-            disk: (fs_size / 2 / slots).max(FLOOR),
+            disk: mib(fs_size / 2 / slots),
         }
     }
 
@@ -141,9 +143,9 @@ mod tests {
                 disk: 512 << 20,
             },
         );
-        // An unreadable filesystem size is taken as 64 GiB.
+        // Odd sizes are cut to whole MiB; an unreadable filesystem size is taken as 64 GiB.
         check(
-            8 << 30,
+            (8 << 30) + 12345,
             2,
             0,
             1,
@@ -152,6 +154,18 @@ mod tests {
                 pids: DEFAULT_PIDS,
                 cpus: 2.0,
                 disk: 32 << 30,
+            },
+        );
+        check(
+            8 << 30,
+            2,
+            100_000_000_000,
+            3,
+            MachineLimits {
+                memory: 2 << 30,
+                pids: DEFAULT_PIDS,
+                cpus: 2.0,
+                disk: 15_894 << 20,
             },
         );
     }
