@@ -78,7 +78,7 @@ fn layers_of(
     manifest: &ImageManifest,
     image: &str,
 ) -> Result<Vec<(Digest, PathBuf)>> {
-    let config = store.config(&hangar_store::config_digest(&manifest)?)?;
+    let config = store.config(&hangar_store::config_digest(manifest)?)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         return Err(ImageError::BadImage {

@@ -47,7 +47,12 @@ fn a_layer_past_its_unpacked_limit_is_refused_as_soon_as_it_passes() {
         floor: 1 << 20,
     };
     let budget = Budget::new(&limits, "sha256:bomb", bomb.len() as u64);
-    assert_eq!(budget.max(), 1 << 20, "10 times {} bytes is below the floor", bomb.len());
+    assert_eq!(
+        budget.max(),
+        1 << 20,
+        "10 times {} bytes is below the floor",
+        bomb.len()
+    );
     let dest = tempfile::tempdir().unwrap();
     let err = unpack_layer(&bomb[..], dest.path(), &budget)
         .unwrap_err()
@@ -65,7 +70,10 @@ fn a_layer_past_its_unpacked_limit_is_refused_as_soon_as_it_passes() {
     let roomy = Budget::new(&UnpackLimits::default(), "sha256:bomb", bomb.len() as u64);
     let dest = tempfile::tempdir().unwrap();
     unpack_layer(&bomb[..], dest.path(), &roomy).unwrap();
-    assert_eq!(fs::metadata(dest.path().join("zeros")).unwrap().len(), 64 << 20);
+    assert_eq!(
+        fs::metadata(dest.path().join("zeros")).unwrap().len(),
+        64 << 20
+    );
 }
 
 /// One tar entry, written with raw header fields so that hostile names survive.

@@ -886,8 +886,12 @@ impl RawEnv {
             }),
         };
 
-        let setup_timeout =
-            step_timeout(cx, "setup.timeout", &self.setup.timeout, DEFAULT_SETUP_TIMEOUT);
+        let setup_timeout = step_timeout(
+            cx,
+            "setup.timeout",
+            &self.setup.timeout,
+            DEFAULT_SETUP_TIMEOUT,
+        );
         let maintenance_timeout = step_timeout(
             cx,
             "maintenance.timeout",
