@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hangar_image::ImageDefaults;
-use hangar_sandbox::{BindMount, Resources, Sandbox, SandboxSpec};
+use hangar_sandbox::{BindMount, Sandbox, SandboxSpec};
 use hangar_secrets::ScanMode;
 use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
 use hangar_store as store;
@@ -175,6 +175,9 @@ impl Ctx<'_> {
             net.enter(self.plan.env, step.phase, &self.secrets);
         }
         let res = run_step(sandbox, &self.logger, step, &mut self.cancel).await?;
+        if let Some(over) = sandbox.disk_exceeded() {
+            return Err(Stop::error(disk_exceeded(over)));
+        }
         if res.cancelled {
             return Err(cancelled());
         }
@@ -297,6 +300,15 @@ pub(crate) async fn timed<T>(
         ok: out.is_ok(),
     });
     out
+}
+
+/// How the disk watchdog's stop is told.
+fn disk_exceeded(over: hangar_sandbox::disk::DiskExceeded) -> String {
+    format!(
+        "the sandbox wrote {} to its disk, past `[resources] disk` ({}), and every process in it was stopped",
+        hangar_spec::format_bytes(over.used),
+        hangar_spec::format_bytes(over.limit)
+    )
 }
 
 /// How a step the wall clock ended is told.
@@ -696,12 +708,9 @@ impl Engine {
     ) -> Result<Sandbox, Stop> {
         let plan = ctx.plan;
         let mut spec = SandboxSpec::new(lowers);
-        let r = plan.env.resources;
-        spec.resources = Resources {
-            memory_bytes: r.memory,
-            pids: r.pids,
-            cpus: r.cpus,
-        };
+        spec.resources = self.limits.apply(&plan.env.resources);
+        ctx.logger
+            .note(Phase::Prepare, &self.limits.describe(&plan.env.resources));
         spec.runtime = self.runtime;
         spec.mounts.push(BindMount {
             source: p.mirror.clone(),
@@ -1061,8 +1070,15 @@ impl Engine {
             )
             .await?;
             let script = autoinstall::install_script(steps);
-            ctx.user(sandbox, Phase::Setup, "auto-install", &script, &[], None)
-                .await?;
+            ctx.user(
+                sandbox,
+                Phase::Setup,
+                "auto-install",
+                &script,
+                &[],
+                Some(env.setup.timeout),
+            )
+            .await?;
         }
         if !env.setup.script.trim().is_empty() {
             ctx.user(
@@ -1071,7 +1087,7 @@ impl Engine {
                 "setup script",
                 &env.setup.script,
                 &[],
-                None,
+                Some(env.setup.timeout),
             )
             .await?;
         }
@@ -1147,7 +1163,7 @@ impl Engine {
                     "maintenance script",
                     &env.maintenance.script,
                     &[],
-                    None,
+                    Some(env.maintenance.timeout),
                 )
                 .await?;
                 // Its leftover processes hold the secrets in their environment, and its

@@ -13,11 +13,13 @@ pub mod diff;
 mod error;
 mod followup;
 mod git;
+pub mod limits;
 mod net;
 mod phase;
 pub mod run;
 pub mod runner;
 pub mod secrets;
+mod slots;
 pub mod tokens;
 pub mod travel;
 
@@ -152,12 +154,12 @@ pub struct Shared {
     net: net::NetSettings,
     /// The internal hosts the local admin opened for tenants (`--open-internal`).
     open_internal: Arc<[hangar_spec::HostRule]>,
-    /// Attempts running at once in this process; the others wait here, in order.
-    slots: Arc<tokio::sync::Semaphore>,
-    /// Attempts waiting for a slot, oldest first. Locked only to add, remove or read.
-    queue: std::sync::Mutex<Vec<(TaskId, u32)>>,
-    running_count: Arc<std::sync::atomic::AtomicUsize>,
+    /// Attempts running at once in this process; the others wait here, each
+    /// workspace in its turn.
+    slots: Arc<slots::Slots>,
     max_running: usize,
+    /// Each sandbox's limits where its environment's `[resources]` sets none.
+    limits: limits::MachineLimits,
     /// Best-of-N's limit per task.
     max_attempts: u32,
     /// Locks of the tasks this engine submitted and has not finished running.
@@ -182,32 +184,6 @@ impl std::ops::Deref for Engine {
 
     fn deref(&self) -> &Shared {
         &self.shared
-    }
-}
-
-/// A running attempt's slot; given back on drop.
-struct Slot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    running: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Slot {
-    fn new(
-        permit: tokio::sync::OwnedSemaphorePermit,
-        running: Arc<std::sync::atomic::AtomicUsize>,
-    ) -> Slot {
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Slot {
-            _permit: permit,
-            running,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.running
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -253,10 +229,9 @@ impl Engine {
             keyring: Default::default(),
             net: Default::default(),
             open_internal: Arc::new([]),
-            slots: Arc::new(tokio::sync::Semaphore::new(default_slots())),
-            queue: Default::default(),
-            running_count: Default::default(),
+            slots: Arc::new(slots::Slots::new(default_slots())),
             max_running: default_slots(),
+            limits: limits::MachineLimits::detect(store.root(), default_slots()),
             max_attempts: MAX_ATTEMPTS,
             task_locks: Default::default(),
             store,
@@ -302,7 +277,8 @@ impl Engine {
     pub fn set_max_running(&mut self, n: usize) {
         let s = self.settings();
         s.max_running = n.max(1);
-        s.slots = Arc::new(tokio::sync::Semaphore::new(s.max_running));
+        s.slots = Arc::new(slots::Slots::new(s.max_running));
+        s.limits = limits::MachineLimits::detect(s.store.root(), s.max_running);
     }
 
     /// How many attempts one task may ask for (best-of-N), at most what may run at once:
@@ -323,10 +299,14 @@ impl Engine {
         self.max_running
     }
 
+    /// The limits a sandbox gets where its environment's `[resources]` sets none.
+    pub fn default_limits(&self) -> limits::MachineLimits {
+        self.limits
+    }
+
     /// How many attempts run now.
     pub fn running(&self) -> usize {
-        self.running_count
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.slots.running()
     }
 
     /// Crash recovery, for the one process that runs tasks on this data dir (the
@@ -387,31 +367,19 @@ impl Engine {
     /// Where a task waits for a slot: 1 when its first waiting attempt is next. `None`
     /// when none of its attempts is waiting.
     pub fn queue_position(&self, task: &TaskId) -> Option<usize> {
-        let queue = self.queue.lock().expect("not poisoned");
-        queue.iter().position(|(t, _)| t == task).map(|i| i + 1)
+        self.slots.position(task)
     }
 
-    /// Waits for a slot for one attempt, in arrival order, unless the task is
-    /// cancelled meanwhile (then it goes on without one, to be marked cancelled).
+    /// Waits for a slot for one attempt, in this workspace's turn (see `slots`), unless
+    /// the task is cancelled meanwhile (then it goes on without one, to be marked
+    /// cancelled).
     async fn take_slot(
         &self,
         task: &TaskId,
         index: u32,
-        mut cancel: watch::Receiver<bool>,
-    ) -> Option<Slot> {
-        self.queue
-            .lock()
-            .expect("not poisoned")
-            .push((task.clone(), index));
-        let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
-            _ = cancel.wait_for(|c| *c) => None,
-        };
-        self.queue
-            .lock()
-            .expect("not poisoned")
-            .retain(|(t, i)| !(t == task && *i == index));
-        permit.map(|permit| Slot::new(permit, self.running_count.clone()))
+        cancel: watch::Receiver<bool>,
+    ) -> Option<slots::Slot> {
+        self.slots.take(&self.workspace, task, index, cancel).await
     }
 
     /// Uses another key file for secrets (`HANGAR_SECRET_KEY_FILE`).

@@ -87,6 +87,8 @@ impl Engine {
             memory_bytes: spec.memory_bytes,
             pids: spec.pids,
             cpus: spec.cpus,
+            // The admin's own command, watched by the admin; its upper goes with it.
+            disk_bytes: None,
         };
         sb.runtime = runtime;
         let sandbox = Sandbox::create(&self.host, sb).await?;

@@ -190,7 +190,7 @@ impl Engine {
         };
         let size = tokio::task::spawn_blocking(move || -> Result<u64> {
             let staging = store.staging_dir()?;
-            let got = hangar_image::unpack::unpack_layer(store.open_blob(&blob)?, staging.path())?;
+            let got = hangar_image::unpack_blob(&store, &blob, staging.path())?;
             if got != diff_id {
                 return Err(refuse(format!(
                     "its snapshot layer hashes to {got}, not {diff_id}"

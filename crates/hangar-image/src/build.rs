@@ -150,10 +150,7 @@ pub fn build_debian(
 
     progress("unpacking the layer");
     let staging = store.staging_dir()?;
-    let unpacked = crate::unpack::unpack_layer(
-        fs::File::open(&tarball).map_err(io_err("open", &tarball))?,
-        staging.path(),
-    )?;
+    let unpacked = crate::unpack_blob(store, &layer.blob, staging.path())?;
     if unpacked != diff_id {
         return Err(ImageError::Build(format!(
             "layer digest changed while unpacking ({diff_id} vs {unpacked})"

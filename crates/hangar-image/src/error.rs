@@ -18,6 +18,12 @@ pub enum ImageError {
     UnsafeEntry { entry: String, reason: String },
     #[error("failed to unpack layer: {0}")]
     Unpack(String),
+    #[error("failed to unpack layer {layer}: it unpacks to more than {}, the limit for a layer of {} compressed", hangar_spec::format_bytes(*max), hangar_spec::format_bytes(*compressed))]
+    LayerTooLarge {
+        layer: String,
+        compressed: u64,
+        max: u64,
+    },
     #[error("failed to unpack layer {layer}: its content hashes to {actual}, but the image config says {expected}")]
     DiffIdMismatch {
         layer: String,

@@ -14,7 +14,7 @@ use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 
 use crate::error::{ImageError, Result};
-use crate::{layers, record_image, Progress};
+use crate::{record_image, unpack_manifest, Progress};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -48,8 +48,6 @@ pub fn import(
     } else {
         return Err(import_err(path, "neither an OCI layout (no oci-layout file) nor a docker save archive (no manifest.json)"));
     };
-    progress("unpacking layers");
-    layers(store, &rec)?;
     Ok(rec)
 }
 
@@ -196,6 +194,8 @@ fn import_layout(
         Some(n) => n.clone(),
         None => default_name(input.shown, ref_name.as_deref())?,
     };
+    progress("unpacking layers");
+    unpack_manifest(store, &name, &manifest_bytes)?;
     record_image(store, &name, &manifest_bytes)
 }
 
@@ -248,6 +248,8 @@ fn import_docker(
         Some(n) => n.clone(),
         None => default_name(input.shown, tag)?,
     };
+    progress("unpacking layers");
+    unpack_manifest(store, &name, &bytes)?;
     record_image(store, &name, &bytes)
 }
 

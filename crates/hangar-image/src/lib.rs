@@ -55,11 +55,34 @@ pub fn layer_dirs(store: &Store, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
 /// Like [`layer_dirs`], with each layer's diff_id (for leases).
 pub fn layers(store: &Store, rec: &ImageRecord) -> Result<Vec<(Digest, PathBuf)>> {
     let manifest = store.manifest(&rec.manifest)?;
-    let config = store.config(&hangar_store::config_digest(&manifest)?)?;
+    layers_of(store, &manifest, rec.name.as_str())
+}
+
+/// Unpacks the layers of a manifest before it is named (import, pull): an image whose
+/// layers are refused is never recorded.
+pub(crate) fn unpack_manifest(
+    store: &Store,
+    name: &ImageName,
+    manifest_bytes: &[u8],
+) -> Result<()> {
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| ImageError::BadImage {
+            image: name.to_string(),
+            reason: format!("bad manifest: {e}"),
+        })?;
+    layers_of(store, &manifest, name.as_str()).map(drop)
+}
+
+fn layers_of(
+    store: &Store,
+    manifest: &ImageManifest,
+    image: &str,
+) -> Result<Vec<(Digest, PathBuf)>> {
+    let config = store.config(&hangar_store::config_digest(manifest)?)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         return Err(ImageError::BadImage {
-            image: rec.name.to_string(),
+            image: image.to_string(),
             reason: format!(
                 "{} layers but {} diff_ids in the config",
                 manifest.layers().len(),
@@ -83,7 +106,7 @@ fn ensure_layer(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<PathBu
         return Ok(store.layer_dir(diff_id));
     }
     let staging = store.staging_dir()?;
-    let actual = unpack::unpack_layer(store.open_blob(blob)?, staging.path())?;
+    let actual = unpack_blob(store, blob, staging.path())?;
     if &actual != diff_id {
         return Err(ImageError::DiffIdMismatch {
             layer: blob.to_string(),
@@ -92,6 +115,22 @@ fn ensure_layer(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<PathBu
         });
     }
     Ok(store.commit_layer(staging, diff_id)?)
+}
+
+/// Unpacks a stored layer blob into `dest` within the default [`unpack::UnpackLimits`];
+/// its diff_id.
+pub fn unpack_blob(store: &Store, blob: &Digest, dest: &std::path::Path) -> Result<Digest> {
+    let file = store.open_blob(blob)?;
+    let compressed = file
+        .metadata()
+        .map_err(error::io_err("inspect", store.blob_path(blob)))?
+        .len();
+    let budget = unpack::Budget::new(
+        &unpack::UnpackLimits::default(),
+        blob.to_string(),
+        compressed,
+    );
+    unpack::unpack_layer(file, dest, &budget)
 }
 
 /// What an image's config says every process starts with.

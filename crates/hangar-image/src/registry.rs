@@ -13,7 +13,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{ImageError, Result};
-use crate::{layers, record_image, Progress};
+use crate::{record_image, unpack_manifest, Progress};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
@@ -67,10 +67,10 @@ pub async fn pull(
         Some(n) => n.clone(),
         None => reference.parse()?,
     };
-    let rec = record_image(store, &name, &store.read_blob(&manifest)?)?;
+    let bytes = store.read_blob(&manifest)?;
     progress("unpacking layers");
-    layers(store, &rec)?;
-    Ok(rec)
+    unpack_manifest(store, &name, &bytes)?;
+    record_image(store, &name, &bytes)
 }
 
 /// Fetches the manifest of `reference` (linux/amd64 from a multi-platform index) and every

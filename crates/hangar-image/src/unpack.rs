@@ -2,7 +2,8 @@
 //! format. OCI whiteouts turn into overlay whiteouts (0/0 character devices, the opaque
 //! xattr). Nothing is ever written outside the destination: entries with `..` or an
 //! absolute path, links that escape, writes through symlinks, and device nodes are refused
-//! with an error naming the entry.
+//! with an error naming the entry. A layer that unpacks to more than its [`Budget`] is
+//! refused as soon as it passes it (a few MiB of gzip can expand to many GiB).
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,12 +20,72 @@ use tar::EntryType;
 
 use crate::error::{io_err, ImageError, Result};
 
+/// How large a layer may unpack: at most `ratio` times its compressed size, but never
+/// less than `floor` (small layers of large files are normal) nor more than `layer`.
+/// The unpacked size is that of the tar stream, which bounds what unpacking writes
+/// (GNU sparse entries are refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    pub layer: u64,
+    pub ratio: u64,
+    pub floor: u64,
+}
+
+impl Default for UnpackLimits {
+    /// Image layers compress 2 to 10 times; 50 leaves room for files of zeros and
+    /// logs, and refuses a 9 MiB layer that expands to 2 GiB.
+    fn default() -> Self {
+        UnpackLimits {
+            layer: 32 << 30,
+            ratio: 50,
+            floor: 1 << 30,
+        }
+    }
+}
+
+/// What one layer may unpack to, and the layer's name for the error that refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    layer: String,
+    compressed: u64,
+    max: u64,
+}
+
+impl Budget {
+    /// The budget of layer `layer` (its digest) stored as `compressed` bytes.
+    pub fn new(limits: &UnpackLimits, layer: impl Into<String>, compressed: u64) -> Budget {
+        let max = compressed
+            .saturating_mul(limits.ratio)
+            .max(limits.floor)
+            .min(limits.layer);
+        Budget {
+            layer: layer.into(),
+            compressed,
+            max,
+        }
+    }
+
+    /// The most bytes the layer may unpack to.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    fn refused(&self) -> ImageError {
+        ImageError::LayerTooLarge {
+            layer: self.layer.clone(),
+            compressed: self.compressed,
+            max: self.max,
+        }
+    }
+}
+
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Unpacks one layer into `dest` (an empty directory) and returns its diff_id: the digest
-/// of the uncompressed tar stream.
-pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<Digest> {
+/// of the uncompressed tar stream. Past `budget` it stops; the caller's staging dir
+/// then holds what was written so far, and goes with it.
+pub fn unpack_layer(reader: impl Read, dest: &Path, budget: &Budget) -> Result<Digest> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let head = buffered
         .fill_buf()
@@ -41,20 +102,23 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<Digest> {
     let mut hashing = HashingReader {
         inner: plain,
         hasher: Sha256::new(),
+        read: 0,
+        max: budget.max,
     };
-    let mut archive = tar::Archive::new(&mut hashing);
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
-    for entry in archive
-        .entries()
-        .map_err(|e| ImageError::Unpack(e.to_string()))?
-    {
-        let mut entry = entry.map_err(|e| ImageError::Unpack(format!("bad tar stream: {e}")))?;
-        if let Some(dir) = unpack_entry(&mut entry, dest)? {
-            dir_times.push(dir);
-        }
+    let unpacked = unpack_entries(&mut hashing, dest, &mut dir_times)
+        // The digest covers the whole stream, including the end-of-archive padding.
+        .and_then(|()| {
+            io::copy(&mut hashing, &mut io::sink())
+                .map(drop)
+                .map_err(io_err("read layer into", dest))
+        });
+    // Whatever error the reader's refusal became on the way (tar wraps it), the budget
+    // is the reason.
+    if hashing.read > hashing.max {
+        return Err(budget.refused());
     }
-    // The digest covers the whole stream, including the end-of-archive padding.
-    io::copy(&mut hashing, &mut io::sink()).map_err(io_err("read layer into", dest))?;
+    unpacked?;
     // Directory times are set last: adding children changed them.
     for (path, mtime) in dir_times.into_iter().rev() {
         let t = TimeSpec::new(mtime, 0);
@@ -69,14 +133,45 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<Digest> {
     Ok(Digest::from_hasher(hashing.hasher))
 }
 
+fn unpack_entries<R: Read>(
+    stream: &mut R,
+    dest: &Path,
+    dir_times: &mut Vec<(PathBuf, i64)>,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(stream);
+    for entry in archive
+        .entries()
+        .map_err(|e| ImageError::Unpack(e.to_string()))?
+    {
+        let mut entry = entry.map_err(|e| ImageError::Unpack(format!("bad tar stream: {e}")))?;
+        if let Some(dir) = unpack_entry(&mut entry, dest)? {
+            dir_times.push(dir);
+        }
+    }
+    Ok(())
+}
+
+/// The uncompressed stream: hashed, counted, and cut off once past `max`.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    read: u64,
+    max: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        if self.read > self.max {
+            return Err(io::Error::other("the layer passed its unpacked size limit"));
+        }
+        // Never more than one byte past the limit: that byte is how it is told.
+        let room = (self.max - self.read).saturating_add(1);
+        let len = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..len])?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(io::Error::other("the layer passed its unpacked size limit"));
+        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }

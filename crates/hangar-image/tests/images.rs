@@ -348,7 +348,9 @@ async fn whiteouts_hide_lower_files_in_a_real_overlay() {
         builder.append_data(&mut h, path, &[][..]).unwrap();
     }
     let top_dir = tempfile::tempdir().unwrap();
-    hangar_image::unpack::unpack_layer(&builder.into_inner().unwrap()[..], top_dir.path()).unwrap();
+    let tar = builder.into_inner().unwrap();
+    let budget = hangar_image::unpack::Budget::new(&Default::default(), "top", tar.len() as u64);
+    hangar_image::unpack::unpack_layer(&tar[..], top_dir.path(), &budget).unwrap();
     lowers.insert(0, top_dir.path().to_path_buf());
 
     let host = host(&store);

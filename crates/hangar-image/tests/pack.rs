@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use hangar_image::pack::{pack_into_store, pack_layer};
-use hangar_image::unpack::unpack_layer;
+use hangar_image::unpack::{unpack_layer, Budget, UnpackLimits};
 use hangar_image::ImageError;
 use nix::sys::stat::{mknod, Mode, SFlag};
 
@@ -127,7 +127,8 @@ fn packing_then_unpacking_gives_the_same_tree() {
 
     let dest = tmp.path().join("unpacked");
     fs::create_dir(&dest).unwrap();
-    assert_eq!(unpack_layer(&tar[..], &dest).unwrap(), diff_id);
+    let budget = Budget::new(&UnpackLimits::default(), "packed", tar.len() as u64);
+    assert_eq!(unpack_layer(&tar[..], &dest, &budget).unwrap(), diff_id);
     let expected: Vec<String> = hangar_testkit::tree(&src)
         .into_iter()
         .filter(|l| !l.starts_with("opt/daemon.sock "))
@@ -190,7 +191,7 @@ fn a_packed_layer_lands_in_the_store_verified() {
     let dest = tmp.path().join("unpacked");
     fs::create_dir(&dest).unwrap();
     assert_eq!(
-        unpack_layer(store.open_blob(&packed.blob).unwrap(), &dest).unwrap(),
+        hangar_image::unpack_blob(&store, &packed.blob, &dest).unwrap(),
         packed.diff_id,
         "the diff_id is the uncompressed stream's"
     );

@@ -1,13 +1,80 @@
 //! Crafted layers against the unpacker: each escape attempt is refused with an error naming
-//! the entry, and nothing lands outside the destination. Root is needed (mknod, chown).
+//! the entry, and nothing lands outside the destination; a layer that unpacks past its
+//! limit is refused, also when an import brings it. Root is needed (mknod, chown).
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use hangar_image::unpack::unpack_layer;
+use hangar_image::unpack::{unpack_layer, Budget, UnpackLimits};
 use sha2::{Digest as _, Sha256};
+
+/// The default budget of a layer stored as `data`.
+fn budget(data: &[u8]) -> Budget {
+    Budget::new(&UnpackLimits::default(), "test", data.len() as u64)
+}
+
+/// A gzip stream (several members, as `MultiGzDecoder` reads them) of a tar holding
+/// one file of `size` zero bytes: a few KiB per MiB of content.
+pub fn zero_bomb(size: u64) -> Vec<u8> {
+    let gzip = |data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_path("zeros").unwrap();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut out = gzip(header.as_bytes());
+    let mib = gzip(&vec![0u8; 1 << 20]);
+    for _ in 0..size >> 20 {
+        out.extend_from_slice(&mib);
+    }
+    out.extend_from_slice(&gzip(&vec![0u8; (size % (1 << 20)) as usize + 1024]));
+    out
+}
+
+#[test]
+fn a_layer_past_its_unpacked_limit_is_refused_as_soon_as_it_passes() {
+    let bomb = zero_bomb(64 << 20);
+    let limits = UnpackLimits {
+        layer: 1 << 30,
+        ratio: 10,
+        floor: 1 << 20,
+    };
+    let budget = Budget::new(&limits, "sha256:bomb", bomb.len() as u64);
+    assert_eq!(
+        budget.max(),
+        1 << 20,
+        "10 times {} bytes is below the floor",
+        bomb.len()
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let err = unpack_layer(&bomb[..], dest.path(), &budget)
+        .unwrap_err()
+        .to_string();
+    let compressed = hangar_spec::format_bytes(bomb.len() as u64);
+    assert_eq!(
+        err,
+        format!("failed to unpack layer sha256:bomb: it unpacks to more than 1MiB, the limit for a layer of {compressed} compressed")
+    );
+    // It stopped at the limit: no more than that was written.
+    let written = fs::metadata(dest.path().join("zeros")).map_or(0, |m| m.len());
+    assert!(written <= 1 << 20, "{written} bytes written");
+
+    // Within its budget the same layer unpacks.
+    let roomy = Budget::new(&UnpackLimits::default(), "sha256:bomb", bomb.len() as u64);
+    let dest = tempfile::tempdir().unwrap();
+    unpack_layer(&bomb[..], dest.path(), &roomy).unwrap();
+    assert_eq!(
+        fs::metadata(dest.path().join("zeros")).unwrap().len(),
+        64 << 20
+    );
+}
 
 /// One tar entry, written with raw header fields so that hostile names survive.
 struct E {
@@ -97,7 +164,8 @@ fn unpack(entries: &[E]) -> (tempfile::TempDir, Result<hangar_store::Digest, Str
     fs::create_dir_all(&dest).unwrap();
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("passwd"), "host").unwrap();
-    let res = unpack_layer(&tarball(entries)[..], &dest).map_err(|e| e.to_string());
+    let tar = tarball(entries);
+    let res = unpack_layer(&tar[..], &dest, &budget(&tar)).map_err(|e| e.to_string());
     let listing: Vec<_> = fs::read_dir(&outside)
         .unwrap()
         .flatten()
@@ -241,8 +309,9 @@ fn ordinary_entries_keep_content_owner_mode_and_links() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tarball(&entries)).unwrap();
     let dest = tempfile::tempdir().unwrap();
+    let gz = gz.finish().unwrap();
     assert_eq!(
-        unpack_layer(&gz.finish().unwrap()[..], dest.path()).unwrap(),
+        unpack_layer(&gz[..], dest.path(), &budget(&gz)).unwrap(),
         diff_id
     );
 }
@@ -259,4 +328,54 @@ fn later_entries_replace_earlier_ones_without_following_them() {
     let x = tmp.path().join("layer/x");
     assert!(fs::symlink_metadata(&x).unwrap().is_file());
     assert!(!tmp.path().join("layer/y").exists());
+}
+
+/// The names in a directory (none when it does not exist).
+fn children(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir).map_or(Vec::new(), |d| {
+        d.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    })
+}
+
+#[test]
+fn import_refuses_a_layer_that_unpacks_past_its_limit_and_leaves_nothing() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = hangar_store::Store::open(store_dir.path()).unwrap();
+    // A docker save archive whose one layer is a few MiB of gzip over 2 GiB of zeros.
+    let input = tempfile::tempdir().unwrap();
+    let bomb = zero_bomb(2 << 30);
+    fs::write(input.path().join("layer.tar.gz"), &bomb).unwrap();
+    fs::write(
+        input.path().join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["bomb:1"],"Layers":["layer.tar.gz"]}]"#,
+    )
+    .unwrap();
+    let zeros = "0".repeat(64);
+    fs::write(
+        input.path().join("config.json"),
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{zeros}"]}}}}"#
+        ),
+    )
+    .unwrap();
+    let err = hangar_image::import(&store, input.path(), None, &|_: &str| {})
+        .unwrap_err()
+        .to_string();
+    let blob = hangar_store::Digest::of(&bomb);
+    assert_eq!(
+        err,
+        format!(
+            "failed to unpack layer {blob}: it unpacks to more than 1GiB, the limit for a layer of {} compressed",
+            hangar_spec::format_bytes(bomb.len() as u64)
+        )
+    );
+    assert!(store.images().unwrap().is_empty(), "the image was recorded");
+    assert_eq!(children(&store.root().join("tmp")), Vec::<String>::new());
+    assert_eq!(
+        children(&store.root().join("layers/sha256")),
+        Vec::<String>::new(),
+        "a layer was kept"
+    );
 }

@@ -2,6 +2,9 @@
 //! with the raw runtime running the same bundle (`crun run`, `runc run`) with `/bin/true`
 //! as its process, in one run. Run with `cargo bench -p hangar-sandbox` (root).
 //!
+//! The same lifecycle with the limits every attempt's sandbox gets (memory, pids, cpus
+//! and the disk watchdog) is measured beside it, so what the limits cost shows.
+//!
 //! The baseline gets every advantage: its overlay root and network namespace are made
 //! once, outside the timing; hangar makes both per iteration, as it does for real.
 
@@ -20,6 +23,14 @@ use hangar_testkit::bench::{summarize, Row};
 const ITERATIONS: usize = 100;
 const WARMUP: usize = 5;
 
+/// An attempt's limits, as the engine's machine defaults give them.
+const LIMITS: Resources = Resources {
+    memory_bytes: Some(2 << 30),
+    pids: Some(4096),
+    cpus: Some(2.0),
+    disk_bytes: Some(8 << 30),
+};
+
 fn main() {
     let (store, lowers) = hangar_testkit::debian_layers();
     let host = hangar_testkit::host(&store);
@@ -32,25 +43,31 @@ fn main() {
     for kind in RuntimeKind::ALL {
         let mut raw = RawBaseline::new(&store, &host, &lowers, kind);
         let (mut raw_samples, mut ours, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+        let mut limited = Vec::new();
         // Raw and hangar iterations alternate, so both run under the same background load
         // (such as the kernel freeing earlier sandboxes' network namespaces).
         for i in 0..(WARMUP + ITERATIONS) {
             let raw_time = raw.run_once(i);
-            let (total, to_ready) = rt.block_on(async {
+            let (host, lowers) = (&host, &lowers);
+            let lifecycle = |resources: Resources| async move {
                 let mut spec = SandboxSpec::new(lowers.clone());
                 spec.runtime = kind;
+                spec.resources = resources;
                 let t0 = Instant::now();
-                let sb = Sandbox::create(&host, spec).await.expect("create");
+                let sb = Sandbox::create(host, spec).await.expect("create");
                 let t_ready = t0.elapsed();
                 let out = sb.output(ExecSpec::new(["/bin/true"])).await.expect("exec");
                 assert!(out.status.success());
                 sb.destroy().await.expect("destroy");
                 (t0.elapsed(), t_ready)
-            });
+            };
+            let (total, to_ready) = rt.block_on(lifecycle(Resources::default()));
+            let (with_limits, _) = rt.block_on(lifecycle(LIMITS));
             if i >= WARMUP {
                 raw_samples.push(raw_time);
                 ours.push(total);
                 ready.push(to_ready);
+                limited.push(with_limits);
             }
         }
         raw.finish();
@@ -69,6 +86,10 @@ fn main() {
         rows.push(summarize(
             &format!("hangar {kind}: sandbox ready (create only)"),
             ready,
+        ));
+        rows.push(summarize(
+            &format!("hangar {kind}: the same with limits and disk watchdog"),
+            limited,
         ));
         rows.push(Row {
             name: format!("ratio hangar/raw {kind} (p50 {ratio50:.2}x, p95 {ratio95:.2}x)"),

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 mod control;
+pub mod disk;
 mod error;
 mod mounts;
 pub mod netns;

@@ -140,7 +140,7 @@ fn kill_cgroup(host: &HostConfig, cgroup: &str) {
     }
 }
 
-fn pids_in(dir: &Path) -> Vec<i32> {
+pub(crate) fn pids_in(dir: &Path) -> Vec<i32> {
     fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()

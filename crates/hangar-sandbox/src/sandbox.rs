@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::cgroup::CgroupLayout;
 use crate::control::{Control, ExecFailure};
+use crate::disk::{DiskExceeded, DiskWatch};
 use crate::error::{io_err, sys_err, Result, SandboxError};
 use crate::netns::NetNs;
 use crate::overlay::{self, OverlayDirs};
@@ -368,6 +369,8 @@ pub struct Sandbox {
     parts: Option<Parts>,
     child: Option<tokio::process::Child>,
     control: Control,
+    /// `Resources::disk_bytes`'s watchdog; stopped when the sandbox ends.
+    disk: Option<DiskWatch>,
 }
 
 impl Sandbox {
@@ -411,11 +414,22 @@ impl Sandbox {
             return Err(io_err("write the runtime name of", &parts.dirs.base)(e));
         }
         match start(host, &spec, &mut parts).await {
-            Ok((child, control)) => Ok(Sandbox {
-                parts: Some(parts),
-                child: Some(child),
-                control,
-            }),
+            Ok((child, control)) => {
+                let disk = spec.resources.disk_bytes.map(|limit| {
+                    DiskWatch::start(
+                        parts.dirs.base.join("upper"),
+                        limit,
+                        parts.cgroups.clone(),
+                        parts.cgroup.clone(),
+                    )
+                });
+                Ok(Sandbox {
+                    parts: Some(parts),
+                    child: Some(child),
+                    control,
+                    disk,
+                })
+            }
             Err(e) => {
                 let _ = parts.teardown(None);
                 Err(e)
@@ -462,6 +476,12 @@ impl Sandbox {
     /// Read it only while nothing in the sandbox is writing.
     pub fn upper_dir(&self) -> PathBuf {
         self.parts().dirs.base.join("upper")
+    }
+
+    /// The disk limit's watchdog found the upper dir over it, and has killed every
+    /// process since (and goes on killing new ones while it stays over).
+    pub fn disk_exceeded(&self) -> Option<DiskExceeded> {
+        self.disk.as_ref().and_then(DiskWatch::exceeded)
     }
 
     /// Starts one process.
@@ -683,6 +703,8 @@ impl Sandbox {
     }
 
     async fn finish(mut self, keep: Option<PathBuf>) -> Result<()> {
+        // The watchdog must not walk the upper while teardown renames or removes it.
+        self.disk.take();
         self.control.shutdown();
         let mut parts = self.parts.take().expect("destroy runs once");
         let id = parts.id.to_string();

@@ -16,12 +16,14 @@ use oci_spec::runtime::{
 /// `/dev` tmpfs so it never appears in the root filesystem's upper layer.
 pub const INIT_PATH: &str = "/dev/hangar-init";
 
-/// CPU, memory and process limits of one sandbox. `None` means unlimited.
+/// CPU, memory, process and disk limits of one sandbox. `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Resources {
     pub memory_bytes: Option<u64>,
     pub pids: Option<i64>,
     pub cpus: Option<f64>,
+    /// What the upper dir may hold (see [`crate::disk`]); not part of the OCI spec.
+    pub disk_bytes: Option<u64>,
 }
 
 /// A host path bind-mounted into the sandbox.
@@ -300,6 +302,7 @@ mod tests {
                 memory_bytes: Some(1 << 20),
                 pids: Some(64),
                 cpus: Some(0.5),
+                disk_bytes: None,
             },
             init_binary: Path::new("/bin/init"),
             mounts: &[],

@@ -195,6 +195,49 @@ async fn pids_limit_stops_a_fork_loop(rt: RuntimeKind) {
     assert_no_traces(&host, &id);
 }
 
+async fn disk_limit_stops_every_writer_and_is_reported(rt: RuntimeKind) {
+    let (host, sb) = sandbox_with(
+        rt,
+        Resources {
+            disk_bytes: Some(16 << 20),
+            ..Resources::default()
+        },
+    )
+    .await;
+    assert_eq!(sb.disk_exceeded(), None);
+    // A writer in the background of its own session and one in the foreground: both
+    // must die, not only the exec's process group. Bounded at 1 GiB in case the
+    // watchdog is broken, so the test fails instead of filling the disk.
+    let out = sb
+        .output(sh("setsid sh -c 'sleep 600' & \
+             for i in $(seq 256); do head -c 4194304 /dev/zero >> /root/big; sleep 0.05; done; \
+             echo survived"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.signal, Some(9), "{:?}", out.status);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let over = sb.disk_exceeded().expect("the disk limit was passed");
+    assert_eq!(over.limit, 16 << 20);
+    assert!(over.used > 16 << 20, "{over:?}");
+    // Nothing but init is left running.
+    let procs = hangar_sandbox::cgroup::CgroupLayout::detect()
+        .memory_dir(sb.cgroup_path())
+        .join("cgroup.procs");
+    // A killed process leaves the list once the kernel has finished it.
+    let mut left = String::new();
+    for _ in 0..200 {
+        left = std::fs::read_to_string(&procs).unwrap();
+        if left.lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(left.lines().count(), 1, "processes left: {left}");
+    let id = sb.id().clone();
+    sb.destroy().await.unwrap();
+    assert_no_traces(&host, &id);
+}
+
 async fn teardown_after_failure_and_kill_and_while_running(rt: RuntimeKind) {
     let (host, sb) = sandbox(rt).await;
     let out = sb.output(sh("echo oops >&2; exit 3")).await.unwrap();
@@ -562,6 +605,7 @@ conformance!(
     pid1_never_holds_an_exec_environment,
     memory_limit_kills_and_is_reported,
     pids_limit_stops_a_fork_loop,
+    disk_limit_stops_every_writer_and_is_reported,
     teardown_after_failure_and_kill_and_while_running,
     dropping_a_sandbox_still_tears_it_down,
     file_access_resolves_inside_the_root,

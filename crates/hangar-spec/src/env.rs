@@ -80,6 +80,10 @@ pub struct Setup {
     /// `[setup.install.<tool>]`: auto-install's command for a tool, changed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub install: BTreeMap<String, InstallChange>,
+    /// The wall clock each of setup's scripts (auto-install, the setup script) gets:
+    /// repository code runs there, and a hung install must not hold a slot for ever.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
 }
 
 /// Where a repository keeps its environment file, which `follow = true` follows.
@@ -117,6 +121,9 @@ spelled_enum! {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Maintenance {
     pub script: String,
+    /// The wall clock the maintenance script gets.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
 }
 
 spelled_enum! {
@@ -349,6 +356,12 @@ pub struct ResourceLimits {
     pub memory: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// What the sandbox may write (its upper dir's allocated size).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_bytes"
+    )]
+    pub disk: Option<u64>,
 }
 
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -378,6 +391,11 @@ fn ser_opt_bytes<S: Serializer>(b: &Option<u64>, s: S) -> Result<S::Ok, S::Error
 }
 
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// `[setup] timeout` unless set: an install that compiles a large tree fits, a hung one
+/// does not hold its slot for long.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// `[maintenance] timeout` unless set: maintenance refreshes what setup made.
+pub const DEFAULT_MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(12 * 3600);
 /// `[agent] max_diff` unless set: far above any change a person reviews, far below what
 /// a forgotten `node_modules` weighs.
@@ -593,6 +611,7 @@ struct RawSetup {
     on_secret_leak: Option<Spanned<String>>,
     #[serde(default)]
     install: BTreeMap<String, Spanned<RawInstall>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -606,6 +625,7 @@ struct RawInstall {
 #[serde(deny_unknown_fields)]
 struct RawMaintenance {
     script: Option<String>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -673,6 +693,7 @@ struct RawResources {
     cpus: Option<Spanned<f64>>,
     memory: Option<Spanned<String>>,
     pids: Option<Spanned<i64>>,
+    disk: Option<Spanned<String>>,
 }
 
 impl RawEnv {
@@ -850,6 +871,10 @@ impl RawEnv {
                 .memory
                 .as_ref()
                 .and_then(|m| cx.check("resources.memory", m, |s| parse_bytes(s))),
+            disk: r
+                .disk
+                .as_ref()
+                .and_then(|d| cx.check("resources.disk", d, |s| parse_bytes(s))),
             pids: r.pids.as_ref().and_then(|p| {
                 cx.check("resources.pids", p, |p| {
                     if *p >= 1 {
@@ -860,6 +885,19 @@ impl RawEnv {
                 })
             }),
         };
+
+        let setup_timeout = step_timeout(
+            cx,
+            "setup.timeout",
+            &self.setup.timeout,
+            DEFAULT_SETUP_TIMEOUT,
+        );
+        let maintenance_timeout = step_timeout(
+            cx,
+            "maintenance.timeout",
+            &self.maintenance.timeout,
+            DEFAULT_MAINTENANCE_TIMEOUT,
+        );
 
         Some(Environment {
             name: name?,
@@ -872,9 +910,11 @@ impl RawEnv {
                 auto_install: self.setup.auto_install.unwrap_or(true),
                 on_secret_leak,
                 install,
+                timeout: setup_timeout?,
             },
             maintenance: Maintenance {
                 script: self.maintenance.script.unwrap_or_default(),
+                timeout: maintenance_timeout?,
             },
             env,
             secrets,
@@ -884,6 +924,19 @@ impl RawEnv {
             resources,
             toolchains,
         })
+    }
+}
+
+/// A script's wall clock, `default` when unset.
+fn step_timeout(
+    cx: &mut Cx<'_>,
+    key: &str,
+    raw: &Option<Spanned<String>>,
+    default: Duration,
+) -> Option<Duration> {
+    match raw {
+        None => Some(default),
+        Some(t) => cx.check(key, t, |s| parse_duration(s)),
     }
 }
 
@@ -1230,12 +1283,64 @@ node = "22.11.0"
     }
 
     #[test]
+    fn limits_and_timeouts_parse_and_round_trip() {
+        let src = format!(
+            "{HEAD}[setup]\ntimeout = \"2s\"\n[maintenance]\ntimeout = \"5m\"\n\
+             [resources]\ndisk = \"2GiB\"\n"
+        );
+        let env = Environment::parse("env.toml", &src).unwrap();
+        assert_eq!(env.setup.timeout, Duration::from_secs(2));
+        assert_eq!(env.maintenance.timeout, Duration::from_secs(300));
+        assert_eq!(env.resources.disk, Some(2 << 30));
+        assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
+
+        let env = Environment::parse("env.toml", HEAD).unwrap();
+        assert_eq!(env.setup.timeout, DEFAULT_SETUP_TIMEOUT);
+        assert_eq!(env.maintenance.timeout, DEFAULT_MAINTENANCE_TIMEOUT);
+        assert_eq!(env.resources.disk, None);
+    }
+
+    #[test]
+    fn bad_limits_and_timeouts_name_the_key() {
+        check(
+            "[setup]\ntimeout = \"soon\"\n",
+            5,
+            "`setup.timeout`: `soon` is not a duration",
+        );
+        check(
+            "[setup]\ntimeout = \"0s\"\n",
+            5,
+            "`setup.timeout`: `0s` is zero",
+        );
+        check(
+            "[maintenance]\ntimeout = \"10\"\n",
+            5,
+            "`maintenance.timeout`: `10` lacks a unit",
+        );
+        check(
+            "[resources]\ndisk = \"big\"\n",
+            5,
+            "`resources.disk`: `big` is not a size",
+        );
+        check(
+            "[resources]\ndisk = \"0\"\n",
+            5,
+            "`resources.disk`: `0` is out of range",
+        );
+        check(
+            "[resources]\ndisk = 5\n",
+            5,
+            "`disk`: invalid type: integer `5`",
+        );
+    }
+
+    #[test]
     fn bad_files_name_key_and_line() {
         check("colour = \"red\"\n", 4, "unknown key `colour`");
         check(
             "[setup]\nscrpt = \"x\"\n",
             5,
-            "unknown key `scrpt` (expected one of `script`, `auto_install`, `on_secret_leak`, `install`)",
+            "unknown key `scrpt` (expected one of `script`, `auto_install`, `on_secret_leak`, `install`, `timeout`)",
         );
         check("[setpu]\n", 4, "unknown key `setpu`");
         check(

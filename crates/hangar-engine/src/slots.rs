@@ -1,0 +1,344 @@
+//! The attempts that run at once, and the fair queue of those waiting for a slot.
+//!
+//! Workspace views of one engine share its slots, so a FIFO would let one workspace's
+//! burst queue every other workspace's task behind all of its own. Waiters are kept in
+//! one lane per workspace and a freed slot goes to the lanes in turn: a workspace waits
+//! at most one turn per other waiting workspace. Within a lane, arrival order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hangar_spec::TaskId;
+use tokio::sync::{oneshot, watch};
+
+/// Waiters, one lane per workspace, served round-robin. Pure data, so its order is
+/// tested as data.
+#[derive(Debug)]
+pub(crate) struct FairQueue<T> {
+    /// Workspaces with waiters, the one served next first; each lane oldest first.
+    lanes: VecDeque<(String, VecDeque<T>)>,
+}
+
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        FairQueue {
+            lanes: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> FairQueue<T> {
+    /// Adds a waiter at the end of its workspace's lane; a new lane's turn comes after
+    /// those already waiting.
+    pub(crate) fn push(&mut self, workspace: &str, item: T) {
+        match self.lanes.iter_mut().find(|(ws, _)| ws == workspace) {
+            Some((_, lane)) => lane.push_back(item),
+            None => self
+                .lanes
+                .push_back((workspace.to_string(), VecDeque::from([item]))),
+        }
+    }
+
+    /// The next waiter to serve; its lane's next turn comes after every other lane's.
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        let (ws, mut lane) = self.lanes.pop_front()?;
+        let item = lane.pop_front();
+        if !lane.is_empty() {
+            self.lanes.push_back((ws, lane));
+        }
+        item
+    }
+
+    /// Takes out the first waiter that `pred` picks.
+    pub(crate) fn remove(&mut self, pred: impl Fn(&T) -> bool) -> Option<T> {
+        let (l, i) = self
+            .lanes
+            .iter()
+            .enumerate()
+            .find_map(|(l, (_, lane))| lane.iter().position(&pred).map(|i| (l, i)))?;
+        let item = self.lanes[l].1.remove(i);
+        if self.lanes[l].1.is_empty() {
+            self.lanes.remove(l);
+        }
+        item
+    }
+
+    /// Every waiter in the order they would be served if nobody else came.
+    pub(crate) fn order(&self) -> Vec<&T> {
+        let longest = self.lanes.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+        (0..longest)
+            .flat_map(|round| self.lanes.iter().filter_map(move |(_, l)| l.get(round)))
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+}
+
+/// One waiting attempt.
+struct Waiter {
+    task: TaskId,
+    index: u32,
+    /// Told when a slot is handed over; a send that fails means the waiter left.
+    grant: oneshot::Sender<()>,
+}
+
+struct State {
+    free: usize,
+    queue: FairQueue<Waiter>,
+}
+
+/// The slots of one engine. Its lock is held only to count or move waiters, never
+/// across an await.
+pub(crate) struct Slots {
+    state: Mutex<State>,
+    running: AtomicUsize,
+}
+
+impl Slots {
+    pub(crate) fn new(n: usize) -> Slots {
+        Slots {
+            state: Mutex::new(State {
+                free: n,
+                queue: FairQueue::default(),
+            }),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("not poisoned")
+    }
+
+    /// How many attempts hold a slot.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Where a task waits: 1 when its first waiting attempt is served next.
+    pub(crate) fn position(&self, task: &TaskId) -> Option<usize> {
+        let state = self.state();
+        state
+            .queue
+            .order()
+            .iter()
+            .position(|w| &w.task == task)
+            .map(|i| i + 1)
+    }
+
+    /// Waits for a slot for one attempt of `workspace`, in its turn, unless the task is
+    /// cancelled meanwhile (then `None`: it goes on without one, to be marked cancelled).
+    pub(crate) async fn take(
+        self: &Arc<Self>,
+        workspace: &str,
+        task: &TaskId,
+        index: u32,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Option<Slot> {
+        let granted = {
+            let mut state = self.state();
+            if state.free > 0 && state.queue.is_empty() {
+                state.free -= 1;
+                None
+            } else {
+                let (grant, granted) = oneshot::channel();
+                state.queue.push(
+                    workspace,
+                    Waiter {
+                        task: task.clone(),
+                        index,
+                        grant,
+                    },
+                );
+                Some(granted)
+            }
+        };
+        if let Some(granted) = granted {
+            let mut wait = Leave {
+                slots: self,
+                task,
+                index,
+                granted,
+                served: false,
+            };
+            let got = tokio::select! {
+                got = &mut wait.granted => got.is_ok(),
+                _ = cancel.wait_for(|c| *c) => false,
+            };
+            if !got {
+                return None; // `wait` leaves the queue, giving back a slot it was handed
+            }
+            wait.served = true;
+        }
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            slots: self.clone(),
+        })
+    }
+
+    /// Hands a freed slot to the next waiter still there, or counts it free.
+    fn release(&self) {
+        let mut state = self.state();
+        while let Some(w) = state.queue.pop() {
+            if w.grant.send(()).is_ok() {
+                return;
+            }
+        }
+        state.free += 1;
+    }
+}
+
+/// A waiter that stops waiting (cancelled, or its future dropped): out of the queue,
+/// and a slot handed over meanwhile goes on to the next.
+struct Leave<'a> {
+    slots: &'a Slots,
+    task: &'a TaskId,
+    index: u32,
+    granted: oneshot::Receiver<()>,
+    /// The slot was received: nothing to undo.
+    served: bool,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        let removed = self
+            .slots
+            .state()
+            .queue
+            .remove(|w| &w.task == self.task && w.index == self.index)
+            .is_some();
+        if !removed && self.granted.try_recv().is_ok() {
+            self.slots.release();
+        }
+    }
+}
+
+/// A running attempt's slot; given back on drop.
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.running.fetch_sub(1, Ordering::Relaxed);
+        self.slots.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes `(workspace, item)` in order, then checks the order of service both as
+    /// [`FairQueue::order`] predicts it and as [`FairQueue::pop`] gives it.
+    fn check(arrivals: &[(&str, &str)], expected: &[&str]) {
+        let mut q = FairQueue::default();
+        for (ws, item) in arrivals {
+            q.push(ws, item.to_string());
+        }
+        let predicted: Vec<&str> = q.order().into_iter().map(String::as_str).collect();
+        assert_eq!(predicted, expected, "predicted order for {arrivals:?}");
+        let served: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(served, expected, "served order for {arrivals:?}");
+    }
+
+    #[test]
+    fn a_burst_of_one_workspace_does_not_queue_another_behind_it() {
+        check(
+            &[
+                ("a", "a1"),
+                ("a", "a2"),
+                ("a", "a3"),
+                ("a", "a4"),
+                ("a", "a5"),
+                ("b", "b1"),
+            ],
+            &["a1", "b1", "a2", "a3", "a4", "a5"],
+        );
+        check(
+            &[
+                ("a", "a1"),
+                ("b", "b1"),
+                ("a", "a2"),
+                ("c", "c1"),
+                ("b", "b2"),
+            ],
+            &["a1", "b1", "c1", "a2", "b2"],
+        );
+        check(&[("a", "a1"), ("a", "a2")], &["a1", "a2"]);
+        check(&[], &[]);
+    }
+
+    #[test]
+    fn a_removed_waiter_leaves_its_lane_and_an_empty_lane_goes() {
+        let mut q = FairQueue::default();
+        for (ws, item) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
+            q.push(ws, item);
+        }
+        assert_eq!(q.remove(|i| *i == "b1"), Some("b1"));
+        assert_eq!(q.remove(|i| *i == "b1"), None);
+        assert_eq!(q.order(), vec![&"a1", &"a2"]);
+        q.push("b", "b2");
+        assert_eq!(q.order(), vec![&"a1", &"b2", &"a2"]);
+    }
+
+    fn task(n: u8) -> TaskId {
+        format!("{n:012x}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn slots_are_handed_round_robin_and_a_cancelled_waiter_passes_its_turn() {
+        let slots = Arc::new(Slots::new(1));
+        let (_keep, never) = watch::channel(false);
+        let first = slots.take("a", &task(0), 0, never.clone()).await.unwrap();
+        let mut waiting = Vec::new();
+        let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        let (cancel_tx, cancel) = watch::channel(false);
+        for (ws, n, rx) in [
+            ("a", 1, never.clone()),
+            ("a", 2, never.clone()),
+            ("b", 3, cancel),
+            ("c", 4, never.clone()),
+        ] {
+            let (mine, tx) = (slots.clone(), served_tx.clone());
+            waiting.push(tokio::spawn(async move {
+                let slot = mine.take(ws, &task(n), 0, rx).await;
+                let _ = tx.send((n, slot.is_some()));
+                // Held until the test's next step lets it go.
+                tokio::task::yield_now().await;
+                drop(slot);
+            }));
+            // Each waiter is queued before the next arrives.
+            while slots.position(&task(n)).is_none() {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(slots.position(&task(1)), Some(1));
+        assert_eq!(slots.position(&task(3)), Some(2));
+        assert_eq!(slots.position(&task(4)), Some(3));
+        assert_eq!(slots.position(&task(2)), Some(4));
+        cancel_tx.send(true).unwrap();
+        assert_eq!(served.recv().await, Some((3, false)));
+        assert_eq!(slots.position(&task(3)), None);
+        drop(first);
+        let order: Vec<_> = [
+            served.recv().await,
+            served.recv().await,
+            served.recv().await,
+        ]
+        .into_iter()
+        .map(|s| s.unwrap())
+        .collect();
+        assert_eq!(order, [(1, true), (4, true), (2, true)]);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        assert_eq!(slots.running(), 0);
+        assert_eq!(slots.state().free, 1);
+    }
+}
