@@ -488,6 +488,75 @@ async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
     next.destroy().await.unwrap();
     std::fs::remove_dir_all(&dest).unwrap();
 }
+/// A stopped sandbox's upper directory, taken over by the next sandbox: its files go on;
+/// its processes, its /dev/shm and its System V IPC do not; nothing else of it remains.
+async fn a_stopped_upper_becomes_the_next_sandboxs_upper(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    stdout_of(
+        &sb,
+        "echo kept > /opt/kept && rm /etc/debian_version && echo shm > /dev/shm/f && \
+         ipcmk -M 4096 >/dev/null && (setsid sleep 1000 </dev/null >/dev/null 2>&1 &)",
+    )
+    .await;
+    let id = sb.id().clone();
+    let upper = sb.stop_keeping_upper().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(upper.path().join("opt/kept")).unwrap(),
+        "kept\n"
+    );
+    let left = traces(&host, &id);
+    assert!(
+        left.mounts.is_empty()
+            && left.netns.is_empty()
+            && left.cgroups.is_empty()
+            && left.processes.is_empty(),
+        "only the directory stays: {left:?}"
+    );
+
+    let (_, layers) = tokio::task::spawn_blocking(debian_layers).await.unwrap();
+    let mut spec = SandboxSpec::new(layers);
+    spec.runtime = rt;
+    spec.upper = Some(upper);
+    let next = Sandbox::create(&host, spec).await.unwrap();
+    assert_no_traces(&host, &id);
+    assert_eq!(
+        stdout_of(
+            &next,
+            "cat /opt/kept; test -e /etc/debian_version || echo deleted; ls -A /dev/shm; \
+             ipcs -m | grep -c '^0x' || true; \
+             cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c 'sleep 100[0]' || true"
+        )
+        .await,
+        "kept\ndeleted\n0\n0\n"
+    );
+    stdout_of(&next, "echo more >> /opt/kept").await;
+    let next_id = next.id().clone();
+    let upper = next.stop_keeping_upper().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(upper.path().join("opt/kept")).unwrap(),
+        "kept\nmore\n"
+    );
+    drop(upper);
+    assert_no_traces(&host, &next_id);
+}
+
+/// PID 1 is not dumpable: root in the sandbox, with init's own capabilities, can neither
+/// trace it nor open its memory or its fds (the control socket).
+async fn pid1_cannot_be_traced_or_read(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    assert_eq!(
+        stdout_of(
+            &sb,
+            "readlink /proc/1/fd/3 2>/dev/null || echo fd-refused; \
+             (exec 9</proc/1/mem) 2>/dev/null || echo mem-refused; \
+             python3 -c 'import ctypes; print(ctypes.CDLL(None).ptrace(16, 1, 0, 0))'"
+        )
+        .await,
+        "fd-refused\nmem-refused\n-1\n"
+    );
+    sb.destroy().await.unwrap();
+}
+
 async fn directories_are_created_inside_the_root(rt: RuntimeKind) {
     let (_host, sb) = sandbox(rt).await;
     stdout_of(&sb, "ln -s / /up && ln -s /etc/../../.. /deep").await;
@@ -569,4 +638,6 @@ conformance!(
     privileged_operations_are_refused,
     stdin_and_concurrent_execs,
     kept_upper_becomes_a_lower_of_the_next_sandbox,
+    a_stopped_upper_becomes_the_next_sandboxs_upper,
+    pid1_cannot_be_traced_or_read,
 );
