@@ -1,6 +1,7 @@
 //! One attempt, start to end: sandbox from the image, clone the default branch from the
 //! host mirror, setup (auto-install, setup script), check out the task's branch or commit,
-//! maintenance, the agent, collect the diff, teardown. Each phase is timed and logged;
+//! maintenance (in a sandbox of its own when it has secrets), the agent, collect the diff,
+//! the check (in a fresh sandbox, on the diff), teardown. Each phase is timed and logged;
 //! whatever fails becomes the attempt's error sentence.
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,8 @@
 //! It reaps every process in the sandbox, forwards termination signals, and serves the
 //! host's exec requests over the control socket at fd 3 (see the library's protocol). When
 //! the host's end of the socket closes, the host is gone: init exits, and the kernel kills
-//! everything left in the PID namespace, so a crashed host leaves no process behind.
+//! everything left in the PID namespace, so a crashed host leaves no process behind. It is
+//! not dumpable, so nothing in the sandbox can trace it or take its socket.
 
 use std::collections::HashMap;
 use std::ffi::CString;

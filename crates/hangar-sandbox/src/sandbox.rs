@@ -535,12 +535,6 @@ impl Sandbox {
         &self.parts().dirs.base
     }
 
-    /// The overlay's upper directory: everything the sandbox wrote, in overlay's format.
-    /// Read it only while nothing in the sandbox is writing.
-    pub fn upper_dir(&self) -> PathBuf {
-        self.parts().dirs.base.join("upper")
-    }
-
     /// Starts one process.
     pub async fn exec(&self, spec: ExecSpec) -> Result<Process> {
         let parts = self.parts();
