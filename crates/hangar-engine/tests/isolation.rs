@@ -205,3 +205,69 @@ echo faked"#;
         "{logs:#?}"
     );
 }
+
+/// A follow-up's check judges both agents' work against their common base, in a sandbox
+/// over the snapshot: not over the kept layer, where the first agent left its `python3`.
+#[tokio::test]
+async fn a_follow_ups_check_judges_both_diffs_on_the_snapshot() {
+    let engine = engine().await;
+    let check = r#"check = '''
+test "$(cat a.txt)" = first || exit 3
+test -e b.txt || exit 4
+python3 -c 'import sys; sys.exit(7)'
+'''
+"#;
+    let name = env(&engine, "followcheck", "", check).await;
+    let first = r#"printf '#!/bin/sh\nexit 0\n' > /usr/local/bin/python3
+chmod +x /usr/local/bin/python3
+echo first > a.txt"#;
+    let req = TaskRequest {
+        script: Some(first.into()),
+        ..common::request(&name, "first")
+    };
+    let (task, a) = common::run(&engine, &req).await;
+    assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
+    assert_eq!(a.check.map(|c| c.exit_code), Some(Some(4)));
+
+    let second = r#"python3 -c 'import sys; sys.exit(7)'
+echo second > b.txt"#;
+    let req = TaskRequest {
+        from: Some(task.id.to_string()),
+        script: Some(second.into()),
+        ..common::request("", "second")
+    };
+    let (_, b) = common::run(&engine, &req).await;
+    assert_eq!(b.status, AttemptStatus::Ready, "{:?}", b.error);
+    assert_eq!(b.check.map(|c| c.exit_code), Some(Some(7)));
+}
+
+/// Maintenance apart that fails, or leaves its secret in its files, ends the attempt
+/// before the agent and leaves nothing of its sandbox (the attempt's recorded one, since
+/// no agent's sandbox was made), its kept upper directory included.
+#[tokio::test]
+async fn maintenance_apart_that_fails_or_leaks_leaves_nothing_behind() {
+    let engine = engine().await;
+    for (maintenance, error) in [
+        (
+            "true\nfalse",
+            "the maintenance script failed at line 2 (`false`) with exit code 1",
+        ),
+        (
+            "echo \"$TOKEN\" > /tmp/token",
+            "the maintenance script left secret `TOKEN` in /tmp/token, where the agent would read it",
+        ),
+    ] {
+        let extra = format!(
+            "[maintenance]\nscript = '''\n{maintenance}\n'''\n\
+             [secrets.TOKEN]\nphases = [\"maintenance\"]\n"
+        );
+        let name = env(&engine, "apartfail", &extra, "").await;
+        engine
+            .secret_set(&name, "TOKEN", &secret(&fresh_value("f")))
+            .await
+            .unwrap();
+        let (a, logs) = run(&engine, &name, "echo the agent ran").await;
+        assert_eq!(a.error.as_deref(), Some(error), "{logs:#?}");
+        assert!(a.phases.iter().all(|p| p.phase != hangar_spec::Phase::Agent));
+    }
+}
