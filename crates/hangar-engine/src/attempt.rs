@@ -266,6 +266,20 @@ impl Ctx<'_> {
     }
 }
 
+/// The maintenance script, in whichever sandbox the attempt runs it.
+async fn maintenance(ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<StepResult, Stop> {
+    let script = &ctx.plan.env.maintenance.script;
+    ctx.user(
+        sandbox,
+        Phase::Maintenance,
+        "maintenance script",
+        script,
+        &[],
+        None,
+    )
+    .await
+}
+
 /// Runs one phase, recording its timing and telling the progress callback.
 pub(crate) async fn timed<T>(
     engine: &Engine,
@@ -349,6 +363,9 @@ git log -1 --format='at %h %s'
 /// tree and its objects live in hangar's own object directory beside the repository's,
 /// so nothing is added to the repository and the agent's `git gc` cannot lose them; the
 /// index starts from the repository's, so only files changed since checkout are hashed.
+/// Indexes are copied with their mtime (`cp -p`): git tells a file changed within the
+/// second its entry was recorded (same size, same mtime in seconds) by comparing entries
+/// with the index file's own mtime, which a plain copy would make later.
 /// A follow-up keeps its source's record: its diff holds both agents' work.
 const MARK: &str = r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
@@ -358,7 +375,7 @@ mkdir -p "$HANGAR_START/objects"
 index="$(g rev-parse --git-path index)"
 objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
 export GIT_INDEX_FILE="$HANGAR_START/index" GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
-cp "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
+cp -p "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
 g add -A .
 g write-tree > "$HANGAR_START/tree.new"
 mv "$HANGAR_START/tree.new" "$HANGAR_START/tree"
@@ -378,7 +395,7 @@ mkdir -p "$GIT_OBJECT_DIRECTORY"
 export GIT_INDEX_FILE="$HANGAR_RUN/collect.index"
 rm -f "$GIT_INDEX_FILE"
 if start="$(cat "$HANGAR_START/tree" 2>/dev/null)" && g cat-file -e "$start^{tree}" 2>/dev/null; then
-  cp "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
+  cp -p "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
   g add -A .
   end="$(g write-tree)"
   export GIT_INDEX_FILE="$HANGAR_RUN/result.index"
@@ -1283,17 +1300,7 @@ impl Engine {
             }
         };
         let upper = timed(self, plan, Phase::Maintenance, async {
-            let ran = ctx
-                .user(
-                    &sandbox,
-                    Phase::Maintenance,
-                    "maintenance script",
-                    &plan.env.maintenance.script,
-                    &[],
-                    None,
-                )
-                .await;
-            if let Err(stop) = ran {
+            if let Err(stop) = maintenance(ctx, &sandbox).await {
                 self.discard(ctx, sandbox, Phase::Maintenance).await;
                 return Err(stop);
             }
@@ -1338,20 +1345,7 @@ impl Engine {
             Workspace::Here => {
                 let base = self.prelude(ctx, sandbox).await?;
                 if !env.maintenance.script.trim().is_empty() {
-                    timed(
-                        self,
-                        plan,
-                        Phase::Maintenance,
-                        ctx.user(
-                            sandbox,
-                            Phase::Maintenance,
-                            "maintenance script",
-                            &env.maintenance.script,
-                            &[],
-                            None,
-                        ),
-                    )
-                    .await?;
+                    timed(self, plan, Phase::Maintenance, maintenance(ctx, sandbox)).await?;
                 }
                 base
             }

@@ -57,17 +57,19 @@ fn fresh_value(tag: &str) -> String {
     format!("{tag}-{}-{}", TaskId::random(), TaskId::random())
 }
 
-async fn run(engine: &Engine, env: &str, script: &str) -> (AttemptRecord, Vec<String>) {
+/// Runs `script` as the agent of a task on `env`; its attempt, log lines and diff.
+async fn run(engine: &Engine, env: &str, script: &str) -> (AttemptRecord, Vec<String>, String) {
     let req = TaskRequest {
         script: Some(script.into()),
         ..common::request(env, "attack")
     };
     let (task, a) = common::run(engine, &req).await;
     let logs = common::logs(engine, &task.id).await;
+    let diff = common::diff(engine, &task.id, 1).await;
     let store = hangar_testkit::shared_store();
     let id = hangar_sandbox::SandboxId::new(a.sandbox.clone().expect("sandbox recorded")).unwrap();
     hangar_testkit::assert_no_traces(&hangar_testkit::host(&store), &id);
-    (a, logs)
+    (a, logs, diff)
 }
 
 /// Creates an environment on a one-file repository: `extra` is the rest of its file,
@@ -108,7 +110,7 @@ async fn a_secret_maintenance_leaves_in_shm_ipc_or_a_process_never_reaches_the_a
         .secret_set(&name, "TOKEN", &secret(&value))
         .await
         .unwrap();
-    let (a, logs) = run(&engine, &name, HUNT).await;
+    let (a, logs, _) = run(&engine, &name, HUNT).await;
     assert_eq!(a.error, None, "{logs:#?}");
     // The same hunt, in maintenance, finds each one.
     assert!(
@@ -160,7 +162,7 @@ read = libc.syscall(310, 1, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0) 
 out.append("vm=" + said(read >= 0))
 print(" ".join(out))
 PY"#;
-    let (a, logs) = run(&engine, &name, script).await;
+    let (a, logs, _) = run(&engine, &name, script).await;
     assert_eq!(a.error, None, "{logs:#?}");
     assert_eq!(
         a.final_message.as_deref(),
@@ -195,11 +197,11 @@ echo agent > gen.txt
 rm README
 echo new > new.txt
 echo faked"#;
-    let (a, logs) = run(&engine, &name, script).await;
+    let (a, logs, diff) = run(&engine, &name, script).await;
     assert_eq!(a.status, AttemptStatus::Ready, "{:?} {logs:#?}", a.error);
     let judged = a.check.expect("the check ran");
     assert!(!judged.passed, "{logs:#?}");
-    assert_eq!(judged.exit_code, Some(7), "{logs:#?}");
+    assert_eq!(judged.exit_code, Some(7), "{diff}\n{logs:#?}");
     assert!(
         logs.contains(&"check: failed with exit code 7".to_string()),
         "{logs:#?}"
@@ -266,7 +268,7 @@ async fn maintenance_apart_that_fails_or_leaks_leaves_nothing_behind() {
             .secret_set(&name, "TOKEN", &secret(&fresh_value("f")))
             .await
             .unwrap();
-        let (a, logs) = run(&engine, &name, "echo the agent ran").await;
+        let (a, logs, _) = run(&engine, &name, "echo the agent ran").await;
         assert_eq!(a.error.as_deref(), Some(error), "{logs:#?}");
         assert!(a.phases.iter().all(|p| p.phase != hangar_spec::Phase::Agent));
     }
