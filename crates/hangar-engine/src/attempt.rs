@@ -464,7 +464,7 @@ fi
 
 /// What a sandbox of the attempt is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
+enum Role {
     /// Setup's, the CLI install's, maintenance's, the agent's: each in turn is the
     /// attempt's recorded sandbox.
     Attempt,
