@@ -1,13 +1,14 @@
 //! One attempt, start to end: sandbox from the image, clone the default branch from the
 //! host mirror, setup (auto-install, setup script), check out the task's branch or commit,
-//! maintenance, the agent, collect the diff, teardown. Each phase is timed and logged;
+//! maintenance (in a sandbox of its own when it has secrets), the agent, collect the diff,
+//! the check (in a fresh sandbox, on the diff), teardown. Each phase is timed and logged;
 //! whatever fails becomes the attempt's error sentence.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hangar_image::ImageDefaults;
-use hangar_sandbox::{BindMount, Sandbox, SandboxSpec};
+use hangar_sandbox::{BindMount, Sandbox, SandboxSpec, Upper};
 use hangar_secrets::ScanMode;
 use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
 use hangar_store as store;
@@ -268,6 +269,20 @@ impl Ctx<'_> {
     }
 }
 
+/// The maintenance script, in whichever sandbox the attempt runs it.
+async fn maintenance(ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<StepResult, Stop> {
+    let maintenance = &ctx.plan.env.maintenance;
+    ctx.user(
+        sandbox,
+        Phase::Maintenance,
+        "maintenance script",
+        &maintenance.script,
+        &[],
+        Some(maintenance.timeout),
+    )
+    .await
+}
+
 /// Runs one phase, recording its timing and telling the progress callback.
 pub(crate) async fn timed<T>(
     engine: &Engine,
@@ -360,6 +375,9 @@ git log -1 --format='at %h %s'
 /// tree and its objects live in hangar's own object directory beside the repository's,
 /// so nothing is added to the repository and the agent's `git gc` cannot lose them; the
 /// index starts from the repository's, so only files changed since checkout are hashed.
+/// Indexes are copied with their mtime (`cp -p`): git tells a file changed within the
+/// second its entry was recorded (same size, same mtime in seconds) by comparing entries
+/// with the index file's own mtime, which a plain copy would make later.
 /// A follow-up keeps its source's record: its diff holds both agents' work.
 const MARK: &str = r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
@@ -369,7 +387,7 @@ mkdir -p "$HANGAR_START/objects"
 index="$(g rev-parse --git-path index)"
 objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
 export GIT_INDEX_FILE="$HANGAR_START/index" GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
-cp "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
+cp -p "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
 g add -A .
 g write-tree > "$HANGAR_START/tree.new"
 mv "$HANGAR_START/tree.new" "$HANGAR_START/tree"
@@ -389,7 +407,7 @@ mkdir -p "$GIT_OBJECT_DIRECTORY"
 export GIT_INDEX_FILE="$HANGAR_RUN/collect.index"
 rm -f "$GIT_INDEX_FILE"
 if start="$(cat "$HANGAR_START/tree" 2>/dev/null)" && g cat-file -e "$start^{tree}" 2>/dev/null; then
-  cp "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
+  cp -p "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
   g add -A .
   end="$(g write-tree)"
   export GIT_INDEX_FILE="$HANGAR_RUN/result.index"
@@ -436,6 +454,54 @@ mkdir -p "$(getent passwd "$HANGAR_USER" | cut -d: -f6)"
 const OWN: &str = r#"mkdir -p "$HANGAR_USER_RUN" "$HANGAR_AGENT_RUN"
 find "$HANGAR_WORKDIR" "$HOME" "$HANGAR_USER_RUN" "$HANGAR_AGENT_RUN" -xdev \( ! -user "$HANGAR_UID" -o ! -group "$HANGAR_GID" \) -print0 | xargs -0 -r chown -h "$HANGAR_UID:$HANGAR_GID"
 "#;
+
+/// The check's workspace: the snapshot's, fetched from the mirror and checked out at the
+/// base, then the attempt's diff applied (see [`COLLECT`]). It is applied to a temporary
+/// index made from the base, so it applies exactly as to a fresh clone, and that index's
+/// paths are written out: a file the diff adds where setup left an untracked one (the
+/// diff is against the base, not against the snapshot's workspace) is the diff's.
+const CHECK_WORKSPACE: &str = r#"git fetch --quiet --prune origin
+if ! git rev-parse --verify --quiet "$HANGAR_BASE^{commit}" >/dev/null; then
+  echo "the base commit $HANGAR_BASE is no longer in the repository" >&2; exit 1
+fi
+git -c advice.detachedHead=false checkout --quiet --force --detach "$HANGAR_BASE"
+if [ -s "$HANGAR_RUN/check.patch" ]; then
+  export GIT_INDEX_FILE="$HANGAR_RUN/check.index"
+  git read-tree "$HANGAR_BASE"
+  git apply --cached "$HANGAR_RUN/check.patch"
+  git diff --cached --name-only -z --no-renames --diff-filter=D "$HANGAR_BASE" | xargs -0 -r rm -f --
+  git diff --cached --name-only -z --no-renames --diff-filter=d "$HANGAR_BASE" | git checkout-index --force -z --stdin
+fi
+"#;
+
+/// What a sandbox of the attempt is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Setup's, the CLI install's, maintenance's, the agent's: each in turn is the
+    /// attempt's recorded sandbox.
+    Attempt,
+    /// The check's: the recorded one stays the agent's.
+    Check,
+}
+
+/// Where the agent's workspace comes from.
+enum Workspace<'a> {
+    /// Checked out, then maintained without secrets, in the agent's own sandbox.
+    Here,
+    /// Checked out and maintained (with secrets) in a sandbox of its own, whose upper
+    /// directory the agent's sandbox took over; the base commit.
+    Maintained { base: String },
+    /// A follow-up's: its source's, as the source's agent left it.
+    FollowUp(&'a crate::followup::FollowUp),
+}
+
+/// What `[agent] check`'s sandbox stands on: the snapshot, the CLI's layer and the
+/// image's layers, never an agent's kept layer.
+struct CheckBase<'a> {
+    lowers: Vec<PathBuf>,
+    snapshot: &'a str,
+    prepared: &'a Prepared,
+}
 
 /// What preparing found: the image, the mirror, and whether a snapshot serves.
 pub(crate) struct Prepared {
@@ -584,16 +650,58 @@ impl Engine {
                 (vec![self.snapshot_dir(&p.key)], Some(hold), p.key.clone())
             }
         };
-        lowers.extend(harness);
-        lowers.extend(p.layers.iter().map(|(_, d)| d.clone()));
-        let sandbox = self.sandbox(ctx, lowers, &p).await?;
+        let mut below: Vec<PathBuf> = harness.into_iter().collect();
+        below.extend(p.layers.iter().map(|(_, d)| d.clone()));
+        // The check stands on the snapshot, not on anything an agent wrote.
+        let check = CheckBase {
+            lowers: std::iter::once(self.snapshot_dir(&snapshot_key))
+                .chain(below.iter().cloned())
+                .collect(),
+            snapshot: &snapshot_key,
+            prepared: &p,
+        };
+        lowers.extend(below);
         let chain = follow.as_ref().map(|f| f.chain()).unwrap_or_default();
-        let chain_refs: Vec<&str> = chain.iter().map(String::as_str).collect();
-        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()])
-            .and_then(|()| store::lease(sandbox.dir(), "kept", &chain_refs));
-        drop(hold);
-        leased.map_err(EngineError::from)?;
-        let out = self.phases(ctx, &sandbox, follow.as_ref()).await;
+        let env = plan.env;
+        // Secrets in maintenance: it runs in a sandbox of its own, so that nothing it or
+        // the repository code it runs leaves outside its files (a process, a file in
+        // /dev/shm, System V or POSIX IPC) outlives it; its files, scanned, are what the
+        // agent's sandbox starts from.
+        let apart = follow.is_none()
+            && !env.maintenance.script.trim().is_empty()
+            && ctx.secrets.reach(env, Phase::Maintenance);
+        let (sandbox, workspace) = if apart {
+            let (upper, base) = self
+                .maintain_apart(ctx, lowers.clone(), hold, &snapshot_key, &p)
+                .await?;
+            let hold = self.lock_snapshot(&snapshot_key).await?;
+            let sandbox = self
+                .sandbox_over(ctx, lowers, Some(upper), &p, Role::Attempt)
+                .await?;
+            let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()]);
+            drop(hold);
+            if let Err(e) = leased {
+                self.discard(ctx, sandbox, Phase::Prepare).await;
+                return Err(EngineError::from(e).into());
+            }
+            (sandbox, Workspace::Maintained { base })
+        } else {
+            let sandbox = self.sandbox(ctx, lowers, &p).await?;
+            let chain_refs: Vec<&str> = chain.iter().map(String::as_str).collect();
+            let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()])
+                .and_then(|()| store::lease(sandbox.dir(), "kept", &chain_refs));
+            drop(hold);
+            if let Err(e) = leased {
+                self.discard(ctx, sandbox, Phase::Prepare).await;
+                return Err(EngineError::from(e).into());
+            }
+            let workspace = match &follow {
+                Some(f) => Workspace::FollowUp(f),
+                None => Workspace::Here,
+            };
+            (sandbox, workspace)
+        };
+        let out = self.phases(ctx, &sandbox, workspace, &check).await;
         ctx.net = None;
         // A collected attempt's layer is kept for follow-ups; any other is torn down.
         let base = match &out {
@@ -706,8 +814,22 @@ impl Engine {
         lowers: Vec<PathBuf>,
         p: &Prepared,
     ) -> Result<Sandbox, Stop> {
+        self.sandbox_over(ctx, lowers, None, p, Role::Attempt).await
+    }
+
+    /// [`Engine::sandbox`], starting from `upper` (another sandbox's writes over the same
+    /// `lowers`) when given; recorded on the attempt for [`Role::Attempt`].
+    async fn sandbox_over(
+        &self,
+        ctx: &mut Ctx<'_>,
+        lowers: Vec<PathBuf>,
+        upper: Option<Upper>,
+        p: &Prepared,
+        role: Role,
+    ) -> Result<Sandbox, Stop> {
         let plan = ctx.plan;
         let mut spec = SandboxSpec::new(lowers);
+        spec.upper = upper;
         spec.resources = self.limits.apply(&plan.env.resources);
         ctx.logger
             .note(Phase::Prepare, &self.limits.describe(&plan.env.resources));
@@ -717,15 +839,17 @@ impl Engine {
             destination: MIRROR_DIR.into(),
             read_only: true,
         });
-        self.db
-            .set_attempt_field(
-                plan.task,
-                plan.index,
-                AttemptField::Sandbox,
-                spec.id.as_str(),
-            )
-            .await
-            .map_err(EngineError::from)?;
+        if role == Role::Attempt {
+            self.db
+                .set_attempt_field(
+                    plan.task,
+                    plan.index,
+                    AttemptField::Sandbox,
+                    spec.id.as_str(),
+                )
+                .await
+                .map_err(EngineError::from)?;
+        }
         let sandbox = Sandbox::create(&self.host, spec).await?;
         let diff_ids: Vec<_> = p.layers.iter().map(|(d, _)| d.clone()).collect();
         self.store
@@ -734,12 +858,18 @@ impl Engine {
         match self.furnish(ctx, &sandbox, &p.layers).await {
             Ok(()) => Ok(sandbox),
             Err(stop) => {
-                ctx.net = None;
-                if let Err(e) = sandbox.destroy().await {
-                    ctx.logger.note(Phase::Prepare, &format!("teardown: {e}"));
-                }
+                self.discard(ctx, sandbox, Phase::Prepare).await;
                 Err(stop)
             }
+        }
+    }
+
+    /// Tears down a sandbox that the attempt is done with (its proxy first); what could
+    /// not be removed is noted in `phase`'s log.
+    async fn discard(&self, ctx: &mut Ctx<'_>, sandbox: Sandbox, phase: Phase) {
+        ctx.net = None;
+        if let Err(e) = sandbox.destroy().await {
+            ctx.logger.note(phase, &format!("teardown: {e}"));
         }
     }
 
@@ -1133,63 +1263,111 @@ impl Engine {
         .await
     }
 
+    /// Finds `[agent] user` and checks out the task's branch or commit; the base commit,
+    /// recorded on the attempt.
+    async fn prelude(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<String, Stop> {
+        self.find_user(ctx, sandbox).await?;
+        let workdir = ctx.workdir.clone();
+        let base = self.checkout(ctx, sandbox, &workdir).await?;
+        self.record_base(ctx, &base).await?;
+        Ok(base)
+    }
+
+    async fn record_base(&self, ctx: &mut Ctx<'_>, base: &str) -> Result<(), Stop> {
+        self.db
+            .set_attempt_field(
+                ctx.plan.task,
+                ctx.plan.index,
+                AttemptField::BaseCommit,
+                base,
+            )
+            .await
+            .map_err(EngineError::from)?;
+        ctx.base_commit = Some(base.to_string());
+        Ok(())
+    }
+
+    /// The maintenance script, in a sandbox of its own over `lowers` (the caller's lock on
+    /// the snapshot is dropped once that sandbox holds its lease): checkout, the script,
+    /// then the sandbox is stopped with everything that is not its files (its processes,
+    /// tmpfs mounts, IPC), and its upper directory is scanned for the secrets' values.
+    /// That directory, for the agent's sandbox to take over, and the base commit.
+    async fn maintain_apart(
+        &self,
+        ctx: &mut Ctx<'_>,
+        lowers: Vec<PathBuf>,
+        hold: Option<std::fs::File>,
+        snapshot: &str,
+        p: &Prepared,
+    ) -> Result<(Upper, String), Stop> {
+        let plan = ctx.plan;
+        let sandbox = self.sandbox(ctx, lowers, p).await?;
+        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot]);
+        drop(hold);
+        let base = match leased {
+            Ok(()) => self.prelude(ctx, &sandbox).await,
+            Err(e) => Err(EngineError::from(e).into()),
+        };
+        let base = match base {
+            Ok(base) => base,
+            Err(stop) => {
+                self.discard(ctx, sandbox, Phase::Checkout).await;
+                return Err(stop);
+            }
+        };
+        let upper = timed(self, plan, Phase::Maintenance, async {
+            if let Err(stop) = maintenance(ctx, &sandbox).await {
+                self.discard(ctx, sandbox, Phase::Maintenance).await;
+                return Err(stop);
+            }
+            ctx.net = None;
+            let upper = sandbox.stop_keeping_upper().await?;
+            match self.leak_scan(ctx, &upper.path(), Phase::Maintenance).await {
+                Ok(()) => Ok(upper),
+                Err(stop) => {
+                    // A large tree to remove: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || drop(upper)).await;
+                    Err(stop)
+                }
+            }
+        })
+        .await?;
+        Ok((upper, base))
+    }
+
     async fn phases(
         &self,
         ctx: &mut Ctx<'_>,
         sandbox: &Sandbox,
-        follow: Option<&crate::followup::FollowUp>,
+        workspace: Workspace<'_>,
+        check: &CheckBase<'_>,
     ) -> Result<AttemptOutcome, Stop> {
         let plan = ctx.plan;
         let env = plan.env;
         let workdir = ctx.workdir.clone();
-        // A follow-up's workspace is its source's, as the source's agent left it:
-        // neither checked out again nor maintained, and diffed against the same base.
-        self.find_user(ctx, sandbox).await?;
-        let base = match follow {
-            Some(f) => f.meta.base_commit.clone(),
-            None => self.checkout(ctx, sandbox, &workdir).await?,
+        let follow_up = match workspace {
+            Workspace::FollowUp(_) => "1",
+            _ => "",
         };
-        self.db
-            .set_attempt_field(plan.task, plan.index, AttemptField::BaseCommit, &base)
-            .await
-            .map_err(EngineError::from)?;
-        ctx.base_commit = Some(base.clone());
-
-        if follow.is_none() && !env.maintenance.script.trim().is_empty() {
-            timed(self, plan, Phase::Maintenance, async {
-                ctx.user(
-                    sandbox,
-                    Phase::Maintenance,
-                    "maintenance script",
-                    &env.maintenance.script,
-                    &[],
-                    Some(env.maintenance.timeout),
-                )
-                .await?;
-                // Its leftover processes hold the secrets in their environment, and its
-                // files may hold them too: neither may reach the agent.
-                if ctx.secrets.reach(env, Phase::Maintenance) {
-                    ctx.internal(
-                        sandbox,
-                        Own {
-                            phase: Phase::Maintenance,
-                            name: "stop",
-                            script: "kill -KILL -1 2>/dev/null || true",
-                            cwd: "/",
-                            env: &[],
-                            what: "stop the maintenance script's processes",
-                        },
-                    )
-                    .await?;
-                    self.leak_scan(ctx, &sandbox.upper_dir(), Phase::Maintenance)
-                        .await?;
+        let base = match workspace {
+            // A follow-up's workspace is its source's, as the source's agent left it:
+            // neither checked out again nor maintained, and diffed against the same base.
+            Workspace::FollowUp(f) => {
+                self.find_user(ctx, sandbox).await?;
+                let base = f.meta.base_commit.clone();
+                self.record_base(ctx, &base).await?;
+                base
+            }
+            Workspace::Here => {
+                let base = self.prelude(ctx, sandbox).await?;
+                if !env.maintenance.script.trim().is_empty() {
+                    timed(self, plan, Phase::Maintenance, maintenance(ctx, sandbox)).await?;
                 }
-                Ok(())
-            })
-            .await?;
-        }
+                base
+            }
+            Workspace::Maintained { base } => base,
+        };
 
-        let follow_up = if follow.is_some() { "1" } else { "" };
         let agent = timed(self, plan, Phase::Agent, async {
             ctx.internal(
                 sandbox,
@@ -1237,10 +1415,8 @@ impl Engine {
             let patch = read("diff.patch")?;
             let numstat = String::from_utf8_lossy(&read("numstat")?).into_owned();
             let tree = String::from_utf8_lossy(&read("tree")?).trim().to_string();
-            // The check sees the agent's work, after the diff is taken (what it writes,
-            // caches and reports, is not the agent's change); network off, no secrets.
-            if let (Ok(_), Some(check)) = (&agent, &env.agent.check) {
-                self.check(ctx, sandbox, check, &workdir).await?;
+            if let (Ok(_), Some(script)) = (&agent, &env.agent.check) {
+                self.check(ctx, check, script, &patch, &base).await?;
             }
             Ok((patch, diff::summary(&numstat), tree))
         })
@@ -1284,24 +1460,27 @@ impl Engine {
 }
 
 impl Engine {
-    /// Runs `[agent] check` in the workspace and records whether it passed.
+    /// Runs `[agent] check` on the attempt's diff and records whether it passed: in a
+    /// fresh sandbox over the snapshot, its workspace checked out at the base and the
+    /// diff applied, so the check judges the change a user would apply. Not in the
+    /// agent's sandbox, where the agent decided what `python3` or `make` is and what its
+    /// processes report. Network off, no secrets, as `[agent] user` when there is one.
     async fn check(
         &self,
         ctx: &mut Ctx<'_>,
-        sandbox: &Sandbox,
+        on: &CheckBase<'_>,
         script: &str,
-        workdir: &str,
+        patch: &[u8],
+        base: &str,
     ) -> Result<(), Stop> {
-        let step = Step {
-            phase: Phase::Collect,
-            name: "check",
-            script,
-            cwd: workdir,
-            env: Vec::new(),
-            timeout: Some(ctx.plan.env.agent.timeout),
-            runs_as: ctx.agent_runs_as(),
-        };
-        let res = ctx.run(sandbox, step, &[]).await?;
+        let sandbox = self
+            .sandbox_over(ctx, on.lowers.clone(), None, on.prepared, Role::Check)
+            .await?;
+        let ran = self
+            .check_in(ctx, &sandbox, on.snapshot, script, patch, base)
+            .await;
+        self.discard(ctx, sandbox, Phase::Collect).await;
+        let res = ran?;
         let result = hangar_store::db::CheckResult {
             passed: res.success(),
             exit_code: if res.timed_out { None } else { res.status.code },
@@ -1318,6 +1497,46 @@ impl Engine {
             .await
             .map_err(EngineError::from)?;
         Ok(())
+    }
+
+    /// The check's workspace (see [`CHECK_WORKSPACE`]), then the check itself.
+    async fn check_in(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &Sandbox,
+        snapshot: &str,
+        script: &str,
+        patch: &[u8],
+        base: &str,
+    ) -> Result<StepResult, Stop> {
+        store::lease(sandbox.dir(), "snapshot", &[snapshot]).map_err(EngineError::from)?;
+        // The snapshot's /etc/passwd: nothing the agent wrote.
+        self.find_user(ctx, sandbox).await?;
+        sandbox.write_file(&format!("{RUN_DIR}/check.patch"), patch, 0o600)?;
+        let workdir = ctx.workdir.clone();
+        ctx.internal(
+            sandbox,
+            Own {
+                phase: Phase::Collect,
+                name: "check-workspace",
+                script: CHECK_WORKSPACE,
+                cwd: &workdir,
+                env: &[("HANGAR_BASE", base), ("HANGAR_RUN", RUN_DIR)],
+                what: "apply the attempt's diff for the check",
+            },
+        )
+        .await?;
+        self.own(ctx, sandbox, Phase::Collect).await?;
+        let step = Step {
+            phase: Phase::Collect,
+            name: "check",
+            script,
+            cwd: &workdir,
+            env: Vec::new(),
+            timeout: Some(ctx.plan.env.agent.timeout),
+            runs_as: ctx.agent_runs_as(),
+        };
+        ctx.run(sandbox, step, &[]).await
     }
 }
 

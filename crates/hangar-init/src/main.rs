@@ -3,7 +3,8 @@
 //! It reaps every process in the sandbox, forwards termination signals, and serves the
 //! host's exec requests over the control socket at fd 3 (see the library's protocol). When
 //! the host's end of the socket closes, the host is gone: init exits, and the kernel kills
-//! everything left in the PID namespace, so a crashed host leaves no process behind.
+//! everything left in the PID namespace, so a crashed host leaves no process behind. It is
+//! not dumpable, so nothing in the sandbox can trace it or take its socket.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -34,6 +35,13 @@ fn main() {
 }
 
 fn run() -> io::Result<()> {
+    // The agent may be root in the sandbox, with the same capabilities as init: were
+    // init dumpable, it could ptrace init, read and write its memory (/proc/1/mem) or
+    // take the control socket (pidfd_getfd) and tell the host a forged story. A process
+    // that is not dumpable admits only CAP_SYS_PTRACE, which no sandbox has. Forked
+    // children inherit it until their exec, so none is exposed while it holds the socket.
+    // SAFETY: prctl with an integer argument has no memory-safety preconditions.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })?;
     // SAFETY: F_GETFD on an arbitrary fd number only queries it.
     if unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } < 0 {
         return Err(io::Error::other(

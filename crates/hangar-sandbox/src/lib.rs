@@ -22,6 +22,6 @@ pub use reap::{reap, Reaped};
 pub use runtime::{OciRuntime, RuntimeKind};
 pub use sandbox::{
     make_durable, ExecSpec, ExitStatus, HostConfig, Output, Process, Sandbox, SandboxId,
-    SandboxSpec, Stdio,
+    SandboxSpec, Stdio, Upper,
 };
 pub use spec::{BindMount, Resources};

@@ -93,11 +93,14 @@ impl HostConfig {
 }
 
 /// What to build one sandbox from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SandboxSpec {
     pub id: SandboxId,
     /// Read-only layer directories, top-most first.
     pub lowers: Vec<PathBuf>,
+    /// Another sandbox's writes to start from (it stood on the same lowers), moved in as
+    /// this sandbox's upper directory by a rename; `None`: an empty one.
+    pub upper: Option<Upper>,
     pub resources: Resources,
     pub runtime: RuntimeKind,
     pub mounts: Vec<BindMount>,
@@ -109,6 +112,7 @@ impl SandboxSpec {
         SandboxSpec {
             id: SandboxId::random(),
             lowers,
+            upper: None,
             resources: Resources::default(),
             runtime: RuntimeKind::default(),
             mounts: Vec::new(),
@@ -307,6 +311,13 @@ impl Parts {
     /// Removes everything of the sandbox, runtime state included; reports what stayed.
     /// With `keep`, the upper directory is renamed there.
     pub(crate) fn teardown(&mut self, keep: Option<&Path>) -> Result<()> {
+        let leftovers = self.stop();
+        self.remove_dirs(keep, leftovers)
+    }
+
+    /// Deletes the container, unmounts the root, removes the network namespace and the
+    /// cgroups; what could not be removed.
+    fn stop(&mut self) -> Vec<String> {
         let mut leftovers = Vec::new();
         if !self.runtime_done {
             let _ = runtime_command(
@@ -336,6 +347,35 @@ impl Parts {
                 leftovers.push(format!("cgroup {} remains: {e}", dir.display()));
             }
         }
+        leftovers
+    }
+
+    /// Ends the sandbox like [`Parts::teardown`] but leaves its directory, with the upper
+    /// directory and whatever the caller leased there, under its lock: see [`Upper`].
+    /// On an error nothing is left.
+    fn stop_keeping_upper(&mut self) -> Result<()> {
+        let mut leftovers = self.stop();
+        if self.mounted {
+            leftovers.push("the upper directory cannot be kept while mounted".into());
+        } else {
+            let d = &self.dirs;
+            for dir in [&d.rootfs, &d.bundle, &d.base.join("work")] {
+                if let Err(e) = fs::remove_dir_all(dir) {
+                    leftovers.push(format!("{} remains: {e}", dir.display()));
+                }
+            }
+        }
+        if leftovers.is_empty() {
+            return Ok(());
+        }
+        let _ = self.teardown(None);
+        Err(SandboxError::Teardown {
+            id: self.id.to_string(),
+            leftover: leftovers.join("; "),
+        })
+    }
+
+    fn remove_dirs(&mut self, keep: Option<&Path>, mut leftovers: Vec<String>) -> Result<()> {
         if let Some(dest) = keep {
             if self.mounted {
                 leftovers.push("the upper directory cannot be kept while mounted".into());
@@ -364,6 +404,41 @@ impl Parts {
     }
 }
 
+/// Everything a stopped sandbox wrote (its upper directory), left in the sandbox's own
+/// directory under its lock until another sandbox takes it over ([`SandboxSpec::upper`]),
+/// so that what ran there (its processes, its tmpfs mounts, its IPC) is gone while its
+/// files go on. Dropping it removes it; after a crash, [`crate::reap`] removes it as it
+/// does any dead owner's sandbox.
+pub struct Upper {
+    parts: Parts,
+}
+
+impl Upper {
+    /// The directory, in overlay's format; nothing runs over it.
+    pub fn path(&self) -> PathBuf {
+        self.parts.dirs.base.join("upper")
+    }
+
+    /// The stopped sandbox's own directory (where a caller's leases stay until the drop).
+    pub fn dir(&self) -> &Path {
+        &self.parts.dirs.base
+    }
+}
+
+impl fmt::Debug for Upper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upper")
+            .field("sandbox", &self.parts.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Upper {
+    fn drop(&mut self) {
+        let _ = self.parts.teardown(None);
+    }
+}
+
 /// A running sandbox. Call [`Sandbox::destroy`]; dropping it tears down in the background.
 pub struct Sandbox {
     parts: Option<Parts>,
@@ -375,7 +450,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Builds and starts a sandbox; returns once its init is serving requests.
-    pub async fn create(host: &HostConfig, spec: SandboxSpec) -> Result<Sandbox> {
+    pub async fn create(host: &HostConfig, mut spec: SandboxSpec) -> Result<Sandbox> {
+        // Taken out first: whatever fails below, the upper is dropped (removed) with it.
+        let upper = spec.upper.take();
         if !host.init_binary.is_file() {
             return Err(SandboxError::InitNotFound {
                 path: host.init_binary.clone(),
@@ -413,7 +490,7 @@ impl Sandbox {
             let _ = parts.teardown(None);
             return Err(io_err("write the runtime name of", &parts.dirs.base)(e));
         }
-        match start(host, &spec, &mut parts).await {
+        match start(host, &spec, upper, &mut parts).await {
             Ok((child, control)) => {
                 let disk = spec.resources.disk_bytes.map(|limit| {
                     DiskWatch::start(
@@ -470,12 +547,6 @@ impl Sandbox {
     /// caller leaves there (such as a layer lease) lives exactly as long as the sandbox.
     pub fn dir(&self) -> &Path {
         &self.parts().dirs.base
-    }
-
-    /// The overlay's upper directory: everything the sandbox wrote, in overlay's format.
-    /// Read it only while nothing in the sandbox is writing.
-    pub fn upper_dir(&self) -> PathBuf {
-        self.parts().dirs.base.join("upper")
     }
 
     /// The disk limit's watchdog found the upper dir over it, and has killed every
@@ -702,7 +773,32 @@ impl Sandbox {
         self.finish(Some(dest)).await
     }
 
-    async fn finish(mut self, keep: Option<PathBuf>) -> Result<()> {
+    /// Like [`Sandbox::destroy`], but leaves the upper directory where it is for another
+    /// sandbox to take over (see [`Upper`]): O(1) in its size. Processes do not survive,
+    /// nor does anything of the sandbox that is not in the upper directory: its tmpfs
+    /// mounts (`/dev/shm`, `/dev`, `/run`), System V and POSIX IPC.
+    pub async fn stop_keeping_upper(self) -> Result<Upper> {
+        let (mut parts, id) = self.end().await;
+        tokio::task::spawn_blocking(move || parts.stop_keeping_upper().map(|()| Upper { parts }))
+            .await
+            .map_err(|e| SandboxError::Teardown {
+                id,
+                leftover: format!("the teardown task failed: {e}"),
+            })?
+    }
+
+    async fn finish(self, keep: Option<PathBuf>) -> Result<()> {
+        let (mut parts, id) = self.end().await;
+        tokio::task::spawn_blocking(move || parts.teardown(keep.as_deref()))
+            .await
+            .map_err(|e| SandboxError::Teardown {
+                id,
+                leftover: format!("the teardown task failed: {e}"),
+            })?
+    }
+
+    /// Shuts init down and waits for the runtime to exit (killing it if it does not).
+    async fn end(mut self) -> (Parts, String) {
         // The watchdog must not walk the upper while teardown renames or removes it.
         self.disk.take();
         self.control.shutdown();
@@ -717,12 +813,7 @@ impl Sandbox {
                 }
             }
         }
-        tokio::task::spawn_blocking(move || parts.teardown(keep.as_deref()))
-            .await
-            .map_err(|e| SandboxError::Teardown {
-                id,
-                leftover: format!("the teardown task failed: {e}"),
-            })?
+        (parts, id)
     }
 }
 
@@ -800,11 +891,12 @@ fn process_alive(pid: u32) -> bool {
 async fn start(
     host: &HostConfig,
     spec: &SandboxSpec,
+    upper: Option<Upper>,
     parts: &mut Parts,
 ) -> Result<(tokio::process::Child, Control)> {
     // The namespace is made on a helper thread while the root and bundle are prepared.
     let pending = NetNs::start(&spec.id.host_name())?;
-    let prepared = prepare_root(spec, parts);
+    let prepared = prepare_root(spec, upper, parts);
     parts.netns = Some(pending.finish()?);
     prepared?;
     let netns_path = parts
@@ -889,12 +981,18 @@ async fn start(
     }
 }
 
-/// Makes the sandbox's directories and mounts its overlay root.
-fn prepare_root(spec: &SandboxSpec, parts: &mut Parts) -> Result<()> {
+/// Makes the sandbox's directories (the upper one taken over from `given`, if any) and
+/// mounts its overlay root.
+fn prepare_root(spec: &SandboxSpec, given: Option<Upper>, parts: &mut Parts) -> Result<()> {
     let base = &parts.dirs.base;
     let upper = base.join("upper");
     let work = base.join("work");
-    for d in [&upper, &work, &parts.dirs.rootfs, &parts.dirs.bundle] {
+    match given {
+        // Both live in the run directory: one filesystem, so this is O(1).
+        Some(given) => fs::rename(given.path(), &upper).map_err(io_err("move in", given.path()))?,
+        None => fs::create_dir(&upper).map_err(io_err("create", &upper))?,
+    }
+    for d in [&work, &parts.dirs.rootfs, &parts.dirs.bundle] {
         fs::create_dir(d).map_err(io_err("create", d))?;
     }
     let mut lowers = spec.lowers.clone();

@@ -281,11 +281,14 @@ async fn dropping_a_sandbox_still_tears_it_down(rt: RuntimeKind) {
 
 /// Set in the child process that [`a_sandbox_whose_owner_was_killed_is_reaped`] starts.
 const HOLD_VAR: &str = "HANGAR_TEST_HOLD_SANDBOX";
+/// Set (to anything): the holder stops its sandbox and holds its [`hangar_sandbox::Upper`].
+const HOLD_UPPER_VAR: &str = "HANGAR_TEST_HOLD_UPPER";
 
-/// Not a test of its own: the owner process that the reaping case starts and kills. It
-/// creates a sandbox with a process in it, prints the id, and waits to be killed.
+/// Not a test of its own: the owner process that the reaping cases start and kill. It
+/// creates a sandbox with a process in it (or stops it, keeping its upper directory),
+/// prints the id, and waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "started as a child process by a_sandbox_whose_owner_was_killed_is_reaped"]
+#[ignore = "started as a child process by the reaping cases"]
 async fn hold_a_sandbox_until_killed() {
     let rt = match std::env::var(HOLD_VAR).as_deref() {
         Ok("runc") => RuntimeKind::Runc,
@@ -295,37 +298,50 @@ async fn hold_a_sandbox_until_killed() {
     let (_host, sb) = sandbox(rt).await;
     let id = sb.id().clone();
     let _proc = sb.exec(sh("sleep 1000")).await.unwrap();
+    // Held until the kill.
+    let (_sandbox, _upper) = match std::env::var_os(HOLD_UPPER_VAR) {
+        Some(_) => (None, Some(sb.stop_keeping_upper().await.unwrap())),
+        None => (Some(sb), None),
+    };
     println!("sandbox={id}");
     tokio::time::sleep(Duration::from_secs(600)).await;
 }
 
-async fn a_sandbox_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
+/// Starts [`hold_a_sandbox_until_killed`], kills it once it has its sandbox; the id.
+fn kill_a_holder(rt: RuntimeKind, upper: bool) -> hangar_sandbox::SandboxId {
     use std::io::BufRead;
-    let (host, live) = sandbox(rt).await;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "hold_a_sandbox_until_killed",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(HOLD_VAR, rt.name())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "hold_a_sandbox_until_killed",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env(HOLD_VAR, rt.name())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    if upper {
+        cmd.env(HOLD_UPPER_VAR, "1");
+    }
+    let mut child = cmd.spawn().unwrap();
     let out = std::io::BufReader::new(child.stdout.take().unwrap());
     let id = out
         .lines()
         .map_while(|l| l.ok())
         .find_map(|l| l.strip_prefix("sandbox=").map(str::to_string))
         .expect("the child names its sandbox");
-    let id = hangar_sandbox::SandboxId::new(id).unwrap();
-    // SIGKILL gives the owner no chance to clean up. Init sees its control socket close
-    // and ends the sandbox's processes (the runtime may then remove the cgroups), but the
-    // mount, the namespace and the directory, which only hangar removes, stay.
+    // SIGKILL gives the owner no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();
+    hangar_sandbox::SandboxId::new(id).unwrap()
+}
+
+async fn a_sandbox_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
+    let (host, live) = sandbox(rt).await;
+    let id = kill_a_holder(rt, false);
+    // Init sees its control socket close and ends the sandbox's processes (the runtime
+    // may then remove the cgroups), but the mount, the namespace and the directory, which
+    // only hangar removes, stay.
     let left = traces(&host, &id);
     assert!(
         !left.mounts.is_empty() && !left.netns.is_empty() && !left.dirs.is_empty(),
@@ -348,6 +364,28 @@ async fn a_sandbox_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
     // The live one, whose owner is this process, still works.
     assert_eq!(stdout_of(&live, "echo still").await, "still\n");
     live.destroy().await.unwrap();
+}
+
+/// A stopped sandbox's upper directory whose owner died (between maintenance and the
+/// agent, say) is reaped like a sandbox.
+async fn an_upper_whose_owner_was_killed_is_reaped(rt: RuntimeKind) {
+    let (store, _) = tokio::task::spawn_blocking(debian_layers).await.unwrap();
+    let host = host(&store);
+    let id = kill_a_holder(rt, true);
+    let left = traces(&host, &id);
+    assert!(
+        left.mounts.is_empty() && !left.dirs.is_empty(),
+        "only its directory is left: {left:?}"
+    );
+    let reaped = tokio::task::spawn_blocking({
+        let host = host.clone();
+        move || hangar_sandbox::reap(&host)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(reaped.removed.contains(&id), "{reaped:?}");
+    assert_no_traces(&host, &id);
 }
 
 async fn file_access_resolves_inside_the_root(rt: RuntimeKind) {
@@ -531,6 +569,75 @@ async fn kept_upper_becomes_a_lower_of_the_next_sandbox(rt: RuntimeKind) {
     next.destroy().await.unwrap();
     std::fs::remove_dir_all(&dest).unwrap();
 }
+/// A stopped sandbox's upper directory, taken over by the next sandbox: its files go on;
+/// its processes, its /dev/shm and its System V IPC do not; nothing else of it remains.
+async fn a_stopped_upper_becomes_the_next_sandboxs_upper(rt: RuntimeKind) {
+    let (host, sb) = sandbox(rt).await;
+    stdout_of(
+        &sb,
+        "echo kept > /opt/kept && rm /etc/debian_version && echo shm > /dev/shm/f && \
+         ipcmk -M 4096 >/dev/null && (setsid sleep 1000 </dev/null >/dev/null 2>&1 &)",
+    )
+    .await;
+    let id = sb.id().clone();
+    let upper = sb.stop_keeping_upper().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(upper.path().join("opt/kept")).unwrap(),
+        "kept\n"
+    );
+    let left = traces(&host, &id);
+    assert!(
+        left.mounts.is_empty()
+            && left.netns.is_empty()
+            && left.cgroups.is_empty()
+            && left.processes.is_empty(),
+        "only the directory stays: {left:?}"
+    );
+
+    let (_, layers) = tokio::task::spawn_blocking(debian_layers).await.unwrap();
+    let mut spec = SandboxSpec::new(layers);
+    spec.runtime = rt;
+    spec.upper = Some(upper);
+    let next = Sandbox::create(&host, spec).await.unwrap();
+    assert_no_traces(&host, &id);
+    assert_eq!(
+        stdout_of(
+            &next,
+            "cat /opt/kept; test -e /etc/debian_version || echo deleted; ls -A /dev/shm; \
+             ipcs -m | grep -c '^0x' || true; \
+             cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c 'sleep 100[0]' || true"
+        )
+        .await,
+        "kept\ndeleted\n0\n0\n"
+    );
+    stdout_of(&next, "echo more >> /opt/kept").await;
+    let next_id = next.id().clone();
+    let upper = next.stop_keeping_upper().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(upper.path().join("opt/kept")).unwrap(),
+        "kept\nmore\n"
+    );
+    drop(upper);
+    assert_no_traces(&host, &next_id);
+}
+
+/// PID 1 is not dumpable: root in the sandbox, with init's own capabilities, can neither
+/// trace it nor open its memory or its fds (the control socket).
+async fn pid1_cannot_be_traced_or_read(rt: RuntimeKind) {
+    let (_host, sb) = sandbox(rt).await;
+    assert_eq!(
+        stdout_of(
+            &sb,
+            "readlink /proc/1/fd/3 2>/dev/null || echo fd-refused; \
+             (exec 9</proc/1/mem) 2>/dev/null || echo mem-refused; \
+             python3 -c 'import ctypes; print(ctypes.CDLL(None).ptrace(16, 1, 0, 0))'"
+        )
+        .await,
+        "fd-refused\nmem-refused\n-1\n"
+    );
+    sb.destroy().await.unwrap();
+}
+
 async fn directories_are_created_inside_the_root(rt: RuntimeKind) {
     let (_host, sb) = sandbox(rt).await;
     stdout_of(&sb, "ln -s / /up && ln -s /etc/../../.. /deep").await;
@@ -595,6 +702,7 @@ macro_rules! conformance {
 
 conformance!(
     a_sandbox_whose_owner_was_killed_is_reaped,
+    an_upper_whose_owner_was_killed_is_reaped,
     directories_are_created_inside_the_root,
     a_read_only_directory_cannot_be_written_moved_or_unmounted,
     a_listener_bound_inside_is_served_by_the_host,
@@ -613,4 +721,6 @@ conformance!(
     privileged_operations_are_refused,
     stdin_and_concurrent_execs,
     kept_upper_becomes_a_lower_of_the_next_sandbox,
+    a_stopped_upper_becomes_the_next_sandboxs_upper,
+    pid1_cannot_be_traced_or_read,
 );
