@@ -12,7 +12,7 @@ use hangar_net::Internal;
 use hangar_spec::{Environment, HostRule};
 
 use crate::error::{EngineError, Result};
-use crate::git::Redirects;
+use crate::git::{Pin, Reach};
 use crate::{is_local_repo, Engine};
 
 /// Who a view of the engine acts for.
@@ -34,15 +34,6 @@ impl Engine {
         match self.principal {
             Principal::LocalAdmin => Internal::ExactRules,
             Principal::Tenant => Internal::Opened(self.open_internal.clone()),
-        }
-    }
-
-    /// Whether git may follow the repository server's redirects (a tenant's would lead
-    /// past [`Engine::check_repo`]).
-    pub(crate) fn redirects(&self) -> Redirects {
-        match self.principal {
-            Principal::LocalAdmin => Redirects::Follow,
-            Principal::Tenant => Redirects::Refuse,
         }
     }
 
@@ -87,10 +78,11 @@ impl Engine {
 
     /// A tenant's repository: a `git://` or `http(s)://` URL whose host is not internal.
     /// A path on the daemon's machine would read any repository there; ssh would use the
-    /// daemon's own keys and configuration: both are the local admin's alone.
-    pub(crate) async fn check_repo(&self, repo: &str) -> Result<()> {
+    /// daemon's own keys and configuration: both are the local admin's alone. Returns how
+    /// far the mirror's git may reach: for a tenant, only to the addresses checked here.
+    pub(crate) async fn check_repo(&self, repo: &str) -> Result<Reach> {
         if self.principal == Principal::LocalAdmin {
-            return Ok(());
+            return Ok(Reach::Any);
         }
         let forbidden = |reason: &str| EngineError::Forbidden {
             what: format!("repo `{repo}`"),
@@ -102,22 +94,38 @@ impl Engine {
                  (use a git://, http:// or https:// URL)",
             ));
         }
-        let Some((default_port, rest)) = [("git://", 9418), ("http://", 80), ("https://", 443)]
-            .into_iter()
-            .find_map(|(scheme, port)| repo.strip_prefix(scheme).map(|rest| (port, rest)))
+        let Some((scheme, default_port, rest)) =
+            [("git://", 9418), ("http://", 80), ("https://", 443)]
+                .into_iter()
+                .find_map(|(scheme, port)| {
+                    repo.strip_prefix(scheme).map(|rest| (scheme, port, rest))
+                })
         else {
             return Err(forbidden(
                 "only the local admin may name an ssh or other non-URL repository (use a \
                  git://, http:// or https:// URL)",
             ));
         };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let written = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = written.rsplit('@').next().unwrap_or(written);
         let rule = HostRule::parse(authority)
             .map_err(|e| forbidden(&format!("its host cannot be read: {e}")))?;
         let port = rule.port.unwrap_or(default_port);
-        self.check_host(&format!("repo `{repo}`"), &rule.pattern, Some(port))
-            .await
+        let what = format!("repo `{repo}`");
+        let addrs = self.check_host(&what, &rule.pattern, Some(port)).await?;
+        if addrs.is_empty() && !self.opened(&rule.pattern, Some(port)) {
+            // git would look the name up again itself, unchecked.
+            return Err(forbidden(&format!(
+                "its host {} does not resolve now, so it cannot be checked (try again)",
+                rule.pattern
+            )));
+        }
+        Ok(Reach::Checked(Pin {
+            origin: format!("{scheme}{written}"),
+            host: rule.pattern,
+            port,
+            addrs,
+        }))
     }
 
     /// The registry of a `cache export`/`import` reference (`host[:port]/name:tag`; a
@@ -143,14 +151,16 @@ impl Engine {
             Some(port),
         )
         .await
+        .map(drop)
     }
 
     /// Refuses `host` when it is, or resolves to, an internal or host-local address the
-    /// admin has not opened. A name that does not resolve now is left to the connection,
-    /// which fails or is checked then (the proxy checks every address it connects to).
-    async fn check_host(&self, what: &str, host: &str, port: Option<u16>) -> Result<()> {
+    /// admin has not opened; the addresses checked (none when the admin opened it, or when
+    /// the name does not resolve now: that is left to the connection, which fails or is
+    /// checked then, as the proxy checks every address it connects to).
+    async fn check_host(&self, what: &str, host: &str, port: Option<u16>) -> Result<Vec<IpAddr>> {
         if self.opened(host, port) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -158,13 +168,13 @@ impl Engine {
                 Ok(addrs) => addrs,
                 Err(e) => {
                     tracing::info!("{what}: {host} does not resolve now ({e})");
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
             },
         };
         let own = host_addresses();
-        let Some(ip) = addrs.into_iter().find(|ip| is_host_local(*ip, &own)) else {
-            return Ok(());
+        let Some(ip) = addrs.iter().copied().find(|ip| is_host_local(*ip, &own)) else {
+            return Ok(addrs);
         };
         let named = match port {
             Some(p) if host.contains(':') => format!("[{host}]:{p}"),
@@ -280,11 +290,71 @@ mod tests {
             ),
             ("../x", Some("a path on the daemon's machine")),
         ] {
-            check(engine.check_repo(repo).await, expected, repo);
+            check(engine.check_repo(repo).await.map(drop), expected, repo);
         }
         // The local admin's view checks nothing.
         let admin = engine.in_workspace("t");
-        check(admin.check_repo("git://127.0.0.1:1/x").await, None, "admin");
+        check(
+            admin.check_repo("git://127.0.0.1:1/x").await.map(drop),
+            None,
+            "admin",
+        );
+    }
+
+    /// Regression: git looked the tenant's repository host up again after the check, so a
+    /// name rebound to loopback in between reached the daemon's host. The mirror's git
+    /// is held to the checked addresses, and a name that cannot be checked is refused.
+    #[tokio::test]
+    async fn a_tenants_mirror_reaches_only_the_addresses_checked() {
+        let (_dir, engine) = tenant(&["opened.test:443"]).await;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let pin = |origin: &str, host: &str, port, addrs: Vec<IpAddr>| {
+            Reach::Checked(Pin {
+                origin: origin.into(),
+                host: host.into(),
+                port,
+                addrs,
+            })
+        };
+        for (repo, want) in [
+            (
+                "https://user@public.test/a/b.git",
+                pin(
+                    "https://user@public.test",
+                    "public.test",
+                    443,
+                    vec![ip("198.51.100.1")],
+                ),
+            ),
+            (
+                "git://public.test:9000/x",
+                pin(
+                    "git://public.test:9000",
+                    "public.test",
+                    9000,
+                    vec![ip("198.51.100.1")],
+                ),
+            ),
+            (
+                "https://opened.test/x",
+                pin("https://opened.test", "opened.test", 443, vec![]),
+            ),
+        ] {
+            assert_eq!(engine.check_repo(repo).await.unwrap(), want, "{repo}");
+        }
+        check(
+            engine.check_repo("https://unknown.test/x").await.map(drop),
+            Some("does not resolve now"),
+            "unknown",
+        );
+        assert_eq!(
+            engine
+                .in_workspace("t")
+                .check_repo("https://unknown.test/x")
+                .await
+                .unwrap(),
+            Reach::Any
+        );
     }
 
     #[tokio::test]

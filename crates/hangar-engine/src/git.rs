@@ -79,13 +79,68 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// Whether git follows an http(s) server's redirects. A token tenant's repository URL is
-/// checked for internal addresses before git runs; a redirect would lead past that check
-/// to the daemon host's loopback, so a tenant's mirror refuses them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Redirects {
-    Follow,
-    Refuse,
+/// How far a mirror's git may reach. A token tenant's repository URL is checked for
+/// internal addresses before git runs; git would then resolve the name again (a
+/// rebinding window) and follow an http(s) server's redirects, either of which leads
+/// past that check to the daemon host's loopback. So a tenant's git connects only to the
+/// addresses checked, and follows no redirect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// The local admin's repositories: git connects as it is configured to.
+    Any,
+    /// A tenant's: no redirects, and the URL's host pinned to `addrs` (none when the
+    /// admin opened the host, which then needs no check).
+    Checked(Pin),
+}
+
+/// The addresses a tenant's repository host was checked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The URL's `scheme://authority` exactly as written (`git://host:9418`).
+    pub origin: String,
+    pub host: String,
+    pub port: u16,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+impl Reach {
+    /// The `-c` settings that hold git to this reach: curl's resolve list for http(s);
+    /// for `git://`, which connects on its own, the URL rewritten to the first address.
+    fn git_config(&self) -> Vec<String> {
+        let Reach::Checked(pin) = self else {
+            return Vec::new();
+        };
+        let mut out = vec!["http.followRedirects=false".to_string()];
+        // An address literal is connected to as checked; a name would be looked up again.
+        let Some(first) = pin
+            .addrs
+            .first()
+            .filter(|_| pin.host.parse::<std::net::IpAddr>().is_err())
+        else {
+            return out;
+        };
+        let bracket = |ip: &std::net::IpAddr| match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        if pin.origin.starts_with("git://") {
+            out.push(format!(
+                "url.git://{}:{}/.insteadOf={}/",
+                bracket(first),
+                pin.port,
+                pin.origin
+            ));
+        } else {
+            let addrs: Vec<String> = pin.addrs.iter().map(bracket).collect();
+            out.push(format!(
+                "http.curloptResolve={}:{}:{}",
+                pin.host,
+                pin.port,
+                addrs.join(",")
+            ));
+        }
+        out
+    }
 }
 
 impl Mirrors {
@@ -111,7 +166,7 @@ impl Mirrors {
 
     /// Clones or refreshes the mirror of `repo`; returns its path. Concurrent callers
     /// for the same repository take turns on a lock file.
-    pub fn sync(&self, repo: &str, redirects: Redirects) -> Result<PathBuf> {
+    pub fn sync(&self, repo: &str, reach: &Reach) -> Result<PathBuf> {
         let home = self.home();
         fs::create_dir_all(&home).map_err(io_err("create", &home))?;
         let path = self.path(repo);
@@ -120,8 +175,8 @@ impl Mirrors {
         lock.lock().map_err(io_err("lock", &lock_path))?;
 
         let mut cmd = self.git();
-        if redirects == Redirects::Refuse {
-            cmd.args(["-c", "http.followRedirects=false"]);
+        for setting in reach.git_config() {
+            cmd.arg("-c").arg(setting);
         }
         if path.join("HEAD").is_file() {
             cmd.arg("-C")
@@ -205,5 +260,59 @@ fn local_source(repo: &str) -> Option<PathBuf> {
         fs::canonicalize(p).ok()
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reach: Reach, expected: &[&str]) {
+        assert_eq!(reach.git_config(), expected, "{reach:?}");
+    }
+
+    #[test]
+    fn a_checked_reach_pins_git_to_its_addresses() {
+        let pin = |origin: &str, host: &str, port, addrs: &[&str]| {
+            Reach::Checked(Pin {
+                origin: origin.into(),
+                host: host.into(),
+                port,
+                addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            })
+        };
+        check(Reach::Any, &[]);
+        check(
+            pin(
+                "https://h.test",
+                "h.test",
+                443,
+                &["198.51.100.1", "2001:db8::1"],
+            ),
+            &[
+                "http.followRedirects=false",
+                "http.curloptResolve=h.test:443:198.51.100.1,[2001:db8::1]",
+            ],
+        );
+        check(
+            pin("git://h.test", "h.test", 9418, &["198.51.100.1"]),
+            &[
+                "http.followRedirects=false",
+                "url.git://198.51.100.1:9418/.insteadOf=git://h.test/",
+            ],
+        );
+        check(
+            pin(
+                "git://[2001:db8::2]:9000",
+                "2001:db8::2",
+                9000,
+                &["2001:db8::2"],
+            ),
+            &["http.followRedirects=false"],
+        );
+        check(
+            pin("https://opened.test", "opened.test", 443, &[]),
+            &["http.followRedirects=false"],
+        );
     }
 }

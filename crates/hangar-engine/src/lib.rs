@@ -37,7 +37,7 @@ use tokio::sync::watch;
 pub use apply::{apply_patch, ApplyReport};
 use dest::Principal;
 pub use error::{EngineError, Result};
-pub use git::{Mirrors, Redirects};
+pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
 
 /// What a running task reports as it goes.
@@ -592,9 +592,9 @@ impl Engine {
             env.repo.clone(),
             env.default_branch.clone(),
         );
-        let redirects = self.redirects();
+        let reach = self.check_repo(&env.repo).await?;
         let (tip, text) = tokio::task::spawn_blocking(move || {
-            mirrors.sync(&repo, redirects)?;
+            mirrors.sync(&repo, &reach)?;
             mirrors.file_at(&repo, &branch, hangar_spec::REPO_ENV_FILE)
         })
         .await
@@ -988,10 +988,9 @@ impl Engine {
             env.repo.clone(),
             env.default_branch.clone(),
         );
-        self.check_repo(&env.repo).await?;
-        let redirects = self.redirects();
+        let reach = self.check_repo(&env.repo).await?;
         let (mirror, top) = tokio::task::spawn_blocking(move || {
-            let mirror = mirrors.sync(&repo, redirects)?;
+            let mirror = mirrors.sync(&repo, &reach)?;
             let top = mirrors.top_files(&repo, &branch)?;
             Ok::<_, EngineError>((mirror, top))
         })
