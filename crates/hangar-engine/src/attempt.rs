@@ -922,8 +922,9 @@ fi
         .await
         .map_err(|e| Stop::error(format!("failed to scan for secrets: {e}")))?
         .map_err(EngineError::from)?;
-        let (scrubbed, left): (Vec<_>, Vec<_>) =
-            leaks.into_iter().partition(|l| scrub && l.place.scrubbable());
+        let (scrubbed, left): (Vec<_>, Vec<_>) = leaks
+            .into_iter()
+            .partition(|l| scrub && l.place.scrubbable());
         for l in &scrubbed {
             ctx.logger.note(
                 phase,

@@ -23,12 +23,14 @@ fn fresh_value(tag: &str) -> String {
     format!("{tag}-{}-{}", TaskId::random(), TaskId::random())
 }
 
-/// The agent's hunt for `value` (passed base64-encoded, so the script text holds no
-/// copy): its environment, every process's environ, files where tools keep tokens.
+/// The agent's hunt for `value` (split in two halves that the shell joins, so the script
+/// text holds it in none of the forms the leak scan looks for: maintenance runs this
+/// script too, and its file stays in the sandbox): its environment, every process's
+/// environ, files where tools keep tokens.
 fn hunter(value: &str) -> String {
-    let b64 = base64(value);
+    let (a, b) = value.split_at(value.len() / 2);
     format!(
-        r#"V=$(echo {b64} | base64 -d)
+        r#"V='{a}''{b}'
 in_env=$(env | grep -cF "$V" || true)
 in_procs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -cF "$V" || true)
 in_files=$(grep -rlF "$V" /root /home /tmp /opt /etc /workspace /var /usr/local /.hangar 2>/dev/null | wc -l)
@@ -367,11 +369,9 @@ python3 -c 'import os; t = os.environ["TOKEN"]; open("/opt/hex", "w").write(t.en
 fn object_named(message: &str) -> String {
     let at = "/.git/objects/";
     match message.find(at) {
-        Some(i) if message.len() >= i + at.len() + 41 => format!(
-            "{}{at}ID{}",
-            &message[..i],
-            &message[i + at.len() + 41..]
-        ),
+        Some(i) if message.len() >= i + at.len() + 41 => {
+            format!("{}{at}ID{}", &message[..i], &message[i + at.len() + 41..])
+        }
         _ => message.to_string(),
     }
 }

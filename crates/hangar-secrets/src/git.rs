@@ -23,6 +23,8 @@ pub enum PackError {
     Inflate { offset: u64, size: u64 },
     #[error("its delta at offset {offset} does not apply to its base")]
     Delta { offset: u64 },
+    #[error("its entry at offset {offset} is {size} bytes, more than the {MAX_OBJECT} bytes the scan reads")]
+    TooBig { offset: u64, size: u64 },
 }
 
 /// Which object of a pack a callback is given.
@@ -56,6 +58,9 @@ pub(crate) fn is_zlib(head: &[u8]) -> bool {
     }
 }
 
+/// The largest object the scan inflates: a few compressed bytes can claim (and a delta's
+/// copies can make) gigabytes, which the scan must not hold for a hostile setup.
+pub const MAX_OBJECT: u64 = 256 << 20;
 /// The most an allocation is sized by a header before the data is seen.
 const PREALLOC: usize = 1 << 20;
 /// Resolved objects kept for later deltas, in bytes.
@@ -275,7 +280,7 @@ fn apply(base: &[u8], delta: &[u8]) -> Option<Vec<u8>> {
     };
     let source = varint(&mut d)?;
     let target = varint(&mut d)?;
-    if source != base.len() as u64 {
+    if source != base.len() as u64 || target > MAX_OBJECT {
         return None;
     }
     let mut out = Vec::with_capacity((target as usize).min(PREALLOC));
@@ -293,8 +298,14 @@ fn apply(base: &[u8], delta: &[u8]) -> Option<Vec<u8>> {
             if size == 0 {
                 size = 0x10000;
             }
+            if (out.len() + size) as u64 > target {
+                return None;
+            }
             out.extend_from_slice(base.get(offset..offset.checked_add(size)?)?);
         } else if op != 0 {
+            if (out.len() + usize::from(op)) as u64 > target {
+                return None;
+            }
             for _ in 0..op {
                 out.push(d.next()?);
             }
@@ -364,6 +375,9 @@ impl<F: Read> Counting<F> {
     /// The zlib stream here, which must inflate to exactly `size` bytes; the position
     /// ends just after it.
     fn inflate(&mut self, offset: u64, size: u64) -> Result<Vec<u8>, PackError> {
+        if size > MAX_OBJECT {
+            return Err(PackError::TooBig { offset, size });
+        }
         let bad = || PackError::Inflate { offset, size };
         let mut z = flate2::Decompress::new(true);
         let mut out: Vec<u8> = Vec::with_capacity((size as usize).min(PREALLOC));
@@ -479,6 +493,14 @@ mod tests {
         check(
             &pack(base, &past, &replace),
             Err("its delta at offset 30 does not apply to its base"),
+        );
+        // A header's claim is checked before anything is allocated for it.
+        let mut bomb = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        bomb.extend(header(3, 1 << 30));
+        bomb.extend(zlib(b"tiny"));
+        check(
+            &bomb,
+            Err("its entry at offset 12 is 1073741824 bytes, more than the 268435456 bytes the scan reads"),
         );
         let mut truncated = pack(base, &delta, &replace);
         truncated.truncate(36);

@@ -97,6 +97,8 @@ pub fn scan(root: &Path, redactor: &Redactor, mode: ScanMode<'_>) -> Result<Vec<
     if redactor.is_empty() {
         return Ok(s.leaks);
     }
+    // The root's own name is hangar's, its attributes are setup's.
+    s.scan_xattrs(root, Path::new("/"))?;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let shown = s.shown(&dir);
