@@ -940,7 +940,10 @@ impl Engine {
         }
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
         let sandbox = self.sandbox(ctx, lowers, p).await?;
-        let setup = self.setup(ctx, &sandbox, &p.steps).await;
+        let setup = match self.setup(ctx, &sandbox, &p.steps).await {
+            Ok(()) => self.prune_git(ctx, &sandbox).await,
+            failed => failed,
+        };
         ctx.net = None;
         let cleaned = match &setup {
             Ok(()) => self.strip_hangar_files(&sandbox).await,
@@ -998,8 +1001,44 @@ impl Engine {
         })
     }
 
-    /// No secret value may stay where the agent can read it: after setup, in the snapshot
-    /// (scrubbed to placeholders when the environment says so); after maintenance, in the
+    /// Drops what setup made of the workspace repository and then let go of (a commit
+    /// reset away, an amended one): its reflogs, then its unreachable loose objects, so an
+    /// honest setup is not refused for them; the leak scan still reads every object left,
+    /// packed or loose, reachable or not. Unreachable objects in packs stay (a repack
+    /// costs a rewrite of the whole pack on every build). The repository's config may be
+    /// hostile: hooks and fsmonitor are off, and a failure here only leaves objects that
+    /// the scan reads.
+    async fn prune_git(&self, ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<(), Stop> {
+        if ctx.secrets.redactor.is_empty() {
+            return Ok(());
+        }
+        const PRUNE: &str = r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+cd "$HANGAR_WORKDIR" 2>/dev/null && [ "$(git rev-parse --is-inside-work-tree 2>/dev/null)" = true ] || exit 0
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
+if ! { g reflog expire --expire=now --expire-unreachable=now --all && g prune --expire=now; } 2>&1; then
+  echo "failed to prune the workspace repository's unreachable objects; the leak scan reads them all"
+fi
+"#;
+        let workdir = ctx.workdir.clone();
+        ctx.internal(
+            sandbox,
+            Own {
+                phase: Phase::Setup,
+                name: "prune",
+                script: PRUNE,
+                cwd: "/",
+                env: &[("HANGAR_WORKDIR", &workdir)],
+                what: "prune the workspace repository",
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// No secret value, in any of its encodings, may stay where the agent can read it
+    /// (file contents, names, extended attributes, git objects): after setup, in the
+    /// snapshot (scrubbed to placeholders when the environment says so, except in git
+    /// objects and compressed files, which cannot be); after maintenance, in the
     /// attempt's upper directory. `dir` must not be in use.
     async fn leak_scan(&self, ctx: &Ctx<'_>, dir: &Path, phase: Phase) -> Result<(), Stop> {
         if ctx.secrets.redactor.is_empty() {
@@ -1022,34 +1061,38 @@ impl Engine {
         .await
         .map_err(|e| Stop::error(format!("failed to scan for secrets: {e}")))?
         .map_err(EngineError::from)?;
-        if leaks.is_empty() {
+        let (scrubbed, left): (Vec<_>, Vec<_>) = leaks
+            .into_iter()
+            .partition(|l| scrub && l.place.scrubbable());
+        for l in &scrubbed {
+            ctx.logger.note(
+                phase,
+                &format!(
+                    "scrubbed secret `{}` from {}: it now holds the secret's placeholder",
+                    l.secret,
+                    l.location()
+                ),
+            );
+        }
+        if left.is_empty() {
             return Ok(());
         }
-        if scrub {
-            for l in &leaks {
-                ctx.logger.note(
-                    phase,
-                    &format!(
-                        "scrubbed secret `{}` from {}: it now holds the secret's placeholder",
-                        l.secret,
-                        l.path.display()
-                    ),
-                );
-            }
-            return Ok(());
-        }
-        let found = leaks
+        let found = left
             .iter()
-            .map(|l| format!("secret `{}` in {}", l.secret, l.path.display()))
+            .map(|l| format!("secret `{}` in {}", l.secret, l.location()))
             .collect::<Vec<_>>()
             .join(", ");
-        Err(Stop::error(if phase == Phase::Setup {
-            format!(
+        Err(Stop::error(match phase {
+            Phase::Setup if scrub => format!(
+                "setup left {found}, which cannot be scrubbed; the snapshot is not kept \
+                 (remove it in the setup script; for a git object, the commit or file that \
+                 holds it and then `git gc --prune=now`)"
+            ),
+            Phase::Setup => format!(
                 "setup left {found}; the snapshot is not kept (remove the file in the setup \
                  script, or set [setup] on_secret_leak = \"scrub\")"
-            )
-        } else {
-            format!("the {phase} script left {found}, where the agent would read it")
+            ),
+            _ => format!("the {phase} script left {found}, where the agent would read it"),
         }))
     }
 

@@ -23,12 +23,14 @@ fn fresh_value(tag: &str) -> String {
     format!("{tag}-{}-{}", TaskId::random(), TaskId::random())
 }
 
-/// The agent's hunt for `value` (passed base64-encoded, so the script text holds no
-/// copy): its environment, every process's environ, files where tools keep tokens.
+/// The agent's hunt for `value` (split in two halves that the shell joins, so the script
+/// text holds it in none of the forms the leak scan looks for: maintenance runs this
+/// script too, and its file stays in the sandbox): its environment, every process's
+/// environ, files where tools keep tokens.
 fn hunter(value: &str) -> String {
-    let b64 = base64(value);
+    let (a, b) = value.split_at(value.len() / 2);
     format!(
-        r#"V=$(echo {b64} | base64 -d)
+        r#"V='{a}''{b}'
 in_env=$(env | grep -cF "$V" || true)
 in_procs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -cF "$V" || true)
 in_files=$(grep -rlF "$V" /root /home /tmp /opt /etc /workspace /var /usr/local /.hangar 2>/dev/null | wc -l)
@@ -278,4 +280,125 @@ async fn a_secret_left_by_maintenance_stops_the_attempt_before_the_agent() {
         .phases
         .iter()
         .all(|p| p.phase != hangar_spec::Phase::Agent));
+}
+
+/// A hostile setup hides the value where the scan of literal contents did not look: in a
+/// file's and a directory's name, an extended attribute, a commit of another repository
+/// that it then reset away, and files of its encodings. Each place is named (redacted)
+/// and the snapshot is not kept, so no agent reads it; scrubbing cannot rewrite the git
+/// objects, so it refuses too.
+#[tokio::test]
+async fn a_secret_hidden_in_names_attributes_git_objects_or_encodings_fails_the_build() {
+    let engine = engine().await;
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("hide-{}", TaskId::random());
+    let setup = r#"set -e
+touch "/opt/file-$TOKEN"
+mkdir "/opt/dir-$TOKEN"
+python3 -c 'import os; open("/opt/attr", "w").close(); os.setxattr("/opt/attr", "user.note", os.environ["TOKEN"].encode())'
+git init -q /opt/other
+cd /opt/other
+git -c user.name=s -c user.email=s@s commit -q --allow-empty -m base
+printf '%s\n' "$TOKEN" > kept-for-a-moment
+git add kept-for-a-moment
+git -c user.name=s -c user.email=s@s commit -q -m oops
+git reset -q --hard HEAD~1
+printf 'user:%s' "$TOKEN" | base64 > /opt/b64
+python3 -c 'import os; t = os.environ["TOKEN"]; open("/opt/hex", "w").write(t.encode().hex()); open("/opt/utf16", "wb").write(t.encode("utf-16-le")); open("/opt/reversed", "w").write(t[::-1])'"#;
+    for extra in ["", "on_secret_leak = \"scrub\""] {
+        let source = file(&name, origin.path(), setup, "", extra);
+        if extra.is_empty() {
+            with_secrets(&engine, &name, &source, origin.path(), &fresh_value("hide")).await;
+        } else {
+            engine
+                .update_env(&name, "e.toml", &source, origin.path())
+                .await
+                .unwrap();
+        }
+        let (a, logs, _) = run(&engine, &name, "echo the agent ran").await;
+        let error = object_named(&a.error.unwrap_or_default());
+        let object = "secret `TOKEN` in the inflated contents of /opt/other/.git/objects/ID";
+        let expected = if extra.is_empty() {
+            format!(
+                "setup left secret `TOKEN` in extended attribute `user.note` of /opt/attr, \
+                 secret `TOKEN` in /opt/b64, \
+                 secret `TOKEN` in the name of /opt/dir-[secret:TOKEN], \
+                 secret `TOKEN` in the name of /opt/file-[secret:TOKEN], \
+                 secret `TOKEN` in /opt/hex, {object}, \
+                 secret `TOKEN` in /opt/reversed, secret `TOKEN` in /opt/utf16; \
+                 the snapshot is not kept (remove the file in the setup script, or set \
+                 [setup] on_secret_leak = \"scrub\")"
+            )
+        } else {
+            for scrubbed in [
+                "extended attribute `user.note` of /opt/attr",
+                "/opt/b64",
+                "the name of /opt/dir-[secret:TOKEN]",
+                "/opt/utf16",
+            ] {
+                let note = format!(
+                    "scrubbed secret `TOKEN` from {scrubbed}: it now holds the secret's placeholder"
+                );
+                assert!(logs.contains(&note), "{note} {logs:?}");
+            }
+            format!(
+                "setup left {object}, which cannot be scrubbed; the snapshot is not kept \
+                 (remove it in the setup script; for a git object, the commit or file that \
+                 holds it and then `git gc --prune=now`)"
+            )
+        };
+        assert_eq!(error, expected, "{logs:?}");
+        assert!(a
+            .phases
+            .iter()
+            .all(|p| p.phase != hangar_spec::Phase::Agent));
+    }
+    assert!(
+        engine
+            .snapshots()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.environment != name),
+        "nothing is cached"
+    );
+}
+
+/// `message` with the loose object's path (its id, which hashes the random value) as
+/// `objects/ID`.
+fn object_named(message: &str) -> String {
+    let at = "/.git/objects/";
+    match message.find(at) {
+        Some(i) if message.len() >= i + at.len() + 41 => {
+            format!("{}{at}ID{}", &message[..i], &message[i + at.len() + 41..])
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// An honest setup that commits the value by mistake and resets it away: the reflogs and
+/// unreachable objects of the workspace repository are pruned before the scan, so the
+/// snapshot is kept, and the agent finds the value in none of the repository's objects
+/// (where setup, as a control, found it before pruning).
+#[tokio::test]
+async fn a_secret_committed_and_reset_away_by_setup_is_pruned_before_the_agent() {
+    let engine = engine().await;
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("reset-{}", TaskId::random());
+    let value = fresh_value("reset");
+    let setup = r#"printf '%s\n' "$TOKEN" > oops
+git add oops
+git -c user.name=s -c user.email=s@s commit -q -m oops
+git reset -q --hard HEAD~1
+echo "control: $(git cat-file --batch-all-objects --batch | grep -caF "$TOKEN")""#;
+    let source = file(&name, origin.path(), setup, "", "");
+    with_secrets(&engine, &name, &source, origin.path(), &value).await;
+    let hunt = format!(
+        "V=$(echo {} | base64 -d)\necho \"objects=$(git cat-file --batch-all-objects --batch | grep -caF \"$V\")\"",
+        base64(&value)
+    );
+    let (a, logs, _) = run(&engine, &name, &hunt).await;
+    assert_eq!(a.error, None, "{logs:?}");
+    assert!(logs.contains(&"control: 1".to_string()), "{logs:?}");
+    assert_eq!(a.final_message.as_deref(), Some("objects=0"), "{logs:?}");
 }

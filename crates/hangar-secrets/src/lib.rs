@@ -1,8 +1,12 @@
 //! Secrets for hangar: the [`Secret`] value type (never printed, logged or serialized), the
 //! installation's [`Keyring`] (an age identity in a 0600 file) that encrypts values at rest
 //! and derives keyed hashes and placeholders, [`Redactor`] for stored text, and the leak
-//! [`scan`] of a directory.
+//! [`scan`] of a directory. Both find a value in its encodings too (base64, hex,
+//! percent-encoding, UTF-16, reversed), and the scan reads names, extended attributes and
+//! git objects as well as contents.
 
+mod forms;
+mod git;
 mod keyring;
 mod redact;
 mod scan;
@@ -10,9 +14,11 @@ mod scan;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use forms::MIN_DERIVED_LEN;
+pub use git::{PackError, PackedId};
 pub use keyring::Keyring;
 pub use redact::Redactor;
-pub use scan::{scan, Leak, ScanMode};
+pub use scan::{scan, Leak, Place, ScanMode};
 
 /// The shortest value hangar accepts: shorter ones cannot be redacted without mangling
 /// ordinary text.
@@ -81,6 +87,14 @@ pub enum SecretError {
     },
     #[error("failed to use the secret key {}: {reason}", path.display())]
     Key { path: PathBuf, reason: String },
+    #[error("failed to scrub a secret from a name: {} exists", path.display())]
+    ScrubExists { path: PathBuf },
+    #[error("failed to read the git pack {}: {source}", path.display())]
+    Pack {
+        path: PathBuf,
+        #[source]
+        source: git::PackError,
+    },
     #[error("failed to decrypt secret `{name}`: {reason}")]
     Decrypt { name: String, reason: String },
     #[error("failed to encrypt secret `{name}`: {reason}")]
