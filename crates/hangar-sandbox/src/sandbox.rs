@@ -884,6 +884,7 @@ fn prepare_root(spec: &SandboxSpec, parts: &mut Parts) -> Result<()> {
     }
     overlay::mount_overlay(
         spec.id.as_str(),
+        base,
         &OverlayDirs {
             lowers,
             upper,
