@@ -176,7 +176,14 @@ impl Engine {
                 imported: false,
             });
         }
-        if !self.store.leased("snapshot").contains(&key) && dir.exists() {
+        if dir.exists() {
+            // A sandbox reads it as a lower: neither removed nor replaced under it.
+            if self.store.leased("snapshot").contains(&key) {
+                return Err(EngineError::SnapshotInUse {
+                    reference: reference.to_string(),
+                    snapshot: cache::short(&key).to_string(),
+                });
+            }
             std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         }
         progress(&format!("unpacking snapshot {}", cache::short(&key)));
@@ -205,8 +212,9 @@ impl Engine {
                 )));
             }
             hangar_sandbox::make_durable(staging.path())?;
-            let staged = staging.keep();
-            std::fs::rename(&staged, &target).map_err(io_err("move into place", &target))?;
+            // Renamed while still owned by `staging`, which removes it if the rename fails.
+            std::fs::rename(staging.path(), &target).map_err(io_err("move into place", &target))?;
+            let _renamed = staging.keep();
             Ok(crate::attempt::dir_size(&target))
         })
         .await
