@@ -252,7 +252,8 @@ impl From<EngineError> for ApiError {
                 | DbError::TokenNotFound(_)
                 | DbError::AttemptNotFound { .. },
             ) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
-            e @ EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_)) => {
+            e @ (EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_))
+            | EngineError::SnapshotInUse { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             e @ (EngineError::Spec(_)

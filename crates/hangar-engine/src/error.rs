@@ -37,6 +37,11 @@ pub enum EngineError {
     Export { env: String, reason: String },
     #[error("failed to import {reference}: {reason}")]
     Import { reference: String, reason: String },
+    #[error(
+        "failed to import {reference}: snapshot {snapshot} is in use by a running attempt or \
+         a kept one; import again when they are done"
+    )]
+    SnapshotInUse { reference: String, snapshot: String },
     #[error("failed to start the task: {0}")]
     BadRequest(String),
     /// Something only the local admin may do or open (a destination on the daemon host's

@@ -95,13 +95,14 @@ impl EnvSecrets {
                     hosts: inject.hosts.clone(),
                     header: inject.header.to_ascii_lowercase(),
                     format: inject.format.clone(),
+                    plain_http: inject.plain_http,
                 })
             })
             .collect();
         // The model key, projected for the endpoint's exact host and port, in the header
         // the harness's CLI puts it in.
         let agent = &env.agent;
-        if let (SecretPhase::Agent, Some(i), Some((rule, _))) =
+        if let (SecretPhase::Agent, Some(i), Some((rule, tls))) =
             (phase, self.model_key(env), agent.endpoint_rule())
         {
             let wire = hangar_harness::harness(agent.harness).key_header();
@@ -112,6 +113,9 @@ impl EnvSecrets {
                 hosts: vec![rule],
                 header: wire.header.to_string(),
                 format: wire.format.to_string(),
+                // An `http://` endpoint is the environment's explicit choice of the
+                // clear, for that one host and port.
+                plain_http: !tls,
             });
         }
         out

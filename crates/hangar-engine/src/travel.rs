@@ -178,12 +178,14 @@ impl Engine {
                 imported: false,
             });
         }
-        if !self.store.leased("snapshot").contains(&key) && dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        }
         progress(&format!("unpacking snapshot {}", cache::short(&key)));
         let (store, target) = (self.store.clone(), dir.clone());
         let (redactor, refused) = (secrets.redactor.clone(), reference.to_string());
+        let in_use = EngineError::SnapshotInUse {
+            reference: reference.to_string(),
+            snapshot: cache::short(&key).to_string(),
+        };
+        let leased_key = key.clone();
         let refuse = move |reason: String| EngineError::Import {
             reference: refused.clone(),
             reason,
@@ -207,8 +209,16 @@ impl Engine {
                 )));
             }
             hangar_sandbox::make_durable(staging.path())?;
-            let staged = staging.keep();
-            std::fs::rename(&staged, &target).map_err(io_err("move into place", &target))?;
+            if target.exists() {
+                // A sandbox reads it as a lower: neither removed nor replaced under it.
+                if store.leased("snapshot").contains(&leased_key) {
+                    return Err(in_use);
+                }
+                std::fs::remove_dir_all(&target).map_err(io_err("remove", &target))?;
+            }
+            // Renamed while still owned by `staging`, which removes it if the rename fails.
+            std::fs::rename(staging.path(), &target).map_err(io_err("move into place", &target))?;
+            let _renamed = staging.keep();
             Ok(crate::attempt::dir_size(&target))
         })
         .await

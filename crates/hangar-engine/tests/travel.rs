@@ -245,6 +245,93 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
     );
 }
 
+/// Regression: importing over a snapshot directory a sandbox still used answered 500
+/// (`Directory not empty`) and left the unpacked layer in `tmp/layer-*`.
+#[tokio::test]
+async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
+    let registry = hangar_testkit::Registry::start();
+    let opts = RegistryOptions { insecure: true };
+    let store = hangar_testkit::shared_store();
+    hangar_testkit::debian_image(&store);
+    let engine = Engine::open(store.clone(), hangar_testkit::init_binary())
+        .await
+        .unwrap();
+    let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
+    let name = format!("in-use-{}", TaskId::random());
+    // A file only this test's layer holds, to find its staging directory by.
+    let marker = format!("marker-{name}");
+    let setup = format!("echo from-setup > /opt/from-setup\ntouch /opt/{marker}");
+    engine
+        .create_env(
+            "e.toml",
+            &source(&name, origin.path(), &setup),
+            origin.path(),
+        )
+        .await
+        .unwrap();
+    let (_, cache) = run(&engine, &name).await;
+    assert_eq!(cache.status, "miss");
+    let reference = format!("{}/snapshots/{name}:1", registry.addr);
+    let exported = engine
+        .cache_export(&name, &reference, &opts, &quiet)
+        .await
+        .unwrap();
+    // The snapshot no longer serves, but a sandbox (its lease, as a running attempt
+    // writes it) still has it as a lower; the attempt's kept layer, which leases it too,
+    // is taken away so that the sandbox's lease alone decides.
+    assert_eq!(engine.cache_reset(&name).await.unwrap(), 1);
+    for kept in std::fs::read_dir(store.kept_dir()).unwrap().flatten() {
+        let lease = std::fs::read_to_string(kept.path().join("snapshot")).unwrap_or_default();
+        if lease.lines().any(|l| l == exported.snapshot) {
+            std::fs::remove_dir_all(kept.path()).unwrap();
+        }
+    }
+    let holder = tempfile::Builder::new()
+        .prefix("holder-")
+        .tempdir_in(store.run_dir())
+        .unwrap();
+    hangar_store::lease(holder.path(), "snapshot", &[exported.snapshot.as_str()]).unwrap();
+
+    let err = engine
+        .cache_import(&reference, None, &opts, &quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::SnapshotInUse { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to import {reference}: snapshot {} is in use by a running attempt or a \
+             kept one; import again when they are done",
+            &exported.snapshot[..4]
+        )
+    );
+    let left: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("opt").join(&marker).exists())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<std::path::PathBuf>::new(),
+        "staging left behind"
+    );
+    let dir = store.root().join("snapshots").join(&exported.snapshot);
+    assert!(
+        dir.join("opt").join(&marker).exists(),
+        "the snapshot in use is untouched"
+    );
+
+    // Once nothing uses it, the import replaces it.
+    drop(holder);
+    let imported = engine
+        .cache_import(&reference, None, &opts, &quiet)
+        .await
+        .unwrap();
+    assert!(imported.imported);
+    assert!(dir.join("opt").join(&marker).exists());
+}
+
 /// Pushes an image like `exported` (same base, same label) whose snapshot layer holds a
 /// symlink out of the layer and a file written through it.
 async fn push_crafted(

@@ -97,6 +97,8 @@ pub struct Injection {
     pub header: String,
     /// `{}` marks where the value goes.
     pub format: String,
+    /// Injected into plain-HTTP requests too; otherwise only inside intercepted TLS.
+    pub plain_http: bool,
 }
 
 impl Injection {
@@ -489,6 +491,7 @@ mod tests {
             hosts: vec![HostRule::parse("a.test").unwrap()],
             header: "authorization".into(),
             format: "Bearer {}".into(),
+            plain_http: false,
         });
         check(
             &p,

@@ -482,6 +482,22 @@ async fn intercepted(
     else {
         return;
     };
+    // The upstream handshake names the CONNECT host whatever the client said; a client
+    // naming another host in its TLS is after a host the check did not see, so nothing
+    // of that connection goes anywhere.
+    if let Some(sni) = client_tls.get_ref().1.server_name() {
+        if normalize(sni) != normalize(&host) {
+            let mut guard = guard;
+            if let Some(entry) = guard.entry.as_mut() {
+                entry.decision = Reason::Allowlist.as_str().into();
+                entry.rule = Some(format!(
+                    "the TLS server name is {sni} but the connection is to {host}:{}",
+                    to.port
+                ));
+            }
+            return;
+        }
+    }
     let Ok(name) = ServerName::try_from(host.clone()) else {
         return;
     };
@@ -533,16 +549,15 @@ async fn inner_request(
     sender: Sender,
 ) -> Response<Body> {
     let (host, port) = (to.host.as_str(), to.port);
-    let method = req.method().as_str().to_string();
     let mut entry = conn.entry(Some(&req), host, port);
     entry.rule = to.rule.clone();
     if let Some(why) = target_mismatch(&req, host, port, 443) {
         return conn.refuse(entry, Reason::Allowlist, why);
     }
-    if let Some(rule) = conn.policy.check_method(host, port, &method) {
+    if let Some(rule) = method_refusal(&req, &conn.policy, host, port) {
         return conn.refuse(entry, Reason::Method, rule);
     }
-    entry.note = inject(&mut req, &conn.policy, host, port);
+    entry.note = inject(&mut req, &conn.policy, host, port, Wire::Tls);
     *req.uri_mut() = origin_form(req.uri());
     let up = Arc::new(AtomicU64::new(0));
     let req = req.map(|body| counted_body(body, up.clone(), None));
@@ -597,7 +612,6 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
     let Some((host, port)) = authority(req.uri(), 80) else {
         return status(StatusCode::BAD_REQUEST, "hangar: the URL has no host\n");
     };
-    let method = req.method().as_str().to_string();
     let mut entry = conn.entry(Some(&req), &host, port);
     if let Some(why) = target_mismatch(&req, &host, port, 80) {
         return conn.refuse(entry, Reason::Allowlist, why);
@@ -611,10 +625,10 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
             internal_ok
         }
     };
-    if let Some(rule) = conn.policy.check_method(&host, port, &method) {
+    if let Some(rule) = method_refusal(&req, &conn.policy, &host, port) {
         return conn.refuse(entry, Reason::Method, rule);
     }
-    let note = inject(&mut req, &conn.policy, &host, port);
+    let note = inject(&mut req, &conn.policy, &host, port, Wire::Plain);
     for h in ["proxy-connection", "proxy-authorization", "keep-alive"] {
         req.headers_mut().remove(h);
     }
@@ -645,10 +659,16 @@ async fn plain_http(mut req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
 }
 
 /// A request whose Host header (or absolute URL) names another host than the one the
-/// connection was checked for would reach a host no rule allowed.
+/// connection was checked for would reach a host no rule allowed. Two Host headers are
+/// refused whatever they say: which one a server (or a front end before it) believes is
+/// its own choice, and a projected secret would go with both.
 fn target_mismatch<B>(req: &Request<B>, host: &str, port: u16, default: u16) -> Option<String> {
     let mut named = Vec::new();
-    if let Some(h) = req.headers().get(HOST) {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    if let Some(h) = hosts.next() {
+        if hosts.next().is_some() {
+            return Some("the request has more than one Host header".into());
+        }
         match h.to_str().ok().and_then(|h| h.parse::<Uri>().ok()) {
             Some(u) => named.extend(authority(&u, default)),
             None => return Some("the Host header is not a host".into()),
@@ -663,19 +683,92 @@ fn target_mismatch<B>(req: &Request<B>, host: &str, port: u16, default: u16) -> 
         .map(|(h, p)| format!("the request names {h}:{p} but the connection is to {host}:{port}"))
 }
 
+/// The headers that ask a server to treat a request as another method (frameworks honour
+/// one or another of them, or a `_method` query parameter).
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The rule that refuses the request's method, or a method the request asks the server
+/// to use instead. An override naming an allowed method is harmless and passes; any
+/// other is refused rather than stripped, so the agent and the log see why.
+fn method_refusal<B>(
+    req: &Request<B>,
+    policy: &PhasePolicy,
+    host: &str,
+    port: u16,
+) -> Option<String> {
+    if let Some(rule) = policy.check_method(host, port, req.method().as_str()) {
+        return Some(rule);
+    }
+    if policy.methods.is_empty() {
+        return None;
+    }
+    let headers = METHOD_OVERRIDES.iter().flat_map(|name| {
+        req.headers().get_all(*name).iter().map(move |v| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+    });
+    let query = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k.eq_ignore_ascii_case("_method"))
+        .map(|(_, v)| ("the query's _method".to_string(), v.into_owned()));
+    headers
+        .chain(query)
+        .flat_map(|(via, value)| {
+            value
+                .split(',')
+                .map(|m| (via.clone(), m.trim().to_ascii_uppercase()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|(_, m)| !m.is_empty())
+        .find_map(|(via, m)| {
+            policy
+                .check_method(host, port, &m)
+                .map(|rule| format!("{rule} ({via} asks for {m})"))
+        })
+}
+
+/// How a request travels between the proxy and its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// Inside TLS the proxy opened and verified: no one on the way reads it.
+    Tls,
+    /// In the clear: anyone on the path reads what it carries.
+    Plain,
+}
+
 /// Swaps projected secrets' placeholders for their values in the named header, for the
-/// named hosts only. A placeholder anywhere else stays as it is; the returned note says
-/// which went out unchanged, or which were injected.
-fn inject<B>(req: &mut Request<B>, policy: &PhasePolicy, host: &str, port: u16) -> Option<String> {
+/// named hosts only, and over plain HTTP only where the secret allows it. A placeholder
+/// anywhere else stays as it is; the returned note says which went out unchanged, or
+/// which were injected.
+fn inject<B>(
+    req: &mut Request<B>,
+    policy: &PhasePolicy,
+    host: &str,
+    port: u16,
+    wire: Wire,
+) -> Option<String> {
     let mut notes = Vec::new();
     for inj in &policy.injections {
         let here = inj.applies_to(host, port);
+        let clear_refused = wire == Wire::Plain && !inj.plain_http;
         let mut swap = None;
         for (name, value) in req.headers().iter() {
             if !contains(value.as_bytes(), inj.placeholder.as_bytes()) {
                 continue;
             }
-            if here && name.as_str() == inj.header {
+            if here && name.as_str() == inj.header && clear_refused {
+                notes.push(format!(
+                    "placeholder of {} sent unchanged over plain HTTP (it is injected only \
+                     inside TLS unless its inject has plain_http = true)",
+                    inj.name
+                ));
+            } else if here && name.as_str() == inj.header {
                 swap = Some(name.clone());
             } else {
                 notes.push(format!(

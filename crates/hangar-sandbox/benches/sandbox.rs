@@ -143,7 +143,7 @@ impl RawBaseline {
         for d in [&dirs.upper, &dirs.work, &dirs.target] {
             std::fs::create_dir(d).unwrap();
         }
-        mount_overlay("bench", &dirs).unwrap();
+        mount_overlay("bench", base.path(), &dirs).unwrap();
         let ns_name = format!("hangar-bench-{kind}-{}", std::process::id());
         let ns = netns::NetNs::create(&ns_name).unwrap();
         let bundle = base.path().join("bundle");

@@ -1,10 +1,15 @@
 //! The overlay root filesystem of a sandbox: read-only lowers and one writable upper.
+//! The kernel shows the mount's options in the sandbox's `/proc/self/mountinfo` as they
+//! were given, so the overlay is mounted with names relative to the sandbox's own
+//! directory (links to the layers), never with the host's paths.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 
-use crate::error::{sys_err, Result, SandboxError};
+use crate::error::{io_err, sys_err, Result, SandboxError};
 
 /// The kernel copies mount data into one page.
 const MAX_OPTIONS: usize = 4095;
@@ -47,25 +52,62 @@ fn escape(p: &Path) -> String {
     out
 }
 
-pub fn mount_overlay(id: &str, dirs: &OverlayDirs) -> Result<()> {
-    let opts = options(dirs);
+/// Mounts `dirs` as the root of sandbox `id`, naming every directory relative to `base`
+/// (the sandbox's directory): the lowers by links `base/lower/<n>`, the upper and work
+/// directories (which are in `base`) by their names there.
+pub fn mount_overlay(id: &str, base: &Path, dirs: &OverlayDirs) -> Result<()> {
+    let links = base.join("lower");
+    fs::create_dir(&links).map_err(io_err("create", &links))?;
+    let mut names = OverlayDirs {
+        lowers: Vec::with_capacity(dirs.lowers.len()),
+        upper: relative(base, &dirs.upper),
+        work: relative(base, &dirs.work),
+        target: dirs.target.clone(),
+    };
+    for (n, lower) in dirs.lowers.iter().enumerate() {
+        let link = links.join(n.to_string());
+        std::os::unix::fs::symlink(lower, &link).map_err(io_err("link", &link))?;
+        names.lowers.push(Path::new("lower").join(n.to_string()));
+    }
+    let opts = options(&names);
     if opts.len() > MAX_OPTIONS {
         return Err(SandboxError::OverlayOptionsTooLong {
             id: id.to_string(),
             len: opts.len(),
         });
     }
-    mount(
-        Some("overlay"),
-        &dirs.target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(sys_err(format!(
-        "mount the overlay root at {}",
-        dirs.target.display()
-    )))
+    // Relative names resolve against the working directory: changed on a thread of its
+    // own (after it stops sharing the process's), so no other thread's paths move.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_FS)
+                .map_err(sys_err("unshare the fs context to mount the overlay"))?;
+            nix::unistd::chdir(base).map_err(sys_err(format!("enter {}", base.display())))?;
+            mount(
+                Some("overlay"),
+                &dirs.target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts.as_str()),
+            )
+            .map_err(sys_err(format!(
+                "mount the overlay root at {}",
+                dirs.target.display()
+            )))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(SandboxError::Sys {
+                action: format!("mount the overlay root of {id} (helper thread panicked)"),
+                source: nix::Error::EIO,
+            })
+        })
+    })
+}
+
+/// `path` relative to `base` when it is inside it, else as it is.
+fn relative(base: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(base).unwrap_or(path).to_path_buf()
 }
 
 /// Unmounts the root, lazily if something still holds it, and ignores "not mounted".

@@ -1004,6 +1004,7 @@ fn prepare_root(spec: &SandboxSpec, given: Option<Upper>, parts: &mut Parts) -> 
     }
     overlay::mount_overlay(
         spec.id.as_str(),
+        base,
         &OverlayDirs {
             lowers,
             upper,

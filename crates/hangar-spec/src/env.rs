@@ -148,6 +148,10 @@ pub struct Inject {
     pub header: String,
     /// Contains `{}` exactly once: where the value goes.
     pub format: String,
+    /// Also inject into plain-HTTP requests (every host then names its port). Without it
+    /// the value goes out only inside TLS the proxy verified, never readable on the wire.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -642,6 +646,8 @@ struct RawInject {
     header: Spanned<String>,
     #[serde(default)]
     format: Option<Spanned<String>>,
+    #[serde(default)]
+    plain_http: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -978,10 +984,27 @@ fn validate_secret(cx: &mut Cx<'_>, key: &str, raw: &RawSecret) -> Option<Secret
                     }
                 }),
             };
+            let plain_http = match &i.plain_http {
+                None => false,
+                // A value sent in the clear goes to exactly the ports named, not to
+                // whatever port a request picks.
+                Some(p) => cx
+                    .check(&format!("{key}.plain_http"), p, |on| {
+                        match hosts.iter().find(|h| *on && h.port.is_none()) {
+                            Some(h) => Err(format!(
+                                "sends the value unencrypted, so every host names its port \
+                                 (`{h}` names none)"
+                            )),
+                            None => Ok(*on),
+                        }
+                    })
+                    .unwrap_or(false),
+            };
             Some(Inject {
                 hosts,
                 header: header?,
                 format: format?,
+                plain_http,
             })
         }
     };
@@ -1469,6 +1492,18 @@ node = "22.11.0"
             "[secrets.S]\ninject = { hosts = [\"a b\"], header = \"A\" }\n",
             5,
             "`a b` is not a host rule",
+        );
+        check(
+            "[secrets.S]\ninject = { hosts = [\"api.x:8080\", \"api.y\"], header = \"A\", \
+             plain_http = true }\n",
+            5,
+            "`secrets.S.inject.plain_http`: sends the value unencrypted, so every host names \
+             its port (`api.y` names none)",
+        );
+        check(
+            "[secrets.S]\ninject = { hosts = [\"api.x\"], header = \"A\", plain_http = \"yes\" }\n",
+            5,
+            "invalid type: string \"yes\" (expected a boolean)",
         );
         check(
             "[network.agent]\naccess = \"some\"\n",

@@ -348,9 +348,19 @@ impl Db {
         // another process doing the same at the same moment (two CLI commands on a new
         // data dir): take turns.
         let lock_path = path.with_extension("migrate.lock");
+        let db_path = path.to_path_buf();
         let lock = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::create(&lock_path)?;
+            let f = crate::private::create_file(&lock_path)?;
             f.lock()?;
+            // The database holds every workspace's environments and logs: its owner's
+            // alone, from its first byte, with the WAL and shared memory SQLite makes
+            // beside it in the same mode; an older install's are tightened.
+            crate::private::create_file(&db_path)?;
+            for suffix in ["-wal", "-shm"] {
+                let mut beside = db_path.clone().into_os_string();
+                beside.push(suffix);
+                crate::private::tighten(Path::new(&beside))?;
+            }
             Ok::<_, std::io::Error>(f)
         })
         .await
@@ -1350,6 +1360,57 @@ mod tests {
             attempts: 2,
             from: None,
         }
+    }
+
+    /// In octal, as `ls` and chmod speak of it.
+    fn mode(p: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        format!(
+            "{:o}",
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+        )
+    }
+
+    /// Regression: hangar.db was 0644, so any local user read every workspace's
+    /// environments and logs.
+    #[tokio::test]
+    async fn the_database_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hangar.db");
+        let db = Db::open(&path).await.unwrap();
+        // A write, so the WAL and shared memory exist.
+        db.create_env(&EnvRecord {
+            workspace: DEFAULT_WORKSPACE.into(),
+            name: "web".into(),
+            version: 1,
+            source: "name = \"web\"".into(),
+            repo: "/srv/web".into(),
+            created_ms: 1,
+            updated_ms: 1,
+        })
+        .await
+        .unwrap();
+        let wal = dir.path().join("hangar.db-wal");
+        let shm = dir.path().join("hangar.db-shm");
+        for p in [&path, &wal, &shm] {
+            assert_eq!(mode(p), "600", "{}", p.display());
+        }
+        db.close().await;
+        // An older install's open modes are closed when it opens.
+        for p in [&path, &wal, &shm] {
+            if p.exists() {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let db = Db::open(&path).await.unwrap();
+        db.envs(DEFAULT_WORKSPACE).await.unwrap();
+        for p in [&path, &wal, &shm] {
+            if p.exists() {
+                assert_eq!(mode(p), "600", "{}", p.display());
+            }
+        }
+        assert_eq!(mode(&path), "600");
     }
 
     #[tokio::test]

@@ -12,9 +12,12 @@
 //! run/                   sandboxes' directories (owned by hangar-sandbox)
 //! hangar.db              metadata: environments, tasks, attempts, logs (see [`db`])
 //! ```
+//!
+//! The data dir and everything directly in it are private to their owner (0700, 0600).
 
 pub mod db;
 pub mod lock;
+mod private;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -231,10 +234,14 @@ pub struct Store {
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+        // Before anything is created inside: nothing below is then reachable by others.
+        private::tighten_tree_top(&root).map_err(io_err("restrict access to", &root))?;
         for sub in ["blobs/sha256", "layers/sha256", "images", "tmp", "run"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create", &p))?;
         }
+        private::tighten_tree_top(&root).map_err(io_err("restrict access to", &root))?;
         Ok(Store { root })
     }
 
@@ -580,6 +587,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    /// In octal, as `ls` and chmod speak of it.
+    fn mode(p: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        format!(
+            "{:o}",
+            fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+        )
+    }
+
+    /// Regression: the data dir and `snapshots/`, `kept/` were 0755, so any local user
+    /// read every workspace's snapshots and kept layers.
+    #[test]
+    fn the_data_dir_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), "700");
+        for sub in ["blobs", "layers", "images", "tmp", "run"] {
+            assert_eq!(mode(&root.join(sub)), "700", "{sub}");
+        }
+        // What an older install left open is closed; what is below keeps its modes
+        // (a layer's files are its image's).
+        let open = fs::Permissions::from_mode(0o755);
+        fs::set_permissions(&root, open.clone()).unwrap();
+        for sub in ["snapshots/k/layer", "kept/a1"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+            fs::set_permissions(root.join(sub), open.clone()).unwrap();
+        }
+        for top in ["snapshots", "kept"] {
+            fs::set_permissions(root.join(top), open.clone()).unwrap();
+        }
+        fs::write(root.join("secret.key"), "k").unwrap();
+        fs::set_permissions(root.join("secret.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("link")).unwrap();
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), "700");
+        assert_eq!(mode(&root.join("snapshots")), "700");
+        assert_eq!(mode(&root.join("kept")), "700");
+        assert_eq!(mode(&root.join("secret.key")), "600");
+        assert_eq!(mode(&root.join("snapshots/k/layer")), "755");
+        assert_eq!(mode(&root.join("kept/a1")), "755");
     }
 
     #[test]
