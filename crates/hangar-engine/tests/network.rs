@@ -704,3 +704,57 @@ async fn the_agents_method_list_leaves_its_model_endpoint_alone() {
         .collect();
     assert_eq!(seen, [("POST".into(), "/v1/chat/completions".into())]);
 }
+
+/// Regression: a tenant's mirror let git look its repository host up again after the
+/// engine checked it, so a name rebound to loopback in between reached the daemon's host.
+/// Here the name resolves nowhere but in the check: git reaches the repository only
+/// through the checked address it is pinned to, on clone and on fetch.
+#[test]
+fn a_tenants_mirror_connects_to_the_address_checked_not_a_second_lookup() {
+    use hangar_engine::{Mirrors, Pin, Reach};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("served/r");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "pinned\n").unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-m", "one"]);
+    let head = git(&["rev-parse", "HEAD"]);
+
+    let address = ip("198.51.100.121");
+    let daemon =
+        hangar_testkit::gitd::GitDaemon::serve_outside(&dir.path().join("served"), address);
+    let host = "repo.hangar-pin.test";
+    let url = format!("git://{host}:{}/r", daemon.port());
+    let mirrors = Mirrors::new(dir.path().join("mirrors"));
+    assert!(
+        mirrors.sync(&url, &Reach::Any).is_err(),
+        "{host} must not resolve on its own for this test to mean anything"
+    );
+    let pinned = Reach::Checked(Pin {
+        origin: format!("git://{host}:{}", daemon.port()),
+        host: host.into(),
+        port: daemon.port(),
+        addrs: vec![address],
+    });
+    for _ in ["clone", "fetch"] {
+        let mirror = mirrors.sync(&url, &pinned).unwrap();
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&mirror)
+            .args(["rev-parse", "refs/heads/main"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), head);
+    }
+}
