@@ -527,9 +527,9 @@ async fn a_cli_agent_runs_as_the_environments_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_harness_reuses_the_environment_and_full_access_opens_the_network() {
+    // Outside the host: full access reaches the internet, never the host's own addresses.
     let ip: IpAddr = "203.0.113.23".parse().unwrap();
-    hangar_testkit::upstream::add_loopback_address(ip);
-    let model = ModelServer::start(ip, writes_hello());
+    let model = ModelServer::start_outside(ip, writes_hello());
     let engine = common::engine().await;
     let name = format!("switch-{}", TaskId::random());
     let probe = format!(

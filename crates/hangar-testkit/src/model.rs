@@ -77,6 +77,15 @@ impl ModelServer {
         Self::serve(listener, behavior)
     }
 
+    /// Serves on `ip` outside the host ([`crate::upstream::outside_address`]): a public
+    /// model provider, which the proxy does not refuse as one of the host's addresses.
+    pub fn start_outside(ip: IpAddr, behavior: Behavior) -> ModelServer {
+        let ns = crate::upstream::outside_address(ip);
+        let listener = hangar_sandbox::netns::listen_in(&ns, std::net::SocketAddr::new(ip, 0))
+            .expect("bind the model server outside the host");
+        Self::serve(listener, behavior)
+    }
+
     /// Serves a listener the caller bound.
     pub fn serve(listener: std::net::TcpListener, behavior: Behavior) -> ModelServer {
         let addr = listener.local_addr().expect("addr");

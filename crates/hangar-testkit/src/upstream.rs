@@ -125,6 +125,8 @@ pub fn outside_address(ip: IpAddr) -> PathBuf {
     }
     let prefix = if ip.is_ipv4() { 32 } else { 128 };
     let addr = format!("{ip}/{prefix}");
+    // A host address takes precedence over the route: one an older test put on `lo` goes.
+    let _ = ip_cmd(&["addr", "del", &addr, "dev", "lo"]);
     ip_cmd(&["-n", OUTSIDE, "addr", "replace", &addr, "dev", FAR_END.0]).unwrap();
     ip_cmd(&["route", "replace", &addr, "dev", HOST_END.0]).unwrap();
     ns

@@ -58,25 +58,66 @@ fn run_passes_streams_and_exit_codes_through() {
 }
 
 /// Regression: `hangar run` returned before the sandbox's mount was gone, so a script
-/// checking right after it still saw the sandbox.
+/// checking right after it still saw the sandbox. The sandbox writes a marker in its root;
+/// the test sees it in the sandbox's upper dir while the command runs (so it looks in the
+/// right place), and nowhere once `hangar run` has returned.
 #[test]
 fn run_returns_after_its_sandbox_is_gone() {
-    let out = hangar(&[
-        "run",
-        "--image",
-        "debian-bookworm",
-        "--",
-        "sh",
-        "-c",
-        "grep -o 'upperdir=[^,]*' /proc/self/mountinfo | head -1",
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let upper = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(upper.starts_with("upperdir=/"), "{upper}");
+    let store = hangar_testkit::shared_store();
+    let marker = format!(
+        "gone-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let script = format!("touch /{marker} && sleep 5");
+    let mut child = common::hangar_shared()
+        .args([
+            "run",
+            "--image",
+            "debian-bookworm",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn()
+        .expect("run hangar");
+    let uppers = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(store.root().join("run"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("upper").join(&marker))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let status = loop {
+        if seen.is_empty() {
+            seen = uppers();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        seen.len(),
+        1,
+        "the marker was never seen in a sandbox's upper dir"
+    );
+    let sandbox = seen[0].parent().unwrap().parent().unwrap();
+    assert!(!sandbox.exists(), "{} is still there", sandbox.display());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(!mounts.contains(&upper), "{upper} is still mounted");
-    let dir = std::path::Path::new(upper.trim_start_matches("upperdir="));
-    assert!(!dir.exists(), "{} is still there", dir.display());
+    assert!(
+        !mounts.contains(&sandbox.display().to_string()),
+        "{} is still mounted",
+        sandbox.display()
+    );
 }
 
 #[test]
