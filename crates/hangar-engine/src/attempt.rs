@@ -607,6 +607,10 @@ impl Engine {
     async fn attempt(&self, ctx: &mut Ctx<'_>) -> Result<AttemptOutcome, Stop> {
         let plan = ctx.plan;
         let p = timed(self, plan, Phase::Prepare, self.prepare(plan, &ctx.secrets)).await?;
+        // Every sandbox of the attempt (setup's, maintenance's, the agent's, the check's)
+        // gets these: said once.
+        ctx.logger
+            .note(Phase::Prepare, &self.limits.describe(&plan.env.resources));
         ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
         hangar_image::set_var(&mut ctx.base_env, "HANGAR_ATTEMPT", &plan.index.to_string());
         // The CLI's layer first: its install can take minutes, and nothing below waits
@@ -831,8 +835,6 @@ impl Engine {
         let mut spec = SandboxSpec::new(lowers);
         spec.upper = upper;
         spec.resources = self.limits.apply(&plan.env.resources);
-        ctx.logger
-            .note(Phase::Prepare, &self.limits.describe(&plan.env.resources));
         spec.runtime = self.runtime;
         spec.mounts.push(BindMount {
             source: p.mirror.clone(),
