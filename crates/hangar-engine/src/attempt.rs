@@ -972,7 +972,7 @@ impl Engine {
         }
         let size = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || dir_size(&dir)
+            move || hangar_sandbox::disk::usage(&dir)
         })
         .await
         .unwrap_or(0);
@@ -1583,22 +1583,6 @@ impl Engine {
         };
         ctx.run(sandbox, step, &[]).await
     }
-}
-
-/// Bytes of the files under `dir` (not following symlinks).
-pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 /// The environment every exec starts from: the image's, a UTF-8 locale, `[toolchains]` on

@@ -37,16 +37,12 @@ impl Engine {
         }
     }
 
-    /// Whether the admin opened `pattern` (at `port`, or at any port when the tenant's
-    /// rule names none) for tenants.
-    fn opened(&self, pattern: &str, port: Option<u16>) -> bool {
-        self.open_internal.iter().any(|o| {
-            o.pattern == pattern
-                && match (o.port, port) {
-                    (Some(a), Some(b)) => a == b,
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                }
+    /// Whether the admin opened `host` (at `port`, or at every port when the tenant's
+    /// rule names none), matched as the proxy matches it.
+    fn opened(&self, host: &str, port: Option<u16>) -> bool {
+        self.open_internal.iter().any(|o| match port {
+            Some(p) => o.matches(host, p),
+            None => o.port.is_none() && o.matches(host, 0),
         })
     }
 
@@ -129,18 +125,16 @@ impl Engine {
     }
 
     /// The registry of a `cache export`/`import` reference (`host[:port]/name:tag`; a
-    /// reference without a registry host names the default public one, not internal).
+    /// reference without a registry host names the client's default public one).
     pub(crate) async fn check_registry(&self, reference: &str, insecure: bool) -> Result<()> {
         if self.principal == Principal::LocalAdmin {
             return Ok(());
         }
-        let Some((first, _)) = reference.split_once('/') else {
+        // A reference the registry client cannot read fails there, naming what is wrong.
+        let Ok(registry) = hangar_image::registry_of(reference) else {
             return Ok(());
         };
-        if !(first.contains('.') || first.contains(':') || first == "localhost") {
-            return Ok(());
-        }
-        let rule = HostRule::parse(first).map_err(|e| EngineError::Forbidden {
+        let rule = HostRule::parse(&registry).map_err(|e| EngineError::Forbidden {
             what: format!("the registry of `{reference}`"),
             reason: format!("its host cannot be read: {e}"),
         })?;

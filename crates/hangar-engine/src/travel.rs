@@ -219,7 +219,7 @@ impl Engine {
             // Renamed while still owned by `staging`, which removes it if the rename fails.
             std::fs::rename(staging.path(), &target).map_err(io_err("move into place", &target))?;
             let _renamed = staging.keep();
-            Ok(crate::attempt::dir_size(&target))
+            Ok(hangar_sandbox::disk::usage(&target))
         })
         .await
         .map_err(|e| fail(format!("the unpacking task failed: {e}")))??;

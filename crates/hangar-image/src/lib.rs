@@ -20,7 +20,7 @@ pub use build::{apt_sources_for, build_debian};
 pub use error::{ImageError, Result};
 pub use import::import;
 pub use recipe::{BuildOptions, PackageName, Recipe, Suite, DEFAULT_PACKAGES, DEFAULT_RECIPE};
-pub use registry::{fetch, pull, push, push_manifest, RegistryOptions};
+pub use registry::{fetch, pull, push, push_manifest, registry_of, RegistryOptions};
 pub use stack::{LayerStack, StackProblem};
 
 /// Receives one line of progress at a time (shown on stderr by the CLI).

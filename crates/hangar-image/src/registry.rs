@@ -34,6 +34,12 @@ fn client(reference: &Reference, opts: &RegistryOptions) -> Client {
     })
 }
 
+/// The registry (`host[:port]`) that `reference` names, read as the registry client
+/// reads it: a reference without a registry host names the client's default one.
+pub fn registry_of(reference: &str) -> Result<String> {
+    Ok(parse_ref(reference)?.registry().to_string())
+}
+
 fn parse_ref(reference: &str) -> Result<Reference> {
     reference.parse().map_err(|e| ImageError::Registry {
         action: "parse reference",
