@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hangar_secrets::Secret;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -170,8 +171,8 @@ pub struct RemoteOptions {
 #[derive(Clone)]
 pub struct Client {
     target: Target,
-    /// A bearer token; never printed.
-    token: Option<String>,
+    /// A bearer token; never printed, and its header marked sensitive.
+    token: Option<Secret>,
 }
 
 impl std::fmt::Debug for Client {
@@ -208,7 +209,7 @@ impl Client {
     }
 
     /// Sends `token` with every request: the caller acts in its workspace.
-    pub fn with_token(mut self, token: Option<String>) -> Client {
+    pub fn with_token(mut self, token: Option<Secret>) -> Client {
         self.token = token;
         self
     }
@@ -226,10 +227,20 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "hangar");
-        match &self.token {
-            Some(token) => req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
-            None => req,
+        let Some(token) = &self.token else {
+            return req;
+        };
+        let mut req = req.header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose_str()),
+        );
+        if let Some(v) = req
+            .headers_mut()
+            .and_then(|h| h.get_mut(hyper::header::AUTHORIZATION))
+        {
+            v.set_sensitive(true);
         }
+        req
     }
 
     /// Opens a connection, sends one request on it and returns the answer; the
@@ -306,15 +317,18 @@ impl Client {
     ) -> Result<Response<Incoming>> {
         let mut req = self.request(method, path);
         let (content_type, body) = match body {
-            Some(Body::Json(b)) => (Some("application/json"), Some(b)),
-            Some(Body::Bytes(b)) => (Some("application/octet-stream"), Some(b)),
-            None => (None, None),
+            Some(Body::Json(b)) => (Some("application/json"), Bytes::from(b)),
+            Some(Body::Secret(s)) => (
+                Some("application/octet-stream"),
+                Bytes::from_owner(Exposed(s)),
+            ),
+            None => (None, Bytes::new()),
         };
         if let Some(t) = content_type {
             req = req.header(hyper::header::CONTENT_TYPE, t);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(body))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = self.exchange(req).await?;
         if resp.status().is_success() {
@@ -366,9 +380,9 @@ impl Client {
         decode(path, resp).await
     }
 
-    /// PUTs raw bytes (a secret's value), expecting no answer body.
-    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        self.send(Method::PUT, path, Some(Body::Bytes(bytes)))
+    /// PUTs a secret's value as the raw body, expecting no answer body.
+    pub async fn put_secret(&self, path: &str, value: Secret) -> Result<()> {
+        self.send(Method::PUT, path, Some(Body::Secret(value)))
             .await?;
         Ok(())
     }
@@ -476,10 +490,19 @@ impl Client {
     }
 }
 
-/// A request body: JSON, or raw bytes.
+/// A request body: JSON, or a secret's value.
 enum Body {
     Json(Vec<u8>),
-    Bytes(Vec<u8>),
+    Secret(Secret),
+}
+
+/// A secret as the body's bytes, wiped once hyper drops the body.
+struct Exposed(Secret);
+
+impl AsRef<[u8]> for Exposed {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
 }
 
 fn json(body: &impl Serialize) -> Result<Body> {
@@ -642,7 +665,7 @@ mod tests {
         };
         Client::remote(url.parse().unwrap(), &options)
             .unwrap()
-            .with_token(Some("hgr_secret".into()))
+            .with_token(Some(Secret::new(b"hgr_secret".to_vec()).unwrap()))
     }
 
     /// 192.0.2.0/24 is TEST-NET-1: nothing answers there, so reaching the refusal proves

@@ -1,6 +1,7 @@
 //! The API's wire types: what requests carry and responses hold, as JSON. The CLI's
 //! `--json` output is these same documents.
 
+use hangar_secrets::Secret;
 use hangar_spec::{Approval, AttemptStatus, Harness, Phase, TaskStatus};
 use hangar_store::db::{
     AttemptRecord, CheckResult, DiffSummary, EventRow, LogLine, NetworkEntry, TaskRecord,
@@ -333,12 +334,28 @@ pub struct CreateToken {
     pub workspace: String,
 }
 
-/// `POST /v1/tokens`'s answer: the token itself, this once.
+/// `POST /v1/tokens`'s answer: the token itself, this once. Its JSON is the one place a
+/// token is written out; its `Debug` shows nothing of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewToken {
     pub id: String,
     pub workspace: String,
-    pub token: String,
+    #[serde(with = "exposed")]
+    pub token: Secret,
+}
+
+/// A [`Secret`] as a JSON string, for [`NewToken`] alone.
+mod exposed {
+    use hangar_secrets::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(secret.expose_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        Secret::new(String::deserialize(d)?.into_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `GET /v1/tokens`: never the tokens themselves.
@@ -502,4 +519,27 @@ pub struct ImportSnapshot {
     pub environment: Option<String>,
     #[serde(default)]
     pub insecure: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_is_in_its_json_once_and_never_in_its_debug() {
+        let token = "hgr_0123456789abcdef0123456789abcdef01234567";
+        let t = NewToken {
+            id: "1a2b3c4d".into(),
+            workspace: "team-a".into(),
+            token: Secret::new(token.as_bytes().to_vec()).unwrap(),
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"id":"1a2b3c4d","workspace":"team-a","token":"{token}"}}"#)
+        );
+        assert!(!format!("{t:?}").contains(token), "{t:?}");
+        let back: NewToken = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.token.expose_str(), token);
+    }
 }

@@ -33,6 +33,12 @@ async fn call(
     call_as(router, None, method, uri, body).await
 }
 
+/// A new token for `workspace`, as the text a client sends.
+async fn token(engine: &Engine, workspace: &str) -> String {
+    let t = engine.create_token(workspace).await.unwrap();
+    t.token.expose_str().to_string()
+}
+
 async fn call_as(
     router: &axum::Router,
     token: Option<&str>,
@@ -461,8 +467,8 @@ async fn a_token_sees_only_its_own_workspace() {
     let runner = Runner::new(Arc::new(engine));
     let engine = runner.engine();
     let u = hangar_spec::TaskId::random();
-    let a = engine.create_token(&format!("a-{u}")).await.unwrap().token;
-    let b = engine.create_token(&format!("b-{u}")).await.unwrap().token;
+    let a = token(engine, &format!("a-{u}")).await;
+    let b = token(engine, &format!("b-{u}")).await;
     let remote = hangar_api::router(
         runner.clone(),
         hangar_api::Listener::Remote,
@@ -718,7 +724,7 @@ async fn a_token_sees_only_its_own_workspace() {
         }
     };
     assert_eq!(snapshots(a.clone()).await, 1);
-    let b2 = engine.create_token(&format!("b-{u}")).await.unwrap().token;
+    let b2 = token(engine, &format!("b-{u}")).await;
     assert_eq!(snapshots(b2).await, 0);
     runner.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! API tokens: each grants one workspace. The token is shown once, when it is made;
-//! only its SHA-256 is stored, so a stolen database grants nothing.
+//! only its SHA-256 is stored, so a stolen database grants nothing. The token itself
+//! travels as a [`Secret`]: no log line or error message can carry it.
 
+use hangar_secrets::Secret;
 use hangar_store::db::TokenRecord;
 use sha2::{Digest, Sha256};
 
@@ -11,8 +13,9 @@ use crate::{Engine, EngineError, Result};
 pub struct NewToken {
     pub id: String,
     pub workspace: String,
-    /// The bearer token itself; nowhere else after this.
-    pub token: String,
+    /// The bearer token itself; nowhere else after this. Exposed only where the API
+    /// writes it into `POST /v1/tokens`'s answer.
+    pub token: Secret,
 }
 
 const PREFIX: &str = "hgr_";
@@ -34,8 +37,8 @@ pub fn check_workspace(name: &str) -> Result<()> {
     }
 }
 
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+fn hash(token: &[u8]) -> String {
+    hex::encode(Sha256::digest(token))
 }
 
 impl Engine {
@@ -43,13 +46,15 @@ impl Engine {
     pub async fn create_token(&self, workspace: &str) -> Result<NewToken> {
         check_workspace(workspace)?;
         let id = hex::encode(rand::random::<[u8; 4]>());
-        let token = format!("{PREFIX}{}", hex::encode(rand::random::<[u8; 20]>()));
+        let token = Secret::new(
+            format!("{PREFIX}{}", hex::encode(rand::random::<[u8; 20]>())).into_bytes(),
+        )?;
         let rec = TokenRecord {
             id: id.clone(),
             workspace: workspace.to_string(),
             created_ms: hangar_store::db::now_ms(),
         };
-        self.db.create_token(&rec, &hash(&token)).await?;
+        self.db.create_token(&rec, &hash(token.expose())).await?;
         Ok(NewToken {
             id,
             workspace: workspace.to_string(),
@@ -66,10 +71,11 @@ impl Engine {
     }
 
     /// The workspace a bearer token grants; `None` for a token that does not exist.
+    /// `token` is borrowed from the request's header: it is hashed, never copied.
     pub async fn authenticate(&self, token: &str) -> Result<Option<String>> {
         if !token.starts_with(PREFIX) {
             return Ok(None);
         }
-        Ok(self.db.token_workspace(&hash(token)).await?)
+        Ok(self.db.token_workspace(&hash(token.as_bytes())).await?)
     }
 }

@@ -1556,7 +1556,7 @@ node = "22.11.0"
             4,
             "`default_branch`: `a..b` is not a valid branch name",
         );
-        check("[setup\n", 4, "");
+        check("[setup\n", 4, "unclosed table (expected `]`)");
     }
 
     #[test]

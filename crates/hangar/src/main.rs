@@ -62,8 +62,14 @@ struct Cli {
     #[arg(long, global = true)]
     insecure_url: bool,
     /// A bearer token (`hangar token create`): act in its workspace.
-    #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "HANGAR_TOKEN",
+        hide_env_values = true,
+        value_parser = tokens::parse_token
+    )]
+    token: Option<hangar_secrets::Secret>,
     #[command(subcommand)]
     command: Command,
 }

@@ -62,7 +62,7 @@ pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
             // Checked here too, so a bad value is refused before it travels.
             let value = Secret::new(bytes)?;
             let path = format!("{}/{}", secrets_path(&environment), segment(&name));
-            client.put_bytes(&path, value.expose().to_vec()).await?;
+            client.put_secret(&path, value).await?;
             eprintln!("set secret {name} of {environment}");
         }
         SecretCommand::Ls { environment, json } => {

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use hangar_api::client::{segment, Client};
 use hangar_api::wire::{CreateToken, NewToken, TokenList};
+use hangar_secrets::Secret;
 
 use crate::print_json;
 
@@ -26,6 +27,12 @@ pub enum TokenCommand {
     Rm { id: String },
 }
 
+/// `--token`/`HANGAR_TOKEN`: a [`Secret`] from the moment it is read.
+pub fn parse_token(s: &str) -> Result<Secret, String> {
+    Secret::new(s.as_bytes().to_vec())
+        .map_err(|_| "is not a token that `hangar token create` printed".to_string())
+}
+
 pub async fn token(client: &Client, cmd: TokenCommand) -> Result<()> {
     match cmd {
         TokenCommand::Create { workspace, json } => {
@@ -39,7 +46,7 @@ pub async fn token(client: &Client, cmd: TokenCommand) -> Result<()> {
                     "created token {} for workspace {} (it is not shown again)",
                     t.id, t.workspace
                 );
-                println!("{}", t.token);
+                println!("{}", t.token.expose_str());
             }
         }
         TokenCommand::Ls { json } => {
