@@ -22,8 +22,7 @@ use crate::wire::{
     PushImage, SnapshotList, SnapshotSummary,
 };
 
-/// A progress callback for the image and cache libraries, and the events it sends.
-type Lines = Arc<dyn Fn(&str) + Send + Sync>;
+use hangar_engine::images::Lines;
 
 /// Runs `op` in the background, streaming its progress lines and then its result (or
 /// its error, worded as any API error); the daemon counts as busy until it ends.
@@ -70,18 +69,11 @@ fn stored(rec: hangar_store::ImageRecord) -> ImageStored {
     }
 }
 
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, hangar_image::ImageError> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
-        .map_err(ApiError::from)
-}
-
-pub(crate) async fn list_images(State(api): State<Api>) -> ApiResult<Json<ImageList>> {
-    let images = api.runner.engine().store().images()?;
+pub(crate) async fn list_images(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<ImageList>> {
+    let images = api.engine(&caller).images()?;
     Ok(Json(ImageList {
         images: images
             .into_iter()
@@ -108,11 +100,9 @@ pub(crate) async fn build_image(
     if let Some(m) = req.mirror {
         opts.sources = Some(format!("deb {m} {} main\n", opts.suite));
     }
-    let store = api.runner.engine().store().clone();
+    let engine = api.engine(&caller);
     Ok(operation(&api, move |lines| async move {
-        let rec =
-            blocking(move || hangar_image::build_debian(&store, &name, &opts, &*lines)).await?;
-        Ok(stored(rec))
+        Ok(stored(engine.build_image(name, opts, lines).await?))
     }))
 }
 
@@ -124,14 +114,14 @@ pub(crate) async fn pull_image(
     admin_only(&caller, "pull images")?;
     let req = json_body(body, "the pull request")?;
     let name = req.name.as_deref().map(image_name).transpose()?;
-    let store = api.runner.engine().store().clone();
+    let engine = api.engine(&caller);
     Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };
-        let rec = hangar_image::pull(&store, &req.reference, name.as_ref(), &opts, &*lines)
-            .await
-            .map_err(ApiError::from)?;
+        let rec = engine
+            .pull_image(&req.reference, name.as_ref(), &opts, &*lines)
+            .await?;
         Ok(stored(rec))
     }))
 }
@@ -143,14 +133,14 @@ pub(crate) async fn push_image(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     admin_only(&caller, "push images")?;
     let req = json_body(body, "the push request")?;
-    let store = api.runner.engine().store().clone();
+    let engine = api.engine(&caller);
     Ok(operation(&api, move |lines| async move {
         let opts = RegistryOptions {
             insecure: req.insecure,
         };
-        let digest = hangar_image::push(&store, &req.name, &req.reference, &opts, &*lines)
-            .await
-            .map_err(ApiError::from)?;
+        let digest = engine
+            .push_image(&req.name, &req.reference, &opts, &*lines)
+            .await?;
         Ok(ImageStored {
             name: req.name,
             manifest: digest.to_string(),
@@ -166,12 +156,10 @@ pub(crate) async fn import_image(
     admin_only(&caller, "import images")?;
     let req = json_body(body, "the import request")?;
     let name = req.name.as_deref().map(image_name).transpose()?;
-    let store = api.runner.engine().store().clone();
+    let engine = api.engine(&caller);
     Ok(operation(&api, move |lines| async move {
         let path = std::path::PathBuf::from(req.path);
-        let rec =
-            blocking(move || hangar_image::import(&store, &path, name.as_ref(), &*lines)).await?;
-        Ok(stored(rec))
+        Ok(stored(engine.import_image(path, name, lines).await?))
     }))
 }
 
@@ -181,8 +169,7 @@ pub(crate) async fn remove_image(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ImageRemoved>> {
     admin_only(&caller, "remove images")?;
-    let store = api.runner.engine().store().clone();
-    let r = blocking(move || store.remove_image(&name).map_err(Into::into)).await?;
+    let r = api.engine(&caller).remove_image(name).await?;
     Ok(Json(ImageRemoved {
         blobs: r.blobs,
         layers: r.layers,
@@ -230,7 +217,7 @@ pub(crate) async fn collect_cache(
 ) -> ApiResult<Json<CacheGcReport>> {
     admin_only(&caller, "collect the cache")?;
     let req = json_body(body, "the collection request")?;
-    let r = api.runner.engine().cache_gc(req.budget).await?;
+    let r = api.engine(&caller).cache_gc(req.budget).await?;
     Ok(Json(CacheGcReport {
         snapshots: r.snapshots,
         bytes: r.bytes,

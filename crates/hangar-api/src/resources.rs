@@ -155,7 +155,7 @@ pub(crate) async fn list_tokens(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<TokenList>> {
     admin_only(&caller, "manage tokens")?;
-    let tokens = api.runner.engine().tokens().await?;
+    let tokens = api.engine(&caller).tokens().await?;
     Ok(Json(TokenList {
         tokens: tokens
             .into_iter()
@@ -175,7 +175,7 @@ pub(crate) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
     admin_only(&caller, "manage tokens")?;
     let req = json_body(body, "the token request")?;
-    let t = api.runner.engine().create_token(&req.workspace).await?;
+    let t = api.engine(&caller).create_token(&req.workspace).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewToken {
@@ -192,6 +192,6 @@ pub(crate) async fn remove_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     admin_only(&caller, "manage tokens")?;
-    api.runner.engine().remove_token(&id).await?;
+    api.engine(&caller).remove_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,12 +12,10 @@ use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use hangar_engine::runner::Runner;
-use hangar_engine::EngineError;
-use hangar_spec::TaskId;
-use hangar_store::db::{AttemptRecord, DbError, TaskQuery, TaskRecord};
+use hangar_engine::runner::{Followed, Runner};
+use hangar_engine::{Engine, EngineError, Task, TaskFilter};
+use hangar_store::db::{AttemptRecord, DbError};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::attach::run_command;
 use crate::ops::{
@@ -61,7 +59,7 @@ pub(crate) struct Caller {
 
 impl Api {
     /// The engine as the caller sees it: the local admin's view, or a token tenant's.
-    pub(crate) fn engine(&self, caller: &Caller) -> hangar_engine::Engine {
+    pub(crate) fn engine(&self, caller: &Caller) -> Engine {
         let engine = self.runner.engine();
         if caller.admin {
             engine.in_workspace(&caller.workspace)
@@ -291,12 +289,6 @@ impl From<hangar_store::StoreError> for ApiError {
     }
 }
 
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> ApiError {
-        EngineError::from(e).into()
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
@@ -341,11 +333,8 @@ async fn list_tasks(
 ) -> ApiResult<Json<TaskList>> {
     let q = query(q)?;
     let page = api
-        .runner
-        .engine()
-        .db()
-        .tasks(&TaskQuery {
-            workspace: caller.workspace,
+        .engine(&caller)
+        .tasks(&TaskFilter {
             environment: q.environment,
             limit: q.limit.unwrap_or(20),
             cursor: q.cursor,
@@ -364,7 +353,7 @@ async fn submit_task(
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let req = json_body(body, "the task")?;
     let task = api.runner.accept(api.engine(&caller), &req.into()).await?;
-    let view = view(&api, &task).await?;
+    let view = view(&api.engine(&caller), &task).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
@@ -377,20 +366,18 @@ pub(crate) fn json_body<T>(body: JsonIn<T>, what: &str) -> ApiResult<T> {
 }
 
 /// A task of the caller's workspace (an id or a unique prefix) and its attempts.
-async fn load(api: &Api, caller: &Caller, id: &str) -> ApiResult<(TaskRecord, Vec<AttemptRecord>)> {
-    let db = api.runner.engine().db();
-    let id = db.resolve_task(&caller.workspace, id).await?;
-    let task = db.task(&caller.workspace, &id).await?;
-    let attempts = db.attempts(&id).await?;
+async fn load(engine: &Engine, id: &str) -> ApiResult<(Task, Vec<AttemptRecord>)> {
+    let task = engine.task(id).await?;
+    let attempts = engine.attempts(&task).await?;
     Ok((task, attempts))
 }
 
-async fn view(api: &Api, task: &TaskRecord) -> ApiResult<TaskView> {
-    let attempts = api.runner.engine().db().attempts(&task.id).await?;
+async fn view(engine: &Engine, task: &Task) -> ApiResult<TaskView> {
+    let attempts = engine.attempts(task).await?;
     Ok(TaskView::new(
-        task,
+        task.record(),
         &attempts,
-        api.runner.engine().queue_position(&task.id),
+        engine.queue_position(task),
     ))
 }
 
@@ -399,9 +386,10 @@ async fn show_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
-    let (task, attempts) = load(&api, &caller, &id).await?;
-    let position = api.runner.engine().queue_position(&task.id);
-    Ok(Json(TaskView::new(&task, &attempts, position)))
+    let engine = api.engine(&caller);
+    let (task, attempts) = load(&engine, &id).await?;
+    let position = engine.queue_position(&task);
+    Ok(Json(TaskView::new(task.record(), &attempts, position)))
 }
 
 async fn cancel_task(
@@ -409,9 +397,10 @@ async fn cancel_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let (task, _) = load(&api, &caller, &id).await?;
-    api.engine(&caller).cancel(&task.id).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&api, &task).await?)))
+    let engine = api.engine(&caller);
+    let task = engine.task(&id).await?;
+    engine.cancel(&task).await?;
+    Ok((StatusCode::ACCEPTED, Json(view(&engine, &task).await?)))
 }
 
 /// Which attempt a request means: `attempt=N`, `best=true`, or (where one is needed)
@@ -428,14 +417,15 @@ struct Which {
 
 impl Which {
     /// The attempt asked for, or `None` for all of them.
-    fn filter(&self, task: &TaskRecord, attempts: &[AttemptRecord]) -> ApiResult<Option<u32>> {
+    fn filter(&self, task: &Task, attempts: &[AttemptRecord]) -> ApiResult<Option<u32>> {
         if !self.best && self.attempt.is_none() {
             return Ok(None);
         }
         self.pick(task, attempts).map(Some)
     }
 
-    fn pick(&self, task: &TaskRecord, attempts: &[AttemptRecord]) -> ApiResult<u32> {
+    fn pick(&self, task: &Task, attempts: &[AttemptRecord]) -> ApiResult<u32> {
+        let task = task.record();
         let best = hangar_engine::best::best(attempts);
         if self.best {
             return best.ok_or_else(|| {
@@ -482,17 +472,19 @@ pub(crate) fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("failed to read the query: {}", e.body_text())))
 }
 
-/// The task a request names, and which of its attempts the query means (`None`: all).
+/// The task a request names, the caller's view it was found in, and which of its
+/// attempts the query means (`None`: all).
 async fn load_which(
     api: &Api,
     caller: &Caller,
     id: &str,
     q: QueryIn<Which>,
-) -> ApiResult<(Which, TaskRecord, Option<u32>)> {
+) -> ApiResult<(Which, Engine, Task, Option<u32>)> {
     let q = query(q)?;
-    let (task, attempts) = load(api, caller, id).await?;
+    let engine = api.engine(caller);
+    let (task, attempts) = load(&engine, id).await?;
     let only = q.filter(&task, &attempts)?;
-    Ok((q, task, only))
+    Ok((q, engine, task, only))
 }
 
 async fn task_logs(
@@ -501,70 +493,27 @@ async fn task_logs(
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Response> {
-    let (q, task, only) = load_which(&api, &caller, &id, q).await?;
+    let (q, engine, task, only) = load_which(&api, &caller, &id, q).await?;
     if q.follow {
-        return Ok(follow(api, caller.workspace, task.id, only)
-            .await
-            .into_response());
+        // The daemon is busy for as long as someone follows.
+        let busy = api.activity.busy();
+        let events = api.runner.follow(engine, task, only).map(move |f| {
+            let _busy = &busy;
+            stream_event(f)
+        });
+        return Ok(sse(events).into_response());
     }
-    let logs = api.runner.engine().db().logs(&task.id, only).await?;
+    let logs = engine.logs(&task, only).await?;
     Ok(Json(Logs { logs }).into_response())
 }
 
-/// A task's events as they happen: what it did so far, then each new event, then `end`.
-/// A task that is not running here is told from the store.
-async fn follow(
-    api: Api,
-    workspace: String,
-    id: TaskId,
-    only: Option<u32>,
-) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<StreamEvent>(256);
-    let busy = api.activity.busy();
-    tokio::spawn(async move {
-        let _busy = busy;
-        let keep = |e: &StreamEvent| match (only, e) {
-            (None, _) => true,
-            (Some(n), StreamEvent::PhaseStarted { attempt, .. })
-            | (Some(n), StreamEvent::PhaseFinished { attempt, .. }) => *attempt == n,
-            (Some(n), StreamEvent::Line(l)) => l.attempt == n,
-            _ => true,
-        };
-        let send = |e: StreamEvent| {
-            let tx = tx.clone();
-            async move { tx.send(e).await.is_ok() }
-        };
-        if let Some(mut live) = api.runner.follow(&id) {
-            for e in live.so_far.iter().map(StreamEvent::from) {
-                if keep(&e) && !send(e).await {
-                    return;
-                }
-            }
-            loop {
-                let e = match live.next.recv().await {
-                    Ok(e) => StreamEvent::from(&e),
-                    Err(RecvError::Lagged(count)) => StreamEvent::Missed { count },
-                    Err(RecvError::Closed) => break,
-                };
-                if keep(&e) && !send(e).await {
-                    return;
-                }
-            }
-        } else if let Ok(lines) = api.runner.engine().db().logs(&id, only).await {
-            for l in lines {
-                if !send(StreamEvent::Line(l)).await {
-                    return;
-                }
-            }
-        }
-        if let Ok(task) = api.runner.engine().db().task(&workspace, &id).await {
-            send(StreamEvent::End {
-                status: task.status,
-            })
-            .await;
-        }
-    });
-    sse(tokio_stream::wrappers::ReceiverStream::new(rx))
+/// A followed task's event on the wire.
+fn stream_event(f: Followed) -> StreamEvent {
+    match f {
+        Followed::Event(e) => StreamEvent::from(&e),
+        Followed::Missed { count } => StreamEvent::Missed { count },
+        Followed::End { status } => StreamEvent::End { status },
+    }
 }
 
 /// Server-sent events whose data is each item's JSON, kept alive while they wait.
@@ -585,8 +534,8 @@ async fn task_events(
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Events>> {
-    let (_, task, only) = load_which(&api, &caller, &id, q).await?;
-    let events = api.runner.engine().db().events(&task.id, only).await?;
+    let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
+    let events = engine.events(&task, only).await?;
     Ok(Json(Events { events }))
 }
 
@@ -596,8 +545,8 @@ async fn task_network(
     Path(id): Path<String>,
     q: QueryIn<Which>,
 ) -> ApiResult<Json<Network>> {
-    let (_, task, only) = load_which(&api, &caller, &id, q).await?;
-    let network = api.runner.engine().db().network_log(&task.id, only).await?;
+    let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
+    let network = engine.network_log(&task, only).await?;
     Ok(Json(Network { network }))
 }
 
@@ -610,9 +559,11 @@ async fn task_diff(
     q: QueryIn<Which>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
-    let (task, attempts) = load(&api, &caller, &id).await?;
+    let engine = api.engine(&caller);
+    let (task, attempts) = load(&engine, &id).await?;
     let index = q.pick(&task, &attempts)?;
-    let Some(diff) = api.runner.engine().db().diff(&task.id, index).await? else {
+    let Some(diff) = engine.diff(&task, index).await? else {
+        let task = task.record();
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",

@@ -556,6 +556,19 @@ async fn a_token_sees_only_its_own_workspace() {
 
     // Token B: everything of A answers 404, as if it did not exist.
     let tid = |suffix: &str| format!("/v1/tasks/{id}{suffix}");
+    // The parts of A's task, each read through the task's handle in the caller's view.
+    let parts: Vec<String> = [
+        "/logs?attempt=1",
+        "/logs?best=true",
+        "/logs?follow=true&attempt=1",
+        "/events?attempt=1",
+        "/network?attempt=1",
+        "/diff?attempt=1",
+        "/diff?best=true",
+    ]
+    .into_iter()
+    .map(tid)
+    .collect();
     let probes: Vec<(Method, String, Option<&str>)> = vec![
         (Method::GET, "/v1/environments/shared-name".into(), None),
         (
@@ -593,6 +606,10 @@ async fn a_token_sees_only_its_own_workspace() {
         (Method::GET, tid("/diff"), None),
         (Method::GET, format!("/v1/tasks/{}", &id[..4]), None),
     ];
+    let probes: Vec<(Method, String, Option<&str>)> = probes
+        .into_iter()
+        .chain(parts.iter().map(|uri| (Method::GET, uri.clone(), None)))
+        .collect();
     for (m, uri, body) in &probes {
         let (status, got) = call_as(&remote, Some(&b), m.clone(), uri, *body).await;
         let (code, _) = error_of(&got);
@@ -714,6 +731,33 @@ async fn a_token_sees_only_its_own_workspace() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(done, "task {id} finished");
+    // Finished, A's task is read from the store: A reads its parts, B and the local
+    // admin's default workspace find nothing, followed or not.
+    for uri in &parts {
+        let (status, got) = as_a(Method::GET, uri, None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "A: {uri}: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let b2 = token(engine, &format!("b-{u}")).await;
+    for uri in parts.iter().chain([&tid(""), &tid("/cancel")]) {
+        let method = if uri.ends_with("/cancel") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        for (who, router, token) in [("B", &remote, Some(b2.as_str())), ("admin", &local, None)] {
+            let (status, got) = call_as(router, token, method.clone(), uri, None).await;
+            assert_eq!(
+                (status, error_of(&got).0.as_str()),
+                (StatusCode::NOT_FOUND, "not-found"),
+                "{who}: {method} {uri}"
+            );
+        }
+    }
     // A's task made a snapshot of A's environment; B, which ran nothing, sees none.
     let snapshots = |token: String| {
         let remote = remote.clone();
@@ -724,7 +768,6 @@ async fn a_token_sees_only_its_own_workspace() {
         }
     };
     assert_eq!(snapshots(a.clone()).await, 1);
-    let b2 = token(engine, &format!("b-{u}")).await;
     assert_eq!(snapshots(b2).await, 0);
     runner.shutdown().await;
 }

@@ -98,7 +98,11 @@ async fn through_hangar(engine: &Engine, env: &str) -> Duration {
         .await
         .unwrap();
     assert_eq!(done.status, TaskStatus::Ready);
-    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let attempt = engine
+        .attempts(&common::handle(engine, &task.id).await)
+        .await
+        .unwrap()
+        .remove(0);
     let t = attempt
         .phases
         .iter()

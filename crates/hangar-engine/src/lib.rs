@@ -13,6 +13,7 @@ pub mod diff;
 mod error;
 mod followup;
 mod git;
+pub mod images;
 pub mod limits;
 mod net;
 mod phase;
@@ -22,6 +23,7 @@ pub mod secrets;
 mod slots;
 pub mod tokens;
 pub mod travel;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use dest::Principal;
 pub use error::{EngineError, Result};
 pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
+pub use view::{Task, TaskFilter};
 
 /// What a running task reports as it goes.
 #[derive(Debug, Clone)]
@@ -366,8 +369,8 @@ impl Engine {
 
     /// Where a task waits for a slot: 1 when its first waiting attempt is next. `None`
     /// when none of its attempts is waiting.
-    pub fn queue_position(&self, task: &TaskId) -> Option<usize> {
-        self.slots.position(task)
+    pub fn queue_position(&self, task: &Task) -> Option<usize> {
+        self.slots.position(self.mine(task).ok()?)
     }
 
     /// Waits for a slot for one attempt, in this workspace's turn (see `slots`), unless
@@ -504,15 +507,6 @@ impl Engine {
     /// the same filesystem, so that an upper directory becomes one by a rename.
     fn snapshot_dir(&self, key: &str) -> PathBuf {
         self.store.root().join("snapshots").join(key)
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// The content store (images and layers) under this engine.
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// An image's layers, unpacked (each once) on a blocking thread, bottom first.
@@ -896,7 +890,8 @@ impl Engine {
 
     /// Asks whichever process runs the task to cancel it: its attempts stop and their
     /// sandboxes are torn down. A finished task cannot be cancelled.
-    pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+    pub async fn cancel(&self, task: &Task) -> Result<()> {
+        let id = self.mine(task)?;
         let task = self.db.task(&self.workspace, id).await?;
         if task.status.is_finished() {
             return Err(EngineError::BadRequest(format!(

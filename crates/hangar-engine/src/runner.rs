@@ -4,20 +4,43 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hangar_spec::TaskId;
-use hangar_store::db::TaskRecord;
+use futures_util::Stream;
+use hangar_spec::{TaskId, TaskStatus};
+use hangar_store::db::LogLine;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
-use crate::{Engine, Event, Progress, Result, TaskRequest};
+use crate::{Engine, Event, Progress, Result, Task, TaskRequest};
 
 /// How many events a follower may fall behind before it misses some (it is then told).
 const FOLLOW_BACKLOG: usize = 4096;
 
-/// What a follower of a running task gets: everything so far, then what comes.
-pub struct Following {
-    pub so_far: Vec<Event>,
-    pub next: broadcast::Receiver<Event>,
+/// What a follower of a task is told, in order: what the task did so far, each new
+/// event, and how it ended.
+#[derive(Debug, Clone)]
+pub enum Followed {
+    /// Something the task did; of a task not running here, a stored log line.
+    Event(Event),
+    /// The follower fell this many events behind and missed them (the store has them).
+    Missed { count: u64 },
+    /// The task has finished (or runs elsewhere); nothing follows.
+    End { status: TaskStatus },
+}
+
+/// Where a follower is.
+enum Following {
+    /// A task running here: its events so far, then the channel of new ones.
+    Live {
+        so_far: std::vec::IntoIter<Event>,
+        next: broadcast::Receiver<Event>,
+    },
+    /// A task not running here: its stored lines are read next.
+    Stored,
+    Lines(std::vec::IntoIter<LogLine>),
+    /// Its status is read from the store next.
+    End,
+    Done,
 }
 
 /// The live part of a running task: its events so far and the channel of new ones. The
@@ -51,9 +74,9 @@ impl Runner {
 
     /// Stores the task through `engine` (the caller's view of this runner's engine: its
     /// workspace and principal), starts it in the background and returns it as accepted.
-    pub async fn accept(self: &Arc<Self>, engine: Engine, req: &TaskRequest) -> Result<TaskRecord> {
-        let task = engine.submit(req).await?;
-        let id = task.id.clone();
+    pub async fn accept(self: &Arc<Self>, engine: Engine, req: &TaskRequest) -> Result<Task> {
+        let task = Task::checked(engine.submit(req).await?);
+        let id = task.id().clone();
         self.live.lock().expect("not poisoned").insert(
             id.clone(),
             Live {
@@ -89,13 +112,26 @@ impl Runner {
         }
     }
 
-    /// Follows a task this runner is running; `None` once it has finished (read the
-    /// store then).
-    pub fn follow(&self, id: &TaskId) -> Option<Following> {
-        let live = self.live.lock().expect("not poisoned");
-        live.get(id).map(|l| Following {
-            so_far: l.history.clone(),
-            next: l.tx.subscribe(),
+    /// Follows a task of `engine`'s view (attempt `only`'s events, or all): while this
+    /// runner runs it, what it did so far and then each new event; once it has finished,
+    /// or when another process runs it, its stored log lines; then how it ended.
+    pub fn follow(
+        &self,
+        engine: Engine,
+        task: Task,
+        only: Option<u32>,
+    ) -> impl Stream<Item = Followed> + Send + 'static {
+        let start = match self.live.lock().expect("not poisoned").get(task.id()) {
+            Some(l) => Following::Live {
+                so_far: l.history.clone().into_iter(),
+                next: l.tx.subscribe(),
+            },
+            None => Following::Stored,
+        };
+        let follower = Arc::new((engine, task));
+        futures_util::stream::unfold(start, move |state| {
+            let follower = Arc::clone(&follower);
+            async move { next_followed(state, &follower.0, &follower.1, only).await }
         })
     }
 
@@ -115,5 +151,69 @@ impl Runner {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
         while tasks.join_next().await.is_some() {}
         self.engine.settle().await;
+    }
+}
+
+/// Whether a follower of attempt `only` (or of all) is told `e`.
+fn keeps(only: Option<u32>, e: &Event) -> bool {
+    match (only, e) {
+        (None, _) => true,
+        (Some(n), Event::PhaseStarted { attempt, .. } | Event::PhaseFinished { attempt, .. }) => {
+            *attempt == n
+        }
+        (Some(n), Event::Line(l)) => l.attempt == n,
+    }
+}
+
+/// The next thing a follower is told, and where it is then; `None` at the end. What the
+/// store cannot tell (its lines, the final status) is left out, as for a task gone.
+async fn next_followed(
+    mut state: Following,
+    engine: &Engine,
+    task: &Task,
+    only: Option<u32>,
+) -> Option<(Followed, Following)> {
+    loop {
+        state = match state {
+            Following::Live {
+                mut so_far,
+                mut next,
+            } => {
+                let e = match so_far.next() {
+                    Some(e) => e,
+                    None => match next.recv().await {
+                        Ok(e) => e,
+                        Err(RecvError::Lagged(count)) => {
+                            return Some((
+                                Followed::Missed { count },
+                                Following::Live { so_far, next },
+                            ))
+                        }
+                        Err(RecvError::Closed) => {
+                            state = Following::End;
+                            continue;
+                        }
+                    },
+                };
+                let state = Following::Live { so_far, next };
+                if keeps(only, &e) {
+                    return Some((Followed::Event(e), state));
+                }
+                state
+            }
+            Following::Stored => match engine.logs(task, only).await {
+                Ok(lines) => Following::Lines(lines.into_iter()),
+                Err(_) => Following::End,
+            },
+            Following::Lines(mut lines) => match lines.next() {
+                Some(l) => return Some((Followed::Event(Event::Line(l)), Following::Lines(lines))),
+                None => Following::End,
+            },
+            Following::End => {
+                let status = engine.refresh(task).await.ok()?.record().status;
+                return Some((Followed::End { status }, Following::Done));
+            }
+            Following::Done => return None,
+        }
     }
 }

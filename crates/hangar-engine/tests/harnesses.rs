@@ -162,8 +162,7 @@ fn request(env: &str, approval: Option<Approval>) -> TaskRequest {
 
 async fn events(engine: &Engine, id: &TaskId) -> Vec<String> {
     engine
-        .db()
-        .events(id, None)
+        .events(&common::handle(engine, id).await, None)
         .await
         .unwrap()
         .into_iter()
@@ -243,7 +242,10 @@ async fn conformance(case: Case) {
         calls.iter().any(|c| c.body.contains(MARKER)),
         "AGENTS.md never reached the model"
     );
-    let net = engine.db().network_log(&task.id, None).await.unwrap();
+    let net = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     assert!(
         net.iter().any(|e| e.phase == "agent"
             && e.rule
@@ -472,7 +474,10 @@ async fn a_read_only_cli_agent_gets_an_error_for_its_write() {
         .find(|e| e.starts_with("command ") && e.contains("hello.txt"))
         .expect("the write was attempted");
     assert!(!write.ends_with("=> 0"), "{seen:#?}");
-    let detail = engine.db().events(&task.id, None).await.unwrap();
+    let detail = engine
+        .events(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     assert!(
         detail.iter().any(|e| e
             .detail

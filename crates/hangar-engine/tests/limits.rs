@@ -68,7 +68,11 @@ async fn a_sandbox_without_resources_gets_the_machines_limits() {
         tokio::spawn(async move { engine.run_task(&id, progress, rx).await })
     };
     agent_started.recv().await.expect("the agent phase starts");
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let a = engine
+        .attempts(&common::handle(&engine, &task.id).await)
+        .await
+        .unwrap()
+        .remove(0);
     let id = SandboxId::new(a.sandbox.expect("sandbox recorded")).unwrap();
     let layout = CgroupLayout::detect();
     let dirs = layout.existing_dirs(&layout.sandbox_path(&id.host_name()));
@@ -115,8 +119,8 @@ async fn an_agent_writing_past_the_disk_limit_is_stopped_and_nothing_is_kept() {
             ),
         "{error}"
     );
-    let kept = engine
-        .store()
+    // The engine is over the shared test data dir.
+    let kept = hangar_testkit::shared_store()
         .kept_dir()
         .join(format!("{}-{}", task.id, a.index));
     assert!(!kept.exists(), "{} was kept", kept.display());

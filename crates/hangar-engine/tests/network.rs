@@ -333,7 +333,10 @@ async fn the_agent_finds_no_way_out_but_the_allowed_one() {
     assert!(!sent.contains(&key));
 
     // The audit log has every decision, and no secret value.
-    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let log = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     let find = |pred: &dyn Fn(&NetworkEntry) -> bool| log.iter().find(|e| pred(e)).cloned();
     let e = find(&|e| e.host == "unlisted.example").expect("unlisted logged");
     assert_eq!(
@@ -427,7 +430,10 @@ async fn the_agent_phase_is_off_by_default() {
     check(&p, "ca", "4");
     check(&p, "trusted", "yes");
     assert!(w.api.seen().is_empty());
-    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let log = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].rule.as_deref(), Some("network.agent.access = off"));
 }
@@ -458,7 +464,10 @@ async fn the_package_managers_preset_opens_the_images_own_registries() {
     let p = probes(&logs);
     check(&p, "apt", "ok");
     check(&p, "other", "403/000 blocked-by-allowlist");
-    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let log = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     let allowed: Vec<&NetworkEntry> = log.iter().filter(|e| e.decision == "allowed").collect();
     assert!(!allowed.is_empty(), "{log:#?}");
     for e in allowed {
@@ -530,7 +539,10 @@ curl -sS -m 10 -I -o /dev/null "$image/" || true
         .next()
         .unwrap();
     assert!(!host.is_empty(), "{logs:#?}");
-    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let log = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     let agent: Vec<&NetworkEntry> = log.iter().filter(|e| e.phase == "agent").collect();
     let reached = agent
         .iter()
@@ -593,7 +605,10 @@ curl_probe registry --noproxy none.invalid http://127.0.0.1:{port}/
         "000/403 blocked-private-address",
     );
     assert!(w.internal.seen().is_empty(), "{:?}", w.internal.seen());
-    let log = engine.db().network_log(&task.id, None).await.unwrap();
+    let log = engine
+        .network_log(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     let refused = log
         .iter()
         .find(|e| e.phase == "agent" && e.host == "127.0.0.1")

@@ -87,7 +87,11 @@ async fn first_try(project: RealProject) {
             a.base_commit.as_deref().unwrap(),
         ],
     );
-    let patch = engine.db().diff(&task.id, 1).await.unwrap().unwrap();
+    let patch = engine
+        .diff(&common::handle(&engine, &task.id).await, 1)
+        .await
+        .unwrap()
+        .unwrap();
     let applied = hangar_engine::apply_patch(clone.path(), &patch).expect("apply");
     assert_eq!(applied.files, [project.file]);
     git(clone.path(), &["commit", "-qam", "the agent's change"]);

@@ -193,7 +193,14 @@ async fn the_agent_finds_no_secret_anywhere_and_nothing_stored_holds_one() {
     )
     .await;
     assert_eq!(a.final_message.as_deref(), Some("final [secret:TOKEN]"));
-    let diff = String::from_utf8(engine.db().diff(&id, a.index).await.unwrap().unwrap()).unwrap();
+    let diff = String::from_utf8(
+        engine
+            .diff(&common::handle(&engine, &id).await, a.index)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(diff.contains("+leak [secret:TOKEN]"), "{diff}");
 
     // At rest, the values exist only as ciphertext.

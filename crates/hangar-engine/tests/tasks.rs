@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_engine::{Engine, Event, Progress, TaskFilter, TaskRequest};
 use hangar_sandbox::SandboxId;
 use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
 use hangar_store::db::{AttemptRecord, Stream, TaskRecord};
@@ -73,7 +73,11 @@ async fn apply_round_trip(engine: &Engine, task: &TaskRecord, a: &AttemptRecord,
         clone.path(),
         &["checkout", "-q", a.base_commit.as_deref().unwrap()],
     );
-    let diff = engine.db().diff(&task.id, a.index).await.unwrap().unwrap();
+    let diff = engine
+        .diff(&common::handle(engine, &task.id).await, a.index)
+        .await
+        .unwrap()
+        .unwrap();
     let report = hangar_engine::apply_patch(clone.path(), &diff).expect("apply");
     assert!(!report.merged);
     assert_eq!(
@@ -113,7 +117,11 @@ async fn example_task_fixes_the_test_and_applies_to_a_fresh_clone() {
     assert_eq!(task.status, TaskStatus::Pending);
     let (_tx, rx) = watch::channel(false);
     let task = engine.run_task(&task.id, progress, rx).await.unwrap();
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let a = engine
+        .attempts(&common::handle(&engine, &task.id).await)
+        .await
+        .unwrap()
+        .remove(0);
     no_traces(&a);
     assert_eq!(task.status, TaskStatus::Ready, "{:?}", a.error);
     assert_eq!(
@@ -140,7 +148,14 @@ async fn example_task_fixes_the_test_and_applies_to_a_fresh_clone() {
         "{seen:?}"
     );
     assert!(seen.contains(&"end agent true".to_string()), "{seen:?}");
-    let diff = String::from_utf8(engine.db().diff(&task.id, 1).await.unwrap().unwrap()).unwrap();
+    let diff = String::from_utf8(
+        engine
+            .diff(&common::handle(&engine, &task.id).await, 1)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         diff.contains("-    return a - b\n+    return a + b\n"),
         "{diff}"
@@ -178,8 +193,14 @@ echo "done""#,
     .await;
     let (task, a) = run(&engine, request(&name, "change everything")).await;
     assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
-    let diff = String::from_utf8_lossy(&engine.db().diff(&task.id, 1).await.unwrap().unwrap())
-        .into_owned();
+    let diff = String::from_utf8_lossy(
+        &engine
+            .diff(&common::handle(&engine, &task.id).await, 1)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .into_owned();
     for want in [
         "new file mode 100644",
         "deleted file mode 100644",
@@ -198,8 +219,7 @@ echo "done""#,
 /// The paths an attempt's diff names.
 async fn diff_paths(engine: &Engine, task: &TaskRecord) -> Vec<String> {
     let diff = engine
-        .db()
-        .diff(&task.id, 1)
+        .diff(&common::handle(engine, &task.id).await, 1)
         .await
         .unwrap()
         .unwrap_or_default();
@@ -428,7 +448,13 @@ echo wrote three files
         "{error}"
     );
     assert_eq!(a.final_message.as_deref(), Some("wrote three files"));
-    assert_eq!(engine.db().diff(&task.id, 1).await.unwrap(), None);
+    assert_eq!(
+        engine
+            .diff(&common::handle(&engine, &task.id).await, 1)
+            .await
+            .unwrap(),
+        None
+    );
     let logs = common::logs(&engine, &task.id).await;
     assert!(
         logs.iter()
@@ -458,7 +484,10 @@ async fn setup_failure_names_the_line_the_exit_code_and_keeps_the_output() {
     );
     assert_eq!(a.exit_code, Some(2));
     assert!(a.summary.is_none());
-    let logs = engine.db().logs(&task.id, Some(1)).await.unwrap();
+    let logs = engine
+        .logs(&common::handle(&engine, &task.id).await, Some(1))
+        .await
+        .unwrap();
     let text: Vec<_> = logs
         .iter()
         .map(|l| (l.phase, l.stream, l.line.as_str()))
@@ -500,7 +529,10 @@ async fn bashrc_lines_reach_later_phases_and_plain_exports_do_not() {
         a.final_message.as_deref(),
         Some("plain=unset bashrc=yes env=everywhere phase=agent")
     );
-    let logs = engine.db().logs(&task.id, None).await.unwrap();
+    let logs = engine
+        .logs(&common::handle(&engine, &task.id).await, None)
+        .await
+        .unwrap();
     let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
     assert!(lines.contains(&"setup sees everywhere"), "{lines:?}");
     assert!(lines.contains(&"maintenance sees yes"), "{lines:?}");
@@ -628,7 +660,10 @@ async fn agent_failures_timeouts_and_missing_tools_are_reported() {
         a.error.as_deref(),
         Some(format!("failed to auto-install: {said}").as_str())
     );
-    let logs = engine.db().logs(&task.id, Some(1)).await.unwrap();
+    let logs = engine
+        .logs(&common::handle(&engine, &task.id).await, Some(1))
+        .await
+        .unwrap();
     let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
     assert!(lines.contains(&said), "{lines:?}");
 
@@ -667,7 +702,11 @@ async fn cancelling_a_task_stops_the_agent_and_tears_down() {
     });
     let task = engine.run_task(&task.id, progress, rx).await.unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
-    let a = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let a = engine
+        .attempts(&common::handle(&engine, &task.id).await)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(a.status, AttemptStatus::Cancelled);
     no_traces(&a);
 }
@@ -727,8 +766,14 @@ async fn repository_controlled_git_config_never_runs_on_the_host() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "repository code ran on the host: {left:?}");
-    let diff = String::from_utf8_lossy(&engine.db().diff(&task.id, 1).await.unwrap().unwrap())
-        .into_owned();
+    let diff = String::from_utf8_lossy(
+        &engine
+            .diff(&common::handle(&engine, &task.id).await, 1)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .into_owned();
     assert!(diff.contains("+changed"), "{diff}");
 }
 
@@ -832,7 +877,10 @@ echo "attempt $HANGAR_ATTEMPT done""#;
     )
     .await;
     assert_eq!(task.status, TaskStatus::Ready);
-    let attempts = engine.db().attempts(&task.id).await.unwrap();
+    let attempts = engine
+        .attempts(&common::handle(&engine, &task.id).await)
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 3);
     for a in &attempts {
         assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
@@ -911,8 +959,18 @@ async fn a_follow_up_continues_from_the_attempt_it_names() {
         .await
         .contains("+first\n+second\n+third\n"));
 
-    // Refused, naming why, and storing nothing.
-    let before = engine.db().unfinished_tasks().await.unwrap().len();
+    // Refused, naming why, and storing nothing (a follow-up is stored in its source's
+    // environment).
+    let stored = || {
+        let engine = &engine;
+        let filter = TaskFilter {
+            environment: Some(name.clone()),
+            limit: 100,
+            cursor: None,
+        };
+        async move { engine.tasks(&filter).await.unwrap().tasks.len() }
+    };
+    let before = stored().await;
     let refused = |req: TaskRequest| {
         let engine = &engine;
         async move { engine.submit(&req).await.unwrap_err().to_string() }
@@ -943,7 +1001,7 @@ async fn a_follow_up_continues_from_the_attempt_it_names() {
     );
     let e = refused(follow("ffffffffffff", "x")).await;
     assert!(e.contains("failed to find task `ffffffffffff`"), "{e}");
-    assert_eq!(engine.db().unfinished_tasks().await.unwrap().len(), before);
+    assert_eq!(stored().await, before);
 
     // Past the environment's cache TTL (12 h by default) the layer is not offered.
     let later = hangar_store::db::now_ms() + 13 * 3600 * 1000;

@@ -25,9 +25,10 @@ const BURST: usize = 50;
 
 /// Accepted → agent started, from the task's stored records.
 async fn accepted_to_agent(engine: &Engine, id: &TaskId) -> Duration {
-    let task = engine.db().task(engine.workspace(), id).await.unwrap();
+    let handle = engine.task(id.as_str()).await.unwrap();
+    let task = handle.record();
     assert_eq!(task.status, hangar_spec::TaskStatus::Ready, "task {id}");
-    let attempts = engine.db().attempts(id).await.unwrap();
+    let attempts = engine.attempts(&handle).await.unwrap();
     let agent = attempts[0]
         .phases
         .iter()

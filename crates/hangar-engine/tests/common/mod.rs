@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_engine::{Engine, Event, Progress, Task, TaskRequest};
 use hangar_spec::TaskId;
 use hangar_store::db::{AttemptRecord, TaskRecord};
 use tokio::sync::watch;
@@ -46,15 +46,26 @@ pub async fn run(engine: &Engine, req: &TaskRequest) -> (TaskRecord, AttemptReco
 pub async fn run_id(engine: &Engine, id: &TaskId) -> (TaskRecord, AttemptRecord) {
     let (_tx, rx) = watch::channel(false);
     let task = engine.run_task(id, quiet(), rx).await.expect("run");
-    let attempt = engine.db().attempts(&task.id).await.unwrap().remove(0);
+    let attempt = engine
+        .attempts(&handle(engine, id).await)
+        .await
+        .unwrap()
+        .remove(0);
     (task, attempt)
+}
+
+/// The handle of a task of `engine`'s workspace, for reading its parts.
+pub async fn handle(engine: &Engine, id: &TaskId) -> Task {
+    engine
+        .task(id.as_str())
+        .await
+        .expect("the task, in its workspace")
 }
 
 /// Every stored log line of a task, in order.
 pub async fn logs(engine: &Engine, id: &TaskId) -> Vec<String> {
     engine
-        .db()
-        .logs(id, None)
+        .logs(&handle(engine, id).await, None)
         .await
         .unwrap()
         .into_iter()
@@ -65,8 +76,7 @@ pub async fn logs(engine: &Engine, id: &TaskId) -> Vec<String> {
 /// An attempt's stored diff as text (empty when it has none).
 pub async fn diff(engine: &Engine, id: &TaskId, attempt: u32) -> String {
     let diff = engine
-        .db()
-        .diff(id, attempt)
+        .diff(&handle(engine, id).await, attempt)
         .await
         .unwrap()
         .unwrap_or_default();
