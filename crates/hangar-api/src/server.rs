@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hangar_engine::runner::{Followed, Runner};
-use hangar_engine::{Engine, EngineError, Task, TaskFilter};
+use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
 use hangar_store::db::{AttemptRecord, DbError};
 use serde::Deserialize;
 
@@ -250,12 +250,28 @@ impl From<EngineError> for ApiError {
                 | DbError::TokenNotFound(_)
                 | DbError::AttemptNotFound { .. },
             ) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
-            e @ (EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_))
-            | EngineError::SnapshotInUse { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            e @ EngineError::FollowUp(Unfollowable::NoAttempt { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
             }
+            e @ (EngineError::Db(DbError::AmbiguousTask { .. } | DbError::EnvExists(_))
+            | EngineError::SnapshotInUse { .. }
+            | EngineError::TaskFinished { .. }
+            | EngineError::TaskTaken(_)
+            | EngineError::FollowedFileRejected { .. }
+            | EngineError::FollowUp(
+                Unfollowable::Unfinished { .. } | Unfollowable::NotKept { .. },
+            )) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             e @ (EngineError::Spec(_)
-            | EngineError::BadRequest(_)
+            | EngineError::InvalidTask(_)
+            | EngineError::FollowUp(Unfollowable::Spec(_))
+            | EngineError::EnvRenamed { .. }
+            | EngineError::LocalRepoUnreadable { .. }
+            | EngineError::SecretUndeclared { .. }
+            | EngineError::SecretsUnset { .. }
+            | EngineError::InvalidWorkspace(_)
+            | EngineError::NoCommand
+            | EngineError::UnknownRuntime(_)
+            | EngineError::BadVariable(_)
             | EngineError::Export { .. }
             | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
             e @ EngineError::Forbidden { .. } => {

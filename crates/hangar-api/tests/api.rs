@@ -7,11 +7,11 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use hangar_api::wire::{StreamEvent, TaskView};
 use hangar_engine::runner::Runner;
-use hangar_engine::Engine;
+use hangar_engine::{Engine, EngineConfig};
 use tower::ServiceExt;
 
 async fn runner_over(store: hangar_store::Store) -> Arc<Runner> {
-    let engine = Engine::open(store, hangar_testkit::init_binary())
+    let engine = Engine::open(EngineConfig::new(store, hangar_testkit::init_binary()))
         .await
         .expect("open the engine");
     Runner::new(Arc::new(engine))
@@ -447,6 +447,25 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
         again.contains("all done") && again.contains(r#""type":"end""#),
         "{again}"
     );
+    // A finished task is not cancelled: the request conflicts with its state.
+    let (status, refused) = call(
+        &router,
+        Method::POST,
+        &format!("/v1/tasks/{}/cancel", task.task.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&refused),
+        (
+            "conflict".to_string(),
+            format!(
+                "failed to cancel task {}: it has already finished (ready)",
+                task.task.id
+            )
+        )
+    );
     runner.shutdown().await;
 }
 
@@ -458,12 +477,12 @@ async fn a_token_sees_only_its_own_workspace() {
     // is the admin's); one on the host's loopback is the admin's to open.
     let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
     let served = hangar_testkit::gitd::GitDaemon::serve(repo.path().parent().unwrap());
-    let mut engine = Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .expect("open the engine");
-    engine.set_open_internal(vec![
-        hangar_spec::HostRule::parse(&served.authority()).unwrap()
-    ]);
+    let engine = Engine::open(EngineConfig {
+        open_internal: vec![hangar_spec::HostRule::parse(&served.authority()).unwrap()],
+        ..EngineConfig::new(store, hangar_testkit::init_binary())
+    })
+    .await
+    .expect("open the engine");
     let runner = Runner::new(Arc::new(engine));
     let engine = runner.engine();
     let u = hangar_spec::TaskId::random();

@@ -531,7 +531,10 @@ impl Engine {
         plan: &AttemptPlan<'_>,
         cancel: watch::Receiver<bool>,
     ) -> Result<()> {
-        let _slot = self.take_slot(plan.task, plan.index, cancel.clone()).await;
+        let _slot = self
+            .scheduler
+            .take(&self.workspace, plan.task, plan.index, cancel.clone())
+            .await;
         self.db.start_attempt(plan.task, plan.index).await?;
         let secrets = self.env_secrets(plan.env).await;
         let loaded = secrets.as_ref().map(|_| ()).map_err(|e| e.to_string());
@@ -609,8 +612,10 @@ impl Engine {
         let p = timed(self, plan, Phase::Prepare, self.prepare(plan, &ctx.secrets)).await?;
         // Every sandbox of the attempt (setup's, maintenance's, the agent's, the check's)
         // gets these: said once.
-        ctx.logger
-            .note(Phase::Prepare, &self.limits.describe(&plan.env.resources));
+        ctx.logger.note(
+            Phase::Prepare,
+            &self.sandboxes.limits.describe(&plan.env.resources),
+        );
         ctx.base_env = base_env(plan.env, p.defaults.clone(), &ctx.workdir);
         hangar_image::set_var(&mut ctx.base_env, "HANGAR_ATTEMPT", &plan.index.to_string());
         // The CLI's layer first: its install can take minutes, and nothing below waits
@@ -834,8 +839,8 @@ impl Engine {
         let plan = ctx.plan;
         let mut spec = SandboxSpec::new(lowers);
         spec.upper = upper;
-        spec.resources = self.limits.apply(&plan.env.resources);
-        spec.runtime = self.runtime;
+        spec.resources = self.sandboxes.limits.apply(&plan.env.resources);
+        spec.runtime = self.sandboxes.runtime;
         spec.mounts.push(BindMount {
             source: p.mirror.clone(),
             destination: MIRROR_DIR.into(),
@@ -852,7 +857,7 @@ impl Engine {
                 .await
                 .map_err(EngineError::from)?;
         }
-        let sandbox = Sandbox::create(&self.host, spec).await?;
+        let sandbox = Sandbox::create(&self.sandboxes.host, spec).await?;
         let diff_ids: Vec<_> = p.layers.iter().map(|(d, _)| d.clone()).collect();
         self.store
             .lease_layers(sandbox.dir(), &diff_ids)

@@ -33,14 +33,14 @@ impl Engine {
     pub(crate) fn internal(&self) -> Internal {
         match self.principal {
             Principal::LocalAdmin => Internal::ExactRules,
-            Principal::Tenant => Internal::Opened(self.open_internal.clone()),
+            Principal::Tenant => Internal::Opened(self.net.open_internal.clone()),
         }
     }
 
     /// Whether the admin opened `host` (at `port`, or at every port when the tenant's
     /// rule names none), matched as the proxy matches it.
     fn opened(&self, host: &str, port: Option<u16>) -> bool {
-        self.open_internal.iter().any(|o| match port {
+        self.net.open_internal.iter().any(|o| match port {
             Some(p) => o.matches(host, p),
             None => o.port.is_none() && o.matches(host, 0),
         })
@@ -220,18 +220,20 @@ mod tests {
     async fn tenant(opened: &[&str]) -> (tempfile::TempDir, Engine) {
         let dir = tempfile::tempdir().unwrap();
         let store = hangar_store::Store::open(dir.path()).unwrap();
-        let mut engine = Engine::open(store, "/nonexistent/hangar-init".into())
-            .await
-            .unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        engine.set_resolver(Arc::new(
-            hangar_net::StaticResolver::new()
-                .with("public.test", &[ip("198.51.100.1")])
-                .with("internal.test", &[ip("198.51.100.1"), ip("10.0.0.1")])
-                .with("opened.test", &[ip("10.0.0.2")])
-                .with("localhost", &[ip("127.0.0.1")]),
-        ));
-        engine.set_open_internal(opened.iter().map(|h| HostRule::parse(h).unwrap()).collect());
+        let engine = Engine::open(crate::EngineConfig {
+            resolver: Arc::new(
+                hangar_net::StaticResolver::new()
+                    .with("public.test", &[ip("198.51.100.1")])
+                    .with("internal.test", &[ip("198.51.100.1"), ip("10.0.0.1")])
+                    .with("opened.test", &[ip("10.0.0.2")])
+                    .with("localhost", &[ip("127.0.0.1")]),
+            ),
+            open_internal: opened.iter().map(|h| HostRule::parse(h).unwrap()).collect(),
+            ..crate::EngineConfig::new(store, "/nonexistent/hangar-init".into())
+        })
+        .await
+        .unwrap();
         let view = engine.for_tenant("t");
         (dir, view)
     }

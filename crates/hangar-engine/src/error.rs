@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+use hangar_spec::{AttemptStatus, TaskId, TaskStatus};
+
+pub use crate::validate::Invalid;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -42,12 +46,118 @@ pub enum EngineError {
          a kept one; import again when they are done"
     )]
     SnapshotInUse { reference: String, snapshot: String },
-    #[error("failed to start the task: {0}")]
-    BadRequest(String),
     /// Something only the local admin may do or open (a destination on the daemon host's
     /// network, a path on its filesystem, a pull into its store).
     #[error("failed to use {what}: {reason}")]
     Forbidden { what: String, reason: String },
+
+    // ---- the engine's configuration ----
+    #[error(
+        "failed to configure the engine: a task's attempts must be 1 to {max_running} here \
+         (the attempts that run at once), not {max_attempts}"
+    )]
+    MaxAttempts {
+        max_attempts: u32,
+        max_running: usize,
+    },
+
+    // ---- environments ----
+    #[error("failed to update environment `{name}`: {file} describes environment `{described}`")]
+    EnvRenamed {
+        name: String,
+        file: String,
+        described: String,
+    },
+    #[error("failed to read repo `{repo}` of {file} (resolved to {}): {source}", resolved.display())]
+    LocalRepoUnreadable {
+        file: String,
+        repo: String,
+        resolved: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `follow = true` and the repository's file is not one the environment may take.
+    #[error("failed to follow {file}: {reason}")]
+    FollowedFileRejected { file: String, reason: FollowRefusal },
+
+    // ---- secrets ----
+    #[error(
+        "failed to set secret `{name}`: environment `{env}` declares no secret `{name}`; add \
+         [secrets.{name}] to its file"
+    )]
+    SecretUndeclared { env: String, name: String },
+    #[error(
+        "failed to start the task: environment `{env}` declares {} without a value; set {} with {}",
+        names.iter().map(|m| format!("secret `{m}`")).collect::<Vec<_>>().join(", "),
+        if names.len() == 1 { "it" } else { "them" },
+        names.iter().map(|m| format!("`hangar secret set {env} {m}`")).collect::<Vec<_>>().join(", ")
+    )]
+    SecretsUnset { env: String, names: Vec<String> },
+
+    // ---- tasks ----
+    /// The request itself cannot run as asked (see `validate.rs`).
+    #[error("failed to start the task: {0}")]
+    InvalidTask(#[from] Invalid),
+    /// `--from` names no attempt that a follow-up can start from.
+    #[error("failed to start the task: {0}")]
+    FollowUp(#[from] Unfollowable),
+    #[error("failed to lock task {0}: another process holds its lock")]
+    TaskTaken(TaskId),
+    #[error("failed to cancel task {id}: it has already finished ({status})")]
+    TaskFinished { id: TaskId, status: TaskStatus },
+
+    // ---- tokens ----
+    #[error("failed to use workspace `{0}`: a workspace's name is 1 to 40 characters of a-z, 0-9 and '-'")]
+    InvalidWorkspace(String),
+
+    // ---- `hangar run` ----
+    #[error("failed to run a command: none was given")]
+    NoCommand,
+    #[error("failed to use OCI runtime `{0}`: it is not known (use crun or runc)")]
+    UnknownRuntime(String),
+    #[error("failed to read environment variable `{0}`: expected KEY=VALUE")]
+    BadVariable(String),
+}
+
+/// Why a repository's environment file was not followed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowRefusal {
+    #[error("it is not UTF-8 text")]
+    NotText,
+    /// It changes what only the environment's owner may change.
+    #[error(
+        "it changes {}, which an environment follows from its repository only through \
+         `hangar env update {env}`",
+        changed.join(", ")
+    )]
+    Guarded {
+        env: String,
+        changed: Vec<&'static str>,
+    },
+}
+
+/// Why `--from` names nothing a follow-up can start from.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfollowable {
+    #[error("invalid --from `{0}`: expected TASK or TASK:ATTEMPT")]
+    Spec(String),
+    #[error("task {task} has no attempt {index} ({count} attempts)")]
+    NoAttempt {
+        task: TaskId,
+        index: u32,
+        count: usize,
+    },
+    #[error("task {task} attempt {index} has not finished ({status})")]
+    Unfinished {
+        task: TaskId,
+        index: u32,
+        status: AttemptStatus,
+    },
+    #[error(
+        "task {task} attempt {index} has no kept layer: it expired, or the attempt ended \
+         before its diff was collected"
+    )]
+    NotKept { task: TaskId, index: u32 },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -10,7 +10,7 @@ use hangar_spec::TaskId;
 use hangar_store::db::TaskRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::error::io_err;
+use crate::error::{io_err, Unfollowable};
 use crate::{Engine, EngineError, Result};
 
 const META: &str = "meta.json";
@@ -85,11 +85,9 @@ impl Engine {
     pub(crate) async fn follow_up_source(&self, spec: &str) -> Result<(TaskRecord, u32)> {
         let (task, attempt) = match spec.split_once(':') {
             Some((t, a)) => {
-                let n = a.parse().map_err(|_| {
-                    EngineError::BadRequest(format!(
-                        "invalid --from `{spec}`: expected TASK or TASK:ATTEMPT"
-                    ))
-                })?;
+                let n = a
+                    .parse()
+                    .map_err(|_| Unfollowable::Spec(spec.to_string()))?;
                 (t, Some(n))
             }
             None => (spec, None),
@@ -102,25 +100,26 @@ impl Engine {
             None => crate::best::default_attempt(&attempts).unwrap_or(1),
         };
         let Some(a) = attempts.iter().find(|a| a.index == index) else {
-            return Err(EngineError::BadRequest(format!(
-                "task {id} has no attempt {index} ({} attempts)",
-                attempts.len()
-            )));
+            return Err(Unfollowable::NoAttempt {
+                task: id,
+                index,
+                count: attempts.len(),
+            }
+            .into());
         };
         if !matches!(
             a.status,
             hangar_spec::AttemptStatus::Ready | hangar_spec::AttemptStatus::Error
         ) {
-            return Err(EngineError::BadRequest(format!(
-                "task {id} attempt {index} has not finished ({})",
-                a.status
-            )));
+            return Err(Unfollowable::Unfinished {
+                task: id,
+                index,
+                status: a.status,
+            }
+            .into());
         }
         if self.kept(&kept_name(&id, index)).is_none() {
-            return Err(EngineError::BadRequest(format!(
-                "task {id} attempt {index} has no kept layer: it expired, or the attempt \
-                 ended before its diff was collected"
-            )));
+            return Err(Unfollowable::NotKept { task: id, index }.into());
         }
         Ok((rec, index))
     }
@@ -253,10 +252,12 @@ mod tests {
     async fn expired_layers_go_unless_a_live_one_or_a_sandbox_stands_on_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = hangar_store::Store::open(dir.path()).unwrap();
-        let mut engine = Engine::open(store, "/nonexistent/init".into())
-            .await
-            .unwrap();
-        engine.set_clock(Arc::new(|| 1_000));
+        let engine = Engine::open(crate::EngineConfig {
+            clock: Arc::new(|| 1_000),
+            ..crate::EngineConfig::new(store, "/nonexistent/init".into())
+        })
+        .await
+        .unwrap();
         // A chain expired from top to bottom; one expired but under a live one; one
         // expired but used by a running sandbox; one live; one without a record yet.
         kept(&engine, "chain-1", 500, &[]);

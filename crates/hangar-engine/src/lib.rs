@@ -8,6 +8,7 @@ mod attempt;
 pub mod autoinstall;
 pub mod best;
 pub mod cache;
+mod config;
 mod dest;
 pub mod diff;
 mod error;
@@ -19,10 +20,11 @@ mod net;
 mod phase;
 pub mod run;
 pub mod runner;
+mod scheduler;
 pub mod secrets;
-mod slots;
 pub mod tokens;
 pub mod travel;
+mod validate;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +39,9 @@ use hangar_store::{Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
 pub use apply::{apply_patch, ApplyReport};
+pub use config::{default_slots, EngineConfig, MAX_ATTEMPTS};
 use dest::Principal;
-pub use error::{EngineError, Result};
+pub use error::{EngineError, FollowRefusal, Invalid, Result, Unfollowable};
 pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
 pub use view::{Task, TaskFilter};
@@ -95,36 +98,12 @@ pub struct TaskRequest {
 /// How often a running task looks for a cancel asked for from another process.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Attempts of one task, at most, unless configured (each is a sandbox, a proxy and an
-/// agent CLI).
-pub const MAX_ATTEMPTS: u32 = 4;
-
 /// `<dir>/<key>.lock`, locked, unless someone holds it (a build, or a task about to
 /// lease the snapshot).
 fn try_lock_key(dir: &Path, key: &str) -> Option<std::fs::File> {
     hangar_store::lock::try_lock(&dir.join(format!("{key}.lock")))
         .ok()
         .flatten()
-}
-
-/// The environment's `[agent]` with a task's choices over it.
-fn effective_agent(
-    env: &Environment,
-    harness: Option<Harness>,
-    approval: Option<Approval>,
-    script: Option<&str>,
-) -> hangar_spec::Agent {
-    let mut agent = env.agent.clone();
-    if let Some(h) = harness {
-        agent.harness = h;
-    }
-    if let Some(a) = approval {
-        agent.approval = a;
-    }
-    if let Some(s) = script {
-        agent.script = Some(s.to_string());
-    }
-    agent
 }
 
 /// The engine over one data directory.
@@ -137,36 +116,34 @@ pub struct Engine {
     principal: Principal,
 }
 
-/// The engine's state, shared by its workspace views.
+/// The engine's state, shared by its workspace views, in its parts.
 #[doc(hidden)]
 pub struct Shared {
     store: Store,
     db: Db,
-    host: HostConfig,
     mirrors: Mirrors,
-    runtime: RuntimeKind,
+    /// How sandboxes are made here, and their limits.
+    sandboxes: Sandboxes,
+    /// When attempts run: the slots, the fair queue, the task locks.
+    scheduler: scheduler::Scheduler,
+    /// The installation's secret key.
+    keys: secrets::Keys,
+    /// How the proxies resolve and trust, and what tenants may reach.
+    net: net::NetSettings,
     clock: Clock,
     /// This boot's id (a snapshot not yet durable serves only the boot that built it).
     boot_id: String,
     /// Background syncs making freshly committed snapshots durable; [`Engine::settle`]
     /// waits for them. The lock is only held to add or take tasks, never across an await.
     syncs: std::sync::Mutex<tokio::task::JoinSet<()>>,
-    /// Where the installation's secret key lives (`<data dir>/secret.key` by default).
-    secret_key_file: PathBuf,
-    keyring: std::sync::OnceLock<Arc<hangar_secrets::Keyring>>,
-    net: net::NetSettings,
-    /// The internal hosts the local admin opened for tenants (`--open-internal`).
-    open_internal: Arc<[hangar_spec::HostRule]>,
-    /// Attempts running at once in this process; the others wait here, each
-    /// workspace in its turn.
-    slots: Arc<slots::Slots>,
-    max_running: usize,
+}
+
+/// How this engine makes sandboxes.
+pub(crate) struct Sandboxes {
+    host: HostConfig,
+    runtime: RuntimeKind,
     /// Each sandbox's limits where its environment's `[resources]` sets none.
     limits: limits::MachineLimits,
-    /// Best-of-N's limit per task.
-    max_attempts: u32,
-    /// Locks of the tasks this engine submitted and has not finished running.
-    task_locks: std::sync::Mutex<std::collections::HashMap<TaskId, std::fs::File>>,
 }
 
 /// The error an attempt gets when the process running it died.
@@ -190,21 +167,6 @@ impl std::ops::Deref for Engine {
     }
 }
 
-/// The default number of attempts running at once: two per core, and no more than one
-/// per 2 GiB of memory (an agent CLI with its sandbox and proxy uses up to about that).
-pub fn default_slots() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: sysconf only reads system constants.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    let gib = (pages.max(0) as u64 * page.max(0) as u64) >> 30;
-    (cores * 2).min((gib / 2) as usize).max(1)
-}
-
 /// An environment's snapshot key and what it was computed from.
 struct Keyed {
     image: ImageRecord,
@@ -217,26 +179,50 @@ struct Keyed {
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl Engine {
-    /// Opens the engine over a store; `init_binary` is the static hangar-init.
-    pub async fn open(store: Store, init_binary: PathBuf) -> Result<Engine> {
+    /// Opens the engine that `config` describes (see [`EngineConfig::new`] for the
+    /// defaults).
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        let EngineConfig {
+            store,
+            init_binary,
+            max_running,
+            max_attempts,
+            secret_key_file,
+            resolver,
+            trusted_cas,
+            clock,
+            open_internal,
+        } = config;
+        let max_running = max_running.max(1);
+        let max_attempts = match max_attempts {
+            None => MAX_ATTEMPTS,
+            Some(n) if n >= 1 && n as usize <= max_running => n,
+            Some(n) => {
+                return Err(EngineError::MaxAttempts {
+                    max_attempts: n,
+                    max_running,
+                })
+            }
+        };
         let db = Db::open(&store.root().join("hangar.db")).await?;
         let shared = Shared {
-            host: HostConfig::new(store.run_dir(), init_binary),
             mirrors: Mirrors::new(store.root().join("mirrors")),
             db,
-            runtime: RuntimeKind::default(),
-            clock: Arc::new(hangar_store::db::now_ms),
+            sandboxes: Sandboxes {
+                host: HostConfig::new(store.run_dir(), init_binary),
+                runtime: RuntimeKind::default(),
+                limits: limits::MachineLimits::detect(store.root(), max_running),
+            },
+            scheduler: scheduler::Scheduler::new(
+                max_running,
+                max_attempts,
+                store.root().join("locks"),
+            ),
+            keys: secrets::Keys::new(secret_key_file),
+            net: net::NetSettings::new(resolver, trusted_cas, open_internal),
+            clock,
             boot_id: boot_id(),
             syncs: Default::default(),
-            secret_key_file: store.root().join("secret.key"),
-            keyring: Default::default(),
-            net: Default::default(),
-            open_internal: Arc::new([]),
-            slots: Arc::new(slots::Slots::new(default_slots())),
-            max_running: default_slots(),
-            limits: limits::MachineLimits::detect(store.root(), default_slots()),
-            max_attempts: MAX_ATTEMPTS,
-            task_locks: Default::default(),
             store,
         };
         Ok(Engine {
@@ -265,51 +251,19 @@ impl Engine {
         }
     }
 
-    /// The internal hosts (`host` or `host:port`) a tenant's destinations may be: the
-    /// local admin's decision, in the daemon's configuration.
-    pub fn set_open_internal(&mut self, hosts: Vec<hangar_spec::HostRule>) {
-        self.settings().open_internal = hosts.into();
-    }
-
-    /// The settings, which are changed only before the engine is shared.
-    fn settings(&mut self) -> &mut Shared {
-        Arc::get_mut(&mut self.shared).expect("an engine is configured before it is shared")
-    }
-
-    /// How many attempts may run at once in this engine (at least 1); the rest queue.
-    pub fn set_max_running(&mut self, n: usize) {
-        let s = self.settings();
-        s.max_running = n.max(1);
-        s.slots = Arc::new(slots::Slots::new(s.max_running));
-        s.limits = limits::MachineLimits::detect(s.store.root(), s.max_running);
-    }
-
-    /// How many attempts one task may ask for (best-of-N), at most what may run at once:
-    /// more would only queue behind each other.
-    pub fn set_max_attempts(&mut self, n: u32) -> Result<()> {
-        let limit = self.max_running as u32;
-        if n == 0 || n > limit {
-            return Err(EngineError::BadRequest(format!(
-                "a task's attempts must be 1 to {limit} here (the attempts that run at once)"
-            )));
-        }
-        self.settings().max_attempts = n;
-        Ok(())
-    }
-
     /// How many attempts may run at once.
     pub fn max_running(&self) -> usize {
-        self.max_running
+        self.scheduler.max_running()
     }
 
     /// The limits a sandbox gets where its environment's `[resources]` sets none.
     pub fn default_limits(&self) -> limits::MachineLimits {
-        self.limits
+        self.sandboxes.limits
     }
 
     /// How many attempts run now.
     pub fn running(&self) -> usize {
-        self.slots.running()
+        self.scheduler.running()
     }
 
     /// Crash recovery, for the one process that runs tasks on this data dir (the
@@ -317,7 +271,7 @@ impl Engine {
     /// marks every attempt that was pending or running `error` with the reason. Their
     /// logs so far stay.
     pub async fn recover(&self) -> Result<Recovered> {
-        let host = self.host.clone();
+        let host = self.sandboxes.host.clone();
         let reaped = tokio::task::spawn_blocking(move || hangar_sandbox::reap(&host))
             .await
             .map_err(|e| EngineError::Io {
@@ -330,14 +284,11 @@ impl Engine {
         }
         let mut tasks = Vec::new();
         for id in self.db.unfinished_tasks().await? {
-            let lock_path = self.task_lock_path(&id);
-            let Some(_orphan) = hangar_store::lock::try_lock(&lock_path)
-                .map_err(error::io_err("lock", &lock_path))?
-            else {
+            let Some(orphan) = self.scheduler.orphan(&id)? else {
                 continue; // a live process runs it
             };
             self.fail_unfinished(&id, RECOVERED).await?;
-            let _ = std::fs::remove_file(&lock_path);
+            orphan.release();
             tasks.push(id);
         }
         Ok(Recovered {
@@ -370,42 +321,7 @@ impl Engine {
     /// Where a task waits for a slot: 1 when its first waiting attempt is next. `None`
     /// when none of its attempts is waiting.
     pub fn queue_position(&self, task: &Task) -> Option<usize> {
-        self.slots.position(self.mine(task).ok()?)
-    }
-
-    /// Waits for a slot for one attempt, in this workspace's turn (see `slots`), unless
-    /// the task is cancelled meanwhile (then it goes on without one, to be marked
-    /// cancelled).
-    async fn take_slot(
-        &self,
-        task: &TaskId,
-        index: u32,
-        cancel: watch::Receiver<bool>,
-    ) -> Option<slots::Slot> {
-        self.slots.take(&self.workspace, task, index, cancel).await
-    }
-
-    /// Uses another key file for secrets (`HANGAR_SECRET_KEY_FILE`).
-    pub fn set_secret_key_file(&mut self, path: PathBuf) {
-        let s = self.settings();
-        s.secret_key_file = path;
-        s.keyring = Default::default();
-    }
-
-    /// Resolves the proxies' upstream names with `resolver` instead of the system's.
-    pub fn set_resolver(&mut self, resolver: Arc<dyn hangar_net::Resolve>) {
-        let s = self.settings();
-        s.net.resolver = resolver;
-        s.net.config = Default::default();
-    }
-
-    /// Trusts these CA certificates (PEM, from [`read_cas`]) in every sandbox and for the
-    /// servers whose TLS the proxy opens, instead of the host's locally added CAs
-    /// ([`host_cas`], the default): a TLS-inspecting egress's CA, a private registry's.
-    pub fn set_trusted_cas(&mut self, pems: Vec<String>) {
-        let s = self.settings();
-        s.net.trusted = Some(pems);
-        s.net.config = Default::default();
+        self.scheduler.position(self.mine(task).ok()?)
     }
 
     /// Waits until every snapshot this engine committed is on disk (or failed to get
@@ -494,11 +410,6 @@ impl Engine {
         }
     }
 
-    /// Replaces the clock used for snapshot ages and expiry.
-    pub fn set_clock(&mut self, clock: Clock) {
-        self.settings().clock = clock;
-    }
-
     fn now(&self) -> i64 {
         (self.clock)()
     }
@@ -560,10 +471,11 @@ impl Engine {
         self.check_destinations(&env).await?;
         let env = normalized(file, env, base_dir)?;
         if env.name.as_str() != name {
-            return Err(EngineError::BadRequest(format!(
-                "{file} describes environment `{}`, not `{name}`",
-                env.name
-            )));
+            return Err(EngineError::EnvRenamed {
+                name: name.to_string(),
+                file: file.to_string(),
+                described: env.name.to_string(),
+            });
         }
         Ok(self
             .db
@@ -601,8 +513,10 @@ impl Engine {
         };
         let short = &tip[..tip.len().min(12)];
         let file = format!("{} at {short}", hangar_spec::REPO_ENV_FILE);
-        let text = String::from_utf8(text)
-            .map_err(|_| EngineError::BadRequest(format!("{file} is not UTF-8 text")))?;
+        let text = String::from_utf8(text).map_err(|_| EngineError::FollowedFileRejected {
+            file: file.clone(),
+            reason: FollowRefusal::NotText,
+        })?;
         // A local repository's file names it relative to its own directory.
         let base_dir = Path::new(&env.repo).join(".hangar");
         let theirs = normalized(&file, Environment::parse(&file, &text)?, &base_dir)?;
@@ -626,12 +540,13 @@ impl Engine {
             .map(|(k, _)| *k)
             .collect();
         if !changed.is_empty() {
-            return Err(EngineError::BadRequest(format!(
-                "{file} changes {}, which an environment follows from its repository only \
-                 through `hangar env update {}`",
-                changed.join(", "),
-                env.name
-            )));
+            return Err(EngineError::FollowedFileRejected {
+                file,
+                reason: FollowRefusal::Guarded {
+                    env: env.name.to_string(),
+                    changed,
+                },
+            });
         }
         let rec = self
             .db
@@ -683,23 +598,15 @@ impl Engine {
 
     // ---- tasks ----
 
-    /// Records a task (pending) after checking that it can run.
+    /// Records a task (pending) after checking that it can run: the request against its
+    /// environment and the engine's limits (`validate.rs`), and what only a lookup tells
+    /// (the follow-up's source, the environment's destinations and its followed file, the
+    /// image, unset secrets).
     pub async fn submit(&self, req: &TaskRequest) -> Result<TaskRecord> {
         let from = match &req.from {
             Some(spec) => {
                 let (source, index) = self.follow_up_source(spec).await?;
-                if !req.environment.is_empty() && req.environment != source.environment {
-                    return Err(EngineError::BadRequest(format!(
-                        "a follow-up of task {} runs in its environment `{}`, not `{}`",
-                        source.id, source.environment, req.environment
-                    )));
-                }
-                if req.branch.is_some() || req.commit.is_some() {
-                    return Err(EngineError::BadRequest(
-                        "a follow-up continues on its source's checkout: no --branch or --commit"
-                            .into(),
-                    ));
-                }
+                validate::follow_up(req, &source.id, &source.environment)?;
                 Some((source, index))
             }
             None => None,
@@ -718,60 +625,13 @@ impl Engine {
         };
         // After following: the repository's file may name another image.
         self.check_image(&env)?;
-        if req.prompt.trim().is_empty() {
-            return Err(EngineError::BadRequest("the prompt is empty".into()));
-        }
-        if req.branch.is_some() && req.commit.is_some() {
-            return Err(EngineError::BadRequest(
-                "give a branch or a commit, not both".into(),
-            ));
-        }
-        if let Some(b) = &req.branch {
-            hangar_spec::check_branch(b).map_err(EngineError::BadRequest)?;
-        }
-        if let Some(c) = &req.commit {
-            if !(4..=64).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(EngineError::BadRequest(format!(
-                    "`{c}` is not a commit id (4 to 64 hex digits)"
-                )));
-            }
-        }
-        let attempts = req.attempts.max(1);
-        if attempts > self.max_attempts {
-            return Err(EngineError::BadRequest(format!(
-                "{attempts} attempts asked for; a task runs at most {}",
-                self.max_attempts
-            )));
-        }
+        let limits = validate::Limits {
+            max_attempts: self.scheduler.max_attempts(),
+        };
+        let attempts = validate::task(&env, req, limits)?;
         let missing = self.unset_secrets(&env).await?;
         if !missing.is_empty() {
             return Err(secrets::missing_secrets(&env, &missing));
-        }
-        let agent = effective_agent(&env, req.harness, req.approval, req.script.as_deref());
-        if agent.harness == Harness::Script && agent.script.is_none() {
-            return Err(EngineError::BadRequest(format!(
-                "environment `{}` has no [agent] script; give one with --script FILE, or \
-                 choose an agent CLI with --harness",
-                env.name
-            )));
-        }
-        if agent.harness != Harness::Script {
-            if agent.endpoint.is_none() {
-                return Err(EngineError::BadRequest(format!(
-                    "the `{}` harness needs the model's endpoint: set [agent] endpoint in \
-                     environment `{}`",
-                    agent.harness, env.name
-                )));
-            }
-            if let Some((rule, true)) = agent.endpoint_rule() {
-                if rule.loopback_ip().is_some() {
-                    return Err(EngineError::BadRequest(format!(
-                        "[agent] endpoint of environment `{}` is https on the host's loopback; \
-                         use http there (the sandbox reaches it through hangar)",
-                        env.name
-                    )));
-                }
-            }
         }
         let task = NewTask {
             id: TaskId::random(),
@@ -791,31 +651,10 @@ impl Engine {
         };
         // Held from before the task is stored until it has run, so recovery can tell a
         // task whose process died from one another process is running.
-        let lock_path = self.task_lock_path(&task.id);
-        let lock = hangar_store::lock::try_lock(&lock_path)
-            .map_err(error::io_err("lock", &lock_path))?
-            .ok_or_else(|| EngineError::BadRequest(format!("task {} is taken", task.id)))?;
+        let lock = self.scheduler.lock_task(&task.id)?;
         let stored = self.db.create_task(&task).await?;
-        self.task_locks
-            .lock()
-            .expect("not poisoned")
-            .insert(task.id, lock);
+        self.scheduler.hold(lock);
         Ok(stored)
-    }
-
-    fn task_lock_path(&self, id: &TaskId) -> PathBuf {
-        self.store
-            .root()
-            .join("locks")
-            .join(format!("task-{id}.lock"))
-    }
-
-    /// Lets go of a task this engine submitted, once it has run.
-    fn release_task(&self, id: &TaskId) {
-        if let Some(lock) = self.task_locks.lock().expect("not poisoned").remove(id) {
-            let _ = std::fs::remove_file(self.task_lock_path(id));
-            drop(lock);
-        }
     }
 
     /// Runs a pending task's attempts to the end; `cancel` set to true stops them.
@@ -827,7 +666,7 @@ impl Engine {
     ) -> Result<TaskRecord> {
         let task = self.db.task(&self.workspace, id).await?;
         let mut env = Environment::parse(&format!("task {id}'s environment"), &task.spec)?;
-        env.agent = effective_agent(
+        env.agent = validate::effective_agent(
             &env,
             task.harness,
             task.approval,
@@ -882,7 +721,7 @@ impl Engine {
         let outcome = results.into_iter().collect::<Result<Vec<()>>>();
         let task = self.db.task(&self.workspace, id).await;
         if task.as_ref().is_ok_and(|t| t.status.is_finished()) {
-            self.release_task(id);
+            self.scheduler.release(id);
         }
         outcome?;
         Ok(task?)
@@ -894,10 +733,10 @@ impl Engine {
         let id = self.mine(task)?;
         let task = self.db.task(&self.workspace, id).await?;
         if task.status.is_finished() {
-            return Err(EngineError::BadRequest(format!(
-                "task {id} has already finished ({})",
-                task.status
-            )));
+            return Err(EngineError::TaskFinished {
+                id: id.clone(),
+                status: task.status,
+            });
         }
         Ok(self.db.request_cancel(id).await?)
     }
@@ -1003,7 +842,7 @@ impl Engine {
             &self.workspace,
             env,
             image.manifest.as_str(),
-            self.runtime.name(),
+            self.sandboxes.runtime.name(),
             &steps,
             secrets.setup_hashes.clone(),
         );
@@ -1049,13 +888,13 @@ impl Engine {
 fn normalized(file: &str, mut env: Environment, base_dir: &Path) -> Result<Environment> {
     if is_local_relative(&env.repo) {
         let joined = base_dir.join(&env.repo);
-        let abs = std::fs::canonicalize(&joined).map_err(|e| {
-            EngineError::BadRequest(format!(
-                "{file}: repo `{}` (resolved to {}) cannot be read: {e}",
-                env.repo,
-                joined.display()
-            ))
-        })?;
+        let abs =
+            std::fs::canonicalize(&joined).map_err(|source| EngineError::LocalRepoUnreadable {
+                file: file.to_string(),
+                repo: env.repo.clone(),
+                resolved: joined.clone(),
+                source,
+            })?;
         env.repo = abs.to_string_lossy().into_owned();
     }
     Ok(env)
@@ -1140,6 +979,50 @@ mod tests {
             "ssh://h/x",
         ] {
             assert!(!is_local_repo(remote), "{remote}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tasks_attempts_are_limited_to_what_runs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |max_running, max_attempts| {
+            let store = Store::open(dir.path()).unwrap();
+            Engine::open(EngineConfig {
+                max_running,
+                max_attempts,
+                ..EngineConfig::new(store, "/nonexistent/init".into())
+            })
+        };
+        for (max_running, max_attempts, expected) in [
+            (2, None, Ok(MAX_ATTEMPTS)),
+            (2, Some(2), Ok(2)),
+            (0, Some(1), Ok(1)),
+            (
+                2,
+                Some(3),
+                Err(
+                    "failed to configure the engine: a task's attempts must be 1 to 2 here \
+                     (the attempts that run at once), not 3",
+                ),
+            ),
+            (
+                2,
+                Some(0),
+                Err(
+                    "failed to configure the engine: a task's attempts must be 1 to 2 here \
+                     (the attempts that run at once), not 0",
+                ),
+            ),
+        ] {
+            let got = open(max_running, max_attempts)
+                .await
+                .map(|e| e.scheduler.max_attempts())
+                .map_err(|e| e.to_string());
+            assert_eq!(
+                got,
+                expected.map_err(str::to_string),
+                "{max_running} {max_attempts:?}"
+            );
         }
     }
 

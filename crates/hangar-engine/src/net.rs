@@ -29,12 +29,14 @@ pub(crate) const PROXY_ADDR: &str = "127.0.0.1:3128";
 /// The image's trust store, where Debian-family tools look.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// How the engine's proxies resolve names and verify intercepted servers, and which CAs
-/// its sandboxes trust besides the image's.
+/// How the engine's proxies resolve names and verify intercepted servers, which CAs its
+/// sandboxes trust besides the image's, and which internal hosts tenants may reach.
 pub(crate) struct NetSettings {
     pub resolver: Arc<dyn Resolve>,
     /// The administrator's CAs (PEM certificates); `None`: the host's locally added ones.
     pub trusted: Option<Vec<String>>,
+    /// The internal hosts the local admin opened for tenants (`--open-internal`).
+    pub open_internal: Arc<[hangar_spec::HostRule]>,
     pub config: OnceLock<NetConfig>,
     /// The `package-managers` hosts of each image seen, so that a second sandbox of the
     /// same image reads none of its files again.
@@ -93,11 +95,16 @@ impl PresetCache {
     }
 }
 
-impl Default for NetSettings {
-    fn default() -> NetSettings {
+impl NetSettings {
+    pub(crate) fn new(
+        resolver: Arc<dyn Resolve>,
+        trusted: Option<Vec<String>>,
+        open_internal: Vec<hangar_spec::HostRule>,
+    ) -> NetSettings {
         NetSettings {
-            resolver: Arc::new(hangar_net::SystemResolver::default()),
-            trusted: None,
+            resolver,
+            trusted,
+            open_internal: open_internal.into(),
             config: OnceLock::new(),
             presets: PresetCache::default(),
         }

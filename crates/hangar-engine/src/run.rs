@@ -60,10 +60,12 @@ impl Engine {
     pub async fn start_run(&self, spec: &RunSpec) -> Result<Started> {
         let runtime = match spec.runtime.as_deref() {
             None => RuntimeKind::default(),
-            Some(name) => name.parse().map_err(EngineError::BadRequest)?,
+            Some(name) => name
+                .parse()
+                .map_err(|_| EngineError::UnknownRuntime(name.to_string()))?,
         };
         if spec.argv.is_empty() {
-            return Err(EngineError::BadRequest("no command to run".into()));
+            return Err(EngineError::NoCommand);
         }
         let rec = self.store.image(&spec.image)?;
         let layers = self.image_layers(&rec).await?;
@@ -71,9 +73,7 @@ impl Engine {
         let mut env = defaults.env;
         for kv in &spec.env {
             let Some((k, v)) = kv.split_once('=') else {
-                return Err(EngineError::BadRequest(format!(
-                    "failed to read environment variable `{kv}`: expected KEY=VALUE"
-                )));
+                return Err(EngineError::BadVariable(kv.clone()));
             };
             hangar_image::set_var(&mut env, k, v);
         }
@@ -91,7 +91,7 @@ impl Engine {
             disk_bytes: None,
         };
         sb.runtime = runtime;
-        let sandbox = Sandbox::create(&self.host, sb).await?;
+        let sandbox = Sandbox::create(&self.sandboxes.host, sb).await?;
         let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
         if let Err(e) = self.store.lease_layers(sandbox.dir(), &diff_ids) {
             let _ = sandbox.destroy().await;

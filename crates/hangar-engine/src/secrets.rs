@@ -4,7 +4,8 @@
 //! hashes that enter the cache key, and the redactor for everything stored.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use hangar_net::Injection;
 use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
@@ -157,23 +158,45 @@ fn secret_phase(phase: Phase) -> Option<SecretPhase> {
     }
 }
 
+/// The installation's secret key: its file, and the keyring opened from it on first use
+/// (a daemon that never meets a secret never reads it).
+pub(crate) struct Keys {
+    file: PathBuf,
+    ring: OnceLock<Arc<Keyring>>,
+}
+
+impl Keys {
+    pub(crate) fn new(file: PathBuf) -> Keys {
+        Keys {
+            file,
+            ring: OnceLock::new(),
+        }
+    }
+
+    /// The keyring, opened (or created) on first use.
+    fn keyring(&self) -> Result<Arc<Keyring>> {
+        if let Some(k) = self.ring.get() {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Keyring::open(&self.file)?);
+        Ok(self.ring.get_or_init(|| k).clone())
+    }
+}
+
 impl Engine {
     /// The installation's keyring, opened (or created) on first use.
     pub(crate) fn keyring(&self) -> Result<Arc<Keyring>> {
-        if let Some(k) = self.keyring.get() {
-            return Ok(k.clone());
-        }
-        let k = Arc::new(Keyring::open(&self.secret_key_file)?);
-        Ok(self.keyring.get_or_init(|| k).clone())
+        self.keys.keyring()
     }
 
     /// Sets a declared secret's value (encrypted at rest).
     pub async fn secret_set(&self, env: &str, name: &str, value: &Secret) -> Result<()> {
         let (_, environment) = self.env(env).await?;
         if !environment.secrets.contains_key(name) {
-            return Err(EngineError::BadRequest(format!(
-                "environment `{env}` declares no secret `{name}`; add [secrets.{name}] to its file"
-            )));
+            return Err(EngineError::SecretUndeclared {
+                env: env.to_string(),
+                name: name.to_string(),
+            });
         }
         let sealed = self.keyring()?.encrypt(name, value)?;
         self.db
@@ -276,19 +299,8 @@ fn unset(env: &Environment, stored: &[SecretRow]) -> Vec<String> {
 }
 
 pub(crate) fn missing_secrets(env: &Environment, missing: &[String]) -> EngineError {
-    EngineError::BadRequest(format!(
-        "environment `{}` declares {} without a value; set {} with {}",
-        env.name,
-        missing
-            .iter()
-            .map(|m| format!("secret `{m}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if missing.len() == 1 { "it" } else { "them" },
-        missing
-            .iter()
-            .map(|m| format!("`hangar secret set {} {m}`", env.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    EngineError::SecretsUnset {
+        env: env.name.to_string(),
+        names: missing.to_vec(),
+    }
 }

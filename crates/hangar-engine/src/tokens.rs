@@ -31,9 +31,7 @@ pub fn check_workspace(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(EngineError::BadRequest(format!(
-            "invalid workspace `{name}`: use 1 to 40 characters of a-z, 0-9 and '-'"
-        )))
+        Err(EngineError::InvalidWorkspace(name.to_string()))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::Engine;
+use hangar_engine::{Engine, EngineConfig};
 use hangar_spec::{Phase, TaskId};
 use hangar_store::db::{AttemptRecord, SnapshotRecord, TaskRecord};
 
@@ -15,11 +15,11 @@ mod common;
 
 /// An engine whose clock runs `offset` ms ahead of the real one.
 async fn engine(offset: Arc<AtomicI64>) -> Engine {
-    let mut engine = common::engine().await;
-    engine.set_clock(Arc::new(move || {
-        hangar_store::db::now_ms() + offset.load(Ordering::SeqCst)
-    }));
-    engine
+    common::open(EngineConfig {
+        clock: Arc::new(move || hangar_store::db::now_ms() + offset.load(Ordering::SeqCst)),
+        ..common::config()
+    })
+    .await
 }
 
 fn repo() -> tempfile::TempDir {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hangar_engine::{Engine, TaskRequest};
+use hangar_engine::{Engine, EngineConfig, TaskRequest};
 use hangar_net::StaticResolver;
 use hangar_secrets::Secret;
 use hangar_spec::TaskId;
@@ -38,25 +38,31 @@ fn world() -> World {
     }
 }
 
+/// An engine whose proxies resolve the stand-in internet's names and trust its CAs.
+fn config_in(w: &World) -> EngineConfig {
+    EngineConfig {
+        resolver: Arc::new(
+            StaticResolver::new()
+                .with("api.test", &[ip(API_IP)])
+                .with("deny.test", &[ip(API_IP)])
+                .with("evil.test", &[ip(EVIL_IP)])
+                .with("internal.test", &[ip("127.0.0.1")])
+                .with("rebind.test", &[ip("127.0.0.1")])
+                .with("meta.test", &[ip("169.254.169.254")])
+                .with("mixed.test", &[ip(API_IP), ip("127.0.0.1")]),
+        ),
+        trusted_cas: Some(
+            [&w.api, &w.evil, &w.internal]
+                .iter()
+                .map(|u| u.ca_pem.clone())
+                .collect(),
+        ),
+        ..common::config()
+    }
+}
+
 async fn engine_in(w: &World) -> Engine {
-    let mut engine = common::engine().await;
-    engine.set_resolver(Arc::new(
-        StaticResolver::new()
-            .with("api.test", &[ip(API_IP)])
-            .with("deny.test", &[ip(API_IP)])
-            .with("evil.test", &[ip(EVIL_IP)])
-            .with("internal.test", &[ip("127.0.0.1")])
-            .with("rebind.test", &[ip("127.0.0.1")])
-            .with("meta.test", &[ip("169.254.169.254")])
-            .with("mixed.test", &[ip(API_IP), ip("127.0.0.1")]),
-    ));
-    engine.set_trusted_cas(
-        [&w.api, &w.evil, &w.internal]
-            .iter()
-            .map(|u| u.ca_pem.clone())
-            .collect(),
-    );
-    engine
+    common::open(config_in(w)).await
 }
 
 /// `probe NAME RESULT` lines a script printed, by name.
@@ -623,8 +629,11 @@ curl_probe registry --noproxy none.invalid http://127.0.0.1:{port}/
 #[tokio::test(flavor = "multi_thread")]
 async fn sandboxes_trust_the_administrators_cas_and_snapshots_do_not_keep_them() {
     let w = world();
-    let mut engine = engine_in(&w).await;
-    engine.set_trusted_cas(vec![w.api.ca_pem.clone()]);
+    let engine = common::open(EngineConfig {
+        trusted_cas: Some(vec![w.api.ca_pem.clone()]),
+        ..config_in(&w)
+    })
+    .await;
     let repo = hangar_testkit::repo_with(&[("README", b"tls\n")]);
     let name = format!("tls-{}", TaskId::random());
     let (api, evil) = (w.api.https.port(), w.evil.https.port());

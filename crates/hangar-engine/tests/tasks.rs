@@ -4,9 +4,10 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hangar_engine::{Engine, Event, Progress, TaskFilter, TaskRequest};
+use hangar_engine::{Engine, EngineConfig, Event, Progress, TaskFilter, TaskRequest};
 use hangar_sandbox::SandboxId;
 use hangar_spec::{AttemptStatus, Phase, TaskId, TaskStatus};
 use hangar_store::db::{AttemptRecord, Stream, TaskRecord};
@@ -921,7 +922,16 @@ echo "attempt $HANGAR_ATTEMPT done""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_up_continues_from_the_attempt_it_names() {
-    let mut engine = common::engine().await;
+    // The engine's clock, moved on at the end past the layer's TTL.
+    let ahead = Arc::new(AtomicI64::new(0));
+    let engine = common::open(EngineConfig {
+        clock: {
+            let ahead = ahead.clone();
+            Arc::new(move || hangar_store::db::now_ms() + ahead.load(Ordering::SeqCst))
+        },
+        ..common::config()
+    })
+    .await;
     let repo = hangar_testkit::repo_with(&[("README", b"hi\n")]);
     // Each agent appends its prompt, and a file outside the repository shows the
     // follow-up's sandbox holds everything the first wrote.
@@ -1004,8 +1014,7 @@ async fn a_follow_up_continues_from_the_attempt_it_names() {
     assert_eq!(stored().await, before);
 
     // Past the environment's cache TTL (12 h by default) the layer is not offered.
-    let later = hangar_store::db::now_ms() + 13 * 3600 * 1000;
-    engine.set_clock(Arc::new(move || later));
+    ahead.store(13 * 3600 * 1000, Ordering::SeqCst);
     let e = engine
         .submit(&follow(&first.id.to_string(), "x"))
         .await

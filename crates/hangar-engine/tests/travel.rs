@@ -8,7 +8,7 @@ use std::path::Path;
 mod common;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, EngineError};
+use hangar_engine::{Engine, EngineConfig, EngineError};
 use hangar_image::RegistryOptions;
 use hangar_spec::TaskId;
 use hangar_store::Store;
@@ -48,9 +48,12 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
     let opts = RegistryOptions { insecure: true };
     let here = hangar_testkit::shared_store();
     let base = hangar_testkit::debian_image(&here);
-    let a = Engine::open(here.clone(), hangar_testkit::init_binary())
-        .await
-        .unwrap();
+    let a = Engine::open(EngineConfig::new(
+        here.clone(),
+        hangar_testkit::init_binary(),
+    ))
+    .await
+    .unwrap();
     let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
     let name = format!("travel-{}", TaskId::random());
     let file = source(&name, origin.path(), SETUP);
@@ -93,9 +96,12 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
     )
     .await
     .unwrap();
-    let b = Engine::open(there.clone(), hangar_testkit::init_binary())
-        .await
-        .unwrap();
+    let b = Engine::open(EngineConfig::new(
+        there.clone(),
+        hangar_testkit::init_binary(),
+    ))
+    .await
+    .unwrap();
     b.create_env("e.toml", &file, origin.path()).await.unwrap();
 
     let imported = b
@@ -253,9 +259,12 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
     let opts = RegistryOptions { insecure: true };
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
-    let engine = Engine::open(store.clone(), hangar_testkit::init_binary())
-        .await
-        .unwrap();
+    let engine = Engine::open(EngineConfig::new(
+        store.clone(),
+        hangar_testkit::init_binary(),
+    ))
+    .await
+    .unwrap();
     let origin = hangar_testkit::repo_with(&[("README", b"x\n")]);
     let name = format!("in-use-{}", TaskId::random());
     // A file only this test's layer holds, to find its staging directory by.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hangar_engine::{Engine, Event, Progress, TaskRequest};
+use hangar_engine::{Engine, EngineConfig, Event, Progress, TaskRequest};
 use hangar_spec::{Phase, TaskId};
 use hangar_testkit::bench::{print_table, summarize};
 use tokio::sync::watch;
@@ -58,7 +58,7 @@ fn hangar(socket: &Path, args: &[&str]) -> String {
 async fn main() {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
-    let engine = Engine::open(store, hangar_testkit::init_binary())
+    let engine = Engine::open(EngineConfig::new(store, hangar_testkit::init_binary()))
         .await
         .unwrap();
     let name = format!("bench-{}", TaskId::random());

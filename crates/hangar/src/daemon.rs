@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hangar_api::client::Client;
 use hangar_engine::runner::Runner;
-use hangar_engine::Engine;
+use hangar_engine::{Engine, EngineConfig};
 
 /// How long an auto-started daemon stays up with nothing to do (no request, task,
 /// stream or run), unless `HANGAR_DAEMON_IDLE` says otherwise.
@@ -171,7 +171,9 @@ fn take_lock(socket: &Path) -> Result<std::fs::File> {
 
 /// Runs the daemon until SIGTERM or SIGINT (or, with `--idle-exit`, a quiet spell):
 /// recovers what a dead process left, then serves the API.
-pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result<u8> {
+/// The engine is opened from `config` with the flags' settings over it, once the socket's
+/// lock is this daemon's.
+pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> Result<u8> {
     let mut path = socket.to_path_buf();
     let mut tcp = Vec::new();
     for l in &args.listen {
@@ -186,16 +188,14 @@ pub async fn serve(socket: &Path, mut engine: Engine, args: ServeArgs) -> Result
     let _lock = take_lock(&path)?;
     let tcp_listeners = bind_tcp(&tcp, &args.tcp).await?;
     if let Some(n) = args.max_running {
-        engine.set_max_running(n);
+        config.max_running = n;
     }
-    if let Some(n) = args.max_attempts {
-        engine.set_max_attempts(n)?;
-    }
+    config.max_attempts = args.max_attempts;
     if !args.trust_ca.is_empty() {
-        engine.set_trusted_cas(hangar_engine::read_cas(&args.trust_ca)?);
+        config.trusted_cas = Some(hangar_engine::read_cas(&args.trust_ca)?);
     }
-    engine.set_open_internal(args.open_internal);
-    let engine = Arc::new(engine);
+    config.open_internal = args.open_internal.clone();
+    let engine = Arc::new(Engine::open(config).await?);
     let recovered = engine
         .recover()
         .await

@@ -307,11 +307,11 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             let store = Store::open(&cli.data_dir).with_context(|| {
                 format!("failed to open the data dir {}", cli.data_dir.display())
             })?;
-            let mut engine = hangar_engine::Engine::open(store, init_binary()?).await?;
+            let mut config = hangar_engine::EngineConfig::new(store, init_binary()?);
             if let Some(path) = key_file {
-                engine.set_secret_key_file(path);
+                config.secret_key_file = path;
             }
-            match daemon::serve(&socket, engine, args).await {
+            match daemon::serve(&socket, config, args).await {
                 Err(e) if e.is::<daemon::AlreadyServing>() => {
                     eprintln!("hangar: {e}");
                     Ok(daemon::EXIT_ALREADY_SERVING)

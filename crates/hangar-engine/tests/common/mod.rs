@@ -10,18 +10,26 @@
 use std::sync::Arc;
 
 use hangar_engine::cache::CacheInfo;
-use hangar_engine::{Engine, Event, Progress, Task, TaskRequest};
+use hangar_engine::{Engine, EngineConfig, Event, Progress, Task, TaskRequest};
 use hangar_spec::TaskId;
 use hangar_store::db::{AttemptRecord, TaskRecord};
 use tokio::sync::watch;
 
-/// An engine over the shared test data dir, with the Debian image built.
-pub async fn engine() -> Engine {
+/// The default configuration of an engine over the shared test data dir, with the Debian
+/// image built.
+pub fn config() -> EngineConfig {
     let store = hangar_testkit::shared_store();
     hangar_testkit::debian_image(&store);
-    Engine::open(store, hangar_testkit::init_binary())
-        .await
-        .expect("open the engine")
+    EngineConfig::new(store, hangar_testkit::init_binary())
+}
+
+pub async fn open(config: EngineConfig) -> Engine {
+    Engine::open(config).await.expect("open the engine")
+}
+
+/// An engine over the shared test data dir, with the Debian image built.
+pub async fn engine() -> Engine {
+    open(config()).await
 }
 
 pub fn request(env: &str, prompt: &str) -> TaskRequest {

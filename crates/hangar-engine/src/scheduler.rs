@@ -1,16 +1,150 @@
-//! The attempts that run at once, and the fair queue of those waiting for a slot.
+//! Which attempts run now and which wait: the engine's slots, the fair queue of the
+//! attempts waiting for one, their positions, and the locks of the tasks this engine runs.
 //!
 //! Workspace views of one engine share its slots, so a FIFO would let one workspace's
 //! burst queue every other workspace's task behind all of its own. Waiters are kept in
 //! one lane per workspace and a freed slot goes to the lanes in turn: a workspace waits
 //! at most one turn per other waiting workspace. Within a lane, arrival order.
+//!
+//! A task's lock (`locks/task-<id>.lock`, a flock) is taken before the task is stored and
+//! held until it has run, so recovery can tell a task whose process died (its lock is
+//! free) from one that another live process runs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hangar_spec::TaskId;
 use tokio::sync::{oneshot, watch};
+
+use crate::error::{io_err, EngineError, Result};
+
+/// The engine's part that decides when attempts run.
+pub(crate) struct Scheduler {
+    slots: Arc<Slots>,
+    max_running: usize,
+    /// Best-of-N's limit per task, at most `max_running`.
+    max_attempts: u32,
+    locks: TaskLocks,
+}
+
+impl Scheduler {
+    /// `max_running` slots (at least 1); task locks under `locks_dir`.
+    pub(crate) fn new(max_running: usize, max_attempts: u32, locks_dir: PathBuf) -> Scheduler {
+        let max_running = max_running.max(1);
+        Scheduler {
+            slots: Arc::new(Slots::new(max_running)),
+            max_running,
+            max_attempts,
+            locks: TaskLocks {
+                dir: locks_dir,
+                held: Mutex::default(),
+            },
+        }
+    }
+
+    pub(crate) fn max_running(&self) -> usize {
+        self.max_running
+    }
+
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// How many attempts hold a slot.
+    pub(crate) fn running(&self) -> usize {
+        self.slots.running()
+    }
+
+    /// Where a task waits for a slot: 1 when its first waiting attempt is next. `None`
+    /// when none of its attempts is waiting.
+    pub(crate) fn position(&self, task: &TaskId) -> Option<usize> {
+        self.slots.position(task)
+    }
+
+    /// Waits for a slot for one attempt, in `workspace`'s turn, unless the task is
+    /// cancelled meanwhile (then `None`: it goes on without one, to be marked cancelled).
+    pub(crate) async fn take(
+        &self,
+        workspace: &str,
+        task: &TaskId,
+        index: u32,
+        cancel: watch::Receiver<bool>,
+    ) -> Option<Slot> {
+        self.slots.take(workspace, task, index, cancel).await
+    }
+
+    /// Takes a new task's lock, before the task is stored; [`Scheduler::hold`] keeps it
+    /// once it is.
+    pub(crate) fn lock_task(&self, id: &TaskId) -> Result<TaskLock> {
+        let path = self.locks.path(id);
+        let file = hangar_store::lock::try_lock(&path)
+            .map_err(io_err("lock", &path))?
+            .ok_or_else(|| EngineError::TaskTaken(id.clone()))?;
+        Ok(TaskLock {
+            id: id.clone(),
+            file,
+        })
+    }
+
+    /// Keeps a stored task's lock until [`Scheduler::release`].
+    pub(crate) fn hold(&self, lock: TaskLock) {
+        self.locks.held().insert(lock.id, lock.file);
+    }
+
+    /// Lets go of a task this engine submitted, once it has run.
+    pub(crate) fn release(&self, id: &TaskId) {
+        if let Some(lock) = self.locks.held().remove(id) {
+            let _ = std::fs::remove_file(self.locks.path(id));
+            drop(lock);
+        }
+    }
+
+    /// The lock of an unfinished task whose process died; `None` when a live process
+    /// holds it (it runs the task).
+    pub(crate) fn orphan(&self, id: &TaskId) -> Result<Option<Orphan>> {
+        let path = self.locks.path(id);
+        let file = hangar_store::lock::try_lock(&path).map_err(io_err("lock", &path))?;
+        Ok(file.map(|file| Orphan { path, _file: file }))
+    }
+}
+
+/// The task locks this engine holds.
+struct TaskLocks {
+    dir: PathBuf,
+    /// Locks of the tasks this engine submitted and has not finished running.
+    held: Mutex<HashMap<TaskId, std::fs::File>>,
+}
+
+impl TaskLocks {
+    fn path(&self, id: &TaskId) -> PathBuf {
+        self.dir.join(format!("task-{id}.lock"))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, std::fs::File>> {
+        self.held.lock().expect("not poisoned")
+    }
+}
+
+/// A new task's lock, taken before it is stored.
+pub(crate) struct TaskLock {
+    id: TaskId,
+    file: std::fs::File,
+}
+
+/// A dead process's task lock, taken by recovery.
+pub(crate) struct Orphan {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Orphan {
+    /// The task is recovered: its lock file goes.
+    pub(crate) fn release(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// Waiters, one lane per workspace, served round-robin. Pure data, so its order is
 /// tested as data.
@@ -92,13 +226,13 @@ struct State {
 
 /// The slots of one engine. Its lock is held only to count or move waiters, never
 /// across an await.
-pub(crate) struct Slots {
+struct Slots {
     state: Mutex<State>,
     running: AtomicUsize,
 }
 
 impl Slots {
-    pub(crate) fn new(n: usize) -> Slots {
+    fn new(n: usize) -> Slots {
         Slots {
             state: Mutex::new(State {
                 free: n,
@@ -112,13 +246,11 @@ impl Slots {
         self.state.lock().expect("not poisoned")
     }
 
-    /// How many attempts hold a slot.
-    pub(crate) fn running(&self) -> usize {
+    fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// Where a task waits: 1 when its first waiting attempt is served next.
-    pub(crate) fn position(&self, task: &TaskId) -> Option<usize> {
+    fn position(&self, task: &TaskId) -> Option<usize> {
         let state = self.state();
         state
             .queue
@@ -128,9 +260,7 @@ impl Slots {
             .map(|i| i + 1)
     }
 
-    /// Waits for a slot for one attempt of `workspace`, in its turn, unless the task is
-    /// cancelled meanwhile (then `None`: it goes on without one, to be marked cancelled).
-    pub(crate) async fn take(
+    async fn take(
         self: &Arc<Self>,
         workspace: &str,
         task: &TaskId,
@@ -289,6 +419,28 @@ mod tests {
 
     fn task(n: u8) -> TaskId {
         format!("{n:012x}").parse().unwrap()
+    }
+
+    #[test]
+    fn a_task_lock_is_one_holders_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let scheduler = Scheduler::new(1, 1, dir.path().join("locks"));
+        let other = Scheduler::new(1, 1, dir.path().join("locks"));
+        let lock = scheduler.lock_task(&task(1)).unwrap();
+        assert!(matches!(
+            other.lock_task(&task(1)),
+            Err(EngineError::TaskTaken(id)) if id == task(1)
+        ));
+        scheduler.hold(lock);
+        assert!(other.orphan(&task(1)).unwrap().is_none(), "a live holder");
+        scheduler.release(&task(1));
+        let orphan = other.orphan(&task(1)).unwrap().expect("nobody holds it");
+        orphan.release();
+        assert!(!dir
+            .path()
+            .join("locks")
+            .join(format!("task-{}.lock", task(1)))
+            .exists());
     }
 
     #[tokio::test]

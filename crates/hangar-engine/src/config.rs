@@ -1,0 +1,78 @@
+//! What an engine is opened with ([`crate::Engine::open`]): its data dir's store, the
+//! hangar-init binary, and the settings the daemon's flags and the tests choose. An engine
+//! is never reconfigured: every view of it shares one configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hangar_net::Resolve;
+use hangar_spec::HostRule;
+use hangar_store::Store;
+
+use crate::Clock;
+
+/// Attempts of one task, at most, unless configured (each is a sandbox, a proxy and an
+/// agent CLI).
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// An engine's configuration; [`EngineConfig::new`] gives every setting its default, and
+/// a caller changes the fields it needs before [`crate::Engine::open`].
+pub struct EngineConfig {
+    /// The data dir's content store; the database, mirrors, snapshots and sandboxes live
+    /// beside it.
+    pub store: Store,
+    /// The static hangar-init, PID 1 of every sandbox.
+    pub init_binary: PathBuf,
+    /// How many attempts run at once (at least 1); the others queue. Default:
+    /// [`default_slots`].
+    pub max_running: usize,
+    /// How many attempts one task may ask for (best-of-N): 1 to `max_running`, since more
+    /// would only queue behind each other (checked by `open`). `None`: [`MAX_ATTEMPTS`].
+    pub max_attempts: Option<u32>,
+    /// Where the installation's secret key lives (`HANGAR_SECRET_KEY_FILE`). Default:
+    /// `<data dir>/secret.key`.
+    pub secret_key_file: PathBuf,
+    /// How the proxies resolve upstream names. Default: the system's resolver.
+    pub resolver: Arc<dyn Resolve>,
+    /// The CA certificates (PEM, from [`crate::read_cas`]) that every sandbox trusts, and
+    /// that verify the servers whose TLS the proxy opens: a TLS-inspecting egress's CA, a
+    /// private registry's. `None`: the host's locally added CAs ([`crate::host_cas`]).
+    pub trusted_cas: Option<Vec<String>>,
+    /// Now, for snapshot ages and expiry; tests move it without sleeping.
+    pub clock: Clock,
+    /// The internal hosts (`host` or `host:port`) a tenant's destinations may be: the
+    /// local admin's decision (`hangar serve --open-internal`). Default: none.
+    pub open_internal: Vec<HostRule>,
+}
+
+impl EngineConfig {
+    /// The defaults for an engine over `store` whose sandboxes start `init_binary`.
+    pub fn new(store: Store, init_binary: PathBuf) -> EngineConfig {
+        EngineConfig {
+            secret_key_file: store.root().join("secret.key"),
+            store,
+            init_binary,
+            max_running: default_slots(),
+            max_attempts: None,
+            resolver: Arc::new(hangar_net::SystemResolver::default()),
+            trusted_cas: None,
+            clock: Arc::new(hangar_store::db::now_ms),
+            open_internal: Vec::new(),
+        }
+    }
+}
+
+/// The default number of attempts running at once: two per core, and no more than one
+/// per 2 GiB of memory (an agent CLI with its sandbox and proxy uses up to about that).
+pub fn default_slots() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: sysconf only reads system constants.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let gib = (pages.max(0) as u64 * page.max(0) as u64) >> 30;
+    (cores * 2).min((gib / 2) as usize).max(1)
+}
