@@ -68,7 +68,7 @@ impl Engine {
             .await?;
         if !ready() {
             crate::attempt::timed(
-                self,
+                &self.db,
                 ctx.plan,
                 Phase::Install,
                 self.install_harness(ctx, p, kind, &install, &dir),
@@ -100,7 +100,7 @@ impl Engine {
         }
         let registry = registry(install.needs).map_err(Stop::error)?;
         let lowers = p.layers.iter().map(|(_, d)| d.clone()).collect();
-        let sandbox = self.sandbox(ctx, lowers, p).await?;
+        let sandbox = crate::attempt::sandbox(ctx, lowers, p).await?;
         if let Some(net) = &ctx.net {
             net.enter_install();
         }
@@ -143,156 +143,150 @@ impl Engine {
             .map_err(|e| sync_err(e.to_string()))?;
         Ok(())
     }
+}
 
-    /// Runs the agent through its harness, under the approval mode; its verdict decides
-    /// the attempt, its events are stored.
-    pub(crate) async fn run_agent(
-        &self,
-        ctx: &mut Ctx<'_>,
-        sandbox: &Sandbox,
-    ) -> Result<AgentDone, Stop> {
-        let plan = ctx.plan;
-        let agent = &plan.env.agent;
-        let h = harness(agent.harness);
-        let workdir = ctx.workdir.clone();
-        let run = RunSpec {
-            model: agent.model.as_deref(),
-            endpoint: agent.endpoint.as_deref(),
-            workdir: &workdir,
-            script: Some(plan.agent_script),
-        };
-        let inv = h
-            .invocation(&run)
-            .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
-        // The CLI's config files need their directories.
-        for (path, content) in &inv.files {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                sandbox.create_dir_all(&dir.display().to_string())?;
-            }
-            sandbox.write_file(path, content.as_bytes(), 0o600)?;
+/// Runs the agent through its harness, under the approval mode; its verdict decides
+/// the attempt, its events are stored.
+pub(crate) async fn run(ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<AgentDone, Stop> {
+    let plan = ctx.plan;
+    let agent = &plan.env.agent;
+    let h = harness(agent.harness);
+    let workdir = ctx.workdir.clone();
+    let run = RunSpec {
+        model: agent.model.as_deref(),
+        endpoint: agent.endpoint.as_deref(),
+        workdir: &workdir,
+        script: Some(plan.agent_script),
+    };
+    let inv = h
+        .invocation(&run)
+        .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
+    // The CLI's config files need their directories.
+    for (path, content) in &inv.files {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            sandbox.create_dir_all(&dir.display().to_string())?;
         }
-        let (profile, text) = hangar_harness::LOGIN_PROFILE;
-        sandbox.create_dir_all("/etc/profile.d")?;
-        sandbox.write_file(profile, text.as_bytes(), 0o644)?;
-        // `[agent] user` gets what root's steps left it, the CLI's files included.
-        self.own(ctx, sandbox, Phase::Agent).await?;
-        if agent.harness != Kind::Script {
-            ctx.logger.note(
-                Phase::Agent,
-                &format!(
-                    "agent: {} (model {}, approval {})",
-                    agent.harness,
-                    agent.model.as_deref().unwrap_or("default"),
-                    agent.approval
-                ),
-            );
-        }
-        let read_only = match agent.approval {
+        sandbox.write_file(path, content.as_bytes(), 0o600)?;
+    }
+    let (profile, text) = hangar_harness::LOGIN_PROFILE;
+    sandbox.create_dir_all("/etc/profile.d")?;
+    sandbox.write_file(profile, text.as_bytes(), 0o644)?;
+    // `[agent] user` gets what root's steps left it, the CLI's files included.
+    crate::attempt::own(ctx, sandbox, Phase::Agent).await?;
+    if agent.harness != Kind::Script {
+        ctx.logger.note(
+            Phase::Agent,
+            &format!(
+                "agent: {} (model {}, approval {})",
+                agent.harness,
+                agent.model.as_deref().unwrap_or("default"),
+                agent.approval
+            ),
+        );
+    }
+    let read_only =
+        match agent.approval {
             Approval::ReadOnly => Some(sandbox.read_only(WORKSPACES).map_err(|e| {
                 Stop::error(format!("failed to make the workspace read-only: {e}"))
             })?),
             _ => None,
         };
-        // A script agent may call the model itself: it gets where and which.
-        let prompt = [
-            ("HANGAR_PROMPT", plan.prompt),
-            (
-                "HANGAR_MODEL_ENDPOINT",
-                agent.endpoint.as_deref().unwrap_or(""),
-            ),
-            ("HANGAR_MODEL", agent.model.as_deref().unwrap_or("")),
-        ];
-        let ran = if agent.harness == Kind::Script {
-            ctx.user(
-                sandbox,
-                Phase::Agent,
-                "agent script",
-                &inv.script,
-                &prompt,
-                Some(agent.timeout),
-            )
-            .await
-        } else {
-            let step = Step {
-                phase: Phase::Agent,
-                name: "agent",
-                script: &inv.script,
-                cwd: &workdir,
-                env: Vec::new(),
-                timeout: Some(agent.timeout),
-                runs_as: ctx.agent_runs_as(),
-            };
-            ctx.run(sandbox, step, &prompt).await
+    // A script agent may call the model itself: it gets where and which.
+    let prompt = [
+        ("HANGAR_PROMPT", plan.prompt),
+        (
+            "HANGAR_MODEL_ENDPOINT",
+            agent.endpoint.as_deref().unwrap_or(""),
+        ),
+        ("HANGAR_MODEL", agent.model.as_deref().unwrap_or("")),
+    ];
+    let ran = if agent.harness == Kind::Script {
+        ctx.user(
+            sandbox,
+            Phase::Agent,
+            "agent script",
+            &inv.script,
+            &prompt,
+            Some(agent.timeout),
+        )
+        .await
+    } else {
+        let step = Step {
+            phase: Phase::Agent,
+            name: "agent",
+            script: &inv.script,
+            cwd: &workdir,
+            env: Vec::new(),
+            timeout: Some(agent.timeout),
+            runs_as: ctx.agent_runs_as(),
         };
-        if let Some(ro) = read_only {
-            // Nothing the agent left may write once the mount is gone.
-            sandbox
-                .output(ExecSpec::new([
-                    "sh",
-                    "-c",
-                    "kill -KILL -1 2>/dev/null; true",
-                ]))
-                .await?;
-            ro.undo()?;
+        ctx.run(sandbox, step, &prompt).await
+    };
+    if let Some(ro) = read_only {
+        // Nothing the agent left may write once the mount is gone.
+        sandbox
+            .output(ExecSpec::new([
+                "sh",
+                "-c",
+                "kill -KILL -1 2>/dev/null; true",
+            ]))
+            .await?;
+        ro.undo()?;
+    }
+    let res = ran?;
+    if res.timed_out {
+        let label = format!("{} agent", agent.harness);
+        return Err(Stop::timed_out(&label, agent.timeout, &res));
+    }
+    let mut out = Outputs {
+        exit_code: res.status.code,
+        tail: res.tail.clone(),
+        last_stdout: res.last_stdout.clone(),
+        ..Outputs::default()
+    };
+    for name in &inv.outputs {
+        if let Ok(data) = sandbox.read_file(&format!("{}/{name}", hangar_harness::RUN_DIR)) {
+            out.files.insert(name.to_string(), data);
         }
-        let res = ran?;
-        if res.timed_out {
-            let label = format!("{} agent", agent.harness);
-            return Err(Stop::timed_out(&label, agent.timeout, &res));
-        }
-        let mut out = Outputs {
+    }
+    let judged = h.judge(&out);
+    store_events(ctx, &judged.events).await?;
+    match judged.verdict {
+        Verdict::Done { final_message } => Ok(AgentDone {
+            final_message,
             exit_code: res.status.code,
-            tail: res.tail.clone(),
-            last_stdout: res.last_stdout.clone(),
-            ..Outputs::default()
-        };
-        for name in &inv.outputs {
-            if let Ok(data) = sandbox.read_file(&format!("{}/{name}", hangar_harness::RUN_DIR)) {
-                out.files.insert(name.to_string(), data);
-            }
-        }
-        let judged = h.judge(&out);
-        self.store_events(ctx, &judged.events).await?;
-        match judged.verdict {
-            Verdict::Done { final_message } => Ok(AgentDone {
-                final_message,
-                exit_code: res.status.code,
-            }),
-            Verdict::Failed { message } => Err(Stop {
-                status: AttemptStatus::Error,
-                error: format!("the {} agent failed: {message}", agent.harness),
-                exit_code: res.status.code,
-                phase: None,
-            }),
-        }
+        }),
+        Verdict::Failed { message } => Err(Stop {
+            status: AttemptStatus::Error,
+            error: format!("the {} agent failed: {message}", agent.harness),
+            exit_code: res.status.code,
+            phase: None,
+        }),
     }
+}
 
-    async fn store_events(
-        &self,
-        ctx: &Ctx<'_>,
-        events: &[hangar_harness::AgentEvent],
-    ) -> Result<(), Stop> {
-        let redact = |s: &str| ctx.secrets.redactor.redact(s).into_owned();
-        let ts_ms = now_ms();
-        let rows: Vec<EventRow> = events
-            .iter()
-            .zip(1..)
-            .map(|(e, seq)| EventRow {
-                attempt: ctx.plan.index,
-                seq,
-                ts_ms,
-                kind: e.kind.as_str().to_string(),
-                text: redact(&e.text),
-                exit_code: e.exit_code,
-                detail: e.detail.as_deref().map(redact),
-            })
-            .collect();
-        self.db
-            .append_events(ctx.plan.task, &rows)
-            .await
-            .map_err(EngineError::from)?;
-        Ok(())
-    }
+async fn store_events(ctx: &Ctx<'_>, events: &[hangar_harness::AgentEvent]) -> Result<(), Stop> {
+    let redact = |s: &str| ctx.secrets.redactor.redact(s).into_owned();
+    let ts_ms = now_ms();
+    let rows: Vec<EventRow> = events
+        .iter()
+        .zip(1..)
+        .map(|(e, seq)| EventRow {
+            attempt: ctx.plan.index,
+            seq,
+            ts_ms,
+            kind: e.kind.as_str().to_string(),
+            text: redact(&e.text),
+            exit_code: e.exit_code,
+            detail: e.detail.as_deref().map(redact),
+        })
+        .collect();
+    ctx.deps
+        .db
+        .append_events(ctx.plan.task, &rows)
+        .await
+        .map_err(EngineError::from)?;
+    Ok(())
 }
 
 /// The variable and URL of the registry an install needs, as this host's package

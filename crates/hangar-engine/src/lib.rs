@@ -219,7 +219,12 @@ impl Engine {
                 store.root().join("locks"),
             ),
             keys: secrets::Keys::new(secret_key_file),
-            net: net::NetSettings::new(resolver, trusted_cas, open_internal),
+            net: net::NetSettings::new(
+                resolver,
+                trusted_cas,
+                open_internal,
+                store.root().join("proxy"),
+            ),
             clock,
             boot_id: boot_id(),
             syncs: Default::default(),

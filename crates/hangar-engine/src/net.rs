@@ -37,6 +37,8 @@ pub(crate) struct NetSettings {
     pub trusted: Option<Vec<String>>,
     /// The internal hosts the local admin opened for tenants (`--open-internal`).
     pub open_internal: Arc<[hangar_spec::HostRule]>,
+    /// Where the installation's CA lives (`<data dir>/proxy`).
+    ca_dir: PathBuf,
     pub config: OnceLock<NetConfig>,
     /// The `package-managers` hosts of each image seen, so that a second sandbox of the
     /// same image reads none of its files again.
@@ -100,11 +102,13 @@ impl NetSettings {
         resolver: Arc<dyn Resolve>,
         trusted: Option<Vec<String>>,
         open_internal: Vec<hangar_spec::HostRule>,
+        ca_dir: PathBuf,
     ) -> NetSettings {
         NetSettings {
             resolver,
             trusted,
             open_internal: open_internal.into(),
+            ca_dir,
             config: OnceLock::new(),
             presets: PresetCache::default(),
         }
@@ -271,17 +275,16 @@ pub(crate) fn policy(
     }
 }
 
-impl Engine {
-    /// The proxies' shared configuration: the installation's CA (made on first use under
-    /// `<data dir>/proxy`), the upstream trust store (the host's roots and the
-    /// administrator's CAs), and what the sandboxes' trust stores get.
-    pub(crate) fn net_config(&self) -> Result<NetConfig> {
-        if let Some(c) = self.net.config.get() {
+impl NetSettings {
+    /// The proxies' shared configuration: the installation's CA (made on first use in
+    /// `ca_dir`), the upstream trust store (the host's roots and the administrator's
+    /// CAs), and what the sandboxes' trust stores get.
+    pub(crate) fn config(&self) -> Result<NetConfig> {
+        if let Some(c) = self.config.get() {
             return Ok(c.clone());
         }
-        let dir = self.store.root().join("proxy");
-        let ca = Ca::load_or_create(&dir)?;
-        let trusted = match &self.net.trusted {
+        let ca = Ca::load_or_create(&self.ca_dir)?;
+        let trusted = match &self.trusted {
             Some(pems) => pems.clone(),
             None => hangar_net::trust::host_cas(),
         };
@@ -289,19 +292,19 @@ impl Engine {
         let config = NetConfig {
             proxy: ProxyConfig {
                 ca: Arc::new(ca),
-                resolver: self.net.resolver.clone(),
+                resolver: self.resolver.clone(),
                 upstream_tls: hangar_net::upstream_tls(trusted.concat().as_bytes())?,
             },
             roots,
         };
-        Ok(self.net.config.get_or_init(|| config).clone())
+        Ok(self.config.get_or_init(|| config).clone())
     }
 
     /// Takes out of `sandbox` what hangar put in before its upper directory is kept (a
     /// snapshot, a CLI's layer, an attempt's layer): the added roots in the image's trust
     /// store and the run directory.
-    pub(crate) async fn strip_hangar_files(&self, sandbox: &Sandbox) -> Result<()> {
-        let roots = self.net_config()?.roots;
+    pub(crate) async fn strip(&self, sandbox: &Sandbox) -> Result<()> {
+        let roots = self.config()?.roots;
         remove_roots(sandbox, &roots)?;
         sandbox
             .output(hangar_sandbox::ExecSpec::new(["rm", "-rf", RUN_DIR]))
@@ -310,21 +313,23 @@ impl Engine {
     }
 
     /// Starts `sandbox`'s proxy (reaching nothing until a phase is entered), installs the
-    /// hangar CA in its trust store, and finds its image's package managers' registries.
-    pub(crate) fn start_net(
+    /// hangar CA in its trust store, and finds its image's package managers' registries;
+    /// `internal` says what it may open of the internal ranges.
+    pub(crate) fn start(
         &self,
         sandbox: &Sandbox,
         image: &[(Digest, PathBuf)],
         image_env: &[(String, String)],
         agent: &hangar_spec::Agent,
         audit: mpsc::UnboundedSender<AuditEntry>,
+        internal: Internal,
     ) -> Result<SandboxNet> {
         let NetConfig {
             proxy: config,
             roots,
-        } = self.net_config()?;
+        } = self.config()?;
         install_roots(sandbox, &roots)?;
-        let presets = self.net.presets.hosts(image, image_env);
+        let presets = self.presets.hosts(image, image_env);
         let addr = PROXY_ADDR.parse().expect("a socket address");
         let listener = sandbox.listen(addr)?;
         let mut proxy = Proxy::start(listener, config, PhasePolicy::off("prepare"), audit)?;
@@ -334,8 +339,15 @@ impl Engine {
         Ok(SandboxNet {
             proxy,
             presets,
-            internal: self.internal(),
+            internal,
         })
+    }
+}
+
+impl Engine {
+    /// [`NetSettings::strip`], for the layers kept outside an attempt's pipeline.
+    pub(crate) async fn strip_hangar_files(&self, sandbox: &Sandbox) -> Result<()> {
+        self.net.strip(sandbox).await
     }
 }
 
