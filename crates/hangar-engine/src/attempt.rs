@@ -11,7 +11,6 @@ use hangar_image::ImageDefaults;
 use hangar_sandbox::{BindMount, Sandbox, SandboxSpec, Upper};
 use hangar_secrets::ScanMode;
 use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
-use hangar_store as store;
 use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, PhaseTiming, SnapshotRecord};
 use tokio::sync::{mpsc, watch};
 
@@ -499,7 +498,6 @@ enum Workspace<'a> {
 /// image's layers, never an agent's kept layer.
 struct CheckBase<'a> {
     lowers: Vec<PathBuf>,
-    snapshot: &'a str,
     prepared: &'a Prepared,
 }
 
@@ -643,7 +641,7 @@ impl Engine {
                 let mut lowers: Vec<PathBuf> = f
                     .chain()
                     .iter()
-                    .map(|n| self.kept_path(n).join("upper"))
+                    .map(|n| self.layers.lower(crate::layers::Kind::Kept, n))
                     .collect();
                 lowers.push(self.snapshot_dir(&f.meta.snapshot));
                 (lowers, None, f.meta.snapshot.clone())
@@ -661,7 +659,6 @@ impl Engine {
             lowers: std::iter::once(self.snapshot_dir(&snapshot_key))
                 .chain(below.iter().cloned())
                 .collect(),
-            snapshot: &snapshot_key,
             prepared: &p,
         };
         lowers.extend(below);
@@ -675,30 +672,17 @@ impl Engine {
             && !env.maintenance.script.trim().is_empty()
             && ctx.secrets.reach(env, Phase::Maintenance);
         let (sandbox, workspace) = if apart {
-            let (upper, base) = self
-                .maintain_apart(ctx, lowers.clone(), hold, &snapshot_key, &p)
-                .await?;
+            let (upper, base) = self.maintain_apart(ctx, lowers.clone(), hold, &p).await?;
             let hold = self.lock_snapshot(&snapshot_key).await?;
+            // The sandbox leases what it stands on before it is returned.
             let sandbox = self
                 .sandbox_over(ctx, lowers, Some(upper), &p, Role::Attempt)
                 .await?;
-            let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()]);
             drop(hold);
-            if let Err(e) = leased {
-                self.discard(ctx, sandbox, Phase::Prepare).await;
-                return Err(EngineError::from(e).into());
-            }
             (sandbox, Workspace::Maintained { base })
         } else {
             let sandbox = self.sandbox(ctx, lowers, &p).await?;
-            let chain_refs: Vec<&str> = chain.iter().map(String::as_str).collect();
-            let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()])
-                .and_then(|()| store::lease(sandbox.dir(), "kept", &chain_refs));
             drop(hold);
-            if let Err(e) = leased {
-                self.discard(ctx, sandbox, Phase::Prepare).await;
-                return Err(EngineError::from(e).into());
-            }
             let workspace = match &follow {
                 Some(f) => Workspace::FollowUp(f),
                 None => Workspace::Here,
@@ -852,11 +836,11 @@ impl Engine {
                 .await
                 .map_err(EngineError::from)?;
         }
+        // Every layer it stands on (image, snapshot, kept, harness) is leased from its
+        // first moment, so no collector takes one away under it.
+        let stack = spec.lowers.clone();
         let sandbox = Sandbox::create(&self.host, spec).await?;
-        let diff_ids: Vec<_> = p.layers.iter().map(|(d, _)| d.clone()).collect();
-        self.store
-            .lease_layers(sandbox.dir(), &diff_ids)
-            .map_err(EngineError::from)?;
+        self.layers.lease_stack(sandbox.dir(), &stack)?;
         match self.furnish(ctx, &sandbox, &p.layers).await {
             Ok(()) => Ok(sandbox),
             Err(stop) => {
@@ -1342,18 +1326,12 @@ fi
         ctx: &mut Ctx<'_>,
         lowers: Vec<PathBuf>,
         hold: Option<std::fs::File>,
-        snapshot: &str,
         p: &Prepared,
     ) -> Result<(Upper, String), Stop> {
         let plan = ctx.plan;
         let sandbox = self.sandbox(ctx, lowers, p).await?;
-        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot]);
         drop(hold);
-        let base = match leased {
-            Ok(()) => self.prelude(ctx, &sandbox).await,
-            Err(e) => Err(EngineError::from(e).into()),
-        };
-        let base = match base {
+        let base = match self.prelude(ctx, &sandbox).await {
             Ok(base) => base,
             Err(stop) => {
                 self.discard(ctx, sandbox, Phase::Checkout).await;
@@ -1521,9 +1499,7 @@ impl Engine {
         let sandbox = self
             .sandbox_over(ctx, on.lowers.clone(), None, on.prepared, Role::Check)
             .await?;
-        let ran = self
-            .check_in(ctx, &sandbox, on.snapshot, script, patch, base)
-            .await;
+        let ran = self.check_in(ctx, &sandbox, script, patch, base).await;
         self.discard(ctx, sandbox, Phase::Collect).await;
         let res = ran?;
         let result = hangar_store::db::CheckResult {
@@ -1549,12 +1525,10 @@ impl Engine {
         &self,
         ctx: &mut Ctx<'_>,
         sandbox: &Sandbox,
-        snapshot: &str,
         script: &str,
         patch: &[u8],
         base: &str,
     ) -> Result<StepResult, Stop> {
-        store::lease(sandbox.dir(), "snapshot", &[snapshot]).map_err(EngineError::from)?;
         // The snapshot's /etc/passwd: nothing the agent wrote.
         self.find_user(ctx, sandbox).await?;
         sandbox.write_file(&format!("{RUN_DIR}/check.patch"), patch, 0o600)?;

@@ -272,7 +272,7 @@ impl Engine {
         if let Some(c) = self.net.config.get() {
             return Ok(c.clone());
         }
-        let dir = self.store.root().join("proxy");
+        let dir = self.store.path(hangar_store::Bucket::Proxy);
         let ca = Ca::load_or_create(&dir)?;
         let trusted = match &self.net.trusted {
             Some(pems) => pems.clone(),
