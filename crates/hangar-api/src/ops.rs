@@ -223,6 +223,7 @@ pub(crate) async fn collect_cache(
         bytes: r.bytes,
         orphans: r.orphans,
         kept: r.kept,
+        harnesses: r.harnesses,
     }))
 }
 

@@ -498,6 +498,8 @@ pub struct CacheGcReport {
     pub bytes: u64,
     pub orphans: u32,
     pub kept: u32,
+    /// Agent CLI layers no task used for their TTL, or left by an interrupted install.
+    pub harnesses: u32,
 }
 
 /// `POST /v1/environments/{name}/cache/export`.

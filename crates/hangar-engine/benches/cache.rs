@@ -73,8 +73,7 @@ async fn keep(bytes: u64, rows: &mut Vec<Row>) {
         assert!(out.status.success());
         // Keep, then sync what it kept (the engine does this in the background), then copy.
         let dest = store
-            .root()
-            .join("tmp")
+            .path(hangar_store::Bucket::Tmp)
             .join(format!("kept-{}", TaskId::random()));
         let t = Instant::now();
         sb.destroy_keeping_upper(dest.clone()).await.unwrap();
@@ -83,8 +82,7 @@ async fn keep(bytes: u64, rows: &mut Vec<Row>) {
         hangar_sandbox::make_durable(&dest).unwrap();
         synced.push(t.elapsed());
         let copy = store
-            .root()
-            .join("tmp")
+            .path(hangar_store::Bucket::Tmp)
             .join(format!("copy-{}", TaskId::random()));
         let t = Instant::now();
         assert!(Command::new("cp")

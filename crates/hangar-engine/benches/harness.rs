@@ -67,7 +67,7 @@ fn bare_command(kind: Kind, base: &str) -> String {
 /// The layer hangar installed `kind`'s CLI into (found by the install it records).
 fn cli_layer(store: &hangar_store::Store, kind: Kind) -> std::path::PathBuf {
     let id = hangar_harness::harness(kind).install().unwrap().id;
-    std::fs::read_dir(store.root().join("harnesses"))
+    std::fs::read_dir(store.path(hangar_store::Bucket::Harnesses))
         .unwrap()
         .flatten()
         .map(|e| e.path())

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::attempt::{Ctx, Prepared, Stop};
 use crate::error::{io_err, EngineError};
+use crate::layers::HarnessLayer;
 use crate::phase::{run_step, Step};
 use crate::Engine;
 
@@ -29,10 +30,6 @@ pub(crate) struct AgentDone {
 }
 
 impl Engine {
-    fn harness_dir(&self, key: &str) -> PathBuf {
-        self.store.root().join("harnesses").join(key)
-    }
-
     /// The layer holding the harness's CLI for this image, built on first use; `None`
     /// for a harness that installs nothing.
     pub(crate) async fn harness_layer(
@@ -53,37 +50,31 @@ impl Engine {
         h.update(install.script.as_bytes());
         let key = hex::encode(h.finalize());
         let short = &key[..12];
-        let dir = self.harness_dir(&key);
-        let done = dir.with_extension("done");
-        let ready = || done.exists() && dir.is_dir();
-        if ready() {
-            ctx.logger.note(
-                Phase::Prepare,
-                &format!("harness: {kind} from layer {short} ({})", install.id),
-            );
-            return Ok(Some(dir));
-        }
-        let lock = self
-            .lock_in(&self.store.root().join("harnesses"), &key)
-            .await?;
-        if !ready() {
-            crate::attempt::timed(
-                &self.db,
-                ctx.plan,
-                Phase::Install,
-                self.install_harness(ctx, p, kind, &install, &dir),
-            )
-            .await?;
-            std::fs::write(&done, install.id.as_bytes()).map_err(io_err("write", &done))?;
-            ctx.logger.note(
-                Phase::Install,
-                &format!(
-                    "harness: {kind} installed as layer {short} ({})",
-                    install.id
-                ),
-            );
-        }
-        drop(lock);
+        let build = match self.layers.harness(&key, self.now()).await? {
+            HarnessLayer::Ready(dir) => {
+                ctx.logger.note(
+                    Phase::Prepare,
+                    &format!("harness: {kind} from layer {short} ({})", install.id),
+                );
+                return Ok(Some(dir));
+            }
+            HarnessLayer::Missing(build) => build,
+        };
+        crate::attempt::timed(
+            &self.db,
+            ctx.plan,
+            Phase::Install,
+            self.install_harness(ctx, p, kind, &install, &build.dir),
+        )
+        .await?;
+        let dir = self.layers.commit_harness(build, &install.id, self.now())?;
+        ctx.logger.note(
+            Phase::Install,
+            &format!(
+                "harness: {kind} installed as layer {short} ({})",
+                install.id
+            ),
+        );
         Ok(Some(dir))
     }
 

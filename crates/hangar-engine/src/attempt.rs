@@ -18,7 +18,6 @@ use hangar_net::Internal;
 use hangar_sandbox::{BindMount, Sandbox, SandboxSpec, Upper};
 use hangar_secrets::ScanMode;
 use hangar_spec::{AttemptStatus, Environment, LeakPolicy, Phase, TaskId};
-use hangar_store as store;
 use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, Db, PhaseTiming, SnapshotRecord};
 use tokio::sync::{mpsc, watch};
 
@@ -149,8 +148,8 @@ impl LayerDirs<'_> {
         self.0.kept(name)
     }
 
-    fn kept_path(&self, name: &str) -> PathBuf {
-        self.0.kept_path(name)
+    fn kept_lower(&self, name: &str) -> PathBuf {
+        self.0.layers.lower(crate::layers::Kind::Kept, name)
     }
 
     async fn keep_attempt(&self, sandbox: Sandbox, keep: Keep<'_>) -> Result<()> {
@@ -165,8 +164,8 @@ impl LayerDirs<'_> {
         self.0.harness_layer(ctx, p).await
     }
 
-    fn lease_layers(&self, sandbox_dir: &Path, diff_ids: &[hangar_store::Digest]) -> Result<()> {
-        Ok(self.0.store.lease_layers(sandbox_dir, diff_ids)?)
+    fn lease_stack(&self, sandbox_dir: &Path, lowers: &[PathBuf]) -> Result<()> {
+        self.0.layers.lease_stack(sandbox_dir, lowers)
     }
 
     /// The engine's clock: snapshot ages and expiry.
@@ -441,7 +440,6 @@ enum Workspace<'a> {
 /// image's layers, never an agent's kept layer.
 struct CheckBase<'a> {
     lowers: Vec<PathBuf>,
-    snapshot: &'a str,
     prepared: &'a Prepared,
 }
 
@@ -631,7 +629,7 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
             let mut lowers: Vec<PathBuf> = f
                 .chain()
                 .iter()
-                .map(|n| ctx.deps.layers.kept_path(n).join("upper"))
+                .map(|n| ctx.deps.layers.kept_lower(n))
                 .collect();
             lowers.push(ctx.deps.layers.snapshot_dir(&f.meta.snapshot));
             (lowers, None, f.meta.snapshot.clone())
@@ -653,7 +651,6 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
         lowers: std::iter::once(ctx.deps.layers.snapshot_dir(&snapshot_key))
             .chain(below.iter().cloned())
             .collect(),
-        snapshot: &snapshot_key,
         prepared: &p,
     };
     lowers.extend(below);
@@ -667,26 +664,15 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
         && !env.maintenance.script.trim().is_empty()
         && ctx.secrets.reach(env, Phase::Maintenance);
     let (sandbox, workspace) = if apart {
-        let (upper, base) = maintain_apart(ctx, lowers.clone(), hold, &snapshot_key, &p).await?;
+        let (upper, base) = maintain_apart(ctx, lowers.clone(), hold, &p).await?;
         let hold = ctx.deps.layers.lock_snapshot(&snapshot_key).await?;
+        // The sandbox leases what it stands on before it is returned.
         let sandbox = sandbox_over(ctx, lowers, Some(upper), &p, Role::Attempt).await?;
-        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()]);
         drop(hold);
-        if let Err(e) = leased {
-            discard(ctx, sandbox, Phase::Prepare).await;
-            return Err(EngineError::from(e).into());
-        }
         (sandbox, Workspace::Maintained { base })
     } else {
         let sandbox = sandbox(ctx, lowers, &p).await?;
-        let chain_refs: Vec<&str> = chain.iter().map(String::as_str).collect();
-        let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot_key.as_str()])
-            .and_then(|()| store::lease(sandbox.dir(), "kept", &chain_refs));
         drop(hold);
-        if let Err(e) = leased {
-            discard(ctx, sandbox, Phase::Prepare).await;
-            return Err(EngineError::from(e).into());
-        }
         let workspace = match &follow {
             Some(f) => Workspace::FollowUp(f),
             None => Workspace::Here,
@@ -1179,18 +1165,12 @@ async fn maintain_apart(
     ctx: &mut Ctx<'_>,
     lowers: Vec<PathBuf>,
     hold: Option<std::fs::File>,
-    snapshot: &str,
     p: &Prepared,
 ) -> Result<(Upper, String), Stop> {
     let plan = ctx.plan;
     let sandbox = sandbox(ctx, lowers, p).await?;
-    let leased = store::lease(sandbox.dir(), "snapshot", &[snapshot]);
     drop(hold);
-    let base = match leased {
-        Ok(()) => prelude(ctx, &sandbox).await,
-        Err(e) => Err(EngineError::from(e).into()),
-    };
-    let base = match base {
+    let base = match prelude(ctx, &sandbox).await {
         Ok(base) => base,
         Err(stop) => {
             discard(ctx, sandbox, Phase::Checkout).await;
@@ -1375,7 +1355,7 @@ async fn run_check(
     base: &str,
 ) -> Result<(), Stop> {
     let sandbox = sandbox_over(ctx, on.lowers.clone(), None, on.prepared, Role::Check).await?;
-    let ran = check_in(ctx, &sandbox, on.snapshot, script, patch, base).await;
+    let ran = check_in(ctx, &sandbox, script, patch, base).await;
     discard(ctx, sandbox, Phase::Collect).await;
     let res = ran?;
     let result = hangar_store::db::CheckResult {
@@ -1401,12 +1381,10 @@ async fn run_check(
 async fn check_in(
     ctx: &mut Ctx<'_>,
     sandbox: &Sandbox,
-    snapshot: &str,
     script: &str,
     patch: &[u8],
     base: &str,
 ) -> Result<StepResult, Stop> {
-    store::lease(sandbox.dir(), "snapshot", &[snapshot]).map_err(EngineError::from)?;
     // The snapshot's /etc/passwd: nothing the agent wrote.
     find_user(ctx, sandbox).await?;
     sandbox.write_file(&format!("{RUN_DIR}/check.patch"), patch, 0o600)?;
@@ -1505,9 +1483,11 @@ async fn sandbox_over(
             .await
             .map_err(EngineError::from)?;
     }
+    // Every layer it stands on (image, snapshot, kept, harness) is leased from its
+    // first moment, so no collector takes one away under it.
+    let stack = spec.lowers.clone();
     let sandbox = Sandbox::create(&ctx.deps.sandboxes.host, spec).await?;
-    let diff_ids: Vec<_> = p.layers.iter().map(|(d, _)| d.clone()).collect();
-    ctx.deps.layers.lease_layers(sandbox.dir(), &diff_ids)?;
+    ctx.deps.layers.lease_stack(sandbox.dir(), &stack)?;
     match furnish(ctx, &sandbox, &p.layers).await {
         Ok(()) => Ok(sandbox),
         Err(stop) => {

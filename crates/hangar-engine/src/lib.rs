@@ -15,6 +15,7 @@ mod error;
 mod followup;
 mod git;
 pub mod images;
+mod layers;
 pub mod limits;
 mod net;
 mod phase;
@@ -35,7 +36,7 @@ use hangar_spec::{Approval, AttemptStatus, Environment, Harness, Phase, TaskId};
 use hangar_store::db::{
     Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
 };
-use hangar_store::{Digest, ImageRecord, Store};
+use hangar_store::{Bucket, Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
 pub use apply::{apply_patch, ApplyReport};
@@ -44,6 +45,7 @@ use dest::Principal;
 pub use error::{EngineError, FollowRefusal, Invalid, Result, Unfollowable};
 pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
+pub use layers::CacheGcReport;
 pub use view::{Task, TaskFilter};
 
 /// What a running task reports as it goes.
@@ -64,17 +66,6 @@ pub enum Event {
 
 /// Receives [`Event`]s; shared by every attempt of a task.
 pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// What [`Engine::cache_gc`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheGcReport {
-    pub snapshots: u32,
-    pub bytes: u64,
-    /// Directories no record knew (left by a crash mid-build).
-    pub orphans: u32,
-    /// Attempt layers kept for follow-ups: expired, or standing on a collected snapshot.
-    pub kept: u32,
-}
 
 /// A new task.
 #[derive(Debug, Clone, Default)]
@@ -97,14 +88,6 @@ pub struct TaskRequest {
 
 /// How often a running task looks for a cancel asked for from another process.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// `<dir>/<key>.lock`, locked, unless someone holds it (a build, or a task about to
-/// lease the snapshot).
-fn try_lock_key(dir: &Path, key: &str) -> Option<std::fs::File> {
-    hangar_store::lock::try_lock(&dir.join(format!("{key}.lock")))
-        .ok()
-        .flatten()
-}
 
 /// The engine over one data directory.
 pub struct Engine {
@@ -133,9 +116,8 @@ pub struct Shared {
     clock: Clock,
     /// This boot's id (a snapshot not yet durable serves only the boot that built it).
     boot_id: String,
-    /// Background syncs making freshly committed snapshots durable; [`Engine::settle`]
-    /// waits for them. The lock is only held to add or take tasks, never across an await.
-    syncs: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Snapshot, kept and harness layer directories, and their collector.
+    layers: layers::Layers,
 }
 
 /// How this engine makes sandboxes.
@@ -204,9 +186,10 @@ impl Engine {
                 })
             }
         };
-        let db = Db::open(&store.root().join("hangar.db")).await?;
+        let db = Db::open(&store.path(Bucket::Database)).await?;
         let shared = Shared {
-            mirrors: Mirrors::new(store.root().join("mirrors")),
+            mirrors: Mirrors::new(store.path(Bucket::Mirrors)),
+            layers: layers::Layers::new(store.clone(), db.clone()),
             db,
             sandboxes: Sandboxes {
                 host: HostConfig::new(store.run_dir(), init_binary),
@@ -216,18 +199,17 @@ impl Engine {
             scheduler: scheduler::Scheduler::new(
                 max_running,
                 max_attempts,
-                store.root().join("locks"),
+                store.path(Bucket::Locks),
             ),
             keys: secrets::Keys::new(secret_key_file),
             net: net::NetSettings::new(
                 resolver,
                 trusted_cas,
                 open_internal,
-                store.root().join("proxy"),
+                store.path(Bucket::Proxy),
             ),
             clock,
             boot_id: boot_id(),
-            syncs: Default::default(),
             store,
         };
         Ok(Engine {
@@ -332,80 +314,7 @@ impl Engine {
     /// Waits until every snapshot this engine committed is on disk (or failed to get
     /// there, which leaves it serving this boot only). A process calls it before it exits.
     pub async fn settle(&self) {
-        let mut pending = std::mem::take(&mut *self.syncs.lock().expect("not poisoned"));
-        while pending.join_next().await.is_some() {}
-    }
-
-    /// Starts making a committed snapshot durable in the background.
-    fn make_durable_later(&self, key: &str) {
-        let (db, dir, key) = (self.db.clone(), self.snapshot_dir(key), key.to_string());
-        self.syncs.lock().expect("not poisoned").spawn(async move {
-            let synced =
-                tokio::task::spawn_blocking(move || hangar_sandbox::make_durable(&dir)).await;
-            match synced {
-                Ok(Ok(())) => {
-                    if let Err(e) = db.mark_snapshot_durable(&key).await {
-                        tracing::warn!("failed to mark snapshot {key} durable: {e}");
-                    }
-                }
-                Ok(Err(e)) => tracing::warn!("snapshot {key} stays unsynced: {e}"),
-                Err(e) => tracing::warn!("snapshot {key} stays unsynced: {e}"),
-            }
-        });
-    }
-
-    /// Whether a stored snapshot may serve a task now: not reset, expired or lost, and
-    /// on disk.
-    fn serves(&self, s: &SnapshotRecord) -> bool {
-        !s.reset
-            && s.expires_ms > self.now()
-            && !cache::lost(s, self.now_at())
-            && self.snapshot_dir(&s.key).is_dir()
-    }
-
-    /// The key for `components` and whether a snapshot of environment `env` serves it
-    /// here and now (a record whose directory is gone is a miss).
-    async fn lookup(
-        &self,
-        env: &str,
-        components: &cache::KeyComponents,
-    ) -> Result<(String, cache::Lookup)> {
-        let snapshots = self.db.snapshots_of(&self.workspace, env).await?;
-        let key = components.key();
-        let mut found = cache::lookup(&key, components, &snapshots, self.now_at());
-        if matches!(found, cache::Lookup::Hit(_)) && !self.snapshot_dir(&key).is_dir() {
-            found = cache::Lookup::Miss(format!(
-                "snapshot {} is missing on disk",
-                cache::short(&key)
-            ));
-        }
-        Ok((key, found))
-    }
-
-    /// Takes the lock that makes one builder (or importer) per key; others wait here.
-    async fn lock_snapshot(&self, key: &str) -> Result<std::fs::File> {
-        self.lock_in(&self.store.root().join("snapshots"), key)
-            .await
-    }
-
-    /// Takes the lock `<parent>/<key>.lock`, waiting for its holder.
-    async fn lock_in(&self, parent: &std::path::Path, key: &str) -> Result<std::fs::File> {
-        let parent = parent.to_path_buf();
-        let parent_for_error = parent.clone();
-        let lock_path = parent.join(format!("{key}.lock"));
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&parent).map_err(error::io_err("create", &parent))?;
-            let f =
-                std::fs::File::create(&lock_path).map_err(error::io_err("create", &lock_path))?;
-            f.lock().map_err(error::io_err("lock", &lock_path))?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| EngineError::Io {
-            action: "wait for the lock of",
-            path: parent_for_error.join(key),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        self.layers.settle().await;
     }
 
     fn now_at(&self) -> cache::Now<'_> {
@@ -419,12 +328,6 @@ impl Engine {
         (self.clock)()
     }
 
-    /// Where the snapshot with this key lives: beside the sandboxes' directories, on
-    /// the same filesystem, so that an upper directory becomes one by a rename.
-    fn snapshot_dir(&self, key: &str) -> PathBuf {
-        self.store.root().join("snapshots").join(key)
-    }
-
     /// An image's layers, unpacked (each once) on a blocking thread, bottom first.
     async fn image_layers(&self, rec: &ImageRecord) -> Result<Vec<(Digest, PathBuf)>> {
         let (store, rec) = (self.store.clone(), rec.clone());
@@ -432,7 +335,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Io {
                 action: "unpack the layers under",
-                path: self.store.root().join("layers"),
+                path: self.store.path(Bucket::Layers),
                 source: std::io::Error::other(e.to_string()),
             })?
             .map_err(EngineError::from)
@@ -764,58 +667,6 @@ impl Engine {
     pub async fn cache_reset(&self, env: &str) -> Result<u64> {
         self.db.env(&self.workspace, env).await?;
         Ok(self.db.reset_snapshots(&self.workspace, env).await?)
-    }
-
-    /// Removes reset and expired snapshots, then least recently used ones past `budget`
-    /// bytes, and whatever a crash left (a directory without a record, a record without
-    /// its directory). Snapshots in use by a running sandbox stay; the kept attempt
-    /// layers standing on a collected snapshot go with it.
-    pub async fn cache_gc(&self, budget: Option<u64>) -> Result<CacheGcReport> {
-        let all = self.db.all_snapshots().await?;
-        let in_use = self.store.leased_by_sandboxes("snapshot");
-        let leased = self.store.leased("snapshot");
-        let mut report = CacheGcReport::default();
-        let root = self.store.root().join("snapshots");
-        for s in cache::to_collect(&all, &in_use, self.now_at(), budget) {
-            // Its lock is held from a build until its record exists, and from a task's
-            // lookup until the sandbox using it holds its lease: take it, then look at
-            // the leases again, so a task that leased it meanwhile keeps it.
-            let Some(_lock) = try_lock_key(&root, &s.key) else {
-                continue;
-            };
-            if self.store.leased_by_sandboxes("snapshot").contains(&s.key) {
-                continue;
-            }
-            report.kept += self.drop_kept_on(&s.key);
-            let dir = self.snapshot_dir(&s.key);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(error::io_err("remove", &dir))?;
-            }
-            self.db.delete_snapshot(&s.key).await?;
-            report.snapshots += 1;
-            report.bytes += s.size.max(0) as u64;
-        }
-        for s in &all {
-            if !self.snapshot_dir(&s.key).is_dir() && !leased.contains(&s.key) {
-                self.db.delete_snapshot(&s.key).await?;
-            }
-        }
-        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let known = all.iter().any(|s| s.key == name) || name.ends_with(".lock");
-            if known || leased.contains(&name) || !entry.path().is_dir() {
-                continue;
-            }
-            // A build holds its key's lock from before its directory appears until its
-            // record is written.
-            let Some(_lock) = try_lock_key(&root, &name) else {
-                continue;
-            };
-            std::fs::remove_dir_all(entry.path()).map_err(error::io_err("remove", entry.path()))?;
-            report.orphans += 1;
-        }
-        report.kept += self.collect_kept();
-        Ok(report)
     }
 
     /// What an environment's snapshot key is made of here and now: its image, its

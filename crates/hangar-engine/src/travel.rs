@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use hangar_image::{pack, Progress, RegistryOptions};
 use hangar_secrets::ScanMode;
 use hangar_store::db::SnapshotRecord;
-use hangar_store::Digest;
+use hangar_store::{Digest, LeaseKind};
 use serde::Serialize;
 
 use crate::cache::{self, KeyComponents, Lookup};
-use crate::error::{io_err, EngineError, Result};
+use crate::error::{EngineError, Result};
+use crate::layers::{Kind, Swap};
 use crate::Engine;
 
 /// The config label holding the key components a snapshot was made from (secret names
@@ -80,11 +81,7 @@ impl Engine {
         };
         let dir = self.snapshot_dir(&key);
         // A lease keeps gc away from the snapshot while it is packed.
-        let lease = tempfile::Builder::new()
-            .prefix("export-")
-            .tempdir_in(self.store.run_dir())
-            .map_err(io_err("create a directory in", self.store.run_dir()))?;
-        hangar_store::lease(lease.path(), "snapshot", &[key.as_str()])?;
+        let lease = self.store.hold(LeaseKind::Snapshot, &[key.as_str()])?;
         progress(&format!("packing snapshot {}", cache::short(&key)));
         let (store, packed_dir) = (self.store.clone(), dir.clone());
         let packed =
@@ -165,7 +162,6 @@ impl Engine {
         let (diff_id, blob) = self.snapshot_layer(&keyed.image, &manifest, &config, &fail)?;
 
         let key = ours.key();
-        let dir = self.snapshot_dir(&key);
         let lock = self.lock_snapshot(&key).await?;
         let existing = self.db.snapshot(&key).await?;
         if let Some(s) = existing.filter(|s| self.serves(s)) {
@@ -179,13 +175,12 @@ impl Engine {
             });
         }
         progress(&format!("unpacking snapshot {}", cache::short(&key)));
-        let (store, target) = (self.store.clone(), dir.clone());
+        let (store, layers, swapped) = (self.store.clone(), self.layers.clone(), key.clone());
         let (redactor, refused) = (secrets.redactor.clone(), reference.to_string());
         let in_use = EngineError::SnapshotInUse {
             reference: reference.to_string(),
             snapshot: cache::short(&key).to_string(),
         };
-        let leased_key = key.clone();
         let refuse = move |reason: String| EngineError::Import {
             reference: refused.clone(),
             reason,
@@ -209,17 +204,12 @@ impl Engine {
                 )));
             }
             hangar_sandbox::make_durable(staging.path())?;
-            if target.exists() {
-                // A sandbox reads it as a lower: neither removed nor replaced under it.
-                if store.leased("snapshot").contains(&leased_key) {
-                    return Err(in_use);
-                }
-                std::fs::remove_dir_all(&target).map_err(io_err("remove", &target))?;
+            match layers.swap_in(Kind::Snapshot, &swapped, staging)? {
+                Swap::Done => Ok(hangar_sandbox::disk::usage(
+                    &layers.dir(Kind::Snapshot, &swapped),
+                )),
+                Swap::InUse => Err(in_use),
             }
-            // Renamed while still owned by `staging`, which removes it if the rename fails.
-            std::fs::rename(staging.path(), &target).map_err(io_err("move into place", &target))?;
-            let _renamed = staging.keep();
-            Ok(hangar_sandbox::disk::usage(&target))
         })
         .await
         .map_err(|e| fail(format!("the unpacking task failed: {e}")))??;

@@ -10,6 +10,7 @@ use hangar_engine::cache::CacheInfo;
 use hangar_engine::{Engine, EngineConfig};
 use hangar_spec::{Phase, TaskId};
 use hangar_store::db::{AttemptRecord, SnapshotRecord, TaskRecord};
+use hangar_store::Bucket;
 
 mod common;
 
@@ -170,7 +171,7 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     assert_eq!(after.len(), 1, "before: {before:?}\nafter: {after:?}");
     assert!(after[0].key.starts_with(&second));
     assert!(!after[0].reset);
-    let root = hangar_testkit::shared_store().root().join("snapshots");
+    let root = hangar_testkit::shared_store().path(Bucket::Snapshots);
     for s in &before {
         assert_eq!(
             root.join(&s.key).is_dir(),
@@ -239,7 +240,7 @@ async fn gc_leaves_a_snapshot_alone_while_its_lock_is_held() {
     run(&engine, &name).await;
     let s = snapshots_of(&engine, &name).await.remove(0);
     engine.cache_reset(&name).await.unwrap();
-    let root = hangar_testkit::shared_store().root().join("snapshots");
+    let root = hangar_testkit::shared_store().path(Bucket::Snapshots);
     let lock = std::fs::File::create(root.join(format!("{}.lock", s.key))).unwrap();
     lock.lock().unwrap();
     engine.cache_gc(None).await.unwrap();

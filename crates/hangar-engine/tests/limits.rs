@@ -121,7 +121,7 @@ async fn an_agent_writing_past_the_disk_limit_is_stopped_and_nothing_is_kept() {
     );
     // The engine is over the shared test data dir.
     let kept = hangar_testkit::shared_store()
-        .kept_dir()
+        .path(hangar_store::Bucket::Kept)
         .join(format!("{}-{}", task.id, a.index));
     assert!(!kept.exists(), "{} was kept", kept.display());
     let id = SandboxId::new(a.sandbox.expect("sandbox recorded")).unwrap();

@@ -674,8 +674,7 @@ async fn sandboxes_trust_the_administrators_cas_and_snapshots_do_not_keep_them()
         .find(|s| s.environment == name)
         .expect("a snapshot");
     let bundle = hangar_testkit::shared_store()
-        .root()
-        .join("snapshots")
+        .path(hangar_store::Bucket::Snapshots)
         .join(&snapshot.key)
         .join("etc/ssl/certs/ca-certificates.crt");
     let text = std::fs::read_to_string(&bundle).unwrap_or_default();
@@ -683,9 +682,12 @@ async fn sandboxes_trust_the_administrators_cas_and_snapshots_do_not_keep_them()
         let mut lines = pem.lines().skip_while(|l| !l.contains("BEGIN CERTIFICATE"));
         lines.nth(1).expect("a certificate").to_string()
     };
-    let hangar_ca =
-        std::fs::read_to_string(hangar_testkit::shared_store().root().join("proxy/ca.pem"))
-            .unwrap();
+    let hangar_ca = std::fs::read_to_string(
+        hangar_testkit::shared_store()
+            .path(hangar_store::Bucket::Proxy)
+            .join("ca.pem"),
+    )
+    .unwrap();
     for pem in [&w.api.ca_pem, &hangar_ca] {
         assert!(!text.contains(&first_line(pem)), "{}", bundle.display());
     }

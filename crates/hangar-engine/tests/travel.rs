@@ -11,7 +11,7 @@ use hangar_engine::cache::CacheInfo;
 use hangar_engine::{Engine, EngineConfig, EngineError};
 use hangar_image::RegistryOptions;
 use hangar_spec::TaskId;
-use hangar_store::Store;
+use hangar_store::{Bucket, LeaseKind, Store};
 
 const SETUP: &str = r#"
 echo from-setup > /opt/from-setup
@@ -114,8 +114,8 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
         imported.snapshot, exported.snapshot,
         "the same inputs give the same key on both data dirs"
     );
-    let tree_a = hangar_testkit::tree(&here.root().join("snapshots").join(&exported.snapshot));
-    let tree_b = hangar_testkit::tree(&there.root().join("snapshots").join(&imported.snapshot));
+    let tree_a = hangar_testkit::tree(&here.path(Bucket::Snapshots).join(&exported.snapshot));
+    let tree_b = hangar_testkit::tree(&there.path(Bucket::Snapshots).join(&imported.snapshot));
     for expected in [
         "etc/debian_version char 0",
         "opt/from-setup file",
@@ -289,8 +289,12 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
     // writes it) still has it as a lower; the attempt's kept layer, which leases it too,
     // is taken away so that the sandbox's lease alone decides.
     assert_eq!(engine.cache_reset(&name).await.unwrap(), 1);
-    for kept in std::fs::read_dir(store.kept_dir()).unwrap().flatten() {
-        let lease = std::fs::read_to_string(kept.path().join("snapshot")).unwrap_or_default();
+    for kept in std::fs::read_dir(store.path(Bucket::Kept))
+        .unwrap()
+        .flatten()
+    {
+        let lease = std::fs::read_to_string(kept.path().join(LeaseKind::Snapshot.file_name()))
+            .unwrap_or_default();
         if lease.lines().any(|l| l == exported.snapshot) {
             std::fs::remove_dir_all(kept.path()).unwrap();
         }
@@ -299,7 +303,12 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
         .prefix("holder-")
         .tempdir_in(store.run_dir())
         .unwrap();
-    hangar_store::lease(holder.path(), "snapshot", &[exported.snapshot.as_str()]).unwrap();
+    hangar_store::lease(
+        holder.path(),
+        LeaseKind::Snapshot,
+        &[exported.snapshot.as_str()],
+    )
+    .unwrap();
 
     let err = engine
         .cache_import(&reference, None, &opts, &quiet)
@@ -314,7 +323,7 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
             &exported.snapshot[..4]
         )
     );
-    let left: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+    let left: Vec<_> = std::fs::read_dir(store.path(Bucket::Tmp))
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("opt").join(&marker).exists())
@@ -325,7 +334,7 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
         Vec::<std::path::PathBuf>::new(),
         "staging left behind"
     );
-    let dir = store.root().join("snapshots").join(&exported.snapshot);
+    let dir = store.path(Bucket::Snapshots).join(&exported.snapshot);
     assert!(
         dir.join("opt").join(&marker).exists(),
         "the snapshot in use is untouched"

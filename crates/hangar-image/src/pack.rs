@@ -273,7 +273,7 @@ impl LayerWriter {
                 inner: GzEncoder::new(store.blob_writer(None)?, flate2::Compression::fast()),
                 hasher: Sha256::new(),
             },
-            blobs: store.root().join("blobs"),
+            blobs: store.path(hangar_store::Bucket::Blobs),
         })
     }
 

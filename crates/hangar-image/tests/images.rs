@@ -269,14 +269,14 @@ async fn imports_skopeo_layouts_and_archives() {
     fresh.remove_image("v1").unwrap();
     fresh.remove_image("docker.io/saved/image:v1").unwrap();
     assert_eq!(
-        fs::read_dir(fresh.root().join("layers/sha256"))
+        fs::read_dir(fresh.path(hangar_store::Bucket::Layers))
             .unwrap()
             .count(),
         0,
         "rm left layers behind"
     );
     assert_eq!(
-        fs::read_dir(fresh.root().join("blobs/sha256"))
+        fs::read_dir(fresh.path(hangar_store::Bucket::Blobs))
             .unwrap()
             .count(),
         0,

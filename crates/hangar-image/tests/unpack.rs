@@ -372,9 +372,12 @@ fn import_refuses_a_layer_that_unpacks_past_its_limit_and_leaves_nothing() {
         )
     );
     assert!(store.images().unwrap().is_empty(), "the image was recorded");
-    assert_eq!(children(&store.root().join("tmp")), Vec::<String>::new());
     assert_eq!(
-        children(&store.root().join("layers/sha256")),
+        children(&store.path(hangar_store::Bucket::Tmp)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        children(&store.path(hangar_store::Bucket::Layers)),
         Vec::<String>::new(),
         "a layer was kept"
     );

@@ -133,7 +133,7 @@ async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<TcpListen>> {
 
 /// The default socket of a data dir.
 pub fn default_socket(data_dir: &Path) -> PathBuf {
-    data_dir.join("hangar.sock")
+    hangar_store::Bucket::Socket.at(data_dir)
 }
 
 /// `<socket>.lock`: held by the daemon serving that socket, with its pid inside.
@@ -323,7 +323,7 @@ pub async fn connect(
     let client = Client::unix(socket);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create the data dir {}", data_dir.display()))?;
-    let log_path = data_dir.join("daemon.log");
+    let log_path = hangar_store::Bucket::DaemonLog.at(data_dir);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -344,6 +344,9 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> Result<()> {
             if r.kept > 0 {
                 eprintln!("removed {} attempt layer(s) kept for follow-ups", r.kept);
             }
+            if r.harnesses > 0 {
+                eprintln!("removed {} unused agent CLI layer(s)", r.harnesses);
+            }
         }
         CacheCommand::Export {
             environment,

@@ -86,7 +86,7 @@ fn run_returns_after_its_sandbox_is_gone() {
         .spawn()
         .expect("run hangar");
     let uppers = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(store.root().join("run"))
+        std::fs::read_dir(store.run_dir())
             .into_iter()
             .flatten()
             .flatten()
