@@ -16,7 +16,7 @@ use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, PhaseTiming, Snapsh
 use tokio::sync::{mpsc, watch};
 
 use crate::autoinstall;
-use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
+use crate::cache::{self, CacheInfo, CacheStatus, KeyComponents, Lookup};
 use crate::diff;
 use crate::error::{io_err, EngineError, Result};
 use crate::net::{AuditLog, SandboxNet};
@@ -626,7 +626,7 @@ impl Engine {
                     )));
                 };
                 let info = CacheInfo {
-                    status: "from".into(),
+                    status: CacheStatus::From,
                     reason: format!("task {task} attempt {index}'s layer"),
                     snapshot: cache::short(&f.meta.snapshot).into(),
                 };
@@ -749,7 +749,7 @@ impl Engine {
                     .await
                     .map_err(EngineError::from)?;
                 CacheInfo {
-                    status: "hit".into(),
+                    status: CacheStatus::Hit,
                     reason: cache::hit_reason(s, self.now()),
                     snapshot: cache::short(&s.key).into(),
                 }
@@ -763,7 +763,7 @@ impl Engine {
                     ),
                 };
                 let missed = CacheInfo {
-                    status: "miss".into(),
+                    status: CacheStatus::Miss,
                     reason: reason.clone(),
                     snapshot: cache::short(&p.key).into(),
                 };
@@ -780,7 +780,7 @@ impl Engine {
     async fn record_cache(&self, ctx: &Ctx<'_>, info: &CacheInfo) -> Result<(), Stop> {
         ctx.logger
             .note(Phase::Prepare, &format!("cache: {}", info.describe()));
-        let json = serde_json::to_string(info).expect("cache info serializes");
+        let json = info.to_stored();
         self.db
             .set_attempt_field(ctx.plan.task, ctx.plan.index, AttemptField::Cache, &json)
             .await
@@ -928,7 +928,7 @@ impl Engine {
                 &format!("snapshot {short} was built by another task meanwhile"),
             );
             return Ok(CacheInfo {
-                status: "miss".into(),
+                status: CacheStatus::Miss,
                 reason: format!(
                     "{reason}; waited for snapshot {short}, built {}",
                     cache::ago(self.now() - s.created_ms)
@@ -997,7 +997,7 @@ impl Engine {
             .map_err(EngineError::from)?;
         self.make_durable_later(&p.key);
         Ok(CacheInfo {
-            status: "miss".into(),
+            status: CacheStatus::Miss,
             reason,
             snapshot: short,
         })
