@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use hangar_engine::cache::CacheInfo;
 use hangar_engine::runner::Runner;
 use hangar_engine::EngineError;
 use hangar_spec::TaskId;
@@ -387,9 +388,11 @@ async fn load(api: &Api, caller: &Caller, id: &str) -> ApiResult<(TaskRecord, Ve
 
 async fn view(api: &Api, task: &TaskRecord) -> ApiResult<TaskView> {
     let attempts = api.runner.engine().db().attempts(&task.id).await?;
+    let caches = CacheInfo::recorded_all(&task.id, &attempts).map_err(ApiError::internal)?;
     Ok(TaskView::new(
         task,
         &attempts,
+        &caches,
         api.runner.engine().queue_position(&task.id),
     ))
 }
@@ -401,7 +404,8 @@ async fn show_task(
 ) -> ApiResult<Json<TaskView>> {
     let (task, attempts) = load(&api, &caller, &id).await?;
     let position = api.runner.engine().queue_position(&task.id);
-    Ok(Json(TaskView::new(&task, &attempts, position)))
+    let caches = CacheInfo::recorded_all(&task.id, &attempts).map_err(ApiError::internal)?;
+    Ok(Json(TaskView::new(&task, &attempts, &caches, position)))
 }
 
 async fn cancel_task(
@@ -508,7 +512,7 @@ async fn task_logs(
             .into_response());
     }
     let logs = api.runner.engine().db().logs(&task.id, only).await?;
-    Ok(Json(Logs { logs }).into_response())
+    Ok(Json(Logs::new(&logs)).into_response())
 }
 
 /// A task's events as they happen: what it did so far, then each new event, then `end`.
@@ -552,7 +556,7 @@ async fn follow(
             }
         } else if let Ok(lines) = api.runner.engine().db().logs(&id, only).await {
             for l in lines {
-                if !send(StreamEvent::Line(l)).await {
+                if !send(StreamEvent::Line((&l).into())).await {
                     return;
                 }
             }
@@ -587,7 +591,7 @@ async fn task_events(
 ) -> ApiResult<Json<Events>> {
     let (_, task, only) = load_which(&api, &caller, &id, q).await?;
     let events = api.runner.engine().db().events(&task.id, only).await?;
-    Ok(Json(Events { events }))
+    Ok(Json(Events::new(&events)))
 }
 
 async fn task_network(
@@ -598,7 +602,7 @@ async fn task_network(
 ) -> ApiResult<Json<Network>> {
     let (_, task, only) = load_which(&api, &caller, &id, q).await?;
     let network = api.runner.engine().db().network_log(&task.id, only).await?;
-    Ok(Json(Network { network }))
+    Ok(Json(Network::new(&network)))
 }
 
 /// The diff of one attempt (`attempt`, `best`, or the best ready else the first), as
