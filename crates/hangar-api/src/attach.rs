@@ -7,12 +7,14 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use hangar_engine::run::{RunSpec, Started};
+use hangar_engine::run::Started;
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::server::{admin_only, Api, ApiError, ApiResult, Caller};
+pub use crate::wire::RunExit;
+use crate::wire::RunSpec;
 
 /// The protocol named in the `Upgrade` header.
 pub const PROTOCOL: &str = "hangar-run";
@@ -32,17 +34,6 @@ pub const EXIT: u8 = 6;
 
 /// Frames larger than this are refused (a stream chunk is at most 64 KiB).
 const MAX_FRAME: u32 = 1 << 20;
-
-/// How the command ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunExit {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    /// The kernel's OOM killer ended it (the sandbox hit its memory limit).
-    pub oom_killed: bool,
-    /// Why it never ran (with code 126 or 127).
-    pub message: Option<String>,
-}
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -105,7 +96,7 @@ pub(crate) async fn run_command(
             "failed to run the command: the request must ask for `Upgrade: {PROTOCOL}`"
         )));
     };
-    let started = api.runner.engine().start_run(&spec).await?;
+    let started = api.runner.engine().start_run(&spec.into()).await?;
     let busy = api.activity.busy();
     tokio::spawn(async move {
         let _busy = busy;

@@ -17,9 +17,9 @@ use serde::Serialize;
 
 use crate::server::{admin_only, json_body, sse, Api, ApiError, ApiResult, Caller, JsonIn};
 use crate::wire::{
-    rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ExportSnapshot, ImageList,
-    ImageRemoved, ImageStored, ImageSummary, ImportImage, ImportSnapshot, OpEvent, PullImage,
-    PushImage, SnapshotList, SnapshotSummary,
+    rfc3339, BuildImage, CacheGc, CacheGcReport, CacheReset, ExportResult, ExportSnapshot,
+    ImageList, ImageRemoved, ImageStored, ImageSummary, ImportImage, ImportResult, ImportSnapshot,
+    OpEvent, PullImage, PushImage, SnapshotList, SnapshotSummary,
 };
 
 use hangar_engine::images::Lines;
@@ -241,7 +241,8 @@ pub(crate) async fn export_snapshot(
         };
         Ok(engine
             .cache_export(&name, &req.reference, &opts, &*lines)
-            .await?)
+            .await
+            .map(ExportResult::from)?)
     }))
 }
 
@@ -258,6 +259,7 @@ pub(crate) async fn import_snapshot(
         };
         Ok(engine
             .cache_import(&req.reference, req.environment.as_deref(), &opts, &*lines)
-            .await?)
+            .await
+            .map(ImportResult::from)?)
     }))
 }

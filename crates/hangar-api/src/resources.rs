@@ -122,7 +122,7 @@ pub(crate) async fn list_secrets(
     Path(name): Path<String>,
 ) -> ApiResult<Json<SecretList>> {
     let secrets = api.engine(&caller).secret_ls(&name).await?;
-    Ok(Json(SecretList { secrets }))
+    Ok(Json(SecretList::new(&secrets)))
 }
 
 /// The body is the value itself (any bytes); it is never echoed, logged or stored

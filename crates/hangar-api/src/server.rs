@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use hangar_engine::cache::CacheInfo;
 use hangar_engine::runner::{Followed, Runner};
 use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
 use hangar_store::db::{AttemptRecord, DbError};
@@ -390,9 +391,11 @@ async fn load(engine: &Engine, id: &str) -> ApiResult<(Task, Vec<AttemptRecord>)
 
 async fn view(engine: &Engine, task: &Task) -> ApiResult<TaskView> {
     let attempts = engine.attempts(task).await?;
+    let caches = CacheInfo::recorded_all(task.id(), &attempts).map_err(ApiError::internal)?;
     Ok(TaskView::new(
         task.record(),
         &attempts,
+        &caches,
         engine.queue_position(task),
     ))
 }
@@ -405,7 +408,8 @@ async fn show_task(
     let engine = api.engine(&caller);
     let (task, attempts) = load(&engine, &id).await?;
     let position = engine.queue_position(&task);
-    Ok(Json(TaskView::new(task.record(), &attempts, position)))
+    let caches = CacheInfo::recorded_all(task.id(), &attempts).map_err(ApiError::internal)?;
+    Ok(Json(TaskView::new(task.record(), &attempts, &caches, position)))
 }
 
 async fn cancel_task(
@@ -520,7 +524,7 @@ async fn task_logs(
         return Ok(sse(events).into_response());
     }
     let logs = engine.logs(&task, only).await?;
-    Ok(Json(Logs { logs }).into_response())
+    Ok(Json(Logs::new(&logs)).into_response())
 }
 
 /// A followed task's event on the wire.
@@ -552,7 +556,7 @@ async fn task_events(
 ) -> ApiResult<Json<Events>> {
     let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
     let events = engine.events(&task, only).await?;
-    Ok(Json(Events { events }))
+    Ok(Json(Events::new(&events)))
 }
 
 async fn task_network(
@@ -563,7 +567,7 @@ async fn task_network(
 ) -> ApiResult<Json<Network>> {
     let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
     let network = engine.network_log(&task, only).await?;
-    Ok(Json(Network { network }))
+    Ok(Json(Network::new(&network)))
 }
 
 /// The diff of one attempt (`attempt`, `best`, or the best ready else the first), as

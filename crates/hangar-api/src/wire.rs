@@ -1,11 +1,12 @@
 //! The API's wire types: what requests carry and responses hold, as JSON. The CLI's
-//! `--json` output is these same documents.
+//! `--json` output is these same documents. They are the API's own: the store's rows and
+//! the engine's values are converted into them here, so renaming a column or an engine
+//! field cannot change a document (a test pins each one's JSON).
 
 use hangar_secrets::Secret;
-use hangar_spec::{Approval, AttemptStatus, Harness, Phase, TaskStatus};
-use hangar_store::db::{
-    AttemptRecord, CheckResult, DiffSummary, EventRow, LogLine, NetworkEntry, TaskRecord,
-};
+use hangar_engine::{cache, secrets, travel};
+use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskStatus};
+use hangar_store::db::{self, AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
@@ -66,7 +67,7 @@ impl From<SubmitTask> for hangar_engine::TaskRequest {
 }
 
 /// A task in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
     pub id: String,
     pub title: String,
@@ -88,7 +89,7 @@ impl From<&TaskRecord> for TaskSummary {
             created_at: rfc3339(t.created_ms),
             updated_at: rfc3339(t.updated_ms),
             attempt_total: t.attempt_total,
-            summary: t.summary.unwrap_or_default(),
+            summary: t.summary.map(DiffSummary::from).unwrap_or_default(),
         }
     }
 }
@@ -102,7 +103,7 @@ pub struct TaskList {
 }
 
 /// A task with its attempts (`GET /v1/tasks/{id}`, `hangar show --json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     #[serde(flatten)]
     pub task: TaskSummary,
@@ -122,7 +123,20 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    pub fn new(t: &TaskRecord, attempts: &[AttemptRecord], queue_position: Option<usize>) -> Self {
+    /// `caches[i]` is how `attempts[i]` found its environment, as the engine read it
+    /// ([`cache::CacheInfo::recorded_all`]); a slice of another length is a bug (panics).
+    pub fn new(
+        t: &TaskRecord,
+        attempts: &[AttemptRecord],
+        caches: &[Option<cache::CacheInfo>],
+        queue_position: Option<usize>,
+    ) -> Self {
+        assert_eq!(
+            attempts.len(),
+            caches.len(),
+            "one cache info per attempt of task {}",
+            t.id
+        );
         TaskView {
             task: t.into(),
             prompt: t.prompt.clone(),
@@ -130,7 +144,11 @@ impl TaskView {
             commit: t.commit.clone(),
             environment_version: t.environment_version,
             from: t.from.as_ref().map(|(id, i)| format!("{id}:{i}")),
-            attempts: attempts.iter().map(AttemptView::from).collect(),
+            attempts: attempts
+                .iter()
+                .zip(caches)
+                .map(|(a, c)| AttemptView::new(a, c.as_ref()))
+                .collect(),
             ranking: hangar_engine::best::rank(attempts),
             best: hangar_engine::best::best(attempts),
             queue_position,
@@ -138,7 +156,7 @@ impl TaskView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptView {
     pub index: u32,
     pub status: AttemptStatus,
@@ -147,7 +165,7 @@ pub struct AttemptView {
     pub error: Option<String>,
     pub base_commit: Option<String>,
     pub sandbox: Option<String>,
-    pub cache: Option<hangar_engine::cache::CacheInfo>,
+    pub cache: Option<CacheInfo>,
     pub timings: Vec<Timing>,
     pub summary: Option<DiffSummary>,
     pub check: Option<CheckResult>,
@@ -156,15 +174,16 @@ pub struct AttemptView {
     pub finished_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     pub phase: Phase,
     pub started_at: String,
     pub duration_ms: i64,
 }
 
-impl From<&AttemptRecord> for AttemptView {
-    fn from(a: &AttemptRecord) -> Self {
+impl AttemptView {
+    /// An attempt and how it found its environment (as the engine read it).
+    pub fn new(a: &AttemptRecord, cache: Option<&cache::CacheInfo>) -> Self {
         AttemptView {
             index: a.index,
             status: a.status,
@@ -173,10 +192,7 @@ impl From<&AttemptRecord> for AttemptView {
             error: a.error.clone(),
             base_commit: a.base_commit.clone(),
             sandbox: a.sandbox.clone(),
-            cache: a
-                .cache
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
+            cache: cache.map(CacheInfo::from),
             timings: a
                 .phases
                 .iter()
@@ -186,8 +202,8 @@ impl From<&AttemptRecord> for AttemptView {
                     duration_ms: p.ended_ms - p.started_ms,
                 })
                 .collect(),
-            summary: a.summary,
-            check: a.check,
+            summary: a.summary.map(DiffSummary::from),
+            check: a.check.map(CheckResult::from),
             created_at: rfc3339(a.created_ms),
             started_at: a.started_ms.map(rfc3339),
             finished_at: a.finished_ms.map(rfc3339),
@@ -195,22 +211,265 @@ impl From<&AttemptRecord> for AttemptView {
     }
 }
 
+/// Files changed and lines added and removed by an attempt's diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub files_changed: u32,
+    pub lines_added: u32,
+    pub lines_removed: u32,
+}
+
+impl From<db::DiffSummary> for DiffSummary {
+    fn from(s: db::DiffSummary) -> Self {
+        DiffSummary {
+            files_changed: s.files_changed,
+            lines_added: s.lines_added,
+            lines_removed: s.lines_removed,
+        }
+    }
+}
+
+/// How `[agent] check` ended in an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub passed: bool,
+    /// `None` when it was stopped (timeout).
+    pub exit_code: Option<i32>,
+}
+
+impl From<db::CheckResult> for CheckResult {
+    fn from(c: db::CheckResult) -> Self {
+        CheckResult {
+            passed: c.passed,
+            exit_code: c.exit_code,
+        }
+    }
+}
+
+/// How an attempt found its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub status: CacheStatus,
+    /// `snapshot 3f2a, built 2 h ago`, `setup script changed since snapshot 3f2a`.
+    pub reason: String,
+    /// The short key of the snapshot used (built on a miss; a follow-up's source's).
+    pub snapshot: String,
+}
+
+impl From<&cache::CacheInfo> for CacheInfo {
+    fn from(c: &cache::CacheInfo) -> Self {
+        CacheInfo {
+            status: c.status.into(),
+            reason: c.reason.clone(),
+            snapshot: c.snapshot.clone(),
+        }
+    }
+}
+
+/// `hit`: a snapshot served the attempt; `miss`: setup built one; `from`: a follow-up
+/// started from its source's kept layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    From,
+}
+
+impl CacheStatus {
+    pub const ALL: &'static [CacheStatus] =
+        &[CacheStatus::Hit, CacheStatus::Miss, CacheStatus::From];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::From => "from",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<cache::CacheStatus> for CacheStatus {
+    fn from(s: cache::CacheStatus) -> Self {
+        match s {
+            cache::CacheStatus::Hit => CacheStatus::Hit,
+            cache::CacheStatus::Miss => CacheStatus::Miss,
+            cache::CacheStatus::From => CacheStatus::From,
+        }
+    }
+}
+
+/// One line of a phase's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub phase: Phase,
+    pub stream: Stream,
+    pub line: String,
+}
+
+impl From<&db::LogLine> for LogLine {
+    fn from(l: &db::LogLine) -> Self {
+        LogLine {
+            attempt: l.attempt,
+            seq: l.seq,
+            ts_ms: l.ts_ms,
+            phase: l.phase,
+            stream: l.stream.into(),
+            line: l.line.clone(),
+        }
+    }
+}
+
+/// Which stream a log line came from; `hangar` lines are hangar's own notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Hangar,
+}
+
+impl Stream {
+    pub const ALL: &'static [Stream] = &[Stream::Stdout, Stream::Stderr, Stream::Hangar];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Hangar => "hangar",
+        }
+    }
+}
+
+impl From<db::Stream> for Stream {
+    fn from(s: db::Stream) -> Self {
+        match s {
+            db::Stream::Stdout => Stream::Stdout,
+            db::Stream::Stderr => Stream::Stderr,
+            db::Stream::Hangar => Stream::Hangar,
+        }
+    }
+}
+
 /// `GET /v1/tasks/{id}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Logs {
     pub logs: Vec<LogLine>,
 }
 
+impl Logs {
+    pub fn new(lines: &[db::LogLine]) -> Self {
+        Logs {
+            logs: lines.iter().map(LogLine::from).collect(),
+        }
+    }
+}
+
+/// One event of an agent's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    /// message, command, file, error or final.
+    pub kind: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<&db::EventRow> for AgentEvent {
+    fn from(e: &db::EventRow) -> Self {
+        AgentEvent {
+            attempt: e.attempt,
+            seq: e.seq,
+            ts_ms: e.ts_ms,
+            kind: e.kind.clone(),
+            text: e.text.clone(),
+            exit_code: e.exit_code,
+            detail: e.detail.clone(),
+        }
+    }
+}
+
 /// `GET /v1/tasks/{id}/events`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Events {
-    pub events: Vec<EventRow>,
+    pub events: Vec<AgentEvent>,
+}
+
+impl Events {
+    pub fn new(rows: &[db::EventRow]) -> Self {
+        Events {
+            events: rows.iter().map(AgentEvent::from).collect(),
+        }
+    }
+}
+
+/// One decision of an attempt's egress proxy (redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkEntry {
+    pub attempt: u32,
+    pub seq: i64,
+    pub ts_ms: i64,
+    /// The proxy's policy at the time (a phase, or `install` for a harness's install).
+    pub phase: String,
+    pub method: Option<String>,
+    /// A request's path (without its query); absent for a connection.
+    pub path: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// `allowed`, `failed`, or the reason it was blocked.
+    pub decision: String,
+    pub rule: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub note: Option<String>,
+}
+
+impl From<&db::NetworkEntry> for NetworkEntry {
+    fn from(e: &db::NetworkEntry) -> Self {
+        NetworkEntry {
+            attempt: e.attempt,
+            seq: e.seq,
+            ts_ms: e.ts_ms,
+            phase: e.phase.clone(),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            host: e.host.clone(),
+            port: e.port,
+            decision: e.decision.clone(),
+            rule: e.rule.clone(),
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            note: e.note.clone(),
+        }
+    }
 }
 
 /// `GET /v1/tasks/{id}/network`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub network: Vec<NetworkEntry>,
+}
+
+impl Network {
+    pub fn new(entries: &[db::NetworkEntry]) -> Self {
+        Network {
+            network: entries.iter().map(NetworkEntry::from).collect(),
+        }
+    }
 }
 
 /// `GET /v1/health`.
@@ -268,7 +527,7 @@ impl From<&hangar_engine::Event> for StreamEvent {
                 ms: *ms,
                 ok: *ok,
             },
-            Event::Line(l) => StreamEvent::Line(l.clone()),
+            Event::Line(l) => StreamEvent::Line(l.into()),
         }
     }
 }
@@ -322,9 +581,43 @@ pub struct EnvView {
 }
 
 /// `GET /v1/environments/{name}/secrets`: names, phases, whether set; never values.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecretList {
-    pub secrets: Vec<hangar_engine::secrets::SecretInfo>,
+    pub secrets: Vec<SecretInfo>,
+}
+
+impl SecretList {
+    pub fn new(secrets: &[secrets::SecretInfo]) -> Self {
+        SecretList {
+            secrets: secrets.iter().map(SecretInfo::from).collect(),
+        }
+    }
+}
+
+/// A declared secret: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// The phases whose execs get it (projected ones get a placeholder).
+    pub phases: Vec<SecretPhase>,
+    /// For a projected secret, the hosts the proxy sends it to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projected_to: Vec<String>,
+    /// Whether a value is set.
+    pub set: bool,
+    pub updated_ms: Option<i64>,
+}
+
+impl From<&secrets::SecretInfo> for SecretInfo {
+    fn from(s: &secrets::SecretInfo) -> Self {
+        SecretInfo {
+            name: s.name.clone(),
+            phases: s.phases.clone(),
+            projected_to: s.projected_to.clone(),
+            set: s.set,
+            updated_ms: s.updated_ms,
+        }
+    }
 }
 
 /// `POST /v1/tokens`.
@@ -511,6 +804,31 @@ pub struct ExportSnapshot {
     pub insecure: bool,
 }
 
+/// What `cache export` pushed: the `done` result of `POST
+/// /v1/environments/{name}/cache/export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportResult {
+    pub environment: String,
+    pub reference: String,
+    /// The pushed manifest's digest.
+    pub manifest: String,
+    pub snapshot: String,
+    /// The compressed size of the snapshot layer.
+    pub layer_size: u64,
+}
+
+impl From<travel::Exported> for ExportResult {
+    fn from(e: travel::Exported) -> Self {
+        ExportResult {
+            environment: e.environment,
+            reference: e.reference,
+            manifest: e.manifest,
+            snapshot: e.snapshot,
+            layer_size: e.layer_size,
+        }
+    }
+}
+
 /// `POST /v1/cache/import`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -523,9 +841,502 @@ pub struct ImportSnapshot {
     pub insecure: bool,
 }
 
+/// What `cache import` registered: the `done` result of `POST /v1/cache/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub environment: String,
+    pub reference: String,
+    pub snapshot: String,
+    pub size: u64,
+    /// False when a usable snapshot with the same key was already here (it is kept).
+    pub imported: bool,
+}
+
+impl From<travel::Imported> for ImportResult {
+    fn from(i: travel::Imported) -> Self {
+        ImportResult {
+            environment: i.environment,
+            reference: i.reference,
+            snapshot: i.snapshot,
+            size: i.size,
+            imported: i.imported,
+        }
+    }
+}
+
+/// `POST /v1/run?spec=...`: a one-off command in a fresh sandbox made from an image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    pub image: String,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`, over the image's own.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Default: the image's working directory, else `/`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub pids: Option<i64>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Default: crun.
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+    /// Pass standard input through.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+impl From<RunSpec> for hangar_engine::run::RunSpec {
+    fn from(s: RunSpec) -> Self {
+        hangar_engine::run::RunSpec {
+            image: s.image,
+            argv: s.argv,
+            env: s.env,
+            workdir: s.workdir,
+            memory_bytes: s.memory_bytes,
+            pids: s.pids,
+            cpus: s.cpus,
+            runtime: s.runtime.map(|r| r.as_str().to_string()),
+            stdin: s.stdin,
+        }
+    }
+}
+
+/// The OCI runtime a `run` sandbox uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Crun,
+    Runc,
+}
+
+impl Runtime {
+    pub const ALL: &'static [Runtime] = &[Runtime::Crun, Runtime::Runc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Crun => "crun",
+            Runtime::Runc => "runc",
+        }
+    }
+}
+
+/// How a `run` command ended: the last frame of the upgraded connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer ended it (the sandbox hit its memory limit).
+    pub oom_killed: bool,
+    /// Why it never ran (with code 126 or 127).
+    pub message: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hangar_spec::TaskId;
+
+    /// `value`'s JSON is exactly `expected` (field names, order and spellings: what
+    /// clients of the API read), and `expected` reads back as `value` (what the CLI does).
+    fn check<T>(value: T, expected: &str)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(serde_json::to_string(&value).unwrap(), expected);
+        assert_eq!(serde_json::from_str::<T>(expected).unwrap(), value);
+    }
+
+    fn task_id() -> TaskId {
+        "0123456789ab".parse().unwrap()
+    }
+
+    fn task() -> TaskRecord {
+        TaskRecord {
+            id: task_id(),
+            workspace: "default".into(),
+            environment: "web".into(),
+            environment_version: 2,
+            spec: String::new(),
+            title: "fix the build".into(),
+            prompt: "fix the build".into(),
+            branch: Some("main".into()),
+            commit: None,
+            agent_script: None,
+            harness: None,
+            approval: None,
+            from: Some((task_id(), 1)),
+            status: TaskStatus::Ready,
+            created_ms: 1_700_000_000_000,
+            updated_ms: 1_700_000_060_000,
+            attempt_total: 2,
+            summary: None,
+        }
+    }
+
+    fn attempt(index: u32) -> AttemptRecord {
+        AttemptRecord {
+            index,
+            status: AttemptStatus::Ready,
+            sandbox: Some("sb1".into()),
+            cache: None,
+            base_commit: Some("abc".into()),
+            result_tree: Some("def".into()),
+            final_message: Some("done".into()),
+            exit_code: Some(0),
+            error: None,
+            phases: vec![db::PhaseTiming {
+                phase: Phase::Setup,
+                started_ms: 1_700_000_001_000,
+                ended_ms: 1_700_000_001_250,
+            }],
+            summary: Some(db::DiffSummary {
+                files_changed: 1,
+                lines_added: 2,
+                lines_removed: 3,
+            }),
+            check: Some(db::CheckResult {
+                passed: false,
+                exit_code: None,
+            }),
+            created_ms: 1_700_000_000_000,
+            started_ms: Some(1_700_000_000_500),
+            finished_ms: None,
+        }
+    }
+
+    fn line(stream: db::Stream) -> db::LogLine {
+        db::LogLine {
+            attempt: 1,
+            seq: 7,
+            ts_ms: 1_700_000_002_000,
+            phase: Phase::Setup,
+            stream,
+            line: "npm ci".into(),
+        }
+    }
+
+    #[test]
+    fn task_documents_keep_their_json() {
+        let hit = hangar_engine::cache::CacheInfo {
+            status: cache::CacheStatus::Hit,
+            reason: "snapshot 3f2a, built 2 h ago".into(),
+            snapshot: "3f2a".into(),
+        };
+        let bare = AttemptRecord {
+            status: AttemptStatus::Running,
+            sandbox: None,
+            base_commit: None,
+            result_tree: None,
+            final_message: None,
+            exit_code: None,
+            phases: Vec::new(),
+            summary: None,
+            check: None,
+            started_ms: None,
+            ..attempt(2)
+        };
+        check(
+            TaskView::new(&task(), &[attempt(1), bare], &[Some(hit), None], Some(1)),
+            concat!(
+                r#"{"id":"0123456789ab","title":"fix the build","status":"ready","environment":"web","#,
+                r#""created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
+                r#""attempt_total":2,"summary":{"files_changed":0,"lines_added":0,"lines_removed":0},"#,
+                r#""prompt":"fix the build","branch":"main","commit":null,"environment_version":2,"#,
+                r#""from":"0123456789ab:1","attempts":["#,
+                r#"{"index":1,"status":"ready","final_message":"done","exit_code":0,"error":null,"#,
+                r#""base_commit":"abc","sandbox":"sb1","#,
+                r#""cache":{"status":"hit","reason":"snapshot 3f2a, built 2 h ago","snapshot":"3f2a"},"#,
+                r#""timings":[{"phase":"setup","started_at":"2023-11-14T22:13:21.000Z","duration_ms":250}],"#,
+                r#""summary":{"files_changed":1,"lines_added":2,"lines_removed":3},"#,
+                r#""check":{"passed":false,"exit_code":null},"#,
+                r#""created_at":"2023-11-14T22:13:20.000Z","started_at":"2023-11-14T22:13:20.500Z","#,
+                r#""finished_at":null},"#,
+                r#"{"index":2,"status":"running","final_message":null,"exit_code":null,"error":null,"#,
+                r#""base_commit":null,"sandbox":null,"cache":null,"timings":[],"summary":null,"#,
+                r#""check":null,"created_at":"2023-11-14T22:13:20.000Z","started_at":null,"#,
+                r#""finished_at":null}],"#,
+                r#""ranking":[1,2],"best":1,"queue_position":1}"#,
+            ),
+        );
+        check(
+            TaskSummary::from(&TaskRecord {
+                summary: Some(db::DiffSummary {
+                    files_changed: 4,
+                    lines_added: 5,
+                    lines_removed: 6,
+                }),
+                ..task()
+            }),
+            concat!(
+                r#"{"id":"0123456789ab","title":"fix the build","status":"ready","environment":"web","#,
+                r#""created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
+                r#""attempt_total":2,"summary":{"files_changed":4,"lines_added":5,"lines_removed":6}}"#,
+            ),
+        );
+        for (status, spelled) in [
+            (cache::CacheStatus::Miss, "miss"),
+            (cache::CacheStatus::From, "from"),
+        ] {
+            let info = hangar_engine::cache::CacheInfo {
+                status,
+                reason: "none yet".into(),
+                snapshot: "77aa".into(),
+            };
+            check(
+                CacheInfo::from(&info),
+                &format!(r#"{{"status":"{spelled}","reason":"none yet","snapshot":"77aa"}}"#),
+            );
+            // The wire spells it as the stored text does.
+            assert_eq!(
+                serde_json::to_string(&CacheInfo::from(&info)).unwrap(),
+                info.to_stored()
+            );
+        }
+    }
+
+    #[test]
+    fn logs_events_and_network_keep_their_json() {
+        check(
+            Logs::new(&[
+                line(db::Stream::Stdout),
+                line(db::Stream::Stderr),
+                line(db::Stream::Hangar),
+            ]),
+            concat!(
+                r#"{"logs":["#,
+                r#"{"attempt":1,"seq":7,"ts_ms":1700000002000,"phase":"setup","stream":"stdout","line":"npm ci"},"#,
+                r#"{"attempt":1,"seq":7,"ts_ms":1700000002000,"phase":"setup","stream":"stderr","line":"npm ci"},"#,
+                r#"{"attempt":1,"seq":7,"ts_ms":1700000002000,"phase":"setup","stream":"hangar","line":"npm ci"}"#,
+                r#"]}"#,
+            ),
+        );
+        let event = |kind: &str, exit_code, detail: Option<&str>| db::EventRow {
+            attempt: 2,
+            seq: 1,
+            ts_ms: 5,
+            kind: kind.into(),
+            text: "ls".into(),
+            exit_code,
+            detail: detail.map(Into::into),
+        };
+        check(
+            Events::new(&[
+                event("command", Some(1), None),
+                event("file", None, Some("add")),
+                event("message", None, None),
+            ]),
+            concat!(
+                r#"{"events":["#,
+                r#"{"attempt":2,"seq":1,"ts_ms":5,"kind":"command","text":"ls","exit_code":1},"#,
+                r#"{"attempt":2,"seq":1,"ts_ms":5,"kind":"file","text":"ls","detail":"add"},"#,
+                r#"{"attempt":2,"seq":1,"ts_ms":5,"kind":"message","text":"ls"}"#,
+                r#"]}"#,
+            ),
+        );
+        let entry = db::NetworkEntry {
+            attempt: 1,
+            seq: 3,
+            ts_ms: 9,
+            phase: "agent".into(),
+            method: Some("GET".into()),
+            path: Some("/x".into()),
+            host: "example.test".into(),
+            port: 443,
+            decision: "allowed".into(),
+            rule: Some("network.agent.allow *.test".into()),
+            bytes_up: 10,
+            bytes_down: 20,
+            note: None,
+        };
+        check(
+            Network::new(&[entry]),
+            concat!(
+                r#"{"network":[{"attempt":1,"seq":3,"ts_ms":9,"phase":"agent","method":"GET","#,
+                r#""path":"/x","host":"example.test","port":443,"decision":"allowed","#,
+                r#""rule":"network.agent.allow *.test","bytes_up":10,"bytes_down":20,"note":null}]}"#,
+            ),
+        );
+    }
+
+    #[test]
+    fn stream_events_keep_their_json() {
+        use hangar_engine::Event;
+        check(
+            StreamEvent::from(&Event::PhaseStarted {
+                attempt: 1,
+                phase: Phase::Agent,
+            }),
+            r#"{"type":"phase_started","attempt":1,"phase":"agent"}"#,
+        );
+        check(
+            StreamEvent::from(&Event::PhaseFinished {
+                attempt: 2,
+                phase: Phase::Collect,
+                ms: 40,
+                ok: true,
+            }),
+            r#"{"type":"phase_finished","attempt":2,"phase":"collect","ms":40,"ok":true}"#,
+        );
+        check(
+            StreamEvent::from(&Event::Line(line(db::Stream::Stderr))),
+            concat!(
+                r#"{"type":"line","attempt":1,"seq":7,"ts_ms":1700000002000,"phase":"setup","#,
+                r#""stream":"stderr","line":"npm ci"}"#,
+            ),
+        );
+        check(
+            StreamEvent::Missed { count: 3 },
+            r#"{"type":"missed","count":3}"#,
+        );
+        check(
+            StreamEvent::End {
+                status: TaskStatus::Cancelled,
+            },
+            r#"{"type":"end","status":"cancelled"}"#,
+        );
+    }
+
+    #[test]
+    fn secrets_and_snapshot_travel_keep_their_json() {
+        check(
+            SecretList::new(&[
+                secrets::SecretInfo {
+                    name: "TOKEN".into(),
+                    phases: vec![SecretPhase::Setup, SecretPhase::Maintenance],
+                    projected_to: Vec::new(),
+                    set: false,
+                    updated_ms: None,
+                },
+                secrets::SecretInfo {
+                    name: "GH".into(),
+                    phases: vec![SecretPhase::Agent],
+                    projected_to: vec!["api.github.com".into()],
+                    set: true,
+                    updated_ms: Some(12),
+                },
+            ]),
+            concat!(
+                r#"{"secrets":["#,
+                r#"{"name":"TOKEN","phases":["setup","maintenance"],"set":false,"updated_ms":null},"#,
+                r#"{"name":"GH","phases":["agent"],"projected_to":["api.github.com"],"set":true,"updated_ms":12}"#,
+                r#"]}"#,
+            ),
+        );
+        check(
+            ExportResult::from(travel::Exported {
+                environment: "web".into(),
+                reference: "registry.test/web:snap".into(),
+                manifest: "sha256:aa".into(),
+                snapshot: "3f2a".into(),
+                layer_size: 1024,
+            }),
+            concat!(
+                r#"{"environment":"web","reference":"registry.test/web:snap","#,
+                r#""manifest":"sha256:aa","snapshot":"3f2a","layer_size":1024}"#,
+            ),
+        );
+        check(
+            ImportResult::from(travel::Imported {
+                environment: "web".into(),
+                reference: "registry.test/web:snap".into(),
+                snapshot: "3f2a".into(),
+                size: 2048,
+                imported: false,
+            }),
+            concat!(
+                r#"{"environment":"web","reference":"registry.test/web:snap","#,
+                r#""snapshot":"3f2a","size":2048,"imported":false}"#,
+            ),
+        );
+    }
+
+    #[test]
+    fn run_documents_keep_their_json() {
+        let spec = RunSpec {
+            image: "debian-bookworm".into(),
+            argv: vec!["true".into()],
+            runtime: Some(Runtime::Runc),
+            cpus: Some(0.5),
+            ..RunSpec::default()
+        };
+        check(
+            spec.clone(),
+            concat!(
+                r#"{"image":"debian-bookworm","argv":["true"],"env":[],"workdir":null,"#,
+                r#""memory_bytes":null,"pids":null,"cpus":0.5,"runtime":"runc","stdin":false}"#,
+            ),
+        );
+        // What the CLI sends may leave the defaults out; the engine gets the runtime's name.
+        let sent: RunSpec =
+            serde_json::from_str(r#"{"image":"debian-bookworm","argv":["true"],"runtime":"crun"}"#)
+                .unwrap();
+        let engine: hangar_engine::run::RunSpec = sent.into();
+        assert_eq!(engine.runtime.as_deref(), Some("crun"));
+        assert!(
+            serde_json::from_str::<RunSpec>(r#"{"image":"i","argv":[],"runtime":"kata"}"#).is_err()
+        );
+        check(
+            RunExit {
+                code: None,
+                signal: Some(9),
+                oom_killed: true,
+                message: None,
+            },
+            r#"{"code":null,"signal":9,"oom_killed":true,"message":null}"#,
+        );
+    }
+
+    /// The enums `openapi.json` spells are the ones the wire types write.
+    #[test]
+    fn the_openapi_document_spells_the_wire_enums() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let spelled = |v: &serde_json::Value| -> Vec<String> {
+            v["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no enum in {v}"))
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            spelled(&schemas["LogLine"]["properties"]["stream"]),
+            Stream::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spelled(&schemas["Attempt"]["properties"]["cache"]["properties"]["status"]),
+            CacheStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spelled(
+                &schemas["SecretList"]["properties"]["secrets"]["items"]["properties"]["phases"]
+                    ["items"]
+            ),
+            SecretPhase::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spelled(&schemas["RunSpec"]["properties"]["runtime"]),
+            Runtime::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spelled(&schemas["TaskStatus"]),
+            TaskStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn a_new_token_is_in_its_json_once_and_never_in_its_debug() {

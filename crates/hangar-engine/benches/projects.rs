@@ -74,11 +74,11 @@ async fn bench(engine: &Engine, p: RealProject, rows: &mut Vec<Row>) {
 
         engine.cache_reset(&name).await.unwrap();
         let (took, a) = task(engine, &name).await;
-        assert_eq!(common::cache_of(&a).status, "miss");
+        assert_eq!(common::cache_of(&a).status.as_str(), "miss");
         setup.push(phase_ms(&a, Phase::Setup));
         cold.push(took);
         let (took, b) = task(engine, &name).await;
-        assert_eq!(common::cache_of(&b).status, "hit");
+        assert_eq!(common::cache_of(&b).status.as_str(), "hit");
         warm.push(took);
     }
     let n = p.name;

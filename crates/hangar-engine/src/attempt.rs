@@ -22,7 +22,7 @@ use hangar_store::db::{now_ms, AttemptField, AttemptOutcome, Db, PhaseTiming, Sn
 use tokio::sync::{mpsc, watch};
 
 use crate::autoinstall;
-use crate::cache::{self, CacheInfo, KeyComponents, Lookup};
+use crate::cache::{self, CacheInfo, CacheStatus, KeyComponents, Lookup};
 use crate::diff;
 use crate::error::{io_err, EngineError, Result};
 use crate::followup::{FollowUp, Keep};
@@ -612,7 +612,7 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
                 )));
             };
             let info = CacheInfo {
-                status: "from".into(),
+                status: CacheStatus::From,
                 reason: format!("task {task} attempt {index}'s layer"),
                 snapshot: cache::short(&f.meta.snapshot).into(),
             };
@@ -726,7 +726,7 @@ async fn snapshot_for(ctx: &mut Ctx<'_>, p: &Prepared) -> Result<(), Stop> {
                 .await
                 .map_err(EngineError::from)?;
             CacheInfo {
-                status: "hit".into(),
+                status: CacheStatus::Hit,
                 reason: cache::hit_reason(s, ctx.deps.layers.now()),
                 snapshot: cache::short(&s.key).into(),
             }
@@ -740,7 +740,7 @@ async fn snapshot_for(ctx: &mut Ctx<'_>, p: &Prepared) -> Result<(), Stop> {
                 ),
             };
             let missed = CacheInfo {
-                status: "miss".into(),
+                status: CacheStatus::Miss,
                 reason: reason.clone(),
                 snapshot: cache::short(&p.key).into(),
             };
@@ -777,7 +777,7 @@ async fn build(ctx: &mut Ctx<'_>, p: &Prepared, reason: String) -> Result<CacheI
             &format!("snapshot {short} was built by another task meanwhile"),
         );
         return Ok(CacheInfo {
-            status: "miss".into(),
+            status: CacheStatus::Miss,
             reason: format!(
                 "{reason}; waited for snapshot {short}, built {}",
                 cache::ago(ctx.deps.layers.now() - s.created_ms)
@@ -847,7 +847,7 @@ async fn build(ctx: &mut Ctx<'_>, p: &Prepared, reason: String) -> Result<CacheI
         .map_err(EngineError::from)?;
     ctx.deps.layers.make_durable_later(&p.key);
     Ok(CacheInfo {
-        status: "miss".into(),
+        status: CacheStatus::Miss,
         reason,
         snapshot: short,
     })
@@ -1054,7 +1054,7 @@ async fn leak_scan(ctx: &Ctx<'_>, dir: &Path, phase: Phase) -> Result<(), Stop> 
 async fn record_cache(ctx: &Ctx<'_>, info: &CacheInfo) -> Result<(), Stop> {
     ctx.logger
         .note(Phase::Prepare, &format!("cache: {}", info.describe()));
-    let json = serde_json::to_string(info).expect("cache info serializes");
+    let json = info.to_stored();
     ctx.deps
         .db
         .set_attempt_field(ctx.plan.task, ctx.plan.index, AttemptField::Cache, &json)

@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 
 use hangar_spec::InstallChange;
-use serde::Serialize;
-
 /// One detected install.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallStep {
     /// The file that called for it.
     pub found: &'static str,

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use hangar_spec::Environment;
-use hangar_store::db::SnapshotRecord;
+use hangar_spec::{Environment, TaskId};
+use hangar_store::db::{AttemptRecord, SnapshotRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -116,20 +116,93 @@ pub fn components(
     }
 }
 
-/// How an attempt found its environment; stored on the attempt and shown by `exec`.
+/// How an attempt found its environment; stored on the attempt (as JSON text, which
+/// [`CacheInfo::recorded`] reads back) and shown by `exec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheInfo {
-    /// `hit` or `miss`.
-    pub status: String,
+    pub status: CacheStatus,
     pub reason: String,
-    /// The short key of the snapshot used (built on a miss).
+    /// The short key of the snapshot used (built on a miss; a follow-up's source's).
     pub snapshot: String,
+}
+
+/// Whether an attempt's environment came from a snapshot. The spelling is the stored
+/// text's, so it never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    /// A snapshot served it.
+    Hit,
+    /// None did: setup built one.
+    Miss,
+    /// A follow-up: it started from its source attempt's kept layer.
+    From,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::From => "from",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// An attempt's stored cache info that does not parse (a damaged database, or one
+/// written by a hangar that spelled it otherwise).
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read how attempt {attempt} of task {task} found its environment: its stored cache info `{text}` does not parse: {source}")]
+pub struct CacheInfoError {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub text: String,
+    #[source]
+    pub source: serde_json::Error,
 }
 
 impl CacheInfo {
     /// `hit (snapshot 3f2a, built 2 h ago)`, `miss (setup script changed since snapshot 3f2a)`.
     pub fn describe(&self) -> String {
         format!("{} ({})", self.status, self.reason)
+    }
+
+    /// The text stored on the attempt.
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).expect("cache info serializes")
+    }
+
+    /// How attempt `a` of `task` found its environment, from the text stored on it;
+    /// `None` until its prepare phase recorded it.
+    pub fn recorded(task: &TaskId, a: &AttemptRecord) -> Result<Option<CacheInfo>, CacheInfoError> {
+        let Some(text) = a.cache.as_deref() else {
+            return Ok(None);
+        };
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|source| CacheInfoError {
+                task: task.clone(),
+                attempt: a.index,
+                text: text.to_string(),
+                source,
+            })
+    }
+
+    /// [`CacheInfo::recorded`] of each of a task's attempts, in their order.
+    pub fn recorded_all(
+        task: &TaskId,
+        attempts: &[AttemptRecord],
+    ) -> Result<Vec<Option<CacheInfo>>, CacheInfoError> {
+        attempts
+            .iter()
+            .map(|a| CacheInfo::recorded(task, a))
+            .collect()
     }
 }
 
@@ -497,5 +570,79 @@ mod tests {
             keys(to_collect(&all, &leased, at(10), Some(0))),
             ["old", "lru", "mru"]
         );
+    }
+
+    fn attempt_with(cache: Option<&str>) -> AttemptRecord {
+        AttemptRecord {
+            index: 2,
+            status: hangar_spec::AttemptStatus::Ready,
+            sandbox: None,
+            cache: cache.map(str::to_string),
+            base_commit: None,
+            result_tree: None,
+            final_message: None,
+            exit_code: None,
+            error: None,
+            phases: Vec::new(),
+            summary: None,
+            check: None,
+            created_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+
+    /// The stored text's spelling is fixed: attempts recorded by earlier versions read
+    /// back, and what is written now reads as they did.
+    #[test]
+    fn stored_cache_info_reads_back_typed() {
+        let task: TaskId = "0123456789ab".parse().unwrap();
+        for (status, spelled) in [
+            (CacheStatus::Hit, "hit"),
+            (CacheStatus::Miss, "miss"),
+            (CacheStatus::From, "from"),
+        ] {
+            let text = format!(r#"{{"status":"{spelled}","reason":"none yet","snapshot":"3f2a"}}"#);
+            let info = CacheInfo {
+                status,
+                reason: "none yet".into(),
+                snapshot: "3f2a".into(),
+            };
+            assert_eq!(info.to_stored(), text);
+            assert_eq!(
+                CacheInfo::recorded(&task, &attempt_with(Some(&text))).unwrap(),
+                Some(info)
+            );
+        }
+        assert_eq!(
+            CacheInfo::recorded(&task, &attempt_with(None)).unwrap(),
+            None
+        );
+    }
+
+    /// Regression: the API read a stored text that did not parse as no cache info at all
+    /// (`null`), so a damaged record looked like an attempt that never got that far.
+    #[test]
+    fn a_corrupt_stored_cache_info_is_an_error_naming_the_attempt() {
+        let task: TaskId = "0123456789ab".parse().unwrap();
+        for text in [
+            r#"{"status":"maybe","reason":"r","snapshot":"s"}"#,
+            r#"{"status":"hit""#,
+            "",
+        ] {
+            let err =
+                CacheInfo::recorded_all(&task, &[attempt_with(None), attempt_with(Some(text))])
+                    .unwrap_err();
+            assert_eq!((err.task.clone(), err.attempt), (task.clone(), 2));
+            let message = err.to_string();
+            assert!(
+                message.starts_with(
+                    "failed to read how attempt 2 of task 0123456789ab found its environment: \
+                     its stored cache info `"
+                ),
+                "{message}"
+            );
+            assert!(message.contains(text), "{message}");
+        }
     }
 }

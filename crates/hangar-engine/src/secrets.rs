@@ -11,19 +11,17 @@ use hangar_net::Injection;
 use hangar_secrets::{Keyring, NamedSecret, Redactor, Secret};
 use hangar_spec::{Environment, Phase, SecretDecl, SecretPhase};
 use hangar_store::db::SecretRow;
-use serde::Serialize;
 
 use crate::error::{EngineError, Result};
 use crate::Engine;
 
 /// A declared secret as `hangar secret ls` shows it: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
     pub name: String,
     /// The phases whose execs get it (projected ones get a placeholder).
-    pub phases: Vec<String>,
+    pub phases: Vec<SecretPhase>,
     /// For a projected secret, the hosts the proxy sends it to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projected_to: Vec<String>,
     /// Whether a value is set.
     pub set: bool,
@@ -214,7 +212,7 @@ impl Engine {
             .iter()
             .map(|(name, decl)| {
                 let row = stored.iter().find(|r| &r.name == name);
-                let mut phases: Vec<String> = decl.phases.iter().map(|p| p.to_string()).collect();
+                let mut phases = decl.phases.clone();
                 let mut projected_to: Vec<String> = decl
                     .inject
                     .iter()
@@ -222,7 +220,7 @@ impl Engine {
                     .collect();
                 // The model key reaches the agent as a placeholder for the endpoint.
                 if environment.agent.key.as_ref() == Some(name) {
-                    phases.push(SecretPhase::Agent.to_string());
+                    phases.push(SecretPhase::Agent);
                     projected_to.extend(
                         environment
                             .agent

@@ -10,7 +10,6 @@ use hangar_image::{pack, Progress, RegistryOptions};
 use hangar_secrets::ScanMode;
 use hangar_store::db::SnapshotRecord;
 use hangar_store::{Digest, LeaseKind};
-use serde::Serialize;
 
 use crate::cache::{self, KeyComponents, Lookup};
 use crate::error::{EngineError, Result};
@@ -22,7 +21,7 @@ use crate::Engine;
 pub const COMPONENTS_LABEL: &str = "dev.hangar.snapshot.components";
 
 /// What `cache export` pushed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exported {
     pub environment: String,
     pub reference: String,
@@ -34,7 +33,7 @@ pub struct Exported {
 }
 
 /// What `cache import` registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
     pub environment: String,
     pub reference: String,

@@ -112,7 +112,7 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     );
 
     let (_, a, cache, logs) = run(&engine, &name).await;
-    assert_eq!(cache.status, "hit");
+    assert_eq!(cache.status.as_str(), "hit");
     assert_eq!(cache.reason, format!("snapshot {first}, built just now"));
     assert!(!built(&a), "a hit runs no setup");
     assert!(
@@ -150,7 +150,7 @@ async fn hits_and_misses_say_why_expire_reset_and_are_collected() {
     );
 
     let (_, _, cache, _) = run(&engine, &name).await;
-    assert_eq!(cache.status, "hit", "the rebuilt snapshot serves");
+    assert_eq!(cache.status.as_str(), "hit", "the rebuilt snapshot serves");
     assert_eq!(
         engine.cache_reset(&name).await.unwrap(),
         2,

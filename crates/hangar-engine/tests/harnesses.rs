@@ -554,7 +554,7 @@ async fn switching_harness_reuses_the_environment_and_full_access_opens_the_netw
         assert_eq!(attempt.status, AttemptStatus::Ready);
         let logs = common::logs(&engine, &task.id).await;
         assert!(logs.iter().any(|l| l == expected), "{approval}: {logs:#?}");
-        assert_eq!(common::cache_of(&attempt).status, "hit");
+        assert_eq!(common::cache_of(&attempt).status.as_str(), "hit");
     }
 
     // Another harness on the same environment: the snapshot serves, only the CLI's own
@@ -581,7 +581,7 @@ async fn switching_harness_reuses_the_environment_and_full_access_opens_the_netw
     let (task, attempt) = common::run(&engine, &req).await;
     assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
     assert_eq!(
-        common::cache_of(&attempt).status,
+        common::cache_of(&attempt).status.as_str(),
         "hit",
         "{:#?}",
         common::logs(&engine, &task.id).await

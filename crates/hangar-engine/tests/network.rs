@@ -390,7 +390,8 @@ async fn the_agent_finds_no_way_out_but_the_allowed_one() {
     // In time order, though a connection's entry is written when it closes.
     let order: Vec<(i64, u32, i64)> = log.iter().map(|e| (e.ts_ms, e.attempt, e.seq)).collect();
     assert!(order.is_sorted(), "{order:?}");
-    let json = serde_json::to_string(&log).unwrap();
+    // Debug prints every field: a value in any of them shows.
+    let json = format!("{log:?}");
     assert!(!json.contains(&key));
     assert!(!json.contains(&token));
     let id = hangar_sandbox::SandboxId::new(attempt.sandbox.clone().unwrap()).unwrap();

@@ -49,7 +49,7 @@ async fn first_try(project: RealProject) {
     let (task, a) = common::run(&engine, &common::request(&name, "append a line")).await;
     let logs = common::logs(&engine, &task.id).await;
     assert_eq!(a.status, AttemptStatus::Ready, "{:?}\n{logs:#?}", a.error);
-    assert_eq!(common::cache_of(&a).status, "miss");
+    assert_eq!(common::cache_of(&a).status.as_str(), "miss");
     assert!(
         a.check.as_ref().is_some_and(|c| c.passed),
         "the suite failed:\n{logs:#?}"
@@ -104,7 +104,7 @@ async fn first_try(project: RealProject) {
     let (task, b) = common::run(&engine, &warm).await;
     let logs = common::logs(&engine, &task.id).await;
     assert_eq!(b.status, AttemptStatus::Ready, "{:?}\n{logs:#?}", b.error);
-    assert_eq!(common::cache_of(&b).status, "hit");
+    assert_eq!(common::cache_of(&b).status.as_str(), "hit");
     assert!(!b.phases.iter().any(|p| p.phase == Phase::Setup));
     assert!(
         b.check.as_ref().is_some_and(|c| c.passed),

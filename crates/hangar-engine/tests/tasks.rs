@@ -309,7 +309,7 @@ if touch /etc/hangar-probe 2>/dev/null; then echo root; else echo unprivileged; 
             "{round}: {:?}\n{logs:#?}",
             a.error
         );
-        assert_eq!(common::cache_of(&a).status, round);
+        assert_eq!(common::cache_of(&a).status.as_str(), round);
         assert_eq!(
             a.final_message.as_deref(),
             Some("unprivileged"),
@@ -396,7 +396,7 @@ async fn an_environment_follows_its_repositorys_file_but_not_its_owners_parts() 
     assert_eq!(b.final_message.as_deref(), Some("v2"), "{:?}", b.error);
     assert_eq!(task.environment_version, 2);
     let cache = common::cache_of(&b);
-    assert_eq!(cache.status, "miss");
+    assert_eq!(cache.status.as_str(), "miss");
     assert!(
         cache.reason.contains("setup script changed"),
         "{}",

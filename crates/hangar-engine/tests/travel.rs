@@ -72,7 +72,7 @@ async fn an_exported_snapshot_imports_as_the_identical_tree_and_a_hit() {
     );
 
     let (message, cache) = run(&a, &name).await;
-    assert_eq!(cache.status, "miss");
+    assert_eq!(cache.status.as_str(), "miss");
     assert_eq!(message.as_deref(), Some("from-setup only deleted"));
     let exported = a
         .cache_export(&name, &snapshot_ref, &opts, &quiet)
@@ -279,7 +279,7 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
         .await
         .unwrap();
     let (_, cache) = run(&engine, &name).await;
-    assert_eq!(cache.status, "miss");
+    assert_eq!(cache.status.as_str(), "miss");
     let reference = format!("{}/snapshots/{name}:1", registry.addr);
     let exported = engine
         .cache_export(&name, &reference, &opts, &quiet)

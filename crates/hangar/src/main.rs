@@ -502,7 +502,7 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
     use hangar_api::attach::{
         read_frame, write_frame, RunExit, EXIT, SIGNAL, STDERR, STDIN, STDIN_END, STDOUT,
     };
-    let spec = hangar_engine::run::RunSpec {
+    let spec = hangar_api::wire::RunSpec {
         image: args.image.clone(),
         argv: args.command.clone(),
         env: args.env.clone(),
@@ -510,7 +510,10 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
         memory_bytes: args.memory,
         pids: args.pids,
         cpus: args.cpus,
-        runtime: Some(args.runtime.name().to_string()),
+        runtime: Some(match args.runtime {
+            RuntimeKind::Crun => hangar_api::wire::Runtime::Crun,
+            RuntimeKind::Runc => hangar_api::wire::Runtime::Runc,
+        }),
         stdin: args.interactive,
     };
     let path = format!(

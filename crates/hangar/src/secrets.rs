@@ -75,7 +75,11 @@ pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
                 println!(
                     "{:<24} {:<28} {:<5} {}",
                     s.name,
-                    s.phases.join(","),
+                    s.phases
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     if s.set { "yes" } else { "no" },
                     s.projected_to.join(",")
                 );

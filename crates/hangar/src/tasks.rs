@@ -9,13 +9,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hangar_api::client::{query, segment, Client};
 use hangar_api::wire::{
-    rfc3339, CacheGc, CacheGcReport, CacheReset, EnvFile, EnvList, EnvView, Events, ExportSnapshot,
-    ImportSnapshot, Logs, Network, SnapshotList, StreamEvent, SubmitTask, TaskList, TaskView,
+    rfc3339, CacheGc, CacheGcReport, CacheReset, DiffSummary, EnvFile, EnvList, EnvView, Events,
+    ExportResult, ExportSnapshot, ImportResult, ImportSnapshot, LogLine, Logs, Network,
+    SnapshotList, Stream, StreamEvent, SubmitTask, TaskList, TaskView,
 };
-use hangar_engine::travel::{Exported, Imported};
 use hangar_engine::EngineError;
 use hangar_spec::{Approval, Harness, Phase, TaskStatus};
-use hangar_store::db::{DiffSummary, LogLine, Stream};
 
 use crate::print_json;
 use crate::progress::Status;
@@ -359,7 +358,7 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> Result<()> {
                 insecure,
             };
             let path = format!("{}/cache/export", env_path(&environment));
-            let out: Exported = client.operation(&path, &body, |l| eprintln!("{l}")).await?;
+            let out: ExportResult = client.operation(&path, &body, |l| eprintln!("{l}")).await?;
             if json {
                 return print_json(&out);
             }
@@ -381,7 +380,7 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> Result<()> {
                 environment,
                 insecure,
             };
-            let out: Imported = client
+            let out: ImportResult = client
                 .operation("/v1/cache/import", &body, |l| eprintln!("{l}"))
                 .await?;
             if json {
@@ -772,7 +771,7 @@ pub async fn show(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> 
         println!();
         println!("attempt {}   {}", a.index, a.status);
         if let Some(c) = &a.cache {
-            println!("  cache     {}", c.describe());
+            println!("  cache     {} ({})", c.status, c.reason);
         }
         if let Some(b) = &a.base_commit {
             println!("  base      {b}");
