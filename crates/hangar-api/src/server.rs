@@ -409,7 +409,12 @@ async fn show_task(
     let (task, attempts) = load(&engine, &id).await?;
     let position = engine.queue_position(&task);
     let caches = CacheInfo::recorded_all(task.id(), &attempts).map_err(ApiError::internal)?;
-    Ok(Json(TaskView::new(task.record(), &attempts, &caches, position)))
+    Ok(Json(TaskView::new(
+        task.record(),
+        &attempts,
+        &caches,
+        position,
+    )))
 }
 
 async fn cancel_task(

@@ -3,8 +3,8 @@
 //! the engine's values are converted into them here, so renaming a column or an engine
 //! field cannot change a document (a test pins each one's JSON).
 
-use hangar_secrets::Secret;
 use hangar_engine::{cache, secrets, travel};
+use hangar_secrets::Secret;
 use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskStatus};
 use hangar_store::db::{self, AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};

@@ -7,28 +7,20 @@ use hangar_sandbox::{ExecSpec, Process, Resources, RuntimeKind, Sandbox, Sandbox
 use crate::{Engine, EngineError, Result};
 
 /// What to run.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSpec {
     pub image: String,
     pub argv: Vec<String>,
     /// `KEY=VALUE`, over the image's own.
-    #[serde(default)]
     pub env: Vec<String>,
     /// Default: the image's working directory, else `/`.
-    #[serde(default)]
     pub workdir: Option<String>,
-    #[serde(default)]
     pub memory_bytes: Option<u64>,
-    #[serde(default)]
     pub pids: Option<i64>,
-    #[serde(default)]
     pub cpus: Option<f64>,
     /// `crun` (default) or `runc`.
-    #[serde(default)]
     pub runtime: Option<String>,
     /// Pass standard input through.
-    #[serde(default)]
     pub stdin: bool,
 }
 

@@ -123,9 +123,12 @@ mod tests {
     async fn two_workspaces() -> (tempfile::TempDir, Engine, Task) {
         let dir = tempfile::tempdir().unwrap();
         let store = hangar_store::Store::open(dir.path().join("data")).unwrap();
-        let engine = Engine::open(crate::EngineConfig::new(store, "/nonexistent/hangar-init".into()))
-            .await
-            .unwrap();
+        let engine = Engine::open(crate::EngineConfig::new(
+            store,
+            "/nonexistent/hangar-init".into(),
+        ))
+        .await
+        .unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
         let source = format!(

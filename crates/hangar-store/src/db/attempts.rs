@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::{self, Backend};
 use super::{corrupt, int, now_ms, query, Db, DbError, DbResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DiffSummary {
     pub files_changed: u32,
     pub lines_added: u32,

@@ -3,13 +3,11 @@
 //! within its attempt and stored redacted.
 
 use hangar_spec::{Phase, TaskId};
-use serde::{Deserialize, Serialize};
 
 use super::{corrupt, int, query, BackendRow, Db, DbResult};
 
 /// Which stream a log line came from; `hangar` lines are hangar's own notes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -32,7 +30,7 @@ impl Stream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub attempt: u32,
     pub seq: i64,
@@ -43,7 +41,7 @@ pub struct LogLine {
 }
 
 /// One event of an agent's run, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub attempt: u32,
     pub seq: i64,
@@ -51,14 +49,12 @@ pub struct EventRow {
     /// message, command, file, error or final.
     pub kind: String,
     pub text: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
 /// One decision of an attempt's egress proxy, as stored (redacted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkEntry {
     pub attempt: u32,
     pub seq: i64,

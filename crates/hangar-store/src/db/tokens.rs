@@ -1,12 +1,10 @@
 //! The `tokens` table: API tokens, each granting one workspace. Only a hash of a token
 //! is stored; the engine makes and hashes them.
 
-use serde::{Deserialize, Serialize};
-
 use super::{query, Db, DbError, DbResult};
 
 /// A stored API token (its hash, never the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TokenRecord {
     pub id: String,
     pub workspace: String,
