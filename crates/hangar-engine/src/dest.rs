@@ -13,7 +13,7 @@ use hangar_spec::{Environment, HostRule};
 
 use crate::error::{EngineError, Result};
 use crate::git::{Pin, Reach};
-use crate::{is_local_repo, Engine};
+use crate::{is_local_relative, Engine};
 
 /// Who a view of the engine acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,12 @@ pub(crate) enum Principal {
 
 /// The flag that opens an internal host for tenants, for the errors that name it.
 const OPEN_FLAG: &str = "hangar serve --open-internal";
+
+/// A repository on this machine's filesystem: a path, or a `file://` URL. Only the local
+/// admin may name one: through a token it would read any repository on the host.
+fn is_local_repo(repo: &str) -> bool {
+    repo.starts_with('/') || repo.starts_with("file://") || is_local_relative(repo)
+}
 
 impl Engine {
     /// What the proxy of this view's sandboxes lets open internal addresses.
@@ -214,6 +220,21 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn paths_and_file_urls_are_local_repositories() {
+        for local in ["/srv/x", "file:///srv/x", "..", "x"] {
+            assert!(is_local_repo(local), "{local}");
+        }
+        for remote in [
+            "https://h/x",
+            "git://127.0.0.1:9418/x",
+            "git@host:x",
+            "ssh://h/x",
+        ] {
+            assert!(!is_local_repo(remote), "{remote}");
+        }
+    }
 
     /// A tenant's view over an empty data dir, names resolved by a table, and the admin's
     /// named hosts.

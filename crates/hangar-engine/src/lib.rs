@@ -756,14 +756,8 @@ fn normalized(file: &str, mut env: Environment, base_dir: &Path) -> Result<Envir
     Ok(env)
 }
 
-/// A repository on this machine's filesystem: a path, or a `file://` URL. Only the local
-/// admin may name one: through a token it would read any repository on the host.
-pub(crate) fn is_local_repo(repo: &str) -> bool {
-    repo.starts_with('/') || repo.starts_with("file://") || is_local_relative(repo)
-}
-
 /// A path that is neither absolute nor a URL (`scheme://`, `user@host:path`).
-fn is_local_relative(repo: &str) -> bool {
+pub(crate) fn is_local_relative(repo: &str) -> bool {
     let scp_like = repo
         .split_once(':')
         .is_some_and(|(host, _)| !host.contains('/'));
@@ -825,17 +819,6 @@ mod tests {
         assert!(!is_local_relative("/abs"));
         assert!(!is_local_relative("git@host:x"));
         assert!(!is_local_relative("https://h/x"));
-        for local in ["/srv/x", "file:///srv/x", "..", "x"] {
-            assert!(is_local_repo(local), "{local}");
-        }
-        for remote in [
-            "https://h/x",
-            "git://127.0.0.1:9418/x",
-            "git@host:x",
-            "ssh://h/x",
-        ] {
-            assert!(!is_local_repo(remote), "{remote}");
-        }
     }
 
     #[tokio::test]
