@@ -456,8 +456,14 @@ async fn file_access_resolves_inside_the_root(rt: RuntimeKind) {
         String::from_utf8(sb.read_file("/tmp/up").unwrap()).unwrap(),
         own_shadow
     );
-    // A write through a symlink naming a host path lands inside the sandbox, if anywhere.
-    let _ = sb.write_file("/tmp/out", b"escaped?", 0o644);
+    // A write through a symlink naming a host path resolves inside the sandbox's root,
+    // where that path's directory does not exist.
+    match sb.write_file("/tmp/out", b"escaped?", 0o644) {
+        Err(SandboxError::File { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}")
+        }
+        other => panic!("a write through /tmp/out gave {other:?}"),
+    }
     assert!(
         !host_target.exists(),
         "a sandbox symlink made the host write {}",
