@@ -161,7 +161,7 @@ pub(crate) async fn list_tokens(
             .into_iter()
             .map(|t| TokenSummary {
                 id: t.id,
-                workspace: t.workspace,
+                workspace: t.workspace.to_string(),
                 created_at: rfc3339(t.created_ms),
             })
             .collect(),
@@ -180,7 +180,7 @@ pub(crate) async fn create_token(
         StatusCode::CREATED,
         Json(NewToken {
             id: t.id,
-            workspace: t.workspace,
+            workspace: t.workspace.to_string(),
             token: t.token,
         }),
     ))

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use hangar_engine::cache::CacheInfo;
 use hangar_engine::runner::{Followed, Runner};
 use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
+use hangar_spec::Workspace;
 use hangar_store::db::{AttemptRecord, DbError};
 use serde::Deserialize;
 
@@ -53,7 +54,7 @@ pub enum Listener {
 /// The caller of a request, as its token (or the local socket) says.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    workspace: String,
+    workspace: Workspace,
     /// The local admin (tokens are managed by it alone).
     admin: bool,
 }
@@ -92,7 +93,7 @@ async fn authenticate(
             Err(e) => return ApiError::from(e).into_response(),
         },
         (None, Listener::Local) => Caller {
-            workspace: hangar_store::db::DEFAULT_WORKSPACE.to_string(),
+            workspace: Workspace::default_workspace(),
             admin: true,
         },
         (None, Listener::Remote) => {

@@ -255,7 +255,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let view = engine.for_tenant("t");
+        let view = engine.for_tenant(&"t".parse().unwrap());
         (dir, view)
     }
 
@@ -310,7 +310,7 @@ mod tests {
             check(engine.check_repo(repo).await.map(drop), expected, repo);
         }
         // The local admin's view checks nothing.
-        let admin = engine.in_workspace("t");
+        let admin = engine.in_workspace(&"t".parse().unwrap());
         check(
             admin.check_repo("git://127.0.0.1:1/x").await.map(drop),
             None,
@@ -366,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             engine
-                .in_workspace("t")
+                .in_workspace(&"t".parse().unwrap())
                 .check_repo("https://unknown.test/x")
                 .await
                 .unwrap(),

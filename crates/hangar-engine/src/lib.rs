@@ -32,10 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_sandbox::{HostConfig, RuntimeKind};
-use hangar_spec::{Approval, AttemptStatus, Environment, Harness, Phase, TaskId};
-use hangar_store::db::{
-    Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord, DEFAULT_WORKSPACE,
-};
+use hangar_spec::{Approval, AttemptStatus, Environment, Harness, Phase, TaskId, Workspace};
+use hangar_store::db::{Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskRecord};
 use hangar_store::{Bucket, Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
@@ -94,7 +92,7 @@ pub struct Engine {
     /// What every workspace's view of this engine shares (see [`Engine::in_workspace`]).
     shared: Arc<Shared>,
     /// The workspace whose environments, secrets and tasks this view sees.
-    workspace: String,
+    workspace: Workspace,
     /// Whom this view acts for, which decides what its destinations may be.
     principal: Principal,
 }
@@ -214,24 +212,24 @@ impl Engine {
         };
         Ok(Engine {
             shared: Arc::new(shared),
-            workspace: DEFAULT_WORKSPACE.to_string(),
+            workspace: Workspace::default_workspace(),
             principal: Principal::LocalAdmin,
         })
     }
 
     /// The same engine (its store, slots, queue and settings) seeing workspace `ws` as the
     /// local admin.
-    pub fn in_workspace(&self, ws: &str) -> Engine {
+    pub fn in_workspace(&self, ws: &Workspace) -> Engine {
         Engine {
             shared: self.shared.clone(),
-            workspace: ws.to_string(),
+            workspace: ws.clone(),
             principal: Principal::LocalAdmin,
         }
     }
 
     /// The same engine seeing workspace `ws` for a token's holder: its repositories,
     /// endpoints, allow rules, registries and images are checked (see `dest.rs`).
-    pub fn for_tenant(&self, ws: &str) -> Engine {
+    pub fn for_tenant(&self, ws: &Workspace) -> Engine {
         Engine {
             principal: Principal::Tenant,
             ..self.in_workspace(ws)
@@ -341,7 +339,7 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
-    pub fn workspace(&self) -> &str {
+    pub fn workspace(&self) -> &Workspace {
         &self.workspace
     }
 
@@ -355,7 +353,7 @@ impl Engine {
         let env = normalized(file, env, base_dir)?;
         let now = hangar_store::db::now_ms();
         let rec = EnvRecord {
-            workspace: self.workspace.clone(),
+            workspace: self.workspace.to_string(),
             name: env.name.to_string(),
             version: 1,
             source: env.to_toml(),
@@ -543,7 +541,7 @@ impl Engine {
         }
         let task = NewTask {
             id: TaskId::random(),
-            workspace: self.workspace.clone(),
+            workspace: self.workspace.to_string(),
             environment: rec.name.clone(),
             environment_version: rec.version,
             spec: rec.source.clone(),
@@ -658,7 +656,7 @@ impl Engine {
             .all_snapshots()
             .await?
             .into_iter()
-            .filter(|s| s.workspace == self.workspace)
+            .filter(|s| s.workspace == self.workspace.as_str())
             .collect())
     }
 

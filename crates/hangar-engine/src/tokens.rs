@@ -3,6 +3,7 @@
 //! travels as a [`Secret`]: no log line or error message can carry it.
 
 use hangar_secrets::Secret;
+use hangar_spec::Workspace;
 use hangar_store::db::TokenRecord;
 use sha2::{Digest, Sha256};
 
@@ -12,7 +13,7 @@ use crate::{Engine, EngineError, Result};
 #[derive(Debug, Clone)]
 pub struct NewToken {
     pub id: String,
-    pub workspace: String,
+    pub workspace: Workspace,
     /// The bearer token itself; nowhere else after this. Exposed only where the API
     /// writes it into `POST /v1/tokens`'s answer.
     pub token: Secret,
@@ -20,19 +21,10 @@ pub struct NewToken {
 
 const PREFIX: &str = "hgr_";
 
-/// A workspace's name: 1 to 40 of a-z, 0-9 and '-', starting with a letter or digit.
-pub fn check_workspace(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidWorkspace(name.to_string()))
-    }
+/// A workspace's name, checked (see [`Workspace`]).
+pub fn parse_workspace(name: &str) -> Result<Workspace> {
+    name.parse()
+        .map_err(|_| EngineError::InvalidWorkspace(name.to_string()))
 }
 
 fn hash(token: &[u8]) -> String {
@@ -42,7 +34,7 @@ fn hash(token: &[u8]) -> String {
 impl Engine {
     /// Makes a token that grants `workspace` (which exists from then on).
     pub async fn create_token(&self, workspace: &str) -> Result<NewToken> {
-        check_workspace(workspace)?;
+        let workspace = parse_workspace(workspace)?;
         let id = hex::encode(rand::random::<[u8; 4]>());
         let token = Secret::new(
             format!("{PREFIX}{}", hex::encode(rand::random::<[u8; 20]>())).into_bytes(),
@@ -55,7 +47,7 @@ impl Engine {
         self.db.create_token(&rec, &hash(token.expose())).await?;
         Ok(NewToken {
             id,
-            workspace: workspace.to_string(),
+            workspace,
             token,
         })
     }
@@ -70,10 +62,14 @@ impl Engine {
 
     /// The workspace a bearer token grants; `None` for a token that does not exist.
     /// `token` is borrowed from the request's header: it is hashed, never copied.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<String>> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Workspace>> {
         if !token.starts_with(PREFIX) {
             return Ok(None);
         }
-        Ok(self.db.token_workspace(&hash(token.as_bytes())).await?)
+        self.db
+            .token_workspace(&hash(token.as_bytes()))
+            .await?
+            .map(|ws| parse_workspace(&ws))
+            .transpose()
     }
 }

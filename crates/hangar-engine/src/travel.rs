@@ -216,7 +216,7 @@ impl Engine {
         self.db
             .put_snapshot(&SnapshotRecord {
                 key: key.clone(),
-                workspace: self.workspace.clone(),
+                workspace: self.workspace.to_string(),
                 environment: rec.name.clone(),
                 components: serde_json::to_string(&ours).expect("components serialize"),
                 size: size as i64,

@@ -69,7 +69,7 @@ impl Engine {
         Ok(self
             .db
             .tasks(&TaskQuery {
-                workspace: self.workspace.clone(),
+                workspace: self.workspace.to_string(),
                 environment: filter.environment.clone(),
                 limit: filter.limit,
                 cursor: filter.cursor.clone(),
@@ -105,7 +105,7 @@ impl Engine {
     /// The task's id, when the handle is of this view's workspace; a handle of another
     /// one answers as a task that does not exist.
     pub(crate) fn mine<'t>(&self, task: &'t Task) -> Result<&'t TaskId> {
-        if task.record.workspace == self.workspace {
+        if task.record.workspace == self.workspace.as_str() {
             Ok(task.id())
         } else {
             Err(DbError::TaskNotFound(task.id().to_string()).into())
@@ -137,12 +137,12 @@ mod tests {
         );
         for ws in ["a", "b"] {
             engine
-                .in_workspace(ws)
+                .in_workspace(&ws.parse().unwrap())
                 .create_env("e.toml", &source, &repo)
                 .await
                 .unwrap();
         }
-        let a = engine.in_workspace("a");
+        let a = engine.in_workspace(&"a".parse().unwrap());
         let stored = a
             .submit(&TaskRequest {
                 environment: "e".into(),
@@ -175,7 +175,10 @@ mod tests {
     #[tokio::test]
     async fn another_workspaces_task_is_not_found_nor_read_through_its_handle() {
         let (_dir, engine, task) = two_workspaces().await;
-        let (a, b) = (engine.in_workspace("a"), engine.for_tenant("b"));
+        let (a, b) = (
+            engine.in_workspace(&"a".parse().unwrap()),
+            engine.for_tenant(&"b".parse().unwrap()),
+        );
         assert_eq!(a.attempts(&task).await.unwrap().len(), 1);
         assert_eq!(a.refresh(&task).await.unwrap().id(), task.id());
         let id = task.id().as_str();

@@ -64,7 +64,10 @@ async fn a_sandbox_without_resources_gets_the_machines_limits() {
     });
     let (cancel, rx) = watch::channel(false);
     let runner = {
-        let (engine, id) = (engine.in_workspace("default"), task.id.clone());
+        let (engine, id) = (
+            engine.in_workspace(&"default".parse().unwrap()),
+            task.id.clone(),
+        );
         tokio::spawn(async move { engine.run_task(&id, progress, rx).await })
     };
     agent_started.recv().await.expect("the agent phase starts");

@@ -53,6 +53,59 @@ impl Serialize for EnvName {
     }
 }
 
+/// A workspace's name: 1 to 40 of a-z, 0-9 and `-`, not starting with `-`. A workspace
+/// holds its environments, secrets, tasks and snapshots; a token grants one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Workspace(String);
+
+impl Workspace {
+    /// The local admin's workspace (the Unix socket without a token).
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn default_workspace() -> Workspace {
+        Workspace(Workspace::DEFAULT.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A workspace reads as its name wherever a query wants one.
+impl std::ops::Deref for Workspace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Workspace {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Workspace, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= 40
+            && !s.starts_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Workspace(s.to_string()))
+        } else {
+            Err(IdError(format!(
+                "`{s}` is not a workspace name (1 to 40 of a-z, 0-9 and `-`, not starting \
+                 with `-`)"
+            )))
+        }
+    }
+}
+
+impl fmt::Display for Workspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
 /// A task's id: 12 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(String);
@@ -118,6 +171,13 @@ mod tests {
         assert!("3F2A".parse::<TaskId>().is_err());
         assert!(TaskId::is_prefix("3f2a"));
         assert!(!TaskId::is_prefix("zz"));
+        for ok in ["default", "team-a", "a", "0x", &"w".repeat(40)] {
+            assert_eq!(ok.parse::<Workspace>().unwrap().as_str(), ok);
+        }
+        for bad in ["", "-a", "Team", "a_b", "a b", "a/b", &"w".repeat(41)] {
+            assert!(bad.parse::<Workspace>().is_err(), "{bad}");
+        }
+        assert_eq!(Workspace::default_workspace().as_str(), Workspace::DEFAULT);
     }
 
     /// Regression: `hangar list`'s STATUS column was misaligned, since Display ignored

@@ -16,6 +16,6 @@ pub use env::{
     SecretDecl, SecretPhase, Setup, SpecError, DEFAULT_IMAGE, INSTALL_TOOLS, REPO_ENV_FILE,
     TOOLCHAINS,
 };
-pub use ids::{EnvName, IdError, TaskId};
+pub use ids::{EnvName, IdError, TaskId, Workspace};
 pub use size::{format_bytes, parse_bytes};
 pub use task::{repo_name, AttemptStatus, Phase, TaskStatus};

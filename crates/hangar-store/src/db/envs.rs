@@ -111,13 +111,14 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use crate::db::testing::db;
-    use crate::db::{DbError, EnvRecord, DEFAULT_WORKSPACE};
+    use crate::db::{DbError, EnvRecord};
+    use hangar_spec::Workspace;
 
     #[tokio::test]
     async fn environments_round_trip() {
         let (_d, db) = db().await;
         let rec = EnvRecord {
-            workspace: DEFAULT_WORKSPACE.into(),
+            workspace: Workspace::DEFAULT.into(),
             name: "web".into(),
             version: 1,
             source: "name = \"web\"".into(),

@@ -104,9 +104,6 @@ fn int<T: TryFrom<i64>>(what: &'static str, value: i64) -> DbResult<T> {
     })
 }
 
-/// The workspace every object belongs to until tokens choose another.
-pub const DEFAULT_WORKSPACE: &str = "default";
-
 /// The metadata database.
 #[derive(Clone)]
 pub struct Db {
@@ -147,7 +144,8 @@ mod testing {
 
     use hangar_spec::TaskId;
 
-    use super::{Db, NewTask, DEFAULT_WORKSPACE};
+    use super::{Db, NewTask};
+    use hangar_spec::Workspace;
 
     pub(super) async fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -158,7 +156,7 @@ mod testing {
     pub(super) fn new_task(env: &str) -> NewTask {
         NewTask {
             id: TaskId::random(),
-            workspace: DEFAULT_WORKSPACE.into(),
+            workspace: Workspace::DEFAULT.into(),
             environment: env.into(),
             environment_version: 1,
             spec: "name = \"e\"".into(),

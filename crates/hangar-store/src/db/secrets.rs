@@ -75,13 +75,14 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use crate::db::testing::db;
-    use crate::db::{DbError, EnvRecord, DEFAULT_WORKSPACE};
+    use crate::db::{DbError, EnvRecord};
+    use hangar_spec::Workspace;
 
     #[tokio::test]
     async fn secrets_are_replaced_listed_by_name_and_go_with_their_environment() {
         let (_d, db) = db().await;
         db.create_env(&EnvRecord {
-            workspace: DEFAULT_WORKSPACE.into(),
+            workspace: Workspace::DEFAULT.into(),
             name: "web".into(),
             version: 1,
             source: "name = \"web\"".into(),

@@ -83,7 +83,8 @@ pub(super) fn json_list_append(list: &str, value: &str) -> String {
 mod tests {
     use std::path::Path;
 
-    use crate::db::{Db, EnvRecord, DEFAULT_WORKSPACE};
+    use crate::db::{Db, EnvRecord};
+    use hangar_spec::Workspace;
 
     /// In octal, as `ls` and chmod speak of it.
     fn mode(p: &Path) -> String {
@@ -104,7 +105,7 @@ mod tests {
         let db = Db::open(&path).await.unwrap();
         // A write, so the WAL and shared memory exist.
         db.create_env(&EnvRecord {
-            workspace: DEFAULT_WORKSPACE.into(),
+            workspace: Workspace::DEFAULT.into(),
             name: "web".into(),
             version: 1,
             source: "name = \"web\"".into(),
@@ -127,7 +128,7 @@ mod tests {
             }
         }
         let db = Db::open(&path).await.unwrap();
-        db.envs(DEFAULT_WORKSPACE).await.unwrap();
+        db.envs(Workspace::DEFAULT).await.unwrap();
         for p in [&path, &wal, &shm] {
             if p.exists() {
                 assert_eq!(mode(p), "600", "{}", p.display());
