@@ -520,6 +520,10 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
         "/v1/run{}",
         hangar_api::client::query(&[("spec", Some(serde_json::to_string(&spec)?))])
     );
+    // Installed before the command can print anything: a caller that signals once it has
+    // seen output must reach the command, never hangar's default action (which would end
+    // hangar and leave the command running).
+    let stop = signals::StopSignals::new();
     let io = client.upgrade(&path, hangar_api::attach::PROTOCOL).await?;
     let (mut from_daemon, to_daemon) = tokio::io::split(io);
     let to_daemon = std::sync::Arc::new(tokio::sync::Mutex::new(to_daemon));
@@ -544,7 +548,7 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
     let signals = {
         let to_daemon = to_daemon.clone();
         tokio::spawn(async move {
-            let Some(mut signals) = signals::StopSignals::new() else {
+            let Some(mut signals) = stop else {
                 return;
             };
             loop {

@@ -486,12 +486,15 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<u8> {
         println!("{id}");
         return Ok(0);
     }
+    // Installed before anything is shown, so a signal sent once the task is seen cancels
+    // it instead of ending hangar by the default action and leaving the task running.
+    let stop = crate::signals::StopSignals::new();
     eprintln!("task {id} in environment {}", task.task.environment);
     let quiet = args.quiet;
     let watcher = tokio::spawn({
         let (client, id) = (client.clone(), id.clone());
         async move {
-            let Some(mut signals) = crate::signals::StopSignals::new() else {
+            let Some(mut signals) = stop else {
                 return;
             };
             signals.next().await;
