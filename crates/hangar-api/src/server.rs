@@ -12,8 +12,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use hangar_engine::cache::CacheInfo;
-use hangar_engine::runner::{Followed, Runner};
+use hangar_engine::runner::Runner;
 use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
 use hangar_spec::Workspace;
 use hangar_store::db::{AttemptRecord, DbError};
@@ -272,7 +271,6 @@ impl From<EngineError> for ApiError {
             | EngineError::SecretsUnset { .. }
             | EngineError::InvalidWorkspace(_)
             | EngineError::NoCommand
-            | EngineError::UnknownRuntime(_)
             | EngineError::BadVariable(_)
             | EngineError::Export { .. }
             | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
@@ -390,15 +388,10 @@ async fn load(engine: &Engine, id: &str) -> ApiResult<(Task, Vec<AttemptRecord>)
     Ok((task, attempts))
 }
 
+/// A task of `engine`'s view as the API shows it.
 async fn view(engine: &Engine, task: &Task) -> ApiResult<TaskView> {
     let attempts = engine.attempts(task).await?;
-    let caches = CacheInfo::recorded_all(task.id(), &attempts).map_err(ApiError::internal)?;
-    Ok(TaskView::new(
-        task.record(),
-        &attempts,
-        &caches,
-        engine.queue_position(task),
-    ))
+    TaskView::new(task.record(), &attempts, engine.queue_position(task)).map_err(ApiError::internal)
 }
 
 async fn show_task(
@@ -407,15 +400,8 @@ async fn show_task(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
     let engine = api.engine(&caller);
-    let (task, attempts) = load(&engine, &id).await?;
-    let position = engine.queue_position(&task);
-    let caches = CacheInfo::recorded_all(task.id(), &attempts).map_err(ApiError::internal)?;
-    Ok(Json(TaskView::new(
-        task.record(),
-        &attempts,
-        &caches,
-        position,
-    )))
+    let task = engine.task(&id).await?;
+    Ok(Json(view(&engine, &task).await?))
 }
 
 async fn cancel_task(
@@ -525,21 +511,12 @@ async fn task_logs(
         let busy = api.activity.busy();
         let events = api.runner.follow(engine, task, only).map(move |f| {
             let _busy = &busy;
-            stream_event(f)
+            StreamEvent::from(f)
         });
         return Ok(sse(events).into_response());
     }
     let logs = engine.logs(&task, only).await?;
     Ok(Json(Logs::new(&logs)).into_response())
-}
-
-/// A followed task's event on the wire.
-fn stream_event(f: Followed) -> StreamEvent {
-    match f {
-        Followed::Event(e) => StreamEvent::from(&e),
-        Followed::Missed { count } => StreamEvent::Missed { count },
-        Followed::End { status } => StreamEvent::End { status },
-    }
 }
 
 /// Server-sent events whose data is each item's JSON, kept alive while they wait.

@@ -5,7 +5,7 @@
 
 use hangar_engine::{cache, secrets, travel};
 use hangar_secrets::Secret;
-use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskStatus};
+use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskId, TaskStatus};
 use hangar_store::db::{self, AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 
@@ -123,21 +123,14 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    /// `caches[i]` is how `attempts[i]` found its environment, as the engine read it
-    /// ([`cache::CacheInfo::recorded_all`]); a slice of another length is a bug (panics).
+    /// A task and its attempts; an attempt whose stored cache info does not parse is an
+    /// error naming it (never shown as no cache info).
     pub fn new(
         t: &TaskRecord,
         attempts: &[AttemptRecord],
-        caches: &[Option<cache::CacheInfo>],
         queue_position: Option<usize>,
-    ) -> Self {
-        assert_eq!(
-            attempts.len(),
-            caches.len(),
-            "one cache info per attempt of task {}",
-            t.id
-        );
-        TaskView {
+    ) -> Result<Self, cache::CacheInfoError> {
+        Ok(TaskView {
             task: t.into(),
             prompt: t.prompt.clone(),
             branch: t.branch.clone(),
@@ -146,13 +139,12 @@ impl TaskView {
             from: t.from.as_ref().map(|(id, i)| format!("{id}:{i}")),
             attempts: attempts
                 .iter()
-                .zip(caches)
-                .map(|(a, c)| AttemptView::new(a, c.as_ref()))
-                .collect(),
+                .map(|a| AttemptView::new(&t.id, a))
+                .collect::<Result<_, _>>()?,
             ranking: hangar_engine::best::rank(attempts),
             best: hangar_engine::best::best(attempts),
             queue_position,
-        }
+        })
     }
 }
 
@@ -182,9 +174,11 @@ pub struct Timing {
 }
 
 impl AttemptView {
-    /// An attempt and how it found its environment (as the engine read it).
-    pub fn new(a: &AttemptRecord, cache: Option<&cache::CacheInfo>) -> Self {
-        AttemptView {
+    /// Attempt `a` of task `task`, with how it found its environment as the engine reads
+    /// it back ([`cache::CacheInfo::recorded`]).
+    pub fn new(task: &TaskId, a: &AttemptRecord) -> Result<Self, cache::CacheInfoError> {
+        let cache = cache::CacheInfo::recorded(task, a)?;
+        Ok(AttemptView {
             index: a.index,
             status: a.status,
             final_message: a.final_message.clone(),
@@ -192,7 +186,7 @@ impl AttemptView {
             error: a.error.clone(),
             base_commit: a.base_commit.clone(),
             sandbox: a.sandbox.clone(),
-            cache: cache.map(CacheInfo::from),
+            cache: cache.as_ref().map(CacheInfo::from),
             timings: a
                 .phases
                 .iter()
@@ -207,7 +201,7 @@ impl AttemptView {
             created_at: rfc3339(a.created_ms),
             started_at: a.started_ms.map(rfc3339),
             finished_at: a.finished_ms.map(rfc3339),
-        }
+        })
     }
 }
 
@@ -506,6 +500,18 @@ pub enum StreamEvent {
     End {
         status: TaskStatus,
     },
+}
+
+/// A followed task's event ([`hangar_engine::runner::Runner::follow`]).
+impl From<hangar_engine::runner::Followed> for StreamEvent {
+    fn from(f: hangar_engine::runner::Followed) -> Self {
+        use hangar_engine::runner::Followed;
+        match f {
+            Followed::Event(e) => StreamEvent::from(&e),
+            Followed::Missed { count } => StreamEvent::Missed { count },
+            Followed::End { status } => StreamEvent::End { status },
+        }
+    }
 }
 
 impl From<&hangar_engine::Event> for StreamEvent {
@@ -900,7 +906,7 @@ impl From<RunSpec> for hangar_engine::run::RunSpec {
             memory_bytes: s.memory_bytes,
             pids: s.pids,
             cpus: s.cpus,
-            runtime: s.runtime.map(|r| r.as_str().to_string()),
+            runtime: s.runtime.map(Into::into),
             stdin: s.stdin,
         }
     }
@@ -912,6 +918,24 @@ impl From<RunSpec> for hangar_engine::run::RunSpec {
 pub enum Runtime {
     Crun,
     Runc,
+}
+
+impl From<Runtime> for hangar_engine::run::RuntimeKind {
+    fn from(r: Runtime) -> Self {
+        match r {
+            Runtime::Crun => hangar_engine::run::RuntimeKind::Crun,
+            Runtime::Runc => hangar_engine::run::RuntimeKind::Runc,
+        }
+    }
+}
+
+impl From<hangar_engine::run::RuntimeKind> for Runtime {
+    fn from(r: hangar_engine::run::RuntimeKind) -> Self {
+        match r {
+            hangar_engine::run::RuntimeKind::Crun => Runtime::Crun,
+            hangar_engine::run::RuntimeKind::Runc => Runtime::Runc,
+        }
+    }
 }
 
 impl Runtime {
@@ -1041,7 +1065,18 @@ mod tests {
             ..attempt(2)
         };
         check(
-            TaskView::new(&task(), &[attempt(1), bare], &[Some(hit), None], Some(1)),
+            TaskView::new(
+                &task(),
+                &[
+                    AttemptRecord {
+                        cache: Some(hit.to_stored()),
+                        ..attempt(1)
+                    },
+                    bare,
+                ],
+                Some(1),
+            )
+            .unwrap(),
             concat!(
                 r#"{"id":"0123456789ab","title":"fix the build","status":"ready","environment":"web","#,
                 r#""created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
@@ -1271,12 +1306,12 @@ mod tests {
                 r#""memory_bytes":null,"pids":null,"cpus":0.5,"runtime":"runc","stdin":false}"#,
             ),
         );
-        // What the CLI sends may leave the defaults out; the engine gets the runtime's name.
+        // What the CLI sends may leave the defaults out; the engine gets the runtime.
         let sent: RunSpec =
             serde_json::from_str(r#"{"image":"debian-bookworm","argv":["true"],"runtime":"crun"}"#)
                 .unwrap();
         let engine: hangar_engine::run::RunSpec = sent.into();
-        assert_eq!(engine.runtime.as_deref(), Some("crun"));
+        assert_eq!(engine.runtime, Some(hangar_engine::run::RuntimeKind::Crun));
         assert!(
             serde_json::from_str::<RunSpec>(r#"{"image":"i","argv":[],"runtime":"kata"}"#).is_err()
         );

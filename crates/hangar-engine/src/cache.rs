@@ -193,17 +193,6 @@ impl CacheInfo {
                 source,
             })
     }
-
-    /// [`CacheInfo::recorded`] of each of a task's attempts, in their order.
-    pub fn recorded_all(
-        task: &TaskId,
-        attempts: &[AttemptRecord],
-    ) -> Result<Vec<Option<CacheInfo>>, CacheInfoError> {
-        attempts
-            .iter()
-            .map(|a| CacheInfo::recorded(task, a))
-            .collect()
-    }
 }
 
 /// The four hex digits a snapshot goes by.
@@ -630,9 +619,7 @@ mod tests {
             r#"{"status":"hit""#,
             "",
         ] {
-            let err =
-                CacheInfo::recorded_all(&task, &[attempt_with(None), attempt_with(Some(text))])
-                    .unwrap_err();
+            let err = CacheInfo::recorded(&task, &attempt_with(Some(text))).unwrap_err();
             assert_eq!((err.task.clone(), err.attempt), (task.clone(), 2));
             let message = err.to_string();
             assert!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hangar_net::Resolve;
 use hangar_spec::HostRule;
-use hangar_store::Store;
+use hangar_store::{Bucket, Store};
 
 use crate::Clock;
 
@@ -49,7 +49,7 @@ impl EngineConfig {
     /// The defaults for an engine over `store` whose sandboxes start `init_binary`.
     pub fn new(store: Store, init_binary: PathBuf) -> EngineConfig {
         EngineConfig {
-            secret_key_file: store.root().join("secret.key"),
+            secret_key_file: store.path(Bucket::SecretKey),
             store,
             init_binary,
             max_running: default_slots(),

@@ -107,14 +107,12 @@ pub enum EngineError {
     TaskFinished { id: TaskId, status: TaskStatus },
 
     // ---- tokens ----
-    #[error("failed to use workspace `{0}`: a workspace's name is 1 to 40 characters of a-z, 0-9 and '-'")]
-    InvalidWorkspace(String),
+    #[error("failed to use the workspace: {0}")]
+    InvalidWorkspace(hangar_spec::IdError),
 
     // ---- `hangar run` ----
     #[error("failed to run a command: none was given")]
     NoCommand,
-    #[error("failed to use OCI runtime `{0}`: it is not known (use crun or runc)")]
-    UnknownRuntime(String),
     #[error("failed to read environment variable `{0}`: expected KEY=VALUE")]
     BadVariable(String),
 }

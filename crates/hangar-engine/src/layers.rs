@@ -624,7 +624,7 @@ mod tests {
 
     /// A sandbox's directory under `run/`, leasing `names` of `kind` as a real one does.
     fn sandbox_leasing(engine: &Engine, id: &str, kind: LeaseKind, names: &[&str]) {
-        let sandbox = engine.store.run_dir().join(id);
+        let sandbox = engine.store.path(hangar_store::Bucket::Run).join(id);
         std::fs::create_dir_all(&sandbox).unwrap();
         hangar_store::lease(&sandbox, kind, names).unwrap();
     }
@@ -701,7 +701,7 @@ mod tests {
         // Once its lock is free the locked one goes; once the sandbox is gone the leased
         // one would too, but a task picks it up meanwhile (a use is stamped) and it stays.
         drop(lock);
-        std::fs::remove_dir_all(engine.store.run_dir().join("sb-1")).unwrap();
+        std::fs::remove_dir_all(engine.store.path(hangar_store::Bucket::Run).join("sb-1")).unwrap();
         assert!(matches!(
             layers.harness("leased", now).await.unwrap(),
             HarnessLayer::Ready(_)

@@ -190,7 +190,7 @@ impl Engine {
             layers: layers::Layers::new(store.clone(), db.clone()),
             db,
             sandboxes: Sandboxes {
-                host: HostConfig::new(store.run_dir(), init_binary),
+                host: HostConfig::new(store.path(Bucket::Run), init_binary),
                 runtime: RuntimeKind::default(),
                 limits: limits::MachineLimits::detect(store.root(), max_running),
             },
@@ -261,7 +261,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Io {
                 action: "reap the sandboxes in",
-                path: self.store.run_dir(),
+                path: self.store.path(Bucket::Run),
                 source: std::io::Error::other(e.to_string()),
             })??;
         for (id, left) in &reaped.failed {

@@ -2,7 +2,9 @@
 //! with the image's defaults, the caller's limits and variables, and the command's
 //! process, its streams left to the caller; torn down when the caller is done.
 
-use hangar_sandbox::{ExecSpec, Process, Resources, RuntimeKind, Sandbox, SandboxSpec, Stdio};
+use hangar_sandbox::{ExecSpec, Process, Resources, Sandbox, SandboxSpec, Stdio};
+
+pub use hangar_sandbox::RuntimeKind;
 
 use crate::{Engine, EngineError, Result};
 
@@ -18,8 +20,8 @@ pub struct RunSpec {
     pub memory_bytes: Option<u64>,
     pub pids: Option<i64>,
     pub cpus: Option<f64>,
-    /// `crun` (default) or `runc`.
-    pub runtime: Option<String>,
+    /// Default: crun.
+    pub runtime: Option<RuntimeKind>,
     /// Pass standard input through.
     pub stdin: bool,
 }
@@ -50,12 +52,6 @@ impl Running {
 impl Engine {
     /// Makes the sandbox and starts the command in it.
     pub async fn start_run(&self, spec: &RunSpec) -> Result<Started> {
-        let runtime = match spec.runtime.as_deref() {
-            None => RuntimeKind::default(),
-            Some(name) => name
-                .parse()
-                .map_err(|_| EngineError::UnknownRuntime(name.to_string()))?,
-        };
         if spec.argv.is_empty() {
             return Err(EngineError::NoCommand);
         }
@@ -82,12 +78,12 @@ impl Engine {
             // The admin's own command, watched by the admin; its upper goes with it.
             disk_bytes: None,
         };
-        sb.runtime = runtime;
+        sb.runtime = spec.runtime.unwrap_or_default();
+        let stack = sb.lowers.clone();
         let sandbox = Sandbox::create(&self.sandboxes.host, sb).await?;
-        let diff_ids: Vec<_> = layers.iter().map(|(d, _)| d.clone()).collect();
-        if let Err(e) = self.store.lease_layers(sandbox.dir(), &diff_ids) {
+        if let Err(e) = self.layers.lease_stack(sandbox.dir(), &stack) {
             let _ = sandbox.destroy().await;
-            return Err(e.into());
+            return Err(e);
         }
         let exec = ExecSpec {
             argv: spec.argv.clone(),

@@ -23,8 +23,7 @@ const PREFIX: &str = "hgr_";
 
 /// A workspace's name, checked (see [`Workspace`]).
 pub fn parse_workspace(name: &str) -> Result<Workspace> {
-    name.parse()
-        .map_err(|_| EngineError::InvalidWorkspace(name.to_string()))
+    name.parse().map_err(EngineError::InvalidWorkspace)
 }
 
 fn hash(token: &[u8]) -> String {

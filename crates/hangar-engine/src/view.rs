@@ -32,10 +32,6 @@ impl Task {
     pub fn record(&self) -> &TaskRecord {
         &self.record
     }
-
-    pub fn into_record(self) -> TaskRecord {
-        self.record
-    }
 }
 
 /// Which of a view's tasks to list, newest first.

@@ -301,7 +301,7 @@ async fn an_import_over_a_snapshot_in_use_is_refused_and_leaves_nothing() {
     }
     let holder = tempfile::Builder::new()
         .prefix("holder-")
-        .tempdir_in(store.run_dir())
+        .tempdir_in(store.path(hangar_store::Bucket::Run))
         .unwrap();
     hangar_store::lease(
         holder.path(),

@@ -133,7 +133,7 @@ impl RawBaseline {
         lowers: &[std::path::PathBuf],
         kind: RuntimeKind,
     ) -> RawBaseline {
-        let base = tempfile::tempdir_in(store.run_dir()).unwrap();
+        let base = tempfile::tempdir_in(store.path(hangar_store::Bucket::Run)).unwrap();
         let dirs = OverlayDirs {
             lowers: lowers.to_vec(),
             upper: base.path().join("upper"),

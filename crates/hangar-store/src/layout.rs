@@ -141,11 +141,6 @@ impl Store {
     pub fn path(&self, bucket: Bucket) -> PathBuf {
         bucket.at(&self.root)
     }
-
-    /// Where sandboxes keep their directories ([`Bucket::Run`]).
-    pub fn run_dir(&self) -> PathBuf {
-        self.path(Bucket::Run)
-    }
 }
 
 #[cfg(test)]
@@ -244,6 +239,5 @@ mod tests {
             assert_eq!(p.is_dir(), bucket.is_dir(), "{bucket:?}");
             assert_eq!(p.exists(), bucket.is_dir(), "{bucket:?}");
         }
-        assert_eq!(store.run_dir(), store.path(Bucket::Run));
     }
 }

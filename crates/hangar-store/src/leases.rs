@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{io_err, Bucket, Digest, Result, Store};
+use crate::{io_err, Bucket, Result, Store};
 
 /// What a lease file names, and so which collector it keeps away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,12 +67,6 @@ pub fn lease(holder: &Path, kind: LeaseKind, names: &[&str]) -> Result<()> {
 }
 
 impl Store {
-    /// Marks the image layers a sandbox uses so that gc keeps them while it runs.
-    pub fn lease_layers(&self, sandbox_dir: &Path, layers: &[Digest]) -> Result<()> {
-        let hexes: Vec<&str> = layers.iter().map(Digest::hex).collect();
-        lease(sandbox_dir, LeaseKind::Layers, &hexes)
-    }
-
     /// Leases, for a sandbox standing on `lowers`, every layer among them that a
     /// collector could remove: image layers, snapshots, kept and harness layers, each
     /// kind named by its directory in its bucket. Other directories are not leased.
@@ -93,7 +87,7 @@ impl Store {
     /// A lease on `names` of `kind` until the returned [`Hold`] is dropped (a holder's
     /// directory of its own under `run/`).
     pub fn hold(&self, kind: LeaseKind, names: &[&str]) -> Result<Hold> {
-        let run = self.run_dir();
+        let run = self.path(Bucket::Run);
         let holder = tempfile::Builder::new()
             .prefix("hold-")
             .tempdir_in(&run)
@@ -142,7 +136,7 @@ mod tests {
     fn leases_are_read_from_sandboxes_and_kept_layers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let sandbox = store.run_dir().join("sb");
+        let sandbox = store.path(Bucket::Run).join("sb");
         let kept = store.path(Bucket::Kept).join("t-1");
         for holder in [&sandbox, &kept] {
             fs::create_dir_all(holder).unwrap();
@@ -151,7 +145,7 @@ mod tests {
         lease(&sandbox, LeaseKind::Snapshot, &["s1"]).unwrap();
         lease(&kept, LeaseKind::Snapshot, &["s2"]).unwrap();
         // A lock file beside the holders is no holder.
-        fs::write(store.run_dir().join("sb.lock"), "").unwrap();
+        fs::write(store.path(Bucket::Run).join("sb.lock"), "").unwrap();
 
         let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
         assert_eq!(store.leased(LeaseKind::Snapshot), set(&["s1", "s2"]));
@@ -175,7 +169,7 @@ mod tests {
     fn a_stack_leases_each_layer_by_its_bucket() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let sandbox = store.run_dir().join("sb");
+        let sandbox = store.path(Bucket::Run).join("sb");
         fs::create_dir_all(&sandbox).unwrap();
         let hex = "a".repeat(64);
         let lowers = [
@@ -193,7 +187,7 @@ mod tests {
         assert_eq!(read(LeaseKind::Snapshot), "key\n");
         assert_eq!(read(LeaseKind::Harness), "h\n");
         assert_eq!(read(LeaseKind::Layers), format!("{hex}\n"));
-        let bare = store.run_dir().join("bare");
+        let bare = store.path(Bucket::Run).join("bare");
         fs::create_dir_all(&bare).unwrap();
         store
             .lease_stack(&bare, &[store.path(Bucket::Layers).join(&hex)])

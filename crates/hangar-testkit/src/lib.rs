@@ -47,7 +47,7 @@ pub fn shared_store() -> Store {
 
 /// A sandbox host config on the given store.
 pub fn host(store: &Store) -> HostConfig {
-    HostConfig::new(store.run_dir(), init_binary())
+    HostConfig::new(store.path(hangar_store::Bucket::Run), init_binary())
 }
 
 /// `debian-bookworm` with the default packages, built on first use under a file lock so

@@ -510,10 +510,7 @@ async fn run(client: &Client, args: RunArgs) -> Result<u8> {
         memory_bytes: args.memory,
         pids: args.pids,
         cpus: args.cpus,
-        runtime: Some(match args.runtime {
-            RuntimeKind::Crun => hangar_api::wire::Runtime::Crun,
-            RuntimeKind::Runc => hangar_api::wire::Runtime::Runc,
-        }),
+        runtime: Some(args.runtime.into()),
         stdin: args.interactive,
     };
     let path = format!(

@@ -92,7 +92,7 @@ fn run_returns_after_its_sandbox_is_gone() {
         .spawn()
         .expect("run hangar");
     let uppers = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(store.run_dir())
+        std::fs::read_dir(store.path(hangar_store::Bucket::Run))
             .into_iter()
             .flatten()
             .flatten()

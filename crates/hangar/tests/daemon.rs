@@ -134,7 +134,7 @@ fn wait_for_line(d: &Daemon, dir: &Path, task: &str, line: &str) {
 
 /// The sandbox whose upper directory holds `/tmp/<marker>`.
 fn sandbox_marked(marker: &str) -> hangar_sandbox::SandboxId {
-    let run = hangar_testkit::shared_store().run_dir();
+    let run = hangar_testkit::shared_store().path(hangar_store::Bucket::Run);
     for entry in std::fs::read_dir(&run).unwrap().flatten() {
         if entry.path().join("upper/tmp").join(marker).exists() {
             let name = entry.file_name().to_string_lossy().into_owned();

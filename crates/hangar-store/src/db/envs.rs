@@ -110,22 +110,13 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::db::testing::db;
-    use crate::db::{DbError, EnvRecord};
-    use hangar_spec::Workspace;
+    use crate::db::testing::{db, web_env};
+    use crate::db::DbError;
 
     #[tokio::test]
     async fn environments_round_trip() {
         let (_d, db) = db().await;
-        let rec = EnvRecord {
-            workspace: Workspace::DEFAULT.into(),
-            name: "web".into(),
-            version: 1,
-            source: "name = \"web\"".into(),
-            repo: "/srv/web".into(),
-            created_ms: 1,
-            updated_ms: 1,
-        };
+        let rec = web_env();
         db.create_env(&rec).await.unwrap();
         assert!(matches!(db.create_env(&rec).await, Err(DbError::EnvExists(n)) if n == "web"));
         let updated = db

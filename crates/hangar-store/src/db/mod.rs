@@ -142,15 +142,27 @@ impl Db {
 mod testing {
     //! What the table modules' tests share: a fresh database and a task to store.
 
-    use hangar_spec::TaskId;
+    use hangar_spec::{TaskId, Workspace};
 
-    use super::{Db, NewTask};
-    use hangar_spec::Workspace;
+    use super::{Db, EnvRecord, NewTask};
 
     pub(super) async fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("hangar.db")).await.unwrap();
         (dir, db)
+    }
+
+    /// Environment `web` of the default workspace, version 1.
+    pub(super) fn web_env() -> EnvRecord {
+        EnvRecord {
+            workspace: Workspace::DEFAULT.into(),
+            name: "web".into(),
+            version: 1,
+            source: "name = \"web\"".into(),
+            repo: "/srv/web".into(),
+            created_ms: 1,
+            updated_ms: 1,
+        }
     }
 
     pub(super) fn new_task(env: &str) -> NewTask {

@@ -74,24 +74,13 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::db::testing::db;
-    use crate::db::{DbError, EnvRecord};
-    use hangar_spec::Workspace;
+    use crate::db::testing::{db, web_env};
+    use crate::db::DbError;
 
     #[tokio::test]
     async fn secrets_are_replaced_listed_by_name_and_go_with_their_environment() {
         let (_d, db) = db().await;
-        db.create_env(&EnvRecord {
-            workspace: Workspace::DEFAULT.into(),
-            name: "web".into(),
-            version: 1,
-            source: "name = \"web\"".into(),
-            repo: "/srv/web".into(),
-            created_ms: 1,
-            updated_ms: 1,
-        })
-        .await
-        .unwrap();
+        db.create_env(&web_env()).await.unwrap();
         db.put_secret("default", "web", "TOKEN", b"one")
             .await
             .unwrap();

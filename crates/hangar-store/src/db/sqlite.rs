@@ -83,7 +83,7 @@ pub(super) fn json_list_append(list: &str, value: &str) -> String {
 mod tests {
     use std::path::Path;
 
-    use crate::db::{Db, EnvRecord};
+    use crate::db::Db;
     use hangar_spec::Workspace;
 
     /// In octal, as `ls` and chmod speak of it.
@@ -104,17 +104,7 @@ mod tests {
         let path = dir.path().join("hangar.db");
         let db = Db::open(&path).await.unwrap();
         // A write, so the WAL and shared memory exist.
-        db.create_env(&EnvRecord {
-            workspace: Workspace::DEFAULT.into(),
-            name: "web".into(),
-            version: 1,
-            source: "name = \"web\"".into(),
-            repo: "/srv/web".into(),
-            created_ms: 1,
-            updated_ms: 1,
-        })
-        .await
-        .unwrap();
+        db.create_env(&crate::db::testing::web_env()).await.unwrap();
         let wal = dir.path().join("hangar.db-wal");
         let shm = dir.path().join("hangar.db-shm");
         for p in [&path, &wal, &shm] {
