@@ -32,12 +32,17 @@ use crate::wire::{
     TaskSummary, TaskView,
 };
 
-/// What every handler shares.
+/// What every handler shares: the API's configuration, handed to [`router`] (and to the
+/// web UI, which calls the same operations in-process).
 #[derive(Clone)]
 pub struct Api {
     pub runner: Arc<Runner>,
     pub listener: Listener,
+    /// Requests, and the long work they start, for the daemon's idle exit.
     pub activity: crate::Activity,
+    /// The base URLs (`https://host:port`) of the daemon's TCP listeners, for the links
+    /// it hands out (`hangar ui`'s sign-in URL); empty without a TCP listener.
+    pub sites: Arc<[String]>,
 }
 
 /// Who may call without a token.
@@ -50,9 +55,10 @@ pub enum Listener {
     Remote,
 }
 
-/// The caller of a request, as its token (or the local socket) says.
+/// The caller of a request, as its token, its web session or the local socket says.
+/// Only this crate makes one, so no other layer can name itself an admin.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller {
+pub struct Caller {
     workspace: Workspace,
     /// The local admin (tokens are managed by it alone).
     admin: bool,
@@ -175,14 +181,9 @@ routes! {
 /// `GET /v1/health` answers without a token (it says nothing of any workspace).
 pub const HEALTH: &str = "/v1/health";
 
-/// The API's router over a runner, for one kind of listener; every request and the long
-/// work it starts count on `activity`.
-pub fn router(runner: Arc<Runner>, listener: Listener, activity: crate::Activity) -> Router {
-    let api = Api {
-        runner,
-        listener,
-        activity,
-    };
+/// The API's router, for one kind of listener (`api.listener`); every request and the
+/// long work it starts count on `api.activity`.
+pub fn router(api: Api) -> Router {
     add_routes(Router::new())
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),

@@ -101,11 +101,12 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
     // And each route is wired: asked about a task that does not exist, it answers
     // `not-found`, never the fallback's `no-such-route`.
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(
+    let router = hangar_api::router(hangar_api::Api {
         runner,
-        hangar_api::Listener::Local,
-        hangar_api::Activity::default(),
-    );
+        listener: hangar_api::Listener::Local,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
     for (method, path) in hangar_api::ROUTES {
         let uri = path
             .replace("{id}", "nosuchtask")
@@ -187,11 +188,12 @@ async fn check(
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let (_dir, runner) = empty_runner().await;
-    let router = hangar_api::router(
+    let router = hangar_api::router(hangar_api::Api {
         runner,
-        hangar_api::Listener::Local,
-        hangar_api::Activity::default(),
-    );
+        listener: hangar_api::Listener::Local,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
     let post = Method::POST;
     let get = Method::GET;
     check(
@@ -316,11 +318,12 @@ async fn a_task_without_the_default_image_says_how_to_build_it() {
         .create_env("plain.toml", &source, repo.path())
         .await
         .expect("create the environment");
-    let router = hangar_api::router(
+    let router = hangar_api::router(hangar_api::Api {
         runner,
-        hangar_api::Listener::Local,
-        hangar_api::Activity::default(),
-    );
+        listener: hangar_api::Listener::Local,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
     let (status, accepted) = call(
         &router,
         Method::POST,
@@ -369,11 +372,12 @@ async fn a_task_is_accepted_followed_live_and_diffed() {
         .create_env("api.toml", &source, repo.path())
         .await
         .expect("create the environment");
-    let router = hangar_api::router(
-        runner.clone(),
-        hangar_api::Listener::Local,
-        hangar_api::Activity::default(),
-    );
+    let router = hangar_api::router(hangar_api::Api {
+        runner: runner.clone(),
+        listener: hangar_api::Listener::Local,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
 
     let body = format!(r#"{{"environment": "{name}", "prompt": "change the readme"}}"#);
     let (status, accepted) = call(&router, Method::POST, "/v1/tasks", Some(&body)).await;
@@ -488,16 +492,18 @@ async fn a_token_sees_only_its_own_workspace() {
     let u = hangar_spec::TaskId::random();
     let a = token(engine, &format!("a-{u}")).await;
     let b = token(engine, &format!("b-{u}")).await;
-    let remote = hangar_api::router(
-        runner.clone(),
-        hangar_api::Listener::Remote,
-        hangar_api::Activity::default(),
-    );
-    let local = hangar_api::router(
-        runner.clone(),
-        hangar_api::Listener::Local,
-        hangar_api::Activity::default(),
-    );
+    let remote = hangar_api::router(hangar_api::Api {
+        runner: runner.clone(),
+        listener: hangar_api::Listener::Remote,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
+    let local = hangar_api::router(hangar_api::Api {
+        runner: runner.clone(),
+        listener: hangar_api::Listener::Local,
+        activity: hangar_api::Activity::default(),
+        sites: Default::default(),
+    });
 
     // Workspace A: an environment with a secret, and a task.
     let name_of_repo = repo

@@ -74,10 +74,35 @@ enum TcpListen {
     Tls(hangar_api::tls::TlsListener),
 }
 
+/// The base URL a browser reaches a listener at: the host as `--listen` spelled it (a
+/// wildcard address replaced by this machine's name), the port it was bound to.
+fn site(addr: &str, local: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => hostname(),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => host.to_string(),
+    };
+    format!("{scheme}://{host}:{}", local.port())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// Binds every `tcp:` address: with TLS when a certificate is given, else on loopback
 /// only unless `--insecure-listen`. Checked before binding, so a refused address is
 /// never listened on.
-async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<TcpListen>> {
+async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<(TcpListen, String)>> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             if addrs.is_empty() {
@@ -111,22 +136,26 @@ async fn bind_tcp(addrs: &[String], args: &TcpArgs) -> Result<Vec<TcpListen>> {
             .await
             .with_context(|| format!("failed to listen on tcp:{addr}"))?;
         let local = l.local_addr()?;
-        listeners.push(match &tls {
-            Some(config) => {
-                eprintln!("hangar: serving on tcp:{local} (TLS; bearer tokens only)");
-                TcpListen::Tls(hangar_api::tls::TlsListener::new(l, config.clone())?)
-            }
-            None => {
-                eprintln!("hangar: serving on tcp:{local} (plain HTTP; bearer tokens only)");
-                if beyond.is_some() {
-                    eprintln!(
-                        "hangar: warning: tcp:{local} is not loopback and serves plain HTTP \
-                         (--insecure-listen): bearer tokens cross the network in clear"
-                    );
+        let site = site(addr, local, tls.is_some());
+        listeners.push((
+            match &tls {
+                Some(config) => {
+                    eprintln!("hangar: serving on tcp:{local} (TLS; bearer tokens only)");
+                    TcpListen::Tls(hangar_api::tls::TlsListener::new(l, config.clone())?)
                 }
-                TcpListen::Plain(l)
-            }
-        });
+                None => {
+                    eprintln!("hangar: serving on tcp:{local} (plain HTTP; bearer tokens only)");
+                    if beyond.is_some() {
+                        eprintln!(
+                            "hangar: warning: tcp:{local} is not loopback and serves plain HTTP \
+                         (--insecure-listen): bearer tokens cross the network in clear"
+                        );
+                    }
+                    TcpListen::Plain(l)
+                }
+            },
+            site,
+        ));
     }
     Ok(listeners)
 }
@@ -209,7 +238,15 @@ pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> 
     }
     let runner = Runner::new(engine.clone());
     let activity = hangar_api::Activity::default();
-    let router = |listener| hangar_api::router(runner.clone(), listener, activity.clone());
+    let sites: Arc<[String]> = tcp_listeners.iter().map(|(_, s)| s.clone()).collect();
+    let router = |listener| {
+        hangar_web::app(hangar_api::Api {
+            runner: runner.clone(),
+            listener,
+            activity: activity.clone(),
+            sites: sites.clone(),
+        })
+    };
 
     // The lock is ours, so a socket file left there is a dead daemon's.
     let _ = std::fs::remove_file(&path);
@@ -249,7 +286,7 @@ pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> 
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut servers = tokio::task::JoinSet::new();
-    for l in tcp_listeners {
+    for (l, _) in tcp_listeners {
         let (app, until) = (
             router(hangar_api::Listener::Remote),
             until_stopped(stopped.clone()),
