@@ -64,6 +64,19 @@ pub struct Caller {
     admin: bool,
 }
 
+impl Caller {
+    /// The workspace everything the caller sees belongs to.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    /// Whether the caller is the local admin (the Unix socket, or a web session opened
+    /// by its one-time link).
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+}
+
 impl Api {
     /// The engine as the caller sees it: the local admin's view, or a token tenant's.
     pub(crate) fn engine(&self, caller: &Caller) -> Engine {

@@ -6,6 +6,7 @@
 mod assets;
 mod auth;
 mod diff;
+mod layout;
 
 use axum::Router;
 use hangar_api::Api;

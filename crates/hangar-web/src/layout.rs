@@ -1,0 +1,76 @@
+//! The frame every page shares: head (style, scripts, htmx's settings), the header with
+//! the workspace and the navigation, and the sign-out form.
+
+use maud::{html, Markup, DOCTYPE};
+
+use crate::auth::Session;
+
+/// Which part of the UI a page belongs to, for the navigation's current link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Tasks,
+    Environments,
+    Images,
+    SignIn,
+}
+
+/// htmx's settings: nothing evaluated from attributes, no injected style or script (the
+/// Content-Security-Policy refuses both anyway).
+const HTMX_CONFIG: &str = r#"{"allowEval":false,"allowScriptTags":false,"includeIndicatorStyles":false,"selfRequestsOnly":true,"historyCacheSize":0}"#;
+
+/// A whole page: `title` in the tab and as the heading, `body` below the header.
+pub(crate) fn page(
+    title: &str,
+    section: Section,
+    session: Option<&Session>,
+    body: Markup,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                title { (title) " · hangar" }
+                link rel="stylesheet" href="/ui/assets/hangar.css";
+                script src="/ui/assets/htmx.js" defer {}
+                script src="/ui/assets/htmx-sse.js" defer {}
+                script src="/ui/assets/hangar.js" defer {}
+            }
+            body hx-headers=[session.map(|s| format!(r#"{{"X-CSRF-Token":"{}"}}"#, s.csrf))] {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/ui/tasks" { "hangar" }
+                    @if let Some(s) = session {
+                        nav aria-label="Main" {
+                            (nav_link("/ui/tasks", "Tasks", section == Section::Tasks))
+                            (nav_link("/ui/environments", "Environments", section == Section::Environments))
+                            (nav_link("/ui/images", "Images and cache", section == Section::Images))
+                        }
+                        span.workspace title="workspace" { (s.caller.workspace().to_string()) }
+                        form #sign-out method="post" action="/ui/sign-out" {
+                            (csrf_field(s))
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+fn nav_link(href: &str, text: &str, current: bool) -> Markup {
+    html! {
+        a href=(href) aria-current=[current.then_some("page")] { (text) }
+    }
+}
+
+/// The hidden field a form carries its session's CSRF token in.
+pub(crate) fn csrf_field(s: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(s.csrf); }
+}
