@@ -12,7 +12,7 @@ pub mod tls;
 pub mod wire;
 
 pub use activity::Activity;
-pub use server::{router, Api, ApiError, Caller, Listener, HEALTH, ROUTES};
+pub use server::{router, Api, ApiError, AttemptDiff, Caller, Listener, HEALTH, ROUTES};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -69,22 +69,58 @@ fn stored(rec: hangar_store::ImageRecord) -> ImageStored {
     }
 }
 
+/// The read-only image and cache operations (the web UI's too).
+impl Api {
+    /// The installation's images.
+    pub async fn images(&self, caller: &Caller) -> ApiResult<ImageList> {
+        let images = self.engine(caller).images()?;
+        Ok(ImageList {
+            images: images
+                .into_iter()
+                .map(|r| ImageSummary {
+                    created: rfc3339(r.created_ms),
+                    name: r.name.to_string(),
+                    digest: r.manifest.to_string(),
+                    size: r.size,
+                })
+                .collect(),
+        })
+    }
+
+    /// The snapshots of the caller's environments.
+    pub async fn snapshots(&self, caller: &Caller) -> ApiResult<SnapshotList> {
+        let snaps = self.engine(caller).snapshots().await?;
+        Ok(SnapshotList {
+            snapshots: snaps
+                .into_iter()
+                .map(|s| SnapshotSummary {
+                    built_at: rfc3339(s.created_ms),
+                    expires_at: rfc3339(s.expires_ms),
+                    last_used_at: rfc3339(s.last_used_ms),
+                    environment: s.environment,
+                    key: s.key,
+                    size: s.size,
+                    hits: s.hits,
+                    reset: s.reset,
+                    durable: s.durable,
+                    source: s.source,
+                })
+                .collect(),
+        })
+    }
+
+    /// Marks an environment's snapshots reset: the next task builds afresh.
+    pub async fn reset_cache(&self, caller: &Caller, name: &str) -> ApiResult<CacheReset> {
+        let reset = self.engine(caller).cache_reset(name).await?;
+        Ok(CacheReset { reset })
+    }
+}
+
 pub(crate) async fn list_images(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<ImageList>> {
-    let images = api.engine(&caller).images()?;
-    Ok(Json(ImageList {
-        images: images
-            .into_iter()
-            .map(|r| ImageSummary {
-                created: rfc3339(r.created_ms),
-                name: r.name.to_string(),
-                digest: r.manifest.to_string(),
-                size: r.size,
-            })
-            .collect(),
-    }))
+    Ok(Json(api.images(&caller).await?))
 }
 
 pub(crate) async fn build_image(
@@ -181,24 +217,7 @@ pub(crate) async fn list_snapshots(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<SnapshotList>> {
-    let snaps = api.engine(&caller).snapshots().await?;
-    Ok(Json(SnapshotList {
-        snapshots: snaps
-            .into_iter()
-            .map(|s| SnapshotSummary {
-                built_at: rfc3339(s.created_ms),
-                expires_at: rfc3339(s.expires_ms),
-                last_used_at: rfc3339(s.last_used_ms),
-                environment: s.environment,
-                key: s.key,
-                size: s.size,
-                hits: s.hits,
-                reset: s.reset,
-                durable: s.durable,
-                source: s.source,
-            })
-            .collect(),
-    }))
+    Ok(Json(api.snapshots(&caller).await?))
 }
 
 pub(crate) async fn reset_cache(
@@ -206,8 +225,7 @@ pub(crate) async fn reset_cache(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<CacheReset>> {
-    let reset = api.engine(&caller).cache_reset(&name).await?;
-    Ok(Json(CacheReset { reset }))
+    Ok(Json(api.reset_cache(&caller, &name).await?))
 }
 
 pub(crate) async fn collect_cache(

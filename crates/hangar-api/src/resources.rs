@@ -47,26 +47,81 @@ pub(crate) struct EnvQuery {
     repo: Option<String>,
 }
 
+/// The environment and secret operations, in the caller's workspace.
+impl Api {
+    /// The caller's environments (those serving `repo`, when given).
+    pub async fn envs(&self, caller: &Caller, repo: Option<&str>) -> ApiResult<EnvList> {
+        let engine = self.engine(caller);
+        let mut envs = engine.envs().await?;
+        if let Some(repo) = repo {
+            let serving: Vec<String> = engine
+                .resolve_env(repo)
+                .await?
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            envs.retain(|(rec, _)| serving.contains(&rec.name));
+        }
+        Ok(EnvList {
+            environments: envs.iter().map(|(rec, env)| summary(rec, env)).collect(),
+        })
+    }
+
+    pub async fn env(&self, caller: &Caller, name: &str) -> ApiResult<EnvView> {
+        let (rec, env) = self.engine(caller).env(name).await?;
+        Ok(env_view(rec, &env))
+    }
+
+    /// Stores a new environment from its file, validated as the CLI's.
+    pub async fn create_env(&self, caller: &Caller, f: &EnvFile) -> ApiResult<EnvView> {
+        let engine = self.engine(caller);
+        let rec = engine
+            .create_env(&f.file, &f.source, std::path::Path::new(&f.base_dir))
+            .await?;
+        self.env(caller, &rec.name).await
+    }
+
+    /// Replaces an environment's file (a new version), validated as the CLI's.
+    pub async fn update_env(&self, caller: &Caller, name: &str, f: &EnvFile) -> ApiResult<EnvView> {
+        self.engine(caller)
+            .update_env(name, &f.file, &f.source, std::path::Path::new(&f.base_dir))
+            .await?;
+        self.env(caller, name).await
+    }
+
+    pub async fn delete_env(&self, caller: &Caller, name: &str) -> ApiResult<()> {
+        Ok(self.engine(caller).delete_env(name).await?)
+    }
+
+    /// An environment's secrets by name (never their values).
+    pub async fn secrets(&self, caller: &Caller, name: &str) -> ApiResult<SecretList> {
+        let secrets = self.engine(caller).secret_ls(name).await?;
+        Ok(SecretList::new(&secrets))
+    }
+
+    /// Sets a secret; the value is never echoed, logged or stored unencrypted.
+    pub async fn set_secret(
+        &self,
+        caller: &Caller,
+        name: &str,
+        secret: &str,
+        value: &hangar_secrets::Secret,
+    ) -> ApiResult<()> {
+        Ok(self.engine(caller).secret_set(name, secret, value).await?)
+    }
+
+    pub async fn remove_secret(&self, caller: &Caller, name: &str, secret: &str) -> ApiResult<()> {
+        Ok(self.engine(caller).secret_rm(name, secret).await?)
+    }
+}
+
 pub(crate) async fn list_envs(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     q: QueryIn<EnvQuery>,
 ) -> ApiResult<Json<EnvList>> {
     let q = query(q)?;
-    let engine = api.engine(&caller);
-    let mut envs = engine.envs().await?;
-    if let Some(repo) = q.repo {
-        let serving: Vec<String> = engine
-            .resolve_env(&repo)
-            .await?
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        envs.retain(|(rec, _)| serving.contains(&rec.name));
-    }
-    Ok(Json(EnvList {
-        environments: envs.iter().map(|(rec, env)| summary(rec, env)).collect(),
-    }))
+    Ok(Json(api.envs(&caller, q.repo.as_deref()).await?))
 }
 
 pub(crate) async fn create_env(
@@ -75,12 +130,10 @@ pub(crate) async fn create_env(
     body: JsonIn<EnvFile>,
 ) -> ApiResult<(StatusCode, Json<EnvView>)> {
     let f = json_body(body, "the environment")?;
-    let engine = api.engine(&caller);
-    let rec = engine
-        .create_env(&f.file, &f.source, std::path::Path::new(&f.base_dir))
-        .await?;
-    let (rec, env) = engine.env(&rec.name).await?;
-    Ok((StatusCode::CREATED, Json(env_view(rec, &env))))
+    Ok((
+        StatusCode::CREATED,
+        Json(api.create_env(&caller, &f).await?),
+    ))
 }
 
 pub(crate) async fn show_env(
@@ -88,8 +141,7 @@ pub(crate) async fn show_env(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<EnvView>> {
-    let (rec, env) = api.engine(&caller).env(&name).await?;
-    Ok(Json(env_view(rec, &env)))
+    Ok(Json(api.env(&caller, &name).await?))
 }
 
 pub(crate) async fn update_env(
@@ -99,12 +151,7 @@ pub(crate) async fn update_env(
     body: JsonIn<EnvFile>,
 ) -> ApiResult<Json<EnvView>> {
     let f = json_body(body, "the environment")?;
-    let engine = api.engine(&caller);
-    engine
-        .update_env(&name, &f.file, &f.source, std::path::Path::new(&f.base_dir))
-        .await?;
-    let (rec, env) = engine.env(&name).await?;
-    Ok(Json(env_view(rec, &env)))
+    Ok(Json(api.update_env(&caller, &name, &f).await?))
 }
 
 pub(crate) async fn delete_env(
@@ -112,7 +159,7 @@ pub(crate) async fn delete_env(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    api.engine(&caller).delete_env(&name).await?;
+    api.delete_env(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -121,12 +168,10 @@ pub(crate) async fn list_secrets(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<SecretList>> {
-    let secrets = api.engine(&caller).secret_ls(&name).await?;
-    Ok(Json(SecretList::new(&secrets)))
+    Ok(Json(api.secrets(&caller, &name).await?))
 }
 
-/// The body is the value itself (any bytes); it is never echoed, logged or stored
-/// unencrypted.
+/// The body is the value itself (any bytes), handed to `Secret` at once.
 pub(crate) async fn set_secret(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -135,9 +180,7 @@ pub(crate) async fn set_secret(
 ) -> ApiResult<StatusCode> {
     let value = hangar_secrets::Secret::new(value.to_vec())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    api.engine(&caller)
-        .secret_set(&name, &secret, &value)
-        .await?;
+    api.set_secret(&caller, &name, &secret, &value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,7 +189,7 @@ pub(crate) async fn remove_secret(
     Extension(caller): Extension<Caller>,
     Path((name, secret)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    api.engine(&caller).secret_rm(&name, &secret).await?;
+    api.remove_secret(&caller, &name, &secret).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

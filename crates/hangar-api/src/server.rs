@@ -16,7 +16,6 @@ use hangar_engine::runner::Runner;
 use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
 use hangar_spec::Workspace;
 use hangar_store::db::{AttemptRecord, DbError};
-use serde::Deserialize;
 
 use crate::attach::run_command;
 use crate::ops::{
@@ -28,8 +27,8 @@ use crate::resources::{
     remove_token, set_secret, show_env, update_env,
 };
 use crate::wire::{
-    ErrorBody, ErrorInfo, Events, Health, Logs, Network, StreamEvent, SubmitTask, TaskList,
-    TaskSummary, TaskView,
+    AttemptQuery, Diagnostic, ErrorBody, ErrorInfo, Events, Health, Logs, Network, StreamEvent,
+    SubmitTask, TaskList, TaskQuery, TaskSummary, TaskView,
 };
 
 /// What every handler shares: the API's configuration, handed to [`router`] (and to the
@@ -214,6 +213,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    diagnostics: Vec<Diagnostic>,
 }
 
 impl ApiError {
@@ -226,7 +226,23 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            diagnostics: Vec::new(),
         }
+    }
+
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What it says (safe to show: a 5xx says nothing of the internals).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A bad environment file's problems, each at its line.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
@@ -249,6 +265,7 @@ impl ApiError {
         ErrorInfo {
             code: self.code.to_string(),
             message: self.message,
+            diagnostics: self.diagnostics,
         }
     }
 }
@@ -276,8 +293,11 @@ impl From<EngineError> for ApiError {
             | EngineError::FollowUp(
                 Unfollowable::Unfinished { .. } | Unfollowable::NotKept { .. },
             )) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            e @ (EngineError::Spec(_)
-            | EngineError::InvalidTask(_)
+            EngineError::Spec(e) => ApiError {
+                diagnostics: Diagnostic::of(&e),
+                ..ApiError::bad_request(e.to_string())
+            },
+            e @ (EngineError::InvalidTask(_)
             | EngineError::FollowUp(Unfollowable::Spec(_))
             | EngineError::EnvRenamed { .. }
             | EngineError::LocalRepoUnreadable { .. }
@@ -348,32 +368,139 @@ async fn health(State(api): State<Api>) -> Json<Health> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    environment: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+/// A task's diff as `git apply` reads it, and the attempt it is of.
+pub struct AttemptDiff {
+    pub attempt: u32,
+    pub patch: Vec<u8>,
+}
+
+/// The task operations, in the caller's view: each route below is one of these, and the
+/// web UI calls them in-process.
+impl Api {
+    /// A page of the caller's tasks, newest first.
+    pub async fn tasks(&self, caller: &Caller, q: TaskQuery) -> ApiResult<TaskList> {
+        let page = self
+            .engine(caller)
+            .tasks(&TaskFilter {
+                environment: q.environment,
+                status: q.status,
+                limit: q.limit.unwrap_or(20),
+                cursor: q.cursor,
+            })
+            .await?;
+        Ok(TaskList {
+            tasks: page.tasks.iter().map(TaskSummary::from).collect(),
+            cursor: page.cursor,
+        })
+    }
+
+    /// Accepts a task (or a follow-up); it runs in the background.
+    pub async fn submit(&self, caller: &Caller, req: SubmitTask) -> ApiResult<TaskView> {
+        let task = self.runner.accept(self.engine(caller), &req.into()).await?;
+        view(&self.engine(caller), &task).await
+    }
+
+    /// A task (an id or a unique prefix) with its attempts.
+    pub async fn task(&self, caller: &Caller, id: &str) -> ApiResult<TaskView> {
+        let engine = self.engine(caller);
+        let task = engine.task(id).await?;
+        view(&engine, &task).await
+    }
+
+    /// Asks a task's running attempts to stop; answers the task as it is then.
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> ApiResult<TaskView> {
+        let engine = self.engine(caller);
+        let task = engine.task(id).await?;
+        engine.cancel(&task).await?;
+        view(&engine, &task).await
+    }
+
+    /// The stored log lines of a task's attempts (`q`: one, or all).
+    pub async fn logs(&self, caller: &Caller, id: &str, q: &AttemptQuery) -> ApiResult<Logs> {
+        let (engine, task, only) = self.load_which(caller, id, q).await?;
+        Ok(Logs::new(&engine.logs(&task, only).await?))
+    }
+
+    /// A task's log as it grows: what is stored, then each line as it comes, then the
+    /// task's end. The daemon counts as busy while the stream lives.
+    pub async fn follow(
+        &self,
+        caller: &Caller,
+        id: &str,
+        q: &AttemptQuery,
+    ) -> ApiResult<impl futures_util::Stream<Item = StreamEvent> + Send + 'static> {
+        let (engine, task, only) = self.load_which(caller, id, q).await?;
+        let busy = self.activity.busy();
+        Ok(self.runner.follow(engine, task, only).map(move |f| {
+            let _busy = &busy;
+            StreamEvent::from(f)
+        }))
+    }
+
+    /// The agent's events.
+    pub async fn events(&self, caller: &Caller, id: &str, q: &AttemptQuery) -> ApiResult<Events> {
+        let (engine, task, only) = self.load_which(caller, id, q).await?;
+        Ok(Events::new(&engine.events(&task, only).await?))
+    }
+
+    /// What the attempts' proxies allowed and refused.
+    pub async fn network(&self, caller: &Caller, id: &str, q: &AttemptQuery) -> ApiResult<Network> {
+        let (engine, task, only) = self.load_which(caller, id, q).await?;
+        Ok(Network::new(&engine.network_log(&task, only).await?))
+    }
+
+    /// The diff of one attempt (`q.attempt`, `q.best`, or the best ready else the first).
+    pub async fn diff(
+        &self,
+        caller: &Caller,
+        id: &str,
+        q: &AttemptQuery,
+    ) -> ApiResult<AttemptDiff> {
+        let engine = self.engine(caller);
+        let (task, attempts) = load(&engine, id).await?;
+        let index = pick(q, &task, &attempts)?;
+        let Some(patch) = engine.diff(&task, index).await? else {
+            let task = task.record();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "failed to read the diff of task {} attempt {index}: it has none yet (status {})",
+                    task.id, task.status
+                ),
+            ));
+        };
+        Ok(AttemptDiff {
+            attempt: index,
+            patch: patch.into(),
+        })
+    }
+
+    /// The task a request names, the caller's view it was found in, and which of its
+    /// attempts the query means (`None`: all).
+    async fn load_which(
+        &self,
+        caller: &Caller,
+        id: &str,
+        q: &AttemptQuery,
+    ) -> ApiResult<(Engine, Task, Option<u32>)> {
+        let engine = self.engine(caller);
+        let (task, attempts) = load(&engine, id).await?;
+        let only = if !q.best && q.attempt.is_none() {
+            None
+        } else {
+            Some(pick(q, &task, &attempts)?)
+        };
+        Ok((engine, task, only))
+    }
 }
 
 async fn list_tasks(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
-    q: QueryIn<ListQuery>,
+    q: QueryIn<TaskQuery>,
 ) -> ApiResult<Json<TaskList>> {
-    let q = query(q)?;
-    let page = api
-        .engine(&caller)
-        .tasks(&TaskFilter {
-            environment: q.environment,
-            limit: q.limit.unwrap_or(20),
-            cursor: q.cursor,
-        })
-        .await?;
-    Ok(Json(TaskList {
-        tasks: page.tasks.iter().map(TaskSummary::from).collect(),
-        cursor: page.cursor,
-    }))
+    Ok(Json(api.tasks(&caller, query(q)?).await?))
 }
 
 async fn submit_task(
@@ -382,9 +509,7 @@ async fn submit_task(
     body: JsonIn<SubmitTask>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     let req = json_body(body, "the task")?;
-    let task = api.runner.accept(api.engine(&caller), &req.into()).await?;
-    let view = view(&api.engine(&caller), &task).await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok((StatusCode::ACCEPTED, Json(api.submit(&caller, req).await?)))
 }
 
 pub(crate) type JsonIn<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -413,9 +538,7 @@ async fn show_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
-    let engine = api.engine(&caller);
-    let task = engine.task(&id).await?;
-    Ok(Json(view(&engine, &task).await?))
+    Ok(Json(api.task(&caller, &id).await?))
 }
 
 async fn cancel_task(
@@ -423,71 +546,48 @@ async fn cancel_task(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let engine = api.engine(&caller);
-    let task = engine.task(&id).await?;
-    engine.cancel(&task).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&engine, &task).await?)))
+    Ok((StatusCode::ACCEPTED, Json(api.cancel(&caller, &id).await?)))
 }
 
-/// Which attempt a request means: `attempt=N`, `best=true`, or (where one is needed)
-/// the best ready one, else the first.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Which {
-    attempt: Option<u32>,
-    #[serde(default)]
-    best: bool,
-    #[serde(default)]
-    follow: bool,
-}
-
-impl Which {
-    /// The attempt asked for, or `None` for all of them.
-    fn filter(&self, task: &Task, attempts: &[AttemptRecord]) -> ApiResult<Option<u32>> {
-        if !self.best && self.attempt.is_none() {
-            return Ok(None);
-        }
-        self.pick(task, attempts).map(Some)
-    }
-
-    fn pick(&self, task: &Task, attempts: &[AttemptRecord]) -> ApiResult<u32> {
-        let task = task.record();
-        let best = hangar_engine::best::best(attempts);
-        if self.best {
-            return best.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!(
-                        "failed to pick the best attempt of task {}: none is ready (status {})",
-                        task.id, task.status
-                    ),
-                )
-            });
-        }
-        if let Some(n) = self.attempt {
-            return if attempts.iter().any(|a| a.index == n) {
-                Ok(n)
-            } else {
-                Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not-found",
-                    format!(
-                        "failed to find attempt {n} of task {} ({} attempts)",
-                        task.id,
-                        attempts.len()
-                    ),
-                ))
-            };
-        }
-        hangar_engine::best::default_attempt(attempts).ok_or_else(|| {
+/// The attempt `q` means: `attempt=N`, `best=true`, or (where one is needed) the best
+/// ready one, else the first.
+fn pick(q: &AttemptQuery, task: &Task, attempts: &[AttemptRecord]) -> ApiResult<u32> {
+    let task = task.record();
+    let best = hangar_engine::best::best(attempts);
+    if q.best {
+        return best.ok_or_else(|| {
             ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "failed to pick the best attempt of task {}: none is ready (status {})",
+                    task.id, task.status
+                ),
+            )
+        });
+    }
+    if let Some(n) = q.attempt {
+        return if attempts.iter().any(|a| a.index == n) {
+            Ok(n)
+        } else {
+            Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not-found",
-                format!("failed to find an attempt of task {}", task.id),
-            )
-        })
+                format!(
+                    "failed to find attempt {n} of task {} ({} attempts)",
+                    task.id,
+                    attempts.len()
+                ),
+            ))
+        };
     }
+    hangar_engine::best::default_attempt(attempts).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("failed to find an attempt of task {}", task.id),
+        )
+    })
 }
 
 pub(crate) type QueryIn<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -498,39 +598,17 @@ pub(crate) fn query<T>(q: QueryIn<T>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("failed to read the query: {}", e.body_text())))
 }
 
-/// The task a request names, the caller's view it was found in, and which of its
-/// attempts the query means (`None`: all).
-async fn load_which(
-    api: &Api,
-    caller: &Caller,
-    id: &str,
-    q: QueryIn<Which>,
-) -> ApiResult<(Which, Engine, Task, Option<u32>)> {
-    let q = query(q)?;
-    let engine = api.engine(caller);
-    let (task, attempts) = load(&engine, id).await?;
-    let only = q.filter(&task, &attempts)?;
-    Ok((q, engine, task, only))
-}
-
 async fn task_logs(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    q: QueryIn<Which>,
+    q: QueryIn<AttemptQuery>,
 ) -> ApiResult<Response> {
-    let (q, engine, task, only) = load_which(&api, &caller, &id, q).await?;
+    let q = query(q)?;
     if q.follow {
-        // The daemon is busy for as long as someone follows.
-        let busy = api.activity.busy();
-        let events = api.runner.follow(engine, task, only).map(move |f| {
-            let _busy = &busy;
-            StreamEvent::from(f)
-        });
-        return Ok(sse(events).into_response());
+        return Ok(sse(api.follow(&caller, &id, &q).await?).into_response());
     }
-    let logs = engine.logs(&task, only).await?;
-    Ok(Json(Logs::new(&logs)).into_response())
+    Ok(Json(api.logs(&caller, &id, &q).await?).into_response())
 }
 
 /// Server-sent events whose data is each item's JSON, kept alive while they wait.
@@ -549,56 +627,38 @@ async fn task_events(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    q: QueryIn<Which>,
+    q: QueryIn<AttemptQuery>,
 ) -> ApiResult<Json<Events>> {
-    let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
-    let events = engine.events(&task, only).await?;
-    Ok(Json(Events::new(&events)))
+    Ok(Json(api.events(&caller, &id, &query(q)?).await?))
 }
 
 async fn task_network(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    q: QueryIn<Which>,
+    q: QueryIn<AttemptQuery>,
 ) -> ApiResult<Json<Network>> {
-    let (_, engine, task, only) = load_which(&api, &caller, &id, q).await?;
-    let network = engine.network_log(&task, only).await?;
-    Ok(Json(Network::new(&network)))
+    Ok(Json(api.network(&caller, &id, &query(q)?).await?))
 }
 
-/// The diff of one attempt (`attempt`, `best`, or the best ready else the first), as
-/// `git apply` reads it; the attempt's index is in the `hangar-attempt` header.
+/// The diff of one attempt, as `git apply` reads it; the attempt's index is in the
+/// `hangar-attempt` header.
 async fn task_diff(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    q: QueryIn<Which>,
+    q: QueryIn<AttemptQuery>,
 ) -> ApiResult<Response> {
-    let q = query(q)?;
-    let engine = api.engine(&caller);
-    let (task, attempts) = load(&engine, &id).await?;
-    let index = q.pick(&task, &attempts)?;
-    let Some(diff) = engine.diff(&task, index).await? else {
-        let task = task.record();
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "failed to read the diff of task {} attempt {index}: it has none yet (status {})",
-                task.id, task.status
-            ),
-        ));
-    };
+    let d = api.diff(&caller, &id, &query(q)?).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/x-diff".to_string()),
             (
                 header::HeaderName::from_static("hangar-attempt"),
-                index.to_string(),
+                d.attempt.to_string(),
             ),
         ],
-        diff,
+        d.patch,
     )
         .into_response())
 }

@@ -207,6 +207,7 @@ async fn refuse_plain(mut stream: TcpStream) {
         error: crate::wire::ErrorInfo {
             code: "bad-request".into(),
             message: "failed to answer: this listener speaks TLS only (use an https:// URL)".into(),
+            diagnostics: Vec::new(),
         },
     };
     let body = serde_json::to_string(&body).unwrap_or_default();

@@ -10,17 +10,42 @@ use hangar_store::db::{self, AttemptRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// `not-found`, `bad-request`, `conflict`, `no-such-route`, `internal`.
     pub code: String,
     /// A sentence that reads after "failed to ...".
     pub message: String,
+    /// An environment file's problems, each at its line (what `message` lists too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One problem of a file: where and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// Each of a bad environment file's problems.
+    pub fn of(e: &hangar_spec::SpecError) -> Vec<Diagnostic> {
+        e.diagnostics
+            .iter()
+            .map(|d| Diagnostic {
+                file: e.file.clone(),
+                line: d.line,
+                message: d.message.clone(),
+            })
+            .collect()
+    }
 }
 
 /// `POST /v1/tasks`.
@@ -92,6 +117,36 @@ impl From<&TaskRecord> for TaskSummary {
             summary: t.summary.map(DiffSummary::from).unwrap_or_default(),
         }
     }
+}
+
+/// `GET /v1/tasks`'s query: which page of which tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    /// At most this many (20 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// From a previous page's [`TaskList::cursor`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Which attempt of a task a read means: `attempt=N`, `best=true`, or (absent) all of
+/// them, or where one is needed the best ready one, else the first; `follow=true` keeps
+/// a log open.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub best: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
 }
 
 /// `GET /v1/tasks`: newest first.
@@ -1132,6 +1187,48 @@ mod tests {
                 info.to_stored()
             );
         }
+    }
+
+    #[test]
+    fn queries_and_errors_keep_their_json() {
+        check(TaskQuery::default(), "{}");
+        check(
+            TaskQuery {
+                environment: Some("web".into()),
+                status: Some(TaskStatus::Running),
+                limit: Some(50),
+                cursor: Some("1700:ab".into()),
+            },
+            r#"{"environment":"web","status":"running","limit":50,"cursor":"1700:ab"}"#,
+        );
+        check(AttemptQuery::default(), "{}");
+        check(
+            AttemptQuery {
+                attempt: Some(2),
+                best: true,
+                follow: true,
+            },
+            r#"{"attempt":2,"best":true,"follow":true}"#,
+        );
+        let error = |diagnostics| ErrorBody {
+            error: ErrorInfo {
+                code: "bad-request".into(),
+                message: "web.toml:3: `image`: expected a string".into(),
+                diagnostics,
+            },
+        };
+        check(
+            error(vec![]),
+            r#"{"error":{"code":"bad-request","message":"web.toml:3: `image`: expected a string"}}"#,
+        );
+        check(
+            error(vec![Diagnostic {
+                file: "web.toml".into(),
+                line: 3,
+                message: "`image`: expected a string".into(),
+            }]),
+            r#"{"error":{"code":"bad-request","message":"web.toml:3: `image`: expected a string","diagnostics":[{"file":"web.toml","line":3,"message":"`image`: expected a string"}]}}"#,
+        );
     }
 
     #[test]

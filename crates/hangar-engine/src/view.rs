@@ -39,6 +39,8 @@ impl Task {
 pub struct TaskFilter {
     /// Only this environment's.
     pub environment: Option<String>,
+    /// Only the tasks with this status.
+    pub status: Option<hangar_spec::TaskStatus>,
     /// At most this many (at least 1).
     pub limit: u32,
     /// From a previous page's [`TaskPage::cursor`].
@@ -67,6 +69,7 @@ impl Engine {
             .tasks(&TaskQuery {
                 workspace: self.workspace.to_string(),
                 environment: filter.environment.clone(),
+                status: filter.status,
                 limit: filter.limit,
                 cursor: filter.cursor.clone(),
             })

@@ -976,7 +976,7 @@ async fn a_follow_up_continues_from_the_attempt_it_names() {
         let filter = TaskFilter {
             environment: Some(name.clone()),
             limit: 100,
-            cursor: None,
+            ..TaskFilter::default()
         };
         async move { engine.tasks(&filter).await.unwrap().tasks.len() }
     };

@@ -58,6 +58,7 @@ pub struct TaskRecord {
 pub struct TaskQuery {
     pub workspace: String,
     pub environment: Option<String>,
+    pub status: Option<TaskStatus>,
     pub limit: u32,
     /// From a previous page's [`TaskPage::cursor`].
     pub cursor: Option<String>,
@@ -250,6 +251,7 @@ impl Db {
         let rows = sqlx::query_as::<_, TaskColumns>(&format!(
             "{TASK_SELECT} WHERE t.workspace = $1 AND ($2 IS NULL OR t.environment = $2)
                AND (t.created_ms < $3 OR (t.created_ms = $3 AND ($4 = '' OR t.id < $4)))
+               AND ($6 IS NULL OR t.status = $6)
              ORDER BY t.created_ms DESC, t.id DESC LIMIT $5"
         ))
         .bind(&q.workspace)
@@ -257,6 +259,7 @@ impl Db {
         .bind(before_ms)
         .bind(&before_id)
         .bind(i64::from(limit) + 1)
+        .bind(q.status.map(TaskStatus::as_str))
         .fetch_all(&self.pool)
         .await
         .map_err(query("list tasks"))?;
@@ -327,6 +330,7 @@ mod tests {
         let mut q = TaskQuery {
             workspace: "default".into(),
             environment: None,
+            status: None,
             limit: 2,
             cursor: None,
         };
@@ -348,6 +352,31 @@ mod tests {
         assert_eq!(db.tasks(&q).await.unwrap().tasks.len(), 1);
         q.cursor = Some("nonsense".into());
         assert!(matches!(db.tasks(&q).await, Err(DbError::BadCursor(_))));
+    }
+
+    #[tokio::test]
+    async fn tasks_list_by_status() {
+        let (_d, db) = db().await;
+        let waiting = db.create_task(&new_task("web")).await.unwrap();
+        let started = db.create_task(&new_task("web")).await.unwrap();
+        db.start_attempt(&started.id, 1).await.unwrap();
+        let ids = |status| {
+            let q = TaskQuery {
+                workspace: "default".into(),
+                environment: None,
+                status: Some(status),
+                limit: 10,
+                cursor: None,
+            };
+            let db = &db;
+            async move {
+                let page = db.tasks(&q).await.unwrap();
+                page.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(TaskStatus::Running).await, [started.id]);
+        assert_eq!(ids(TaskStatus::Pending).await, [waiting.id]);
+        assert_eq!(ids(TaskStatus::Ready).await, []);
     }
 
     #[tokio::test]
