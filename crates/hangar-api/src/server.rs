@@ -472,7 +472,7 @@ impl Api {
         };
         Ok(AttemptDiff {
             attempt: index,
-            patch: patch.into(),
+            patch,
         })
     }
 
