@@ -98,6 +98,8 @@ pub struct TaskSummary {
     pub title: String,
     pub status: TaskStatus,
     pub environment: String,
+    /// The branch asked for (the environment's default when none).
+    pub branch: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub attempt_total: u32,
@@ -111,6 +113,7 @@ impl From<&TaskRecord> for TaskSummary {
             title: t.title.clone(),
             status: t.status,
             environment: t.environment.clone(),
+            branch: t.branch.clone(),
             created_at: rfc3339(t.created_ms),
             updated_at: rfc3339(t.updated_ms),
             attempt_total: t.attempt_total,
@@ -163,7 +166,6 @@ pub struct TaskView {
     #[serde(flatten)]
     pub task: TaskSummary,
     pub prompt: String,
-    pub branch: Option<String>,
     pub commit: Option<String>,
     pub environment_version: i64,
     /// A follow-up's source, `TASK:ATTEMPT`.
@@ -188,7 +190,6 @@ impl TaskView {
         Ok(TaskView {
             task: t.into(),
             prompt: t.prompt.clone(),
-            branch: t.branch.clone(),
             commit: t.commit.clone(),
             environment_version: t.environment_version,
             from: t.from.as_ref().map(|(id, i)| format!("{id}:{i}")),
@@ -1134,9 +1135,9 @@ mod tests {
             .unwrap(),
             concat!(
                 r#"{"id":"0123456789ab","title":"fix the build","status":"ready","environment":"web","#,
-                r#""created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
+                r#""branch":"main","created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
                 r#""attempt_total":2,"summary":{"files_changed":0,"lines_added":0,"lines_removed":0},"#,
-                r#""prompt":"fix the build","branch":"main","commit":null,"environment_version":2,"#,
+                r#""prompt":"fix the build","commit":null,"environment_version":2,"#,
                 r#""from":"0123456789ab:1","attempts":["#,
                 r#"{"index":1,"status":"ready","final_message":"done","exit_code":0,"error":null,"#,
                 r#""base_commit":"abc","sandbox":"sb1","#,
@@ -1164,7 +1165,7 @@ mod tests {
             }),
             concat!(
                 r#"{"id":"0123456789ab","title":"fix the build","status":"ready","environment":"web","#,
-                r#""created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
+                r#""branch":"main","created_at":"2023-11-14T22:13:20.000Z","updated_at":"2023-11-14T22:14:20.000Z","#,
                 r#""attempt_total":2,"summary":{"files_changed":4,"lines_added":5,"lines_removed":6}}"#,
             ),
         );

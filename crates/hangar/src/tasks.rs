@@ -756,7 +756,7 @@ pub async fn show(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> 
         "environment {} (version {})",
         t.task.environment, t.environment_version
     );
-    if let Some(b) = &t.branch {
+    if let Some(b) = &t.task.branch {
         println!("branch      {b}");
     }
     if let Some(c) = &t.commit {
