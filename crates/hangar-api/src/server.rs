@@ -245,8 +245,14 @@ impl ApiError {
         &self.diagnostics
     }
 
-    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+    /// A 400: what the request asked for cannot be read; `message` says what.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+
+    /// A 404: `message` names what was not found.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", message)
     }
 
     /// A 500: `detail` goes to the daemon's log, the answer says nothing of it.

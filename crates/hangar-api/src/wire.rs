@@ -4,9 +4,13 @@
 //! field cannot change a document (a test pins each one's JSON).
 
 use hangar_engine::{cache, secrets, travel};
-use hangar_secrets::Secret;
-use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskId, TaskStatus};
+use hangar_spec::TaskId;
 use hangar_store::db::{self, AttemptRecord, TaskRecord};
+
+/// The words the documents spell (statuses, phases, harnesses), and the credential type
+/// secret values and tokens travel in: the API's clients name them from here.
+pub use hangar_secrets::Secret;
+pub use hangar_spec::{Approval, AttemptStatus, Harness, Phase, SecretPhase, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.

@@ -1,6 +1,9 @@
 //! The UI's static files, embedded in the binary: the vendored front-end libraries (see
 //! `scripts/vendor-web` and `assets/vendor/SHA256SUMS`), hangar's own script and style.
-//! Served under a name that carries the content's hash, so they are cached for good.
+//! Pages link them with their content's hash in the URL, so a browser may keep them for
+//! good and still gets a new build's files at once.
+
+use std::sync::LazyLock;
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
@@ -8,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hangar_api::Api;
+use sha2::{Digest, Sha256};
 
 struct Asset {
     name: &'static str,
@@ -16,6 +20,21 @@ struct Asset {
 }
 
 const ASSETS: &[Asset] = &[
+    Asset {
+        name: "hangar.css",
+        kind: "text/css",
+        body: include_bytes!("../assets/hangar.css"),
+    },
+    Asset {
+        name: "diff.css",
+        kind: "text/css",
+        body: include_bytes!("../assets/diff.css"),
+    },
+    Asset {
+        name: "hangar.js",
+        kind: "text/javascript",
+        body: include_bytes!("../assets/hangar.js"),
+    },
     Asset {
         name: "htmx.js",
         kind: "text/javascript",
@@ -28,6 +47,25 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// Each asset's URL, with the first 16 hex digits of its SHA-256.
+static URLS: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|a| {
+            let hash = hex::encode(&Sha256::digest(a.body)[..8]);
+            (a.name, format!("/ui/assets/{}?v={hash}", a.name))
+        })
+        .collect()
+});
+
+/// The URL a page links asset `name` by.
+pub(crate) fn url(name: &str) -> &'static str {
+    URLS.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, u)| u.as_str())
+        .unwrap_or_else(|| panic!("no asset is named {name}"))
+}
+
 pub(crate) fn routes() -> Router<Api> {
     Router::new().route("/ui/assets/{name}", get(asset))
 }
@@ -37,7 +75,8 @@ async fn asset(Path(name): Path<String>) -> Response {
         Some(a) => (
             [
                 (header::CONTENT_TYPE, a.kind),
-                (header::CACHE_CONTROL, "public, max-age=3600"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             a.body,
         )
@@ -48,7 +87,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use sha2::{Digest, Sha256};
+    use super::*;
 
     /// The embedded libraries are the ones `SHA256SUMS` pins (what `scripts/vendor-web`
     /// fetched), byte for byte.
@@ -74,6 +113,15 @@ mod tests {
                 .map(|(sum, _)| sum)
                 .unwrap_or_else(|| panic!("{name} is not pinned in SHA256SUMS"));
             assert_eq!(hex::encode(Sha256::digest(body)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_asset_has_a_url_that_changes_with_its_content() {
+        for a in ASSETS {
+            let u = url(a.name);
+            let hash = hex::encode(&Sha256::digest(a.body)[..8]);
+            assert_eq!(u, format!("/ui/assets/{}?v={hash}", a.name));
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
+use crate::assets;
 use crate::auth::Session;
 
 /// Which part of the UI a page belongs to, for the navigation's current link.
@@ -33,10 +34,11 @@ pub(crate) fn page(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=(HTMX_CONFIG);
                 title { (title) " · hangar" }
-                link rel="stylesheet" href="/ui/assets/hangar.css";
-                script src="/ui/assets/htmx.js" defer {}
-                script src="/ui/assets/htmx-sse.js" defer {}
-                script src="/ui/assets/hangar.js" defer {}
+                link rel="stylesheet" href=(assets::url("hangar.css"));
+                link rel="stylesheet" href=(assets::url("diff.css"));
+                script src=(assets::url("htmx.js")) defer {}
+                script src=(assets::url("htmx-sse.js")) defer {}
+                script src=(assets::url("hangar.js")) defer {}
             }
             body hx-headers=[session.map(|s| format!(r#"{{"X-CSRF-Token":"{}"}}"#, s.csrf))] {
                 a.skip href="#main" { "Skip to content" }

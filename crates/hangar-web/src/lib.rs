@@ -7,6 +7,7 @@ mod assets;
 mod auth;
 mod diff;
 mod layout;
+mod pages;
 
 use axum::Router;
 use hangar_api::Api;
@@ -16,6 +17,7 @@ pub fn app(api: Api) -> Router {
     let ui = Router::new()
         .merge(assets::routes())
         .merge(auth::routes())
+        .merge(pages::routes())
         .with_state(api.clone());
     hangar_api::router(api).merge(ui)
 }

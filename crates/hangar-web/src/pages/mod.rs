@@ -1,0 +1,205 @@
+//! The UI's pages: each handler makes the API calls its page needs, as the signed-in
+//! caller, and renders their wire documents. Errors become a page that says what failed
+//! with the API's own status and message.
+
+mod envs;
+mod images;
+mod tasks;
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Router;
+use hangar_api::{Api, ApiError};
+use maud::{html, Markup};
+
+use crate::auth::Session;
+use crate::layout::{page, Section};
+
+/// Every page and fragment behind the sign-in.
+pub(crate) fn routes() -> Router<Api> {
+    Router::new()
+        .merge(tasks::routes())
+        .merge(envs::routes())
+        .merge(images::routes())
+}
+
+/// What a page handler answers: the page, or the page saying what failed.
+pub(crate) type Page = Result<Response, Response>;
+
+/// A whole page, as an answer.
+pub(crate) fn answer(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A redirect after a form's POST, so a reload does not post it again.
+pub(crate) fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// Turns an API error into the page that shows it.
+pub(crate) trait OrPage<T> {
+    fn or_page(self, s: &Session, section: Section) -> Result<T, Response>;
+}
+
+impl<T> OrPage<T> for Result<T, ApiError> {
+    fn or_page(self, s: &Session, section: Section) -> Result<T, Response> {
+        self.map_err(|e| error_page(s, section, &e))
+    }
+}
+
+pub(crate) fn error_page(s: &Session, section: Section, e: &ApiError) -> Response {
+    let title = match e.status() {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not now",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "Not done",
+    };
+    answer(
+        e.status(),
+        page(
+            title,
+            section,
+            Some(s),
+            html! { p.error role="alert" { (e.message()) } },
+        ),
+    )
+}
+
+/// A time as its UTC text, marked for the viewer's zone (the page's script rewrites it).
+pub(crate) fn time(rfc3339: &str) -> Markup {
+    let shown = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string());
+    html! { time datetime=(rfc3339) { (shown) } }
+}
+
+/// A time as how long ago it was (the script keeps it current, in the viewer's zone).
+pub(crate) fn age(rfc3339: &str) -> Markup {
+    let ago = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| ago(chrono::Utc::now().signed_duration_since(t)))
+        .unwrap_or_default();
+    html! { time.age datetime=(rfc3339) title=(rfc3339) { (ago) } }
+}
+
+fn ago(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86400 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86400),
+    }
+}
+
+/// A size in bytes, as people read it.
+pub(crate) fn bytes(n: impl TryInto<u64>) -> String {
+    let n: u64 = n.try_into().unwrap_or(0);
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A status word, styled by what it means.
+pub(crate) fn status(word: &str) -> Markup {
+    html! { span class={ "badge status-" (word) } { (word) } }
+}
+
+/// An optional form value: empty means absent.
+pub(crate) fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_ago(seconds: i64, expected: &str) {
+        assert_eq!(ago(chrono::TimeDelta::seconds(seconds)), expected);
+    }
+
+    #[test]
+    fn ages_read_in_the_largest_whole_unit() {
+        check_ago(-5, "0 s ago");
+        check_ago(59, "59 s ago");
+        check_ago(60, "1 min ago");
+        check_ago(7199, "1 h ago");
+        check_ago(86400 * 3, "3 d ago");
+    }
+
+    fn check_bytes(n: u64, expected: &str) {
+        assert_eq!(bytes(n), expected);
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        check_bytes(0, "0 B");
+        check_bytes(1023, "1023 B");
+        check_bytes(1536, "1.5 KiB");
+        check_bytes(3 << 30, "3.0 GiB");
+    }
+
+    #[test]
+    fn times_show_utc_and_carry_their_instant() {
+        let t = time("2026-12-02T06:07:08.000Z").into_string();
+        assert_eq!(
+            t,
+            r#"<time datetime="2026-12-02T06:07:08.000Z">2026-12-02 06:07:08 UTC</time>"#
+        );
+        // Text that is not a time is shown as it is, escaped.
+        assert!(time("<b>").into_string().contains("&lt;b&gt;"));
+    }
+}
+
+/// What the pages' tests feed them: text a hostile agent or repository could put in a
+/// prompt, a log, a file name or a message, and the check that it stayed text.
+#[cfg(test)]
+pub(crate) mod hostile {
+    pub(crate) const SCRIPT: &str = "<script>window.__x=1</script>";
+    pub(crate) const ATTRIBUTE: &str = r#""><img src=x onerror="window.__x=2">"#;
+    pub(crate) const URL: &str = "javascript:alert(1)";
+
+    /// All three, one after another.
+    pub(crate) fn all() -> String {
+        format!("{SCRIPT} {ATTRIBUTE} {URL}")
+    }
+
+    /// `html` holds the hostile text only as text: no element or attribute came of it,
+    /// no link or source is a `javascript:` URL, and the text itself is there, escaped.
+    pub(crate) fn assert_inert(html: &str) {
+        assert!(!html.contains("<script"), "a script element in {html}");
+        assert!(!html.contains("<img"), "an img element in {html}");
+        assert!(
+            !html.contains("onerror=\"window"),
+            "an attribute broke out in {html}"
+        );
+        for attr in ["href=\"", "src=\"", "action=\"", "hx-get=\""] {
+            for (i, _) in html.match_indices(attr) {
+                let value = &html[i + attr.len()..];
+                assert!(
+                    !value
+                        .trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("javascript:"),
+                    "a javascript: URL in {attr} of {html}"
+                );
+            }
+        }
+        assert!(
+            html.contains("&lt;script&gt;window.__x=1&lt;/script&gt;"),
+            "the text is not shown in {html}"
+        );
+    }
+}
