@@ -2,7 +2,7 @@
 //! file in an editor saved through the API's validation with each problem at its line,
 //! its secrets by name, its cache and its recent tasks).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
@@ -152,17 +152,25 @@ fn editor(text: &str, diagnostics: &[Diagnostic]) -> Markup {
     }
 }
 
+/// `?saved=N`: the page a save lands on says which version it made.
+#[derive(Debug, Default, Deserialize)]
+struct ShowParams {
+    saved: Option<i64>,
+}
+
 async fn show(
     State(api): State<Api>,
     Extension(s): Extension<Session>,
     Path(name): Path<String>,
+    Query(p): Query<ShowParams>,
 ) -> Page {
     let env = api
         .env(&s.caller, &name)
         .await
         .or_page(&s, Section::Environments)?;
     let source = env.source.clone();
-    env_page(&api, &s, env, &source, None).await
+    let saved = p.saved.filter(|v| *v == env.version);
+    env_page(&api, &s, env, &source, Err(saved)).await
 }
 
 async fn save(
@@ -184,20 +192,23 @@ async fn save(
                 .env(&s.caller, &name)
                 .await
                 .or_page(&s, Section::Environments)?;
-            env_page(&api, &s, env, &f.file, Some(&e)).await
+            env_page(&api, &s, env, &f.file, Ok(&e)).await
         }
     }
 }
 
-/// The environment's page, its editor holding `text` (the stored file, or what was
-/// typed when saving it failed with `error`).
+/// The environment's page, its editor holding `text`: what was typed when saving it
+/// failed (`Ok(error)`), or the stored file (`Err(saved)`, with the version a save just
+/// made).
 async fn env_page(
     api: &Api,
     s: &Session,
     env: EnvView,
     text: &str,
-    error: Option<&ApiError>,
+    outcome: Result<&ApiError, Option<i64>>,
 ) -> Page {
+    let error = outcome.ok();
+    let saved = outcome.err().flatten();
     let recent = TaskQuery {
         environment: Some(env.name.clone()),
         limit: Some(10),
@@ -218,6 +229,9 @@ async fn env_page(
         }
         a.button href={ "/ui/tasks/new?environment=" (env.name) } { "New task here" }
         h2 { "File" }
+        @if let Some(v) = saved {
+            p.notice #saved role="status" { "Saved as version " (v) "." }
+        }
         @if let Some(e) = error {
             @if e.diagnostics().is_empty() { p.error role="alert" { (e.message()) } }
         }

@@ -21,6 +21,15 @@ pub(crate) fn routes() -> Router<Api> {
         .merge(tasks::routes())
         .merge(envs::routes())
         .merge(images::routes())
+        .route("/ui/{*rest}", axum::routing::any(no_such_page))
+}
+
+async fn no_such_page(
+    axum::Extension(s): axum::Extension<Session>,
+    uri: axum::http::Uri,
+) -> Response {
+    let e = ApiError::not_found(format!("failed to find the page {}", uri.path()));
+    error_page(&s, Section::Tasks, &e)
 }
 
 /// What a page handler answers: the page, or the page saying what failed.
@@ -50,6 +59,7 @@ impl<T> OrPage<T> for Result<T, ApiError> {
 pub(crate) fn error_page(s: &Session, section: Section, e: &ApiError) -> Response {
     let title = match e.status() {
         StatusCode::NOT_FOUND => "Not found",
+        StatusCode::UNAUTHORIZED => "Not signed in",
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::CONFLICT => "Not now",
         s if s.is_server_error() => "Something went wrong",

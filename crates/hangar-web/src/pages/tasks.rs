@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use futures_util::StreamExt;
 use hangar_api::wire::{
-    AgentEvent, Approval, AttemptQuery, AttemptView, EnvList, Harness, LogLine, NetworkEntry,
-    StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
+    AgentEvent, Approval, AttemptQuery, AttemptStatus, AttemptView, EnvList, Harness, LogLine,
+    NetworkEntry, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
 };
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
@@ -614,7 +614,7 @@ fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
                 h4 { "Final message" }
                 pre.final-message { (m) }
             }
-            @if a.status.as_str() == "ready" {
+            @if a.status == AttemptStatus::Ready {
                 a.follow-up.button href={ "/ui/tasks/new?from=" (t.task.id) ":" (a.index) } { "Follow up" }
             }
         }
@@ -846,7 +846,7 @@ async fn diff_file(
 mod tests {
     use super::*;
     use crate::pages::hostile::{self, assert_inert};
-    use hangar_api::wire::{AttemptStatus, CacheInfo, CacheStatus, DiffSummary, Phase, Stream};
+    use hangar_api::wire::{CacheInfo, CacheStatus, DiffSummary, Phase, Stream};
 
     fn summary(title: &str, env: &str) -> TaskSummary {
         TaskSummary {
