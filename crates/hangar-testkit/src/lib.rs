@@ -1,6 +1,7 @@
 //! Fixtures for hangar's tests: the static init binary, a Debian image and the default
 //! image built once per machine and shared by every test process, a real OCI registry (Debian's
-//! `docker-registry`) on 127.0.0.1, and checks that a sandbox left nothing behind.
+//! `docker-registry`) on 127.0.0.1, a headless Chromium driven over WebDriver ([`browser`]),
+//! and checks that a sandbox left nothing behind.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hangar_sandbox::{HostConfig, SandboxId};
 
+pub mod browser;
 pub mod gitd;
 pub mod model;
 pub mod projects;
