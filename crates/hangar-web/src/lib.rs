@@ -15,7 +15,8 @@ use hangar_api::Api;
 pub fn app(api: Api) -> Router {
     let ui = Router::new()
         .merge(assets::routes())
-        .merge(auth::routes())
+        .merge(auth::routes(&api))
+        .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(api.clone());
     hangar_api::router(api).merge(ui)
 }
