@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::wire::{ErrorBody, OpEvent, StreamEvent};
+use crate::wire::{ErrorBody, OpEvent, StreamEvent, UiLinks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -395,6 +395,14 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None).await?;
         Ok(())
+    }
+
+    /// `POST /v1/ui/links`: a one-time link that signs a browser in to the web UI as the
+    /// local admin, on each of the daemon's TCP listeners.
+    pub async fn ui_links(&self) -> Result<UiLinks> {
+        let path = "/v1/ui/links";
+        let resp = self.send(Method::POST, path, None).await?;
+        decode(path, resp).await
     }
 
     /// A raw answer and the named response header (such as `hangar-attempt`).

@@ -8,11 +8,13 @@ pub mod client;
 mod ops;
 mod resources;
 mod server;
+mod session;
 pub mod tls;
 pub mod wire;
 
 pub use activity::Activity;
 pub use server::{router, Api, ApiError, AttemptDiff, Caller, Listener, HEALTH, ROUTES};
+pub use session::{SignedIn, WebSession};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -26,6 +26,7 @@ use crate::resources::{
     create_env, create_token, delete_env, list_envs, list_secrets, list_tokens, remove_secret,
     remove_token, set_secret, show_env, update_env,
 };
+use crate::session::create_ui_links;
 use crate::wire::{
     AttemptQuery, Diagnostic, ErrorBody, ErrorInfo, Events, Health, Logs, Network, StreamEvent,
     SubmitTask, TaskList, TaskQuery, TaskSummary, TaskView,
@@ -50,8 +51,9 @@ pub enum Listener {
     /// The Unix socket (mode 0600, so only its owner connects): without a token, the
     /// caller is the local admin of the default workspace.
     Local,
-    /// TCP: every request needs a bearer token, which grants one workspace.
-    Remote,
+    /// TCP: every request needs a bearer token, which grants one workspace. `tls`: it
+    /// speaks TLS (so the web UI's cookie may be `Secure`).
+    Remote { tls: bool },
 }
 
 /// The caller of a request, as its token, its web session or the local socket says.
@@ -64,6 +66,10 @@ pub struct Caller {
 }
 
 impl Caller {
+    pub(crate) fn new(workspace: Workspace, admin: bool) -> Caller {
+        Caller { workspace, admin }
+    }
+
     /// The workspace everything the caller sees belongs to.
     pub fn workspace(&self) -> &Workspace {
         &self.workspace
@@ -113,7 +119,7 @@ async fn authenticate(
             workspace: Workspace::default_workspace(),
             admin: true,
         },
-        (None, Listener::Remote) => {
+        (None, Listener::Remote { .. }) => {
             return unauthorized("this listener needs a bearer token (see `hangar token create`)")
         }
     };
@@ -188,6 +194,7 @@ routes! {
     get "/v1/tokens" => list_tokens,
     post "/v1/tokens" => create_token,
     delete "/v1/tokens/{id}" => remove_token,
+    post "/v1/ui/links" => create_ui_links,
 }
 
 /// `GET /v1/health` answers without a token (it says nothing of any workspace).
@@ -263,6 +270,11 @@ impl ApiError {
             "internal",
             "failed to answer: an internal error (see the daemon's log)",
         )
+    }
+
+    /// The error's kind, as the API names it (`not-found`, `unauthorized`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     /// What the caller is told: the body of an error answer, or a failed operation's

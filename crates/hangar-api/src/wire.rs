@@ -1020,6 +1020,35 @@ pub struct RunExit {
     pub message: Option<String>,
 }
 
+// ---- the web UI's sign-in links ----
+
+/// `POST /v1/ui/links`'s answer: the URL of a one-time sign-in link on each of the
+/// daemon's TCP listeners, all carrying the same code (one use in all). Its JSON is the
+/// one place the code is written out; its `Debug` shows nothing of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UiLinks {
+    #[serde(with = "exposed_each")]
+    pub urls: Vec<Secret>,
+    pub expires_at: String,
+}
+
+/// [`Secret`]s as a JSON list of strings, for [`UiLinks`] alone.
+mod exposed_each {
+    use hangar_secrets::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secrets: &[Secret], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(secrets.iter().map(|v| v.expose_str()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|v| Secret::new(v.into_bytes()).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1425,6 +1454,23 @@ mod tests {
                 message: None,
             },
             r#"{"code":null,"signal":9,"oom_killed":true,"message":null}"#,
+        );
+    }
+
+    #[test]
+    fn ui_links_keep_their_json_and_never_show_in_their_debug() {
+        let url = "https://host:7700/ui/sign-in?code=hgc_0123456789abcdef";
+        let links = UiLinks {
+            urls: vec![Secret::new(url.as_bytes().to_vec()).unwrap()],
+            expires_at: "2023-11-14T22:23:20.000Z".into(),
+        };
+        assert!(!format!("{links:?}").contains("hgc_"), "{links:?}");
+        check(
+            links,
+            concat!(
+                r#"{"urls":["https://host:7700/ui/sign-in?code=hgc_0123456789abcdef"],"#,
+                r#""expires_at":"2023-11-14T22:23:20.000Z"}"#,
+            ),
         );
     }
 

@@ -494,7 +494,7 @@ async fn a_token_sees_only_its_own_workspace() {
     let b = token(engine, &format!("b-{u}")).await;
     let remote = hangar_api::router(hangar_api::Api {
         runner: runner.clone(),
-        listener: hangar_api::Listener::Remote,
+        listener: hangar_api::Listener::Remote { tls: false },
         activity: hangar_api::Activity::default(),
         sites: Default::default(),
     });

@@ -23,6 +23,7 @@ pub mod run;
 pub mod runner;
 mod scheduler;
 pub mod secrets;
+pub mod sessions;
 pub mod tokens;
 pub mod travel;
 mod validate;

@@ -19,14 +19,14 @@ pub struct NewToken {
     pub token: Secret,
 }
 
-const PREFIX: &str = "hgr_";
+pub(crate) const PREFIX: &str = "hgr_";
 
 /// A workspace's name, checked (see [`Workspace`]).
 pub fn parse_workspace(name: &str) -> Result<Workspace> {
     name.parse().map_err(EngineError::InvalidWorkspace)
 }
 
-fn hash(token: &[u8]) -> String {
+pub(crate) fn hash(token: &[u8]) -> String {
     hex::encode(Sha256::digest(token))
 }
 

@@ -16,8 +16,14 @@ use hangar_api::Api;
 pub fn app(api: Api) -> Router {
     let ui = Router::new()
         .merge(assets::routes())
-        .merge(auth::routes())
-        .merge(pages::routes())
+        .merge(auth::routes(&api))
+        .merge(
+            pages::routes().route_layer(axum::middleware::from_fn_with_state(
+                api.clone(),
+                auth::require,
+            )),
+        )
+        .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(api.clone());
     hangar_api::router(api).merge(ui)
 }

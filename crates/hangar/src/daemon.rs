@@ -288,7 +288,9 @@ pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> 
     let mut servers = tokio::task::JoinSet::new();
     for (l, _) in tcp_listeners {
         let (app, until) = (
-            router(hangar_api::Listener::Remote),
+            router(hangar_api::Listener::Remote {
+                tls: matches!(l, TcpListen::Tls(_)),
+            }),
             until_stopped(stopped.clone()),
         );
         match l {

@@ -27,6 +27,7 @@ mod secrets;
 mod signals;
 mod tasks;
 mod tokens;
+mod ui;
 
 #[derive(Parser)]
 #[command(
@@ -152,6 +153,13 @@ enum ApiCommand {
     Diff(tasks::TaskArgs),
     /// Apply a task's diff to the git repository you are in.
     Apply(tasks::TaskArgs),
+    /// Print a one-time link that signs a browser in to the web UI as the local admin
+    /// (valid 10 minutes, one use); on a desktop, open it.
+    Ui {
+        /// Print the daemon's answer (and open nothing).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -372,6 +380,7 @@ async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -
         }
         ApiCommand::Diff(task) => tasks::diff(client, task).await.map(|()| 0),
         ApiCommand::Apply(task) => tasks::apply(client, task).await.map(|()| 0),
+        ApiCommand::Ui { json } => ui::ui(client, json).await.map(|()| 0),
     }
 }
 

@@ -635,3 +635,82 @@ fn a_long_run_keeps_an_idle_daemon_up() {
     );
     assert_eq!(out, "still here\n");
 }
+
+/// An HTTP/1.1 GET over plain TCP, as a browser opens a link: the status and the
+/// `Set-Cookie` header.
+fn browse(url: &str) -> (u16, Option<String>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("a plain HTTP link");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut conn = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let head = answer.split("\r\n\r\n").next().unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let cookie = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(": ")?;
+        name.eq_ignore_ascii_case("set-cookie")
+            .then(|| value.to_string())
+    });
+    (status, cookie)
+}
+
+#[test]
+fn hangar_ui_prints_a_one_time_link_to_the_tcp_listener() {
+    let d = Daemon::start(&["--listen", "tcp:127.0.0.1:0"]);
+    let addr = d.tcp_addr();
+    let ui = |args: &[&str]| {
+        // No desktop: nothing is opened, so the link is still unused.
+        d.command(Path::new("/"))
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = ui(&["ui", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = links["urls"][0].as_str().unwrap().to_string();
+    assert_eq!(links["urls"].as_array().unwrap().len(), 1, "{links}");
+    let prefix = format!("http://{addr}/ui/sign-in?code=hgc_");
+    assert!(url.starts_with(&prefix), "{url}");
+    let expires = chrono::DateTime::parse_from_rfc3339(links["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let in_ten = chrono::Utc::now().timestamp() + 600;
+    assert!((in_ten - 60..=in_ten).contains(&expires), "{links}");
+
+    let (status, cookie) = browse(&url);
+    assert_eq!(status, 303);
+    assert!(cookie.unwrap().starts_with("hangar_session=hgs_"));
+    let (status, cookie) = browse(&url);
+    assert_eq!(status, 401, "the link works once");
+    assert_eq!(cookie, None);
+
+    // As text: the link on stdout, what it is on stderr.
+    let out = ui(&["ui"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.trim().starts_with(&prefix), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it works once, until"),
+        "{out:?}"
+    );
+    assert_eq!(browse(stdout.trim()).0, 303);
+
+    // A daemon without a TCP listener has no link to give.
+    let socket_only = Daemon::start(&[]);
+    let out = socket_only.run(Path::new("/"), &["ui"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hangar serve --listen tcp:HOST:PORT"),
+        "{out:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! hangar's metadata database (sqlx, embedded migrations): environments, secrets, tasks,
-//! attempts, snapshots, API tokens and the per-attempt logs, one module per table. Times
-//! are epoch milliseconds.
+//! attempts, snapshots, API tokens, web sessions and the per-attempt logs, one module per
+//! table. Times are epoch milliseconds.
 //!
 //! The backend is SQLite (`sqlite.rs`), and everything that only SQLite accepts lives
 //! there: the connection settings, the migrations and the few SQL expressions that have
@@ -18,6 +18,7 @@ mod attempts;
 mod envs;
 mod logs;
 mod secrets;
+mod sessions;
 mod snapshots;
 mod sqlite;
 mod tasks;
@@ -29,6 +30,7 @@ pub use attempts::{
 pub use envs::EnvRecord;
 pub use logs::{EventRow, LogLine, NetworkEntry, Stream};
 pub use secrets::SecretRow;
+pub use sessions::SessionRecord;
 pub use snapshots::SnapshotRecord;
 pub use tasks::{NewTask, TaskPage, TaskQuery, TaskRecord};
 pub use tokens::TokenRecord;
