@@ -33,7 +33,17 @@ async fn no_such_page(
 }
 
 /// What a page handler answers: the page, or the page saying what failed.
-pub(crate) type Page = Result<Response, Response>;
+pub(crate) type Page = Result<Response, Failed>;
+
+/// The page that says what failed (boxed: a response is large, and most answers are not
+/// failures).
+pub(crate) struct Failed(Box<Response>);
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
 
 /// A whole page, as an answer.
 pub(crate) fn answer(status: StatusCode, markup: Markup) -> Response {
@@ -47,12 +57,12 @@ pub(crate) fn see_other(to: &str) -> Response {
 
 /// Turns an API error into the page that shows it.
 pub(crate) trait OrPage<T> {
-    fn or_page(self, s: &Session, section: Section) -> Result<T, Response>;
+    fn or_page(self, s: &Session, section: Section) -> Result<T, Failed>;
 }
 
 impl<T> OrPage<T> for Result<T, ApiError> {
-    fn or_page(self, s: &Session, section: Section) -> Result<T, Response> {
-        self.map_err(|e| error_page(s, section, &e))
+    fn or_page(self, s: &Session, section: Section) -> Result<T, Failed> {
+        self.map_err(|e| Failed(Box::new(error_page(s, section, &e))))
     }
 }
 

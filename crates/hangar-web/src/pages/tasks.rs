@@ -824,13 +824,15 @@ async fn diff_file(
         .await
         .or_page(&s, Section::Tasks)?;
     let files = diff::parse(&String::from_utf8_lossy(&d.patch));
-    let Some(file) = files.get(index) else {
-        let e = ApiError::not_found(format!(
-            "failed to find file {index} of the diff of task {id} attempt {attempt} ({} files)",
-            files.len()
-        ));
-        return Err(super::error_page(&s, Section::Tasks, &e));
-    };
+    let file = files
+        .get(index)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "failed to find file {index} of the diff of task {id} attempt {attempt} ({} files)",
+                files.len()
+            ))
+        })
+        .or_page(&s, Section::Tasks)?;
     Ok(answer(
         StatusCode::OK,
         diff::render_file(
@@ -917,7 +919,7 @@ mod tests {
             stream: Stream::Stdout,
             line: hostile::all(),
         };
-        assert_inert(&logs_section(&t, &[line.clone()]).into_string());
+        assert_inert(&logs_section(&t, std::slice::from_ref(&line)).into_string());
         assert_inert(&log_line(&line).into_string());
         // The agent's events and the network log.
         let event = AgentEvent {
