@@ -235,10 +235,13 @@ fn driver_port(log: &Path, driver: &mut Child) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let said = fs::read_to_string(log).unwrap_or_default();
-        if let Some(port) = said
+        // Whole lines only: a line being written could show part of the port's digits.
+        let whole = &said[..said.rfind('\n').map_or(0, |at| at + 1)];
+        if let Some(port) = whole
             .lines()
             .find_map(|l| l.strip_prefix("ChromeDriver was started successfully on port "))
-            .and_then(|rest| rest.trim_end_matches('.').parse().ok())
+            .and_then(|rest| rest.strip_suffix('.'))
+            .and_then(|port| port.parse().ok())
         {
             return port;
         }
@@ -516,6 +519,41 @@ impl Browser {
             .unwrap_or_else(|| self.fail(&format!("no element matches `{css}`")))
     }
 
+    /// What `read` gives of the first element matching `css`, if one does. A page that
+    /// replaces its parts while it refreshes can swap the element between finding it and
+    /// reading it: it is then found again.
+    fn read_first<T>(
+        &self,
+        css: &str,
+        what: &str,
+        read: impl Fn(&Element<'_>) -> Result<T, Error>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let first = self.find_all(css).into_iter().next()?;
+            match read(&first) {
+                Ok(v) => return Some(v),
+                Err(e) if Instant::now() >= deadline => {
+                    self.fail(&format!("failed to read the {what} of `{css}`: {e}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// The text of the first element matching `css`, if one does (found again if the page
+    /// swaps it meanwhile).
+    pub fn text_of(&self, css: &str) -> Option<String> {
+        self.read_first(css, "text", |e| e.try_text())
+    }
+
+    /// The attribute `name` of the first element matching `css`: `None` when no element
+    /// matches or it has no such attribute (found again if the page swaps it meanwhile).
+    pub fn attr_of(&self, css: &str, name: &str) -> Option<String> {
+        self.read_first(css, &format!("attribute {name}"), |e| e.try_attr(name))
+            .flatten()
+    }
+
     /// Waits until an element matches `css`; returns the first.
     pub fn wait_for(&self, css: &str) -> Element<'_> {
         let deadline = Instant::now() + self.timeout;
@@ -738,17 +776,20 @@ impl<'b> Element<'b> {
         })
     }
 
-    /// Its attribute `name` as written in the HTML, if it has one.
-    pub fn attr(&self, name: &str) -> Option<String> {
+    fn try_attr(&self, name: &str) -> Result<Option<String>, Error> {
         self.browser
             .get(&self.path(&format!("/attribute/{name}")))
             .map(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|e| {
-                self.browser.fail(&format!(
-                    "failed to read the attribute {name} of `{}`: {e}",
-                    self.css
-                ))
-            })
+    }
+
+    /// Its attribute `name` as written in the HTML, if it has one.
+    pub fn attr(&self, name: &str) -> Option<String> {
+        self.try_attr(name).unwrap_or_else(|e| {
+            self.browser.fail(&format!(
+                "failed to read the attribute {name} of `{}`: {e}",
+                self.css
+            ))
+        })
     }
 
     /// Its DOM property `name` (e.g. `value` of a field as typed, `checked`).
@@ -758,6 +799,19 @@ impl<'b> Element<'b> {
             .unwrap_or_else(|e| {
                 self.browser.fail(&format!(
                     "failed to read the property {name} of `{}`: {e}",
+                    self.css
+                ))
+            })
+    }
+
+    /// Whether it is shown (not hidden by CSS, nor in a closed `details`).
+    pub fn displayed(&self) -> bool {
+        self.browser
+            .get(&self.path("/displayed"))
+            .map(|v| v.as_bool().unwrap_or(false))
+            .unwrap_or_else(|e| {
+                self.browser.fail(&format!(
+                    "failed to see whether `{}` is shown: {e}",
                     self.css
                 ))
             })

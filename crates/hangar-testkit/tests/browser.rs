@@ -1,5 +1,5 @@
 //! The browser harness against pages of its own, served from this test: a click that
-//! changes a text, a form typed into and submitted, cookies' flags, a page over TLS with
+//! changes a text, a folded section opened, a part replaced all the time read anyway, a form typed into and submitted, cookies' flags, a page over TLS with
 //! a certificate no one trusts, a phone-width window, a wait that times out with what the
 //! page showed; and that no browser process or scratch directory outlives a browser,
 //! whether it was dropped or its test process was killed.
@@ -17,6 +17,8 @@ const PAGE: &str = r#"<!doctype html>
 <p id="msg">not clicked</p>
 <button id="go" type="button">Go</button>
 <ul id="late"></ul>
+<details><summary>More</summary><p id="folded">folded away</p></details>
+<div id="swap"></div>
 <form id="f" method="post" action="/submit">
   <input name="who" value="someone">
   <select name="color">
@@ -37,6 +39,14 @@ document.getElementById('go').addEventListener('click', () => {
     document.getElementById('late').append(li);
   }, 300);
 });
+// Replaced every few commands' time, as a page that refreshes its parts: now and then the
+// element found is gone by the time it is read.
+setInterval(() => {
+  const span = document.createElement('span');
+  span.textContent = 'swapped';
+  span.title = 'fresh';
+  document.getElementById('swap').replaceChildren(span);
+}, 20);
 </script>
 </body></html>"#;
 
@@ -127,7 +137,19 @@ fn drives_a_page_clicks_types_submits_and_reads_cookies() {
     b.find("#go").click();
     b.wait_for_text("#late li", "arrived after 2");
     assert_eq!(b.find_all("#late li").len(), 2);
+    assert!(b.find("#go").displayed());
+    assert!(!b.find("#folded").displayed());
+    b.find("details summary").click();
+    assert!(b.find("#folded").displayed());
 
+    assert_eq!(b.text_of("#msg").as_deref(), Some("clicked 2"));
+    assert_eq!(b.text_of("#nothing-here"), None);
+    for _ in 0..50 {
+        assert_eq!(b.text_of("#swap span").as_deref(), Some("swapped"));
+        assert_eq!(b.attr_of("#swap span", "title").as_deref(), Some("fresh"));
+    }
+    assert_eq!(b.attr_of("form#f", "action").as_deref(), Some("/submit"));
+    assert_eq!(b.attr_of("form#f", "data-none"), None);
     assert_eq!(b.find("form#f").attr("action").as_deref(), Some("/submit"));
     assert_eq!(b.find("form#f").attr("data-none"), None);
     let who = b.find("input[name=who]");
