@@ -358,7 +358,7 @@ fn new_task_page(s: &Session, envs: &EnvList, typed: &NewTask, error: Option<&Ap
             p.error role="alert" { (e.message()) }
         }
         form #new-task.stack method="post" action="/ui/tasks" {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             @if follow_up {
                 p { "Continues from attempt " code { (typed.from) } ", in its environment, from where that attempt left its workspace." }
                 input type="hidden" name="from" value=(typed.from);
@@ -503,7 +503,7 @@ async fn show(
             h2 { "Prompt" }
             pre.prompt { (t.prompt) }
         }
-        (live_top(&s, t))
+        (live_top(&s.csrf, t, &p))
         (logs_section(t, &shown.logs))
         (live_bottom(&shown, &p, false))
     };
@@ -525,7 +525,7 @@ async fn live(
         .await
         .or_page(&s, Section::Tasks)?;
     let markup = html! {
-        (live_top(&s, &shown.task))
+        (live_top(&s.csrf, &shown.task, &p))
         @if changed(&shown.task) {
             (live_bottom(&shown, &p, true))
         }
@@ -535,13 +535,18 @@ async fn live(
 
 /// Status, queue position, the cancel button and the attempts side by side; refreshes
 /// itself every 2 s until the task is finished.
-fn live_top(s: &Session, t: &TaskView) -> Markup {
+fn live_top(csrf: &str, t: &TaskView, p: &ShowParams) -> Markup {
     let finished = t.task.status.is_finished();
-    let refresh = format!(
-        "/ui/tasks/{}/live?seen={}",
-        t.task.id,
-        form_urlencoded::byte_serialize(t.task.updated_at.as_bytes()).collect::<String>()
-    );
+    // The page's own choices (which diff, which view) travel with each refresh.
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("seen", &t.task.updated_at);
+    if let Some(d) = p.diff {
+        q.append_pair("diff", &d.to_string());
+    }
+    if p.view == View::Split {
+        q.append_pair("view", "split");
+    }
+    let refresh = format!("/ui/tasks/{}/live?{}", t.task.id, q.finish());
     html! {
         section #live-top hx-get=[(!finished).then_some(&refresh)] hx-trigger=[(!finished).then_some("every 2s")] hx-swap="outerHTML" {
             div.toolbar {
@@ -550,7 +555,7 @@ fn live_top(s: &Session, t: &TaskView) -> Markup {
                 }
                 @if !finished {
                     form #cancel method="post" action={ "/ui/tasks/" (t.task.id) "/cancel" } {
-                        (csrf_field(s))
+                        (csrf_field(csrf))
                         button.danger type="submit" { "Cancel" }
                     }
                 }
@@ -968,6 +973,42 @@ mod tests {
                 "{card}"
             );
         }
+    }
+
+    #[test]
+    fn a_running_task_refreshes_itself_and_a_finished_one_stops() {
+        let s = "c";
+        let p = ShowParams {
+            diff: Some(2),
+            view: View::Split,
+            seen: None,
+        };
+        let mut t = view(vec![attempt(1)]);
+        t.task.status = TaskStatus::Running;
+        let running = live_top(s, &t, &p).into_string();
+        assert!(running.contains(r#"hx-trigger="every 2s""#), "{running}");
+        // The page's diff and view ride along, and what it last saw.
+        assert!(
+            running.contains("/live?seen=2026-12-02T06%3A01%3A00.000Z&amp;diff=2&amp;view=split"),
+            "{running}"
+        );
+        assert!(running.contains(r#"<form id="cancel""#));
+        t.task.status = TaskStatus::Ready;
+        let finished = live_top(s, &t, &p).into_string();
+        assert!(
+            !finished.contains("hx-trigger") && !finished.contains("hx-get"),
+            "{finished}"
+        );
+        assert!(!finished.contains("cancel"));
+        // A finished task's log is the stored one: no stream.
+        assert!(!logs_section(&t, &[]).into_string().contains("sse-connect"));
+        t.task.status = TaskStatus::Running;
+        let live = logs_section(&t, &[]).into_string();
+        assert!(
+            live.contains(r#"sse-connect="/ui/tasks/0123456789ab/log""#),
+            "{live}"
+        );
+        assert!(live.contains(r#"sse-swap="line-1""#), "{live}");
     }
 
     fn check_request(typed: NewTask, expected: Result<SubmitTask, &str>) {
