@@ -512,7 +512,11 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
-        let wrong = format!("{}0", &csrf[..csrf.len() - 1]);
+        // The last digit changed (never to itself: a fixed digit would be right one
+        // time in sixteen).
+        let last = if csrf.ends_with('0') { '1' } else { '0' };
+        let wrong = format!("{}{last}", &csrf[..csrf.len() - 1]);
+        assert_ne!(wrong, csrf);
         for (what, req) in [
             ("no token", post(Some("name=x".into()), None, None)),
             ("no body", post(None, None, None)),
