@@ -27,6 +27,10 @@ use crate::layout::{csrf_field, page, Section};
 /// Tasks on one page of the list.
 const PAGE_SIZE: u32 = 50;
 
+/// A patch larger than this is not parsed for the page (its whole text would be held
+/// and parsed on every view): the page offers it as a download and `hangar diff`.
+const MAX_INLINE_PATCH: usize = 1 << 20;
+
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/ui", get(|| async { see_other("/ui/tasks") }))
@@ -39,6 +43,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/ui/tasks/{id}/log", get(log_stream))
         .route("/ui/tasks/{id}/cancel", post(cancel))
         .route("/ui/tasks/{id}/diff/{attempt}/file/{index}", get(diff_file))
+        .route("/ui/tasks/{id}/diff/{attempt}/patch", get(diff_patch))
 }
 
 /// The list's query, as the filter form sends it (an empty field is no filter).
@@ -715,7 +720,6 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
     html! {
         section #live-bottom hx-swap-oob=[oob.then_some("true")] {
             @if let Some((attempt, patch)) = &shown.diff {
-                @let files = diff::parse(patch);
                 @let apply = if t.best == Some(*attempt) || (t.best.is_none() && *attempt == 1) {
                     format!("hangar apply {id}")
                 } else {
@@ -733,7 +737,20 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
                         }
                     }
                 }
-                (diff::render(&files, p.view, &format!("/ui/tasks/{id}/diff/{attempt}/file")))
+                @if patch.len() > MAX_INLINE_PATCH {
+                    p.file-note #diff {
+                        "This diff is " (super::bytes(patch.len())) ": too large to show in the page. "
+                        a href={ "/ui/tasks/" (id) "/diff/" (attempt) "/patch" } download { "Download the patch" }
+                        " or print it with " code { "hangar diff " (id) } "."
+                    }
+                } @else {
+                    @let files = diff::parse(patch);
+                    @let page_query = p.diff.map(|d| format!("diff={d}")).unwrap_or_default();
+                    (diff::render(&files, p.view, diff::Links {
+                        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
+                        page_query: &page_query,
+                    }))
+                }
             } @else if !t.task.status.is_finished() {
                 p.empty #diff-pending { "The diff appears here when an attempt finishes." }
             } @else {
@@ -828,6 +845,14 @@ async fn diff_file(
         .diff(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
+    if d.patch.len() > MAX_INLINE_PATCH {
+        return Err(ApiError::bad_request(format!(
+            "failed to show a file of the diff of task {id} attempt {attempt}: the diff is {}, \
+             too large to show in the page (download it, or `hangar diff {id}`)",
+            super::bytes(d.patch.len())
+        )))
+        .or_page(&s, Section::Tasks);
+    }
     let files = diff::parse(&String::from_utf8_lossy(&d.patch));
     let file = files
         .get(index)
@@ -838,15 +863,48 @@ async fn diff_file(
             ))
         })
         .or_page(&s, Section::Tasks)?;
+    let links = diff::Links {
+        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
+        page_query: &format!("diff={attempt}"),
+    };
     Ok(answer(
         StatusCode::OK,
-        diff::render_file(
-            file,
-            index,
-            p.view,
-            &format!("/ui/tasks/{id}/diff/{attempt}/file"),
-        ),
+        diff::render_file(file, index, p.view, links),
     ))
+}
+
+/// An attempt's patch as a file to save (`git apply` reads it), for a diff too large
+/// for the page.
+async fn diff_patch(
+    State(api): State<Api>,
+    Extension(s): Extension<Session>,
+    Path((id, attempt)): Path<(String, u32)>,
+) -> Page {
+    let q = AttemptQuery {
+        attempt: Some(attempt),
+        ..AttemptQuery::default()
+    };
+    let d = api
+        .diff(&s.caller, &id, &q)
+        .await
+        .or_page(&s, Section::Tasks)?;
+    // The id as the API resolved it: a name made of hex digits only.
+    let task = api.task(&s.caller, &id).await.or_page(&s, Section::Tasks)?;
+    let name = format!(
+        "attachment; filename=\"task-{}-{attempt}.patch\"",
+        task.task.id
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/x-diff; charset=utf-8".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, name),
+        ],
+        d.patch,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
