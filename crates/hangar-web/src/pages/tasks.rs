@@ -13,7 +13,8 @@ use axum::{Extension, Form, Router};
 use futures_util::StreamExt;
 use hangar_api::wire::{
     AgentEvent, Approval, AttemptQuery, AttemptStatus, AttemptView, EnvList, Harness, LogLine,
-    NetworkEntry, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
+    NetworkEntry, Secret, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary,
+    TaskView,
 };
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
@@ -26,6 +27,9 @@ use crate::layout::{csrf_field, page, Section};
 
 /// Tasks on one page of the list.
 const PAGE_SIZE: u32 = 50;
+
+/// How often an open log stream checks that its session still lives.
+const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A patch larger than this is not parsed for the page (its whole text would be held
 /// and parsed on every view): the page offers it as a download and `hangar diff`.
@@ -669,11 +673,14 @@ fn log_line(l: &LogLine) -> Markup {
 }
 
 /// The log as it grows, as server-sent events of HTML: `line-N` for attempt N's box,
-/// `note` for what the page should say, `end` when the task is finished.
+/// `note` for what the page should say, `end` when the task is finished. It also ends
+/// when its session does (signed out, expired, its token removed), checked every
+/// [`SESSION_RECHECK`] while it is open.
 async fn log_stream(
     State(api): State<Api>,
     Extension(s): Extension<Session>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Page {
     let q = AttemptQuery {
         follow: true,
@@ -683,6 +690,23 @@ async fn log_stream(
         .follow(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
+    // `require` let the request in, so its cookie is there.
+    let cookie = crate::auth::session_cookie(&headers)
+        .map(|c| Secret::new(c.as_bytes().to_vec()))
+        .and_then(Result::ok);
+    let ended = async move {
+        loop {
+            tokio::time::sleep(SESSION_RECHECK).await;
+            let alive = match &cookie {
+                Some(c) => matches!(api.session(c.expose_str()).await, Ok(Some(_))),
+                None => false,
+            };
+            if !alive {
+                break;
+            }
+        }
+    };
+    let events = events.take_until(ended);
     let events = events.map(|e| -> Result<SseEvent, Infallible> {
         Ok(match e {
             StreamEvent::Line(l) => SseEvent::default()
