@@ -315,7 +315,8 @@ impl From<EngineError> for ApiError {
                 diagnostics: Diagnostic::of(&e),
                 ..ApiError::bad_request(e.to_string())
             },
-            e @ (EngineError::InvalidTask(_)
+            e @ (EngineError::Db(DbError::BadCursor(_))
+            | EngineError::InvalidTask(_)
             | EngineError::FollowUp(Unfollowable::Spec(_))
             | EngineError::EnvRenamed { .. }
             | EngineError::LocalRepoUnreadable { .. }
@@ -679,4 +680,23 @@ async fn task_diff(
         d.patch,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A regression test: a list cursor the caller made up was a 500, and its text (a
+    /// newline included) went into the daemon's log as it was, forging a line.
+    #[test]
+    fn a_bad_cursor_is_a_bad_request() {
+        let e = ApiError::from(EngineError::Db(DbError::BadCursor(
+            "x\n2026-12-02 INFO hangar: token created".into(),
+        )));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message(),
+            r#"failed to read list cursor "x\n2026-12-02 INFO hangar: token created": expected one from a previous page"#
+        );
+    }
 }

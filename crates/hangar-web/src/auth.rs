@@ -119,15 +119,22 @@ fn changes_something(m: &Method) -> bool {
     [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(m)
 }
 
-/// The session cookie's value, if the request carries one.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The session cookie's value, if the request carries exactly one. A browser that
+/// sends two holds one it did not get from here: cookies do not tell ports or sibling
+/// hosts apart, so another site on this host can set one with a longer path, which the
+/// browser sends first, and swap its own session in for some pages. Neither is trusted.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .filter(|v| !v.is_empty())
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='));
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    Some(first).filter(|v| !v.is_empty())
 }
 
 /// Sends a browser without a session to the sign-in page.
@@ -264,10 +271,8 @@ async fn sign_in_page(
 ) -> Response {
     let code = query.ok().and_then(|Query(q)| q.code);
     if let Some(code) = code {
-        return match api.redeem(&code).await {
-            Ok(signed) => signed_in(&api, &signed),
-            Err(e) => sign_in_form(e.status(), Some(e.message())),
-        };
+        // Not redeemed by this GET: a link previewer or a prefetch would use it up.
+        return link_form(&code);
     }
     if let Some(cookie) = session_cookie(&headers) {
         if let Ok(Some(_)) = api.session(cookie).await {
@@ -281,6 +286,9 @@ async fn sign_in_page(
 struct SignInForm {
     #[serde(default)]
     token: String,
+    /// A one-time link's code, sent by the link's page.
+    #[serde(default)]
+    code: String,
 }
 
 /// `POST /ui/sign-in`: a workspace token becomes a session. The form is the only one
@@ -302,7 +310,12 @@ async fn sign_in(
             Some("failed to sign in: the form could not be read (send it from the sign-in page)"),
         );
     };
-    match api.sign_in(form.token.trim()).await {
+    let signed = if form.code.is_empty() {
+        api.sign_in(form.token.trim()).await
+    } else {
+        api.redeem(form.code.trim()).await
+    };
+    match signed {
         Ok(signed) => signed_in(&api, &signed),
         Err(e) => sign_in_form(e.status(), Some(e.message())),
     }
@@ -343,6 +356,20 @@ fn sign_in_form(status: StatusCode, error: Option<&str>) -> Response {
         }
     };
     render(status, page("Sign in", Section::SignIn, None, body))
+}
+
+/// A one-time link's page: one button that posts its code (from this site, so the
+/// cookie it sets is this site's, and a link previewer that fetches the URL uses up
+/// nothing).
+fn link_form(code: &str) -> Response {
+    let body = html! {
+        form #sign-in-link method="post" action=(SIGN_IN) {
+            input type="hidden" name="code" value=(code);
+            p { "This link signs this browser in as the local admin of this hangar, once." }
+            button type="submit" autofocus { "Sign in" }
+        }
+    };
+    render(StatusCode::OK, page("Sign in", Section::SignIn, None, body))
 }
 
 fn render(status: StatusCode, m: Markup) -> Response {
@@ -512,7 +539,11 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
-        let wrong = format!("{}0", &csrf[..csrf.len() - 1]);
+        // The last digit changed (never to itself: a fixed digit would be right one
+        // time in sixteen).
+        let last = if csrf.ends_with('0') { '1' } else { '0' };
+        let wrong = format!("{}{last}", &csrf[..csrf.len() - 1]);
+        assert_ne!(wrong, csrf);
         for (what, req) in [
             ("no token", post(Some("name=x".into()), None, None)),
             ("no body", post(None, None, None)),

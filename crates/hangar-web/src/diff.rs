@@ -477,19 +477,43 @@ fn unquote_prefix(s: &str) -> Option<(String, &str)> {
     None
 }
 
-/// Files over this many lines are folded away until asked for, so one generated file
-/// does not make the page unusable.
+/// A file over this many lines is not rendered with the page but on request (its own
+/// fragment), so one generated file does not make the page unusable.
 const LARGE: usize = 2_000;
+
+/// The page renders at most this many lines of all its files together; the files past
+/// it are rendered on request, one at a time. The page's size (and the daemon's memory
+/// for it) is bounded whatever the diff.
+const PAGE_LINES: usize = 10_000;
 
 /// The tree nests at most this deep; deeper directories are shown as one name, so no
 /// path makes rendering recurse without bound.
 const MAX_DEPTH: usize = 32;
 
-/// The whole diff: a summary, the tree of changed files, and each file's section.
+/// Where a diff's links go: `file_url` (no trailing slash, no query) answers one file's
+/// section at `{file_url}/K?view=V`; `page_query` is the page's own query (already
+/// encoded, e.g. `diff=2`, or empty), kept by the links that reload the page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Links<'a> {
+    pub(crate) file_url: &'a str,
+    pub(crate) page_query: &'a str,
+}
+
+/// The whole diff: a summary, the tree of changed files, and each file's section, the
+/// files past [`PAGE_LINES`] (and any over [`LARGE`]) as a placeholder that loads them.
 /// Files are numbered by their index in `files`: `#file-K`, `{file_url}/K`.
-pub(crate) fn render(files: &[FileDiff], view: View, file_url: &str) -> Markup {
+pub(crate) fn render(files: &[FileDiff], view: View, links: Links) -> Markup {
     let added: usize = files.iter().map(|f| f.added).sum();
     let removed: usize = files.iter().map(|f| f.removed).sum();
+    let mut budget = PAGE_LINES;
+    let mut inline = |f: &FileDiff| {
+        let lines = f.line_count();
+        let fits = lines <= LARGE && lines <= budget;
+        if fits {
+            budget -= lines;
+        }
+        fits
+    };
     html! {
         div #diff {
             @if files.is_empty() {
@@ -503,7 +527,11 @@ pub(crate) fn render(files: &[FileDiff], view: View, file_url: &str) -> Markup {
                     nav.diff-tree aria-label="Changed files" { (tree(files)) }
                     div.diff-files {
                         @for (i, f) in files.iter().enumerate() {
-                            (render_file(f, i, view, file_url))
+                            @if inline(f) {
+                                (render_file(f, i, view, links))
+                            } @else {
+                                (file_section(f, i, view, links, Body::Deferred))
+                            }
                         }
                     }
                 }
@@ -512,9 +540,20 @@ pub(crate) fn render(files: &[FileDiff], view: View, file_url: &str) -> Markup {
     }
 }
 
-/// One file's section, `section#file-{index}`: what htmx swaps in when the file's view
-/// changes.
-pub(crate) fn render_file(file: &FileDiff, index: usize, view: View, file_url: &str) -> Markup {
+/// One file's section, `section#file-{index}`, with all its lines: what htmx swaps in
+/// when the file's view changes or a deferred file is asked for.
+pub(crate) fn render_file(file: &FileDiff, index: usize, view: View, links: Links) -> Markup {
+    file_section(file, index, view, links, Body::Shown)
+}
+
+/// Whether a section holds its lines or a button that loads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Shown,
+    Deferred,
+}
+
+fn file_section(file: &FileDiff, index: usize, view: View, links: Links, body: Body) -> Markup {
     let path = file.path();
     let moved = matches!(file.change, Change::Renamed { .. } | Change::Copied { .. });
     html! {
@@ -533,11 +572,22 @@ pub(crate) fn render_file(file: &FileDiff, index: usize, view: View, file_url: &
                     span.counts { (counts(file.added, file.removed)) }
                 }
                 nav.view-switch aria-label=(format!("View of {path}")) {
-                    (view_link(index, View::Unified, view, file_url))
-                    (view_link(index, View::Split, view, file_url))
+                    (view_link(index, View::Unified, view, links))
+                    (view_link(index, View::Split, view, links))
                 }
             }
-            (file_body(file, view, path))
+            @match body {
+                Body::Shown => (file_body(file, view, path)),
+                Body::Deferred => p.file-note.deferred {
+                    (file.line_count()) " lines, not shown with the page. "
+                    a.show-file
+                        href=(format!("{}/{index}?view={}", links.file_url, view.name()))
+                        hx-get=(format!("{}/{index}?view={}", links.file_url, view.name()))
+                        hx-target=(format!("#file-{index}"))
+                        hx-swap="outerHTML"
+                    { "Show this file" }
+                },
+            }
         }
     }
 }
@@ -595,12 +645,17 @@ fn badges(file: &FileDiff) -> Markup {
 
 /// A link to show one file in `this` view: a whole page load without script, only the
 /// file's section with htmx.
-fn view_link(index: usize, this: View, current: View, file_url: &str) -> Markup {
+fn view_link(index: usize, this: View, current: View, links: Links) -> Markup {
     let name = this.name();
+    let page = if links.page_query.is_empty() {
+        String::new()
+    } else {
+        format!("{}&", links.page_query)
+    };
     html! {
         a.(format!("view-{name}"))
-            href=(format!("?view={name}#file-{index}"))
-            hx-get=(format!("{file_url}/{index}?view={name}"))
+            href=(format!("?{page}view={name}#file-{index}"))
+            hx-get=(format!("{}/{index}?view={name}", links.file_url))
             hx-target=(format!("#file-{index}"))
             hx-swap="outerHTML"
             aria-current=[(this == current).then_some("true")]
@@ -633,17 +688,7 @@ fn file_body(file: &FileDiff, view: View, path: &str) -> Markup {
             }
         }
     };
-    let lines = file.line_count();
-    if lines > LARGE {
-        html! {
-            details.large {
-                summary { "Large diff: " (lines) " lines" }
-                (table)
-            }
-        }
-    } else {
-        table
-    }
+    table
 }
 
 fn kind_class(kind: LineKind) -> &'static str {
@@ -852,6 +897,10 @@ fn tree_link(name: &str, index: usize, f: &FileDiff) -> Markup {
 
 #[cfg(test)]
 mod tests {
+    const LINKS: Links = Links {
+        file_url: "/f",
+        page_query: "",
+    };
     use std::fmt::Write;
 
     use super::*;
@@ -919,8 +968,8 @@ mod tests {
         // Whatever parses also renders, in both views, and so does every cut-off input.
         for (end, _) in input.char_indices() {
             let files = parse(&input[..end]);
-            render(&files, View::Unified, "/f");
-            render(&files, View::Split, "/f");
+            render(&files, View::Unified, LINKS);
+            render(&files, View::Split, LINKS);
         }
     }
 
@@ -1314,7 +1363,7 @@ mod tests {
         check("", "");
         check("\n\n", "");
         assert_eq!(
-            render(&[], View::Unified, "/f").into_string(),
+            render(&[], View::Unified, LINKS).into_string(),
             r#"<div id="diff"><p class="diff-summary">No files changed</p></div>"#
         );
     }
@@ -1455,7 +1504,15 @@ mod tests {
     #[test]
     fn renders_summary_tree_and_sections() {
         let files = parse(SAMPLE);
-        let html = render(&files, View::Unified, "/ui/tasks/t1/diff").into_string();
+        let html = render(
+            &files,
+            View::Unified,
+            Links {
+                file_url: "/ui/tasks/t1/diff",
+                page_query: "",
+            },
+        )
+        .into_string();
         assert!(html.starts_with(
             "<div id=\"diff\"><p class=\"diff-summary\">6 files changed, \
              <span class=\"added\">+4</span> <span class=\"removed\">\u{2212}5</span></p>"
@@ -1516,7 +1573,7 @@ mod tests {
     #[test]
     fn unified_rows() {
         let files = parse(SAMPLE);
-        let html = render(&files, View::Unified, "/f").into_string();
+        let html = render(&files, View::Unified, LINKS).into_string();
         let table = |k: usize| {
             let section = element(&html, &format!("id=\"file-{k}\""), "</section>");
             element(section, "<table class=\"unified\">", "</table>")
@@ -1550,7 +1607,7 @@ mod tests {
     #[test]
     fn split_rows_pair_deletions_with_additions() {
         let files = parse(SAMPLE);
-        let html = render_file(&files[1], 1, View::Split, "/f").into_string();
+        let html = render_file(&files[1], 1, View::Split, LINKS).into_string();
         assert!(html.starts_with("<section class=\"file\" id=\"file-1\""));
         assert!(html.contains("href=\"?view=split#file-1\" hx-get=\"/f/1?view=split\" hx-target=\"#file-1\" hx-swap=\"outerHTML\" aria-current=\"true\">"));
         assert!(!html.contains("<table class=\"unified\">"));
@@ -1655,7 +1712,7 @@ mod tests {
             Some("\"><img src=x onerror=alert(1)>")
         );
         for view in [View::Unified, View::Split] {
-            let html = render(&files, view, "/f").into_string();
+            let html = render(&files, view, LINKS).into_string();
             let lower = html.to_lowercase();
             assert!(!lower.contains("<script"), "{html}");
             assert!(!lower.contains("<img"), "{html}");
@@ -1702,7 +1759,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_diff_renders_every_line() {
+    fn a_large_file_renders_every_line_on_request() {
         let mut text = String::from(
             "diff --git a/big.txt b/big.txt\nindex 1..2 100644\n--- a/big.txt\n+++ b/big.txt\n@@ -1,2500 +1,3750 @@\n",
         );
@@ -1713,22 +1770,78 @@ mod tests {
         }
         let files = parse(&text);
         assert_eq!((files[0].added, files[0].removed), (2_500, 1_250));
-        let unified = render(&files, View::Unified, "/f").into_string();
+        // With the page: a placeholder that loads it.
+        let page = render(&files, View::Unified, LINKS).into_string();
+        assert_eq!(page.matches("<td class=\"code ").count(), 0);
         assert!(
-            unified.contains("<details class=\"large\"><summary>Large diff: 5000 lines</summary>")
+            page.contains("5000 lines, not shown with the page."),
+            "{page}"
         );
+        assert!(
+            page.contains(r##"hx-get="/f/0?view=unified" hx-target="#file-0""##),
+            "{page}"
+        );
+        // Asked for, every line.
+        let unified = render_file(&files[0], 0, View::Unified, LINKS).into_string();
         assert_eq!(unified.matches("<td class=\"code ").count(), 5_000);
         let rows = rows(&unified);
         assert_eq!(rows.len(), 1 + 5_000);
         assert_eq!(rows[5_000], "add||3750|line 4999");
         // Side by side, each context line is a row and each deletion shares one with the
         // first of its two additions.
-        let split = render(&files, View::Split, "/f").into_string();
+        let split = render_file(&files[0], 0, View::Split, LINKS).into_string();
         assert_eq!(split.matches("<tr class=\"ctx\">").count(), 1_250);
         assert_eq!(split.matches("<tr class=\"change\">").count(), 2_500);
         assert_eq!(
             split.matches("<td class=\"code ").count(),
             1_250 * 2 + 2_500 + 1_250
+        );
+    }
+
+    /// A regression test for a diff whose page was 34 times its patch: past the page's
+    /// budget, files wait to be asked for, so the page stays bounded.
+    #[test]
+    fn a_huge_diff_renders_within_a_bound() {
+        let mut text = String::new();
+        for f in 0..40 {
+            let _ = writeln!(
+                text,
+                "diff --git a/f{f} b/f{f}\n--- a/f{f}\n+++ b/f{f}\n@@ -0,0 +1,1000 @@"
+            );
+            for i in 0..1_000 {
+                let _ = writeln!(text, "+x{i}");
+            }
+        }
+        let files = parse(&text);
+        assert_eq!(files.len(), 40);
+        let page = render(&files, View::Split, LINKS).into_string();
+        // Additions alone: one code cell a row, the old side empty.
+        assert_eq!(page.matches("<td class=\"code ").count(), PAGE_LINES);
+        assert_eq!(
+            page.matches("not shown with the page").count(),
+            40 - PAGE_LINES / 1_000
+        );
+        // Every file is still in the tree and has its section.
+        for f in 0..40 {
+            assert!(page.contains(&format!(r#"id="file-{f}""#)));
+        }
+    }
+
+    #[test]
+    fn view_links_keep_the_page_query() {
+        let files = parse(SAMPLE);
+        let links = Links {
+            file_url: "/ui/tasks/t1/diff/2/file",
+            page_query: "diff=2",
+        };
+        let html = render_file(&files[1], 1, View::Unified, links).into_string();
+        assert!(
+            html.contains(r##"href="?diff=2&amp;view=split#file-1""##),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"hx-get="/ui/tasks/t1/diff/2/file/1?view=split""#),
+            "{html}"
         );
     }
 }

@@ -52,7 +52,7 @@ pub(crate) fn page(
                         }
                         span.workspace title="workspace" { (s.caller.workspace().to_string()) }
                         form #sign-out method="post" action="/ui/sign-out" {
-                            (csrf_field(s))
+                            (csrf_field(&s.csrf))
                             button type="submit" { "Sign out" }
                         }
                     }
@@ -73,6 +73,6 @@ fn nav_link(href: &str, text: &str, current: bool) -> Markup {
 }
 
 /// The hidden field a form carries its session's CSRF token in.
-pub(crate) fn csrf_field(s: &Session) -> Markup {
-    html! { input type="hidden" name="csrf" value=(s.csrf); }
+pub(crate) fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
 }

@@ -359,7 +359,45 @@ async fn a_one_time_link_signs_the_admin_in_once_and_not_after_ten_minutes() {
     let (code, links) = link(&f).await;
     assert_eq!(links["expires_at"], "2023-11-14T22:23:20.000Z");
 
-    let a = send(&browser, get(&format!("/ui/sign-in?code={code}"), None)).await;
+    let redeem = |code: &str| {
+        post_form(
+            "/ui/sign-in",
+            None,
+            Some("http://hangar.test:7700"),
+            &format!("code={code}"),
+        )
+    };
+    // Opening the link shows a button and uses up nothing (a link previewer or a
+    // prefetch may fetch it first): regression test for a link redeemed by its GET.
+    for _ in 0..2 {
+        let page = send(&browser, get(&format!("/ui/sign-in?code={code}"), None)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(page.set_cookie(), "");
+        assert!(
+            page.body
+                .contains(r#"<form id="sign-in-link" method="post" action="/ui/sign-in">"#),
+            "{}",
+            page.body
+        );
+    }
+    // The button posts it, from this site only.
+    let elsewhere = send(
+        &browser,
+        post_form(
+            "/ui/sign-in",
+            None,
+            Some("http://evil.test"),
+            &format!("code={code}"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        elsewhere.body
+    );
+    let a = send(&browser, redeem(&code)).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert_eq!(a.location(), "/ui/tasks");
     let cookie = a.cookie();
@@ -373,7 +411,7 @@ async fn a_one_time_link_signs_the_admin_in_once_and_not_after_ten_minutes() {
     assert!(session.caller.is_admin());
     assert_eq!(session.caller.workspace().as_str(), "default");
 
-    let again = send(&browser, get(&format!("/ui/sign-in?code={code}"), None)).await;
+    let again = send(&browser, redeem(&code)).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.body);
     assert!(again.body.contains(r#"<p class="error""#), "{}", again.body);
     assert!(!again.body.contains(&code), "{}", again.body);
@@ -381,9 +419,26 @@ async fn a_one_time_link_signs_the_admin_in_once_and_not_after_ten_minutes() {
 
     let (late, _) = link(&f).await;
     f.now.fetch_add(10 * 60 * 1000, Ordering::SeqCst);
-    let a = send(&browser, get(&format!("/ui/sign-in?code={late}"), None)).await;
+    let a = send(&browser, redeem(&late)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
     assert_eq!(a.set_cookie(), "");
+}
+
+#[tokio::test]
+async fn two_session_cookies_are_refused() {
+    let f = Fixture::new().await;
+    let browser = f.browser(false);
+    let (_, mine) = f.token("default").await;
+    let (_, theirs) = f.token("evil").await;
+    let mine = send(&browser, sign_in_with(&mine)).await.cookie();
+    let theirs = send(&browser, sign_in_with(&theirs)).await.cookie();
+    assert!(signed_in(&browser, &mine).await);
+    // Another site on this host planted its session with a longer path: the browser
+    // sends both, the planted one first. Neither is taken.
+    let both = format!("{theirs}; {mine}");
+    assert!(!signed_in(&browser, &both).await);
+    let both = format!("{mine}; {theirs}");
+    assert!(!signed_in(&browser, &both).await);
 }
 
 #[tokio::test]

@@ -83,7 +83,8 @@ pub enum DbError {
     AttemptNotFound { task: String, attempt: u32 },
     #[error("failed to read stored {what}: {reason}")]
     Corrupt { what: &'static str, reason: String },
-    #[error("failed to read list cursor `{0}`")]
+    /// Shown with `{:?}`: the cursor is the caller's text, and may hold a newline.
+    #[error("failed to read list cursor {0:?}: expected one from a previous page")]
     BadCursor(String),
 }
 

@@ -18,6 +18,9 @@ pub struct SessionRecord {
     pub expires_ms: i64,
 }
 
+/// A token keeps at most this many web sessions; signing in again ends its oldest.
+pub const SESSIONS_PER_TOKEN: i64 = 100;
+
 impl Db {
     /// Stores a session of the token whose hash is `token_hash`, in that token's workspace;
     /// `None` when no such token exists. One statement, so a token removed at the same
@@ -29,7 +32,8 @@ impl Db {
         created_ms: i64,
         expires_ms: i64,
     ) -> DbResult<Option<SessionRecord>> {
-        sqlx::query_as(
+        let mut tx = self.begin().await?;
+        let made: Option<SessionRecord> = sqlx::query_as(
             "INSERT INTO sessions (hash, workspace, admin, token_id, created_ms, expires_ms) \
              SELECT $1, workspace, FALSE, id, $2, $3 FROM tokens WHERE hash = $4 \
              RETURNING workspace, admin, token_id, created_ms, expires_ms",
@@ -38,9 +42,26 @@ impl Db {
         .bind(created_ms)
         .bind(expires_ms)
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(query("store the web session"))
+        .map_err(query("store the web session"))?;
+        if let Some(token_id) = made.as_ref().and_then(|m| m.token_id.as_deref()) {
+            // Each sign-in adds a row that lives 12 hours: a token's holder signing in
+            // in a loop would fill the database. The oldest go; the new one stays.
+            sqlx::query(
+                "DELETE FROM sessions WHERE token_id = $1 AND hash NOT IN ( \
+                   SELECT hash FROM sessions WHERE token_id = $1 \
+                   ORDER BY hash = $2 DESC, created_ms DESC LIMIT $3)",
+            )
+            .bind(token_id)
+            .bind(session_hash)
+            .bind(SESSIONS_PER_TOKEN)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("end a token's oldest web sessions"))?;
+        }
+        tx.commit().await.map_err(query("commit the web session"))?;
+        Ok(made)
     }
 
     /// Stores a one-time sign-in code that redeems into an admin session of `workspace`.
@@ -156,6 +177,7 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+    use crate::db::sessions::SESSIONS_PER_TOKEN;
     use crate::db::testing::db;
     use crate::db::{SessionRecord, TokenRecord};
 
@@ -206,6 +228,51 @@ mod tests {
         db.delete_session("session-2").await.unwrap();
         assert_eq!(db.session("session-2", 50).await.unwrap(), None);
         db.delete_session("session-2").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sign_ins_of_one_token_keep_at_most_n_sessions() {
+        let (_d, db) = db().await;
+        let token = |id: &str| TokenRecord {
+            id: id.into(),
+            workspace: "team".into(),
+            created_ms: 1,
+        };
+        db.create_token(&token("t1"), "token-1").await.unwrap();
+        db.create_token(&token("t2"), "token-2").await.unwrap();
+        db.create_token_session("token-2", "other", 1, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let n = SESSIONS_PER_TOKEN as usize;
+        // All in the same millisecond but the first: the newest is kept whatever the
+        // order of their hashes.
+        for i in 0..n + 5 {
+            let at = if i == 0 { 1 } else { 2 };
+            db.create_token_session("token-1", &format!("s{:03}", n + 5 - i), at, 1_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                db.session(&format!("s{:03}", n + 5 - i), 3)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{i}"
+            );
+        }
+        let live =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions WHERE token_id = 't1'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(live, SESSIONS_PER_TOKEN);
+        // The first (the oldest) went; another token's session stayed.
+        assert_eq!(
+            db.session(&format!("s{:03}", n + 5), 3).await.unwrap(),
+            None
+        );
+        assert!(db.session("other", 3).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -100,7 +100,7 @@ fn new_page(s: &Session, text: &str, error: Option<&ApiError>) -> Markup {
             @if e.diagnostics().is_empty() { p.error role="alert" { (e.message()) } }
         }
         form #env-file.stack method="post" action="/ui/environments" {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             (editor(text, error.map(ApiError::diagnostics).unwrap_or_default()))
             button type="submit" { "Create" }
         }
@@ -236,7 +236,7 @@ async fn env_page(
             @if e.diagnostics().is_empty() { p.error role="alert" { (e.message()) } }
         }
         form #env-file.stack method="post" action={ "/ui/environments/" (env.name) } {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             (editor(text, error.map(ApiError::diagnostics).unwrap_or_default()))
             button type="submit" { "Save" }
         }
@@ -270,7 +270,7 @@ fn secrets_part(s: &Session, env: &str, secrets: &SecretList) -> Markup {
                         }
                         @if sec.set {
                             form.secret-remove.inline method="post" action={ "/ui/environments/" (env) "/secrets/" (sec.name) "/remove" } {
-                                (csrf_field(s))
+                                (csrf_field(&s.csrf))
                                 button.danger type="submit" aria-label={ "Remove " (sec.name) } { "Remove" }
                             }
                         }
@@ -279,7 +279,7 @@ fn secrets_part(s: &Session, env: &str, secrets: &SecretList) -> Markup {
             }
         }
         form #secret-set.row method="post" action={ "/ui/environments/" (env) "/secrets" } autocomplete="off" {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             label {
                 "Name"
                 input name="name" required list="secret-names" autocomplete="off";
@@ -331,7 +331,7 @@ fn cache_part(s: &Session, env: &str, snapshots: &SnapshotList) -> Markup {
             }
         }
         form #cache-reset method="post" action={ "/ui/environments/" (env) "/cache/reset" } {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             button type="submit" { "Reset cache" }
             " The next task runs setup afresh."
         }

@@ -13,7 +13,8 @@ use axum::{Extension, Form, Router};
 use futures_util::StreamExt;
 use hangar_api::wire::{
     AgentEvent, Approval, AttemptQuery, AttemptStatus, AttemptView, EnvList, Harness, LogLine,
-    NetworkEntry, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
+    NetworkEntry, Secret, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary,
+    TaskView,
 };
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
@@ -27,6 +28,13 @@ use crate::layout::{csrf_field, page, Section};
 /// Tasks on one page of the list.
 const PAGE_SIZE: u32 = 50;
 
+/// How often an open log stream checks that its session still lives.
+const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A patch larger than this is not parsed for the page (its whole text would be held
+/// and parsed on every view): the page offers it as a download and `hangar diff`.
+const MAX_INLINE_PATCH: usize = 1 << 20;
+
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/ui", get(|| async { see_other("/ui/tasks") }))
@@ -39,6 +47,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/ui/tasks/{id}/log", get(log_stream))
         .route("/ui/tasks/{id}/cancel", post(cancel))
         .route("/ui/tasks/{id}/diff/{attempt}/file/{index}", get(diff_file))
+        .route("/ui/tasks/{id}/diff/{attempt}/patch", get(diff_patch))
 }
 
 /// The list's query, as the filter form sends it (an empty field is no filter).
@@ -358,7 +367,7 @@ fn new_task_page(s: &Session, envs: &EnvList, typed: &NewTask, error: Option<&Ap
             p.error role="alert" { (e.message()) }
         }
         form #new-task.stack method="post" action="/ui/tasks" {
-            (csrf_field(s))
+            (csrf_field(&s.csrf))
             @if follow_up {
                 p { "Continues from attempt " code { (typed.from) } ", in its environment, from where that attempt left its workspace." }
                 input type="hidden" name="from" value=(typed.from);
@@ -503,7 +512,7 @@ async fn show(
             h2 { "Prompt" }
             pre.prompt { (t.prompt) }
         }
-        (live_top(&s, t))
+        (live_top(&s.csrf, t, &p))
         (logs_section(t, &shown.logs))
         (live_bottom(&shown, &p, false))
     };
@@ -525,7 +534,7 @@ async fn live(
         .await
         .or_page(&s, Section::Tasks)?;
     let markup = html! {
-        (live_top(&s, &shown.task))
+        (live_top(&s.csrf, &shown.task, &p))
         @if changed(&shown.task) {
             (live_bottom(&shown, &p, true))
         }
@@ -535,13 +544,18 @@ async fn live(
 
 /// Status, queue position, the cancel button and the attempts side by side; refreshes
 /// itself every 2 s until the task is finished.
-fn live_top(s: &Session, t: &TaskView) -> Markup {
+fn live_top(csrf: &str, t: &TaskView, p: &ShowParams) -> Markup {
     let finished = t.task.status.is_finished();
-    let refresh = format!(
-        "/ui/tasks/{}/live?seen={}",
-        t.task.id,
-        form_urlencoded::byte_serialize(t.task.updated_at.as_bytes()).collect::<String>()
-    );
+    // The page's own choices (which diff, which view) travel with each refresh.
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("seen", &t.task.updated_at);
+    if let Some(d) = p.diff {
+        q.append_pair("diff", &d.to_string());
+    }
+    if p.view == View::Split {
+        q.append_pair("view", "split");
+    }
+    let refresh = format!("/ui/tasks/{}/live?{}", t.task.id, q.finish());
     html! {
         section #live-top hx-get=[(!finished).then_some(&refresh)] hx-trigger=[(!finished).then_some("every 2s")] hx-swap="outerHTML" {
             div.toolbar {
@@ -550,7 +564,7 @@ fn live_top(s: &Session, t: &TaskView) -> Markup {
                 }
                 @if !finished {
                     form #cancel method="post" action={ "/ui/tasks/" (t.task.id) "/cancel" } {
-                        (csrf_field(s))
+                        (csrf_field(csrf))
                         button.danger type="submit" { "Cancel" }
                     }
                 }
@@ -659,11 +673,14 @@ fn log_line(l: &LogLine) -> Markup {
 }
 
 /// The log as it grows, as server-sent events of HTML: `line-N` for attempt N's box,
-/// `note` for what the page should say, `end` when the task is finished.
+/// `note` for what the page should say, `end` when the task is finished. It also ends
+/// when its session does (signed out, expired, its token removed), checked every
+/// [`SESSION_RECHECK`] while it is open.
 async fn log_stream(
     State(api): State<Api>,
     Extension(s): Extension<Session>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Page {
     let q = AttemptQuery {
         follow: true,
@@ -673,6 +690,23 @@ async fn log_stream(
         .follow(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
+    // `require` let the request in, so its cookie is there.
+    let cookie = crate::auth::session_cookie(&headers)
+        .map(|c| Secret::new(c.as_bytes().to_vec()))
+        .and_then(Result::ok);
+    let ended = async move {
+        loop {
+            tokio::time::sleep(SESSION_RECHECK).await;
+            let alive = match &cookie {
+                Some(c) => matches!(api.session(c.expose_str()).await, Ok(Some(_))),
+                None => false,
+            };
+            if !alive {
+                break;
+            }
+        }
+    };
+    let events = events.take_until(ended);
     let events = events.map(|e| -> Result<SseEvent, Infallible> {
         Ok(match e {
             StreamEvent::Line(l) => SseEvent::default()
@@ -710,7 +744,6 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
     html! {
         section #live-bottom hx-swap-oob=[oob.then_some("true")] {
             @if let Some((attempt, patch)) = &shown.diff {
-                @let files = diff::parse(patch);
                 @let apply = if t.best == Some(*attempt) || (t.best.is_none() && *attempt == 1) {
                     format!("hangar apply {id}")
                 } else {
@@ -728,7 +761,20 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
                         }
                     }
                 }
-                (diff::render(&files, p.view, &format!("/ui/tasks/{id}/diff/{attempt}/file")))
+                @if patch.len() > MAX_INLINE_PATCH {
+                    p.file-note #diff {
+                        "This diff is " (super::bytes(patch.len())) ": too large to show in the page. "
+                        a href={ "/ui/tasks/" (id) "/diff/" (attempt) "/patch" } download { "Download the patch" }
+                        " or print it with " code { "hangar diff " (id) } "."
+                    }
+                } @else {
+                    @let files = diff::parse(patch);
+                    @let page_query = p.diff.map(|d| format!("diff={d}")).unwrap_or_default();
+                    (diff::render(&files, p.view, diff::Links {
+                        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
+                        page_query: &page_query,
+                    }))
+                }
             } @else if !t.task.status.is_finished() {
                 p.empty #diff-pending { "The diff appears here when an attempt finishes." }
             } @else {
@@ -823,6 +869,14 @@ async fn diff_file(
         .diff(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
+    if d.patch.len() > MAX_INLINE_PATCH {
+        return Err(ApiError::bad_request(format!(
+            "failed to show a file of the diff of task {id} attempt {attempt}: the diff is {}, \
+             too large to show in the page (download it, or `hangar diff {id}`)",
+            super::bytes(d.patch.len())
+        )))
+        .or_page(&s, Section::Tasks);
+    }
     let files = diff::parse(&String::from_utf8_lossy(&d.patch));
     let file = files
         .get(index)
@@ -833,15 +887,48 @@ async fn diff_file(
             ))
         })
         .or_page(&s, Section::Tasks)?;
+    let links = diff::Links {
+        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
+        page_query: &format!("diff={attempt}"),
+    };
     Ok(answer(
         StatusCode::OK,
-        diff::render_file(
-            file,
-            index,
-            p.view,
-            &format!("/ui/tasks/{id}/diff/{attempt}/file"),
-        ),
+        diff::render_file(file, index, p.view, links),
     ))
+}
+
+/// An attempt's patch as a file to save (`git apply` reads it), for a diff too large
+/// for the page.
+async fn diff_patch(
+    State(api): State<Api>,
+    Extension(s): Extension<Session>,
+    Path((id, attempt)): Path<(String, u32)>,
+) -> Page {
+    let q = AttemptQuery {
+        attempt: Some(attempt),
+        ..AttemptQuery::default()
+    };
+    let d = api
+        .diff(&s.caller, &id, &q)
+        .await
+        .or_page(&s, Section::Tasks)?;
+    // The id as the API resolved it: a name made of hex digits only.
+    let task = api.task(&s.caller, &id).await.or_page(&s, Section::Tasks)?;
+    let name = format!(
+        "attachment; filename=\"task-{}-{attempt}.patch\"",
+        task.task.id
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/x-diff; charset=utf-8".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, name),
+        ],
+        d.patch,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -968,6 +1055,42 @@ mod tests {
                 "{card}"
             );
         }
+    }
+
+    #[test]
+    fn a_running_task_refreshes_itself_and_a_finished_one_stops() {
+        let s = "c";
+        let p = ShowParams {
+            diff: Some(2),
+            view: View::Split,
+            seen: None,
+        };
+        let mut t = view(vec![attempt(1)]);
+        t.task.status = TaskStatus::Running;
+        let running = live_top(s, &t, &p).into_string();
+        assert!(running.contains(r#"hx-trigger="every 2s""#), "{running}");
+        // The page's diff and view ride along, and what it last saw.
+        assert!(
+            running.contains("/live?seen=2026-12-02T06%3A01%3A00.000Z&amp;diff=2&amp;view=split"),
+            "{running}"
+        );
+        assert!(running.contains(r#"<form id="cancel""#));
+        t.task.status = TaskStatus::Ready;
+        let finished = live_top(s, &t, &p).into_string();
+        assert!(
+            !finished.contains("hx-trigger") && !finished.contains("hx-get"),
+            "{finished}"
+        );
+        assert!(!finished.contains("cancel"));
+        // A finished task's log is the stored one: no stream.
+        assert!(!logs_section(&t, &[]).into_string().contains("sse-connect"));
+        t.task.status = TaskStatus::Running;
+        let live = logs_section(&t, &[]).into_string();
+        assert!(
+            live.contains(r#"sse-connect="/ui/tasks/0123456789ab/log""#),
+            "{live}"
+        );
+        assert!(live.contains(r#"sse-swap="line-1""#), "{live}");
     }
 
     fn check_request(typed: NewTask, expected: Result<SubmitTask, &str>) {
