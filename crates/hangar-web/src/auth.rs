@@ -71,9 +71,12 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin:
+    // null` with a form's POST, which the origin check must refuse. Either way nothing
+    // of a URL (a one-time link's code) leaves this site in a Referer.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -589,7 +592,7 @@ mod tests {
         .await;
         assert_eq!(page[header::CONTENT_SECURITY_POLICY], CSP);
         assert_eq!(page[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(page[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(page[header::REFERRER_POLICY], "same-origin");
         assert_eq!(page[header::CACHE_CONTROL], "no-store");
         let (_, asset, _) = call(
             &router,

@@ -501,7 +501,7 @@ async fn every_ui_answer_carries_the_security_headers() {
             "{what}"
         );
         assert_eq!(h(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{what}");
-        assert_eq!(h(header::REFERRER_POLICY), "no-referrer", "{what}");
+        assert_eq!(h(header::REFERRER_POLICY), "same-origin", "{what}");
         assert_eq!(h(header::CACHE_CONTROL), "no-store", "{what}");
     }
 }

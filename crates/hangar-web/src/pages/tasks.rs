@@ -293,15 +293,21 @@ impl NewTask {
         Ok(SubmitTask {
             environment: self.environment.trim().to_string(),
             from: opt(&self.from),
-            prompt: self.prompt.clone(),
+            prompt: unix_lines(&self.prompt),
             branch,
             commit,
             harness,
             approval,
             attempts,
-            script: Some(self.script.clone()).filter(|s| !s.trim().is_empty()),
+            script: Some(unix_lines(&self.script)).filter(|s| !s.trim().is_empty()),
         })
     }
+}
+
+/// A textarea's text as a program reads it: browsers send its line breaks as CRLF, and
+/// a script with `\r` in it fails in bash.
+pub(super) fn unix_lines(text: &str) -> String {
+    text.replace("\r\n", "\n")
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -605,7 +611,7 @@ fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
                 }
                 dt { "Changes" } dd {
                     @if let Some(d) = &a.summary {
-                        (d.files_changed) " files, " span.add { "+" (d.lines_added) } " " span.del { "−" (d.lines_removed) }
+                        (d.files_changed) (if d.files_changed == 1 { " file, " } else { " files, " }) span.add { "+" (d.lines_added) } " " span.del { "−" (d.lines_removed) }
                     } @else { "—" }
                 }
                 @if let Some(started) = &a.started_at { dt { "Started" } dd { (time(started)) } }
@@ -1181,6 +1187,17 @@ mod tests {
         check_request(
             form(|t| t.script = "echo hi".into()),
             request(|r| r.script = Some("echo hi".into())),
+        );
+        // What a browser sends: CRLF line breaks, which bash would not run.
+        check_request(
+            form(|t| {
+                t.script = "set -e\r\necho hi\r\n".into();
+                t.prompt = "fix\r\nit".into();
+            }),
+            request(|r| {
+                r.script = Some("set -e\necho hi\n".into());
+                r.prompt = "fix\nit".into();
+            }),
         );
         check_request(
             form(|t| t.from = "0123456789ab:2".into()),
