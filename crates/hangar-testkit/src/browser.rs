@@ -285,6 +285,10 @@ impl Browser {
         let root = scratch_root();
         fs::create_dir_all(&root)
             .unwrap_or_else(|e| panic!("create the browsers' dir {}: {e}", root.display()));
+        // Chromium cannot start with a profile path holding `..` ("Could not read in
+        // devtools port number"), which the target dir has when CARGO_TARGET_DIR is unset.
+        let root = fs::canonicalize(&root)
+            .unwrap_or_else(|e| panic!("resolve the browsers' dir {}: {e}", root.display()));
         sweep_orphans(&root);
 
         let me = std::process::id();
