@@ -819,3 +819,113 @@ fn a_task_s_prompt_log_file_names_and_diff_are_shown_as_text() {
     assert_inert(&b, "the task list");
     b.screenshot("last");
 }
+
+/// `hangar ui`'s link, as the local admin at the daemon's host would use it: opening it
+/// shows a button (a previewer fetching it uses up nothing), the button signs this
+/// browser in to the default workspace as the admin, and a second use is refused.
+#[test]
+fn a_one_time_link_signs_the_local_admin_in_once() {
+    let site = Site::start();
+    let out = site.command().args(["ui", "--json"]).output().unwrap();
+    let links: serde_json::Value = serde_json::from_str(&ok(&out, "ui --json")).unwrap();
+    let url = links["urls"][0].as_str().unwrap().to_string();
+    assert!(url.starts_with(&site.url("/ui/sign-in?code=")), "{url}");
+
+    let b = browser("web-one-time-link");
+    b.goto(&url);
+    b.wait_for("form#sign-in-link");
+    // Loaded again: still there, nothing used.
+    b.goto(&url);
+    b.wait_for("form#sign-in-link");
+    submit(&b, "form#sign-in-link button[type=submit]");
+    arrive(&b, "form#filters");
+    assert_eq!(text(&b, "header .workspace"), "default");
+    let cookie = b
+        .cookies()
+        .into_iter()
+        .find(|c| c.name == "hangar_session")
+        .expect("the session cookie");
+    assert!(cookie.http_only && cookie.secure, "{cookie:?}");
+    assert_eq!(cookie.same_site, "Strict");
+
+    // The link again, in a browser signed out: used up.
+    sign_out(&b);
+    b.goto(&url);
+    b.wait_for("form#sign-in-link");
+    submit(&b, "form#sign-in-link button[type=submit]");
+    b.wait_for("p.error");
+    assert!(text(&b, "p.error").contains("used already or has expired"));
+    b.screenshot("last");
+}
+
+/// A task page's log stream is checked against its session while it is open: removing
+/// the token that signed the browser in ends the stream while the task still runs
+/// (regression: only the stream's start was checked, so it streamed on).
+#[test]
+fn a_log_stream_ends_when_its_session_ends() {
+    let site = Site::start();
+    let out = site
+        .command()
+        .args(["token", "create", "--workspace", "default", "--json"])
+        .output()
+        .unwrap();
+    let made: serde_json::Value = serde_json::from_str(&ok(&out, "token create")).unwrap();
+    let (token_id, token) = (
+        made["id"].as_str().unwrap().to_string(),
+        made["token"].as_str().unwrap().to_string(),
+    );
+    let env = unique("stream");
+    site.env_create(&token, &env, "");
+    let b = browser("web-stream-ends");
+    sign_in(&b, &site, &token);
+    let id = start_task(
+        &b,
+        &site,
+        &env,
+        "tick for a long while",
+        1,
+        "for i in $(seq 1 600); do echo tick $i; sleep 1; done",
+    );
+    b.wait_until("the log's first ticks", |b| log(b, 1).contains("tick 2"));
+    // A stream of its own, read to its end, from a page that does not refresh itself
+    // (the task's page, refreshing, would be sent to sign in and lose the script).
+    b.goto(&site.url("/ui/images"));
+    b.wait_for("main h1");
+    b.execute(
+        "window.__ended = false; \
+         fetch(arguments[0]).then(async r => { \
+           const reader = r.body.getReader(); \
+           while (!(await reader.read()).done) {} \
+           window.__ended = true; });",
+        vec![json!(format!("/ui/tasks/{id}/log"))],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(b.execute("return window.__ended;", vec![]), json!(false));
+    ok(
+        &site
+            .command()
+            .args(["token", "rm", &token_id])
+            .output()
+            .unwrap(),
+        "token rm",
+    );
+    b.wait_until("the stream to end", |b| {
+        b.execute("return window.__ended;", vec![]) == json!(true)
+    });
+    // ... while the task runs on (it ticks for ten minutes).
+    let shown = ok(
+        &site
+            .command()
+            .args(["show", &id, "--json"])
+            .output()
+            .unwrap(),
+        "show",
+    );
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["status"], "running", "{shown}");
+    ok(
+        &site.command().args(["cancel", &id]).output().unwrap(),
+        "cancel",
+    );
+    b.screenshot("last");
+}
