@@ -24,32 +24,7 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::default();
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "hangar test private CA");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names = vec!["localhost".into(), "127.0.0.1".into(), REMOTE_IP.into()];
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let other_key = rcgen::KeyPair::generate().unwrap();
-        for (name, pem) in [
-            ("ca.pem", ca_cert.pem()),
-            ("cert.pem", cert.pem()),
-            ("key.pem", key.serialize_pem()),
-            ("other-key.pem", other_key.serialize_pem()),
-        ] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
-        }
+        common::write_pki(dir.path(), &["localhost", "127.0.0.1", REMOTE_IP]);
         Pki { dir }
     }
 

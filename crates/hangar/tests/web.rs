@@ -8,7 +8,7 @@
 //! task holds as text. Each saves screenshots, its last page's as `last.png`, into its
 //! output folder under the target dir (printed at its start).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,34 +26,6 @@ const FINISHED: &[&str] = &["ready", "failed", "error", "cancelled"];
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", hangar_spec::TaskId::random())
-}
-
-/// A throwaway CA and a certificate it signed for `localhost` and 127.0.0.1, as files in
-/// `dir`: `ca.pem` (for the CLI's `HANGAR_CA`), `cert.pem`, `key.pem`.
-fn write_pki(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::default();
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "hangar web test CA");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    for (name, pem) in [
-        ("ca.pem", ca_cert.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
-    ] {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
 }
 
 /// A daemon of its own (socket, TLS listener on a free loopback port) over the shared
@@ -83,7 +55,7 @@ impl Site {
         let gitd = hangar_testkit::gitd::GitDaemon::serve(repos.path());
 
         let dir = tempfile::tempdir().unwrap();
-        write_pki(dir.path());
+        common::write_pki(dir.path(), &["localhost", "127.0.0.1"]);
         let mut site = Site {
             repo_url: gitd.url("project"),
             base: String::new(),

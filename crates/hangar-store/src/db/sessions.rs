@@ -181,14 +181,17 @@ mod tests {
     use crate::db::testing::db;
     use crate::db::{SessionRecord, TokenRecord};
 
-    #[tokio::test]
-    async fn a_token_session_lives_until_its_expiry_or_its_token() {
-        let (_d, db) = db().await;
-        let token = |id: &str| TokenRecord {
+    fn token(id: &str) -> TokenRecord {
+        TokenRecord {
             id: id.into(),
             workspace: "team".into(),
             created_ms: 1,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_session_lives_until_its_expiry_or_its_token() {
+        let (_d, db) = db().await;
         db.create_token(&token("t1"), "token-1").await.unwrap();
         db.create_token(&token("t2"), "token-2").await.unwrap();
 
@@ -233,11 +236,6 @@ mod tests {
     #[tokio::test]
     async fn sign_ins_of_one_token_keep_at_most_n_sessions() {
         let (_d, db) = db().await;
-        let token = |id: &str| TokenRecord {
-            id: id.into(),
-            workspace: "team".into(),
-            created_ms: 1,
-        };
         db.create_token(&token("t1"), "token-1").await.unwrap();
         db.create_token(&token("t2"), "token-2").await.unwrap();
         db.create_token_session("token-2", "other", 1, 1_000)

@@ -28,3 +28,35 @@ pub fn hangar_shared() -> Command {
     hangar_testkit::debian_image(&store);
     hangar(store.root())
 }
+
+/// A throwaway CA and a certificate it signed for `names`, as files in `dir`: `ca.pem`
+/// (for the CLI's `HANGAR_CA`), `cert.pem`, `key.pem`, and `other-key.pem` (a key that
+/// is not the certificate's).
+pub fn write_pki(dir: &Path, names: &[&str]) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "hangar test private CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca_cert.pem()),
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+        ("other-key.pem", other_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+}
