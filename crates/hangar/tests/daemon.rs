@@ -636,28 +636,39 @@ fn a_long_run_keeps_an_idle_daemon_up() {
     assert_eq!(out, "still here\n");
 }
 
-/// An HTTP/1.1 GET over plain TCP, as a browser opens a link: the status and the
-/// `Set-Cookie` header.
-fn browse(url: &str) -> (u16, Option<String>) {
+/// What a browser does with a one-time link: opens it (a page with a button: the GET
+/// must use nothing up), then posts its code. The two statuses and the cookie set.
+fn browse(url: &str) -> (u16, u16, Option<String>) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("a plain HTTP link");
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let mut conn = std::net::TcpStream::connect(authority).unwrap();
-    write!(
-        conn,
+    let code = path.split_once("code=").expect("a code in the link").1;
+    let send = |request: String| {
+        let mut conn = std::net::TcpStream::connect(authority).unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        let head = answer.split("\r\n\r\n").next().unwrap().to_string();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let cookie = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.to_string())
+        });
+        (status, cookie)
+    };
+    let (opened, cookie) = send(format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let head = answer.split("\r\n\r\n").next().unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let cookie = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(": ")?;
-        name.eq_ignore_ascii_case("set-cookie")
-            .then(|| value.to_string())
-    });
-    (status, cookie)
+    ));
+    assert_eq!(cookie, None, "opening the link signs nothing in");
+    let body = format!("code={code}");
+    let (posted, cookie) = send(format!(
+        "POST /ui/sign-in HTTP/1.1\r\nHost: {authority}\r\nOrigin: http://{authority}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    (opened, posted, cookie)
 }
 
 #[test]
@@ -687,11 +698,11 @@ fn hangar_ui_prints_a_one_time_link_to_the_tcp_listener() {
     let in_ten = chrono::Utc::now().timestamp() + 600;
     assert!((in_ten - 60..=in_ten).contains(&expires), "{links}");
 
-    let (status, cookie) = browse(&url);
-    assert_eq!(status, 303);
+    let (opened, posted, cookie) = browse(&url);
+    assert_eq!((opened, posted), (200, 303));
     assert!(cookie.unwrap().starts_with("hangar_session=hgs_"));
-    let (status, cookie) = browse(&url);
-    assert_eq!(status, 401, "the link works once");
+    let (opened, posted, cookie) = browse(&url);
+    assert_eq!((opened, posted), (200, 401), "the link works once");
     assert_eq!(cookie, None);
 
     // As text: the link on stdout, what it is on stderr.
@@ -703,7 +714,7 @@ fn hangar_ui_prints_a_one_time_link_to_the_tcp_listener() {
         String::from_utf8_lossy(&out.stderr).contains("it works once, until"),
         "{out:?}"
     );
-    assert_eq!(browse(stdout.trim()).0, 303);
+    assert_eq!(browse(stdout.trim()).1, 303);
 
     // A daemon without a TCP listener has no link to give.
     let socket_only = Daemon::start(&[]);

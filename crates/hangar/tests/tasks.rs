@@ -107,6 +107,7 @@ fn exec_list_show_logs_diff_and_apply_into_a_fresh_clone() {
         keys(task),
         [
             "attempt_total",
+            "branch",
             "created_at",
             "environment",
             "id",
