@@ -231,7 +231,7 @@ fn sweep_orphans(root: &Path) {
 }
 
 /// The port ChromeDriver says it listens on, once it says so.
-fn driver_port(log: &Path, driver: &mut Child) -> u16 {
+fn driver_port(log: &Path, driver: &mut Child) -> Result<u16, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let said = fs::read_to_string(log).unwrap_or_default();
@@ -243,10 +243,12 @@ fn driver_port(log: &Path, driver: &mut Child) -> u16 {
             .and_then(|rest| rest.strip_suffix('.'))
             .and_then(|port| port.parse().ok())
         {
-            return port;
+            return Ok(port);
         }
         if let Some(status) = driver.try_wait().expect("wait for chromedriver") {
-            panic!("chromedriver exited ({status}) before it listened: {said}");
+            return Err(format!(
+                "chromedriver exited ({status}) before it listened: {said}"
+            ));
         }
         if Instant::now() >= deadline {
             let _ = killpg(Pid::from_raw(driver.id() as i32), Signal::SIGKILL);
@@ -301,26 +303,35 @@ impl Browser {
         fs::create_dir_all(&home)
             .unwrap_or_else(|e| panic!("create the browser's scratch dir {}: {e}", home.display()));
         let log_path = out_dir.join("chromedriver.log");
-        let log = fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
-        let log_err = log.try_clone().expect("clone the log file's handle");
-
-        // HOME and the XDG dirs in the scratch dir: Chromium's crash reports and settings
-        // would otherwise land in root's home and outlive the test.
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .env(MARKER, &scratch)
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .expect("start chromedriver (apt-get install chromium chromium-driver)");
-        let port = driver_port(&log_path, &mut driver);
+        let mut tries = 0;
+        let (driver, port) = loop {
+            let log = fs::File::create(&log_path)
+                .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+            let log_err = log.try_clone().expect("clone the log file's handle");
+            // HOME and the XDG dirs in the scratch dir: Chromium's crash reports and
+            // settings would otherwise land in root's home and outlive the test.
+            let mut driver = Command::new("chromedriver")
+                .arg("--port=0")
+                .env(MARKER, &scratch)
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join(".config"))
+                .env("XDG_CACHE_HOME", home.join(".cache"))
+                .env("XDG_DATA_HOME", home.join(".local/share"))
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .expect("start chromedriver (apt-get install chromium chromium-driver)");
+            match driver_port(&log_path, &mut driver) {
+                Ok(port) => break (driver, port),
+                // With --port=0 ChromeDriver takes a free port on IPv6, then the same
+                // number on IPv4, which another process may hold ("IPv4 port not
+                // available"): another start takes another port.
+                Err(said) if tries < 5 && said.contains("port not available") => tries += 1,
+                Err(said) => panic!("{said}"),
+            }
+        };
 
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
