@@ -780,7 +780,7 @@ async fn build(ctx: &mut Ctx<'_>, p: &Prepared, reason: String) -> Result<CacheI
             status: CacheStatus::Miss,
             reason: format!(
                 "{reason}; waited for snapshot {short}, built {}",
-                cache::ago(ctx.deps.layers.now() - s.created_ms)
+                hangar_spec::format_ago(ctx.deps.layers.now() - s.created_ms)
             ),
             snapshot: short,
         });

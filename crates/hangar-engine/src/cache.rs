@@ -200,17 +200,6 @@ pub fn short(key: &str) -> &str {
     &key[..key.len().min(4)]
 }
 
-/// "2 h ago", "5 min ago", "just now".
-pub fn ago(ms: i64) -> String {
-    let secs = ms.max(0) / 1000;
-    match secs {
-        0..=59 => "just now".into(),
-        60..=3599 => format!("{} min ago", secs / 60),
-        3600..=172_799 => format!("{} h ago", secs / 3600),
-        _ => format!("{} d ago", secs / 86_400),
-    }
-}
-
 /// The moment a lookup or a collection judges snapshots at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now<'a> {
@@ -227,7 +216,7 @@ pub fn lost(s: &SnapshotRecord, now: Now<'_>) -> bool {
 
 /// `snapshot 3f2a, built 2 h ago` or `snapshot 3f2a, imported from REF 5 min ago`.
 pub fn hit_reason(s: &SnapshotRecord, now_ms: i64) -> String {
-    let age = ago(now_ms - s.created_ms);
+    let age = hangar_spec::format_ago(now_ms - s.created_ms);
     match &s.source {
         Some(source) => format!("snapshot {}, imported from {source} {age}", short(&s.key)),
         None => format!("snapshot {}, built {age}", short(&s.key)),
@@ -257,7 +246,7 @@ pub fn lookup(
             return Lookup::Miss(format!(
                 "expired: snapshot {} was built {}",
                 short(key),
-                ago(now.ms - s.created_ms)
+                hangar_spec::format_ago(now.ms - s.created_ms)
             ));
         }
         if lost(s, now) {

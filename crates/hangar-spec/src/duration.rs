@@ -58,6 +58,27 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// A measured span, as a log or a page shows it: `850ms`, `12.3s`.
+pub fn format_millis(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// How long ago something was, `ms` milliseconds back: "just now", "5 min ago",
+/// "2 h ago" (up to two days), "3 d ago".
+pub fn format_ago(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +107,31 @@ mod tests {
         check("0s", Err("zero"));
         check("", Err("empty"));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+    }
+
+    fn check_millis(ms: i64, expected: &str) {
+        assert_eq!(format_millis(ms), expected);
+    }
+
+    #[test]
+    fn spans_read_in_ms_then_tenths_of_seconds() {
+        check_millis(0, "0ms");
+        check_millis(850, "850ms");
+        check_millis(1000, "1.0s");
+        check_millis(12_345, "12.3s");
+    }
+
+    fn check_ago(ms: i64, expected: &str) {
+        assert_eq!(format_ago(ms), expected);
+    }
+
+    #[test]
+    fn ages_read_in_the_largest_whole_unit() {
+        check_ago(-5_000, "just now");
+        check_ago(59_999, "just now");
+        check_ago(60_000, "1 min ago");
+        check_ago(7_199_000, "1 h ago");
+        check_ago(172_799_000, "47 h ago");
+        check_ago(86_400_000 * 3, "3 d ago");
     }
 }

@@ -9,7 +9,7 @@ mod ids;
 mod size;
 mod task;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_ago, format_duration, format_millis, parse_duration};
 pub use env::{
     check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,
     Inject, InstallChange, LeakPolicy, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits,

@@ -3,11 +3,12 @@
 // touches is already on the page as text; it inserts no HTML.
 "use strict";
 (function () {
+  // The words of hangar_spec::format_ago, which the server writes first.
   function ago(ms) {
-    var s = Math.max(0, Math.round(ms / 1000));
-    if (s < 60) return s + " s ago";
+    var s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return "just now";
     if (s < 3600) return Math.floor(s / 60) + " min ago";
-    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    if (s < 172800) return Math.floor(s / 3600) + " h ago";
     return Math.floor(s / 86400) + " d ago";
   }
 

@@ -596,7 +596,7 @@ impl Shown {
                     "==> {}{phase} {} in {}",
                     self.label(*attempt),
                     if *ok { "done" } else { "failed" },
-                    duration(*ms)
+                    hangar_spec::format_millis(*ms)
                 ));
             }
             StreamEvent::Line(l) if !self.quiet || l.stream == Stream::Hangar => status.line(
@@ -678,15 +678,6 @@ async fn report_end(client: &Client, task: &TaskView, quiet: bool) -> Result<()>
         }
     }
     Ok(())
-}
-
-/// `850ms`, `12.3s`.
-fn duration(ms: i64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
 }
 
 fn describe_summary(s: &DiffSummary) -> String {
@@ -798,7 +789,7 @@ pub async fn show(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> 
         let timings: Vec<String> = a
             .timings
             .iter()
-            .map(|p| format!("{} {}", p.phase, duration(p.duration_ms)))
+            .map(|p| format!("{} {}", p.phase, hangar_spec::format_millis(p.duration_ms)))
             .collect();
         if !timings.is_empty() {
             println!("  timings   {}", timings.join(", "));

@@ -105,36 +105,20 @@ pub(crate) fn time(rfc3339: &str) -> Markup {
 /// A time as how long ago it was (the script keeps it current, in the viewer's zone).
 pub(crate) fn age(rfc3339: &str) -> Markup {
     let ago = chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| ago(chrono::Utc::now().signed_duration_since(t)))
+        .map(|t| {
+            hangar_spec::format_ago(
+                chrono::Utc::now()
+                    .signed_duration_since(t)
+                    .num_milliseconds(),
+            )
+        })
         .unwrap_or_default();
     html! { time.age datetime=(rfc3339) title=(rfc3339) { (ago) } }
 }
 
-fn ago(d: chrono::TimeDelta) -> String {
-    let s = d.num_seconds().max(0);
-    match s {
-        0..60 => format!("{s} s ago"),
-        60..3600 => format!("{} min ago", s / 60),
-        3600..86400 => format!("{} h ago", s / 3600),
-        _ => format!("{} d ago", s / 86400),
-    }
-}
-
-/// A size in bytes, as people read it.
+/// A size in bytes, as the CLI shows it too.
 pub(crate) fn bytes(n: impl TryInto<u64>) -> String {
-    let n: u64 = n.try_into().unwrap_or(0);
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    hangar_spec::format_bytes(n.try_into().unwrap_or(0))
 }
 
 /// A status word, styled by what it means.
@@ -153,31 +137,6 @@ pub(crate) fn given(v: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check_ago(seconds: i64, expected: &str) {
-        assert_eq!(ago(chrono::TimeDelta::seconds(seconds)), expected);
-    }
-
-    #[test]
-    fn ages_read_in_the_largest_whole_unit() {
-        check_ago(-5, "0 s ago");
-        check_ago(59, "59 s ago");
-        check_ago(60, "1 min ago");
-        check_ago(7199, "1 h ago");
-        check_ago(86400 * 3, "3 d ago");
-    }
-
-    fn check_bytes(n: u64, expected: &str) {
-        assert_eq!(bytes(n), expected);
-    }
-
-    #[test]
-    fn sizes_read_in_binary_units() {
-        check_bytes(0, "0 B");
-        check_bytes(1023, "1023 B");
-        check_bytes(1536, "1.5 KiB");
-        check_bytes(3 << 30, "3.0 GiB");
-    }
 
     #[test]
     fn a_redirect_a_header_cannot_hold_lands_on_the_task_list() {

@@ -622,7 +622,7 @@ fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
                     caption { "Phases" }
                     tbody {
                         @for p in &a.timings {
-                            tr { th scope="row" { (p.phase.as_str()) } td { (format_ms(p.duration_ms)) } }
+                            tr { th scope="row" { (p.phase.as_str()) } td { (hangar_spec::format_millis(p.duration_ms)) } }
                         }
                     }
                 }
@@ -638,14 +638,6 @@ fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
                 a.follow-up.button href={ "/ui/tasks/new?from=" (t.task.id) ":" (a.index) } { "Follow up" }
             }
         }
-    }
-}
-
-fn format_ms(ms: i64) -> String {
-    if ms < 1000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
     }
 }
 
@@ -727,7 +719,7 @@ async fn log_stream(
                 ms,
                 ok,
             } => SseEvent::default().event(format!("line-{attempt}")).data(
-                html! { span.line.phase { "── " (phase.as_str()) (if ok { " done in " } else { " failed after " }) (format_ms(ms)) " ──\n" } }
+                html! { span.line.phase { "── " (phase.as_str()) (if ok { " done in " } else { " failed after " }) (hangar_spec::format_millis(ms)) " ──\n" } }
                     .into_string(),
             ),
             StreamEvent::Missed { count } => SseEvent::default().event("note").data(
