@@ -13,14 +13,14 @@ use axum::extract::{Query, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use hangar_api::{Api, ApiError, Caller, SignedIn};
-use maud::{html, Markup};
+use maud::html;
 use serde::Deserialize;
 
-use crate::layout::{page, Section};
+use crate::layout::{answer, failure, page, see_other, Section};
 
 /// A signed-in browser: who it is (as the API sees it) and the token its forms carry.
 #[derive(Clone)]
@@ -58,8 +58,9 @@ pub(crate) fn routes(api: &Api) -> Router<Api> {
 }
 
 /// Adds the security headers to every /ui answer: the Content-Security-Policy above, no
-/// content sniffing, no `Referer` (a one-time link's code must not leave in one), and
-/// `no-store` on whatever does not set its own caching (pages, redirects, errors).
+/// content sniffing, no `Referer` to another site (a one-time link's code must not leave
+/// in one), and `no-store` on whatever does not set its own caching (pages, redirects,
+/// errors).
 pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -156,10 +157,6 @@ fn to_sign_in(headers: &HeaderMap) -> Response {
     }
 }
 
-fn see_other(to: &'static str) -> Response {
-    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
-}
-
 /// Whether the request's `Origin`, when it has one, is this site (the scheme this
 /// listener speaks, and the request's `Host`).
 fn same_origin(api: &Api, headers: &HeaderMap) -> bool {
@@ -206,9 +203,10 @@ async fn with_csrf(req: Request, csrf: &str) -> Result<Request, Response> {
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
-        return Err(error_page(
+        return Err(failure(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "Too large",
+            Section::SignIn,
+            None,
             "failed to read the form: it is larger than 2 MiB",
         ));
     };
@@ -249,9 +247,10 @@ fn signed_in(api: &Api, signed: &SignedIn) -> Response {
         signed.max_age.as_secs(),
         api.is_tls(),
     ) else {
-        return error_page(
+        return failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
+            Section::SignIn,
+            None,
             "failed to sign in: the session's cookie could not be written",
         );
     };
@@ -358,7 +357,7 @@ fn sign_in_form(status: StatusCode, error: Option<&str>) -> Response {
             code { "hangar ui" } " prints a one-time link that signs you in as its admin."
         }
     };
-    render(status, page("Sign in", Section::SignIn, None, body))
+    answer(status, page("Sign in", Section::SignIn, None, body))
 }
 
 /// A one-time link's page: one button that posts its code (from this site, so the
@@ -372,28 +371,16 @@ fn link_form(code: &str) -> Response {
             button type="submit" autofocus { "Sign in" }
         }
     };
-    render(StatusCode::OK, page("Sign in", Section::SignIn, None, body))
-}
-
-fn render(status: StatusCode, m: Markup) -> Response {
-    (status, Html(m.into_string())).into_response()
-}
-
-fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = html! {
-        p.error role="alert" { (message) }
-        p { a href=(LANDING) { "Back to the tasks" } }
-    };
-    render(status, page(title, Section::SignIn, None, body))
+    answer(StatusCode::OK, page("Sign in", Section::SignIn, None, body))
 }
 
 fn forbidden(message: &str) -> Response {
-    error_page(StatusCode::FORBIDDEN, "Forbidden", message)
+    failure(StatusCode::FORBIDDEN, Section::SignIn, None, message)
 }
 
 /// An API error as a page: its status and its message (a 5xx's says nothing inside).
 fn api_error_page(e: &ApiError) -> Response {
-    error_page(e.status(), "Error", e.message())
+    failure(e.status(), Section::SignIn, None, e.message())
 }
 
 #[cfg(test)]

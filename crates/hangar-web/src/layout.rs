@@ -1,6 +1,8 @@
 //! The frame every page shares: head (style, scripts, htmx's settings), the header with
 //! the workspace and the navigation, and the sign-out form.
 
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use crate::assets;
@@ -75,4 +77,58 @@ fn nav_link(href: &str, text: &str, current: bool) -> Markup {
 /// The hidden field a form carries its session's CSRF token in.
 pub(crate) fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
+}
+
+/// A whole page, as an answer.
+pub(crate) fn answer(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A redirect after a form's POST (so a reload does not post it again), or to where a
+/// browser belongs. `to` is built from names the API checked; one a header cannot hold
+/// lands on the task list rather than failing a request that already succeeded.
+pub(crate) fn see_other(to: &str) -> Response {
+    let location =
+        HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/ui/tasks"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+/// The page that says what failed: `message` (safe to show) under a title that says
+/// what kind of failure it is; without a session, with the way back to the tasks.
+pub(crate) fn failure(
+    status: StatusCode,
+    section: Section,
+    session: Option<&Session>,
+    message: &str,
+) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::UNAUTHORIZED => "Not signed in",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not now",
+        StatusCode::PAYLOAD_TOO_LARGE => "Too large",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "Not done",
+    };
+    let body = html! {
+        p.error role="alert" { (message) }
+        @if session.is_none() {
+            p { a href="/ui/tasks" { "Back to the tasks" } }
+        }
+    };
+    answer(status, page(title, section, session, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_a_header_cannot_hold_lands_on_the_task_list() {
+        let r = see_other("/ui/environments/web#secrets");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()["location"], "/ui/environments/web#secrets");
+        let r = see_other("/ui/environments/a\r\nSet-Cookie: x=1");
+        assert_eq!(r.headers()["location"], "/ui/tasks");
+    }
 }

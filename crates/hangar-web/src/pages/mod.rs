@@ -6,14 +6,14 @@ mod envs;
 mod images;
 mod tasks;
 
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
 
 use crate::auth::Session;
-use crate::layout::{page, Section};
+pub(crate) use crate::layout::{answer, see_other};
+use crate::layout::{failure, Section};
 
 /// Every page and fragment behind the sign-in.
 pub(crate) fn routes() -> Router<Api> {
@@ -45,24 +45,6 @@ impl IntoResponse for Failed {
     }
 }
 
-/// A whole page, as an answer.
-pub(crate) fn answer(status: StatusCode, markup: Markup) -> Response {
-    (status, Html(markup.into_string())).into_response()
-}
-
-/// A redirect after a form's POST, so a reload does not post it again. `to` is built
-/// from names the API checked; one a header cannot hold lands on the task list rather
-/// than failing the request that already succeeded.
-pub(crate) fn see_other(to: &str) -> Response {
-    let location = axum::http::HeaderValue::from_str(to)
-        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("/ui/tasks"));
-    (
-        StatusCode::SEE_OTHER,
-        [(axum::http::header::LOCATION, location)],
-    )
-        .into_response()
-}
-
 /// Turns an API error into the page that shows it.
 pub(crate) trait OrPage<T> {
     fn or_page(self, s: &Session, section: Section) -> Result<T, Failed>;
@@ -75,23 +57,7 @@ impl<T> OrPage<T> for Result<T, ApiError> {
 }
 
 pub(crate) fn error_page(s: &Session, section: Section, e: &ApiError) -> Response {
-    let title = match e.status() {
-        StatusCode::NOT_FOUND => "Not found",
-        StatusCode::UNAUTHORIZED => "Not signed in",
-        StatusCode::FORBIDDEN => "Not allowed",
-        StatusCode::CONFLICT => "Not now",
-        s if s.is_server_error() => "Something went wrong",
-        _ => "Not done",
-    };
-    answer(
-        e.status(),
-        page(
-            title,
-            section,
-            Some(s),
-            html! { p.error role="alert" { (e.message()) } },
-        ),
-    )
+    failure(e.status(), section, Some(s), e.message())
 }
 
 /// A time as its UTC text, marked for the viewer's zone (the page's script rewrites it).
@@ -137,15 +103,6 @@ pub(crate) fn given(v: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_redirect_a_header_cannot_hold_lands_on_the_task_list() {
-        let r = see_other("/ui/environments/web#secrets");
-        assert_eq!(r.status(), StatusCode::SEE_OTHER);
-        assert_eq!(r.headers()["location"], "/ui/environments/web#secrets");
-        let r = see_other("/ui/environments/a\r\nSet-Cookie: x=1");
-        assert_eq!(r.headers()["location"], "/ui/tasks");
-    }
 
     #[test]
     fn times_show_utc_and_carry_their_instant() {
