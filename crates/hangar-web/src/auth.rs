@@ -16,6 +16,7 @@ use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
+use hangar_api::wire::Secret;
 use hangar_api::{Api, ApiError, Caller, SignedIn};
 use maud::html;
 use serde::Deserialize;
@@ -29,6 +30,16 @@ pub(crate) struct Session {
     /// The value every form and every htmx request must send back (`csrf` field or
     /// `X-CSRF-Token` header).
     pub(crate) csrf: String,
+    /// The cookie's secret, for asking again whether the session lives.
+    cookie: Secret,
+}
+
+impl Session {
+    /// Whether the session still lives (not signed out, expired, or its token removed):
+    /// what a long answer, a log stream, asks as it goes on.
+    pub(crate) async fn alive(&self, api: &Api) -> bool {
+        matches!(api.session(self.cookie.expose_str()).await, Ok(Some(_)))
+    }
 }
 
 /// The session cookie's name.
@@ -93,10 +104,14 @@ pub(crate) async fn require(State(api): State<Api>, req: Request, next: Next) ->
     let Some(cookie) = session_cookie(req.headers()) else {
         return to_sign_in(req.headers());
     };
+    let Ok(secret) = Secret::new(cookie.as_bytes().to_vec()) else {
+        return to_sign_in(req.headers());
+    };
     let session = match api.session(cookie).await {
         Ok(Some(s)) => Session {
             caller: s.caller,
             csrf: s.csrf,
+            cookie: secret,
         },
         Ok(None) => return to_sign_in(req.headers()),
         Err(e) => return api_error_page(&e),
@@ -127,7 +142,7 @@ fn changes_something(m: &Method) -> bool {
 /// sends two holds one it did not get from here: cookies do not tell ports or sibling
 /// hosts apart, so another site on this host can set one with a longer path, which the
 /// browser sends first, and swap its own session in for some pages. Neither is trusted.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers
         .get_all(header::COOKIE)
         .iter()

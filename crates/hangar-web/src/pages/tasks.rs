@@ -13,8 +13,7 @@ use axum::{Extension, Form, Router};
 use futures_util::StreamExt;
 use hangar_api::wire::{
     AgentEvent, Approval, AttemptQuery, AttemptStatus, AttemptView, EnvList, Harness, LogLine,
-    NetworkEntry, Secret, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary,
-    TaskView,
+    NetworkEntry, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
 };
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
@@ -678,7 +677,6 @@ async fn log_stream(
     State(api): State<Api>,
     Extension(s): Extension<Session>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
 ) -> Page {
     let q = AttemptQuery {
         follow: true,
@@ -688,18 +686,10 @@ async fn log_stream(
         .follow(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
-    // `require` let the request in, so its cookie is there.
-    let cookie = crate::auth::session_cookie(&headers)
-        .map(|c| Secret::new(c.as_bytes().to_vec()))
-        .and_then(Result::ok);
     let ended = async move {
         loop {
             tokio::time::sleep(SESSION_RECHECK).await;
-            let alive = match &cookie {
-                Some(c) => matches!(api.session(c.expose_str()).await, Ok(Some(_))),
-                None => false,
-            };
-            if !alive {
+            if !s.alive(&api).await {
                 break;
             }
         }
