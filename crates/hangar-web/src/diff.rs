@@ -493,16 +493,16 @@ const MAX_DEPTH: usize = 32;
 /// Where a diff's links go: `file_url` (no trailing slash, no query) answers one file's
 /// section at `{file_url}/K?view=V`; `page_query` is the page's own query (already
 /// encoded, e.g. `diff=2`, or empty), kept by the links that reload the page.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Links<'a> {
-    pub(crate) file_url: &'a str,
-    pub(crate) page_query: &'a str,
+#[derive(Debug, Clone)]
+pub(crate) struct Links {
+    pub(crate) file_url: String,
+    pub(crate) page_query: String,
 }
 
 /// The whole diff: a summary, the tree of changed files, and each file's section, the
 /// files past [`PAGE_LINES`] (and any over [`LARGE`]) as a placeholder that loads them.
 /// Files are numbered by their index in `files`: `#file-K`, `{file_url}/K`.
-pub(crate) fn render(files: &[FileDiff], view: View, links: Links) -> Markup {
+pub(crate) fn render(files: &[FileDiff], view: View, links: &Links) -> Markup {
     let added: usize = files.iter().map(|f| f.added).sum();
     let removed: usize = files.iter().map(|f| f.removed).sum();
     let mut budget = PAGE_LINES;
@@ -542,7 +542,7 @@ pub(crate) fn render(files: &[FileDiff], view: View, links: Links) -> Markup {
 
 /// One file's section, `section#file-{index}`, with all its lines: what htmx swaps in
 /// when the file's view changes or a deferred file is asked for.
-pub(crate) fn render_file(file: &FileDiff, index: usize, view: View, links: Links) -> Markup {
+pub(crate) fn render_file(file: &FileDiff, index: usize, view: View, links: &Links) -> Markup {
     file_section(file, index, view, links, Body::Shown)
 }
 
@@ -553,7 +553,7 @@ enum Body {
     Deferred,
 }
 
-fn file_section(file: &FileDiff, index: usize, view: View, links: Links, body: Body) -> Markup {
+fn file_section(file: &FileDiff, index: usize, view: View, links: &Links, body: Body) -> Markup {
     let path = file.path();
     let moved = matches!(file.change, Change::Renamed { .. } | Change::Copied { .. });
     html! {
@@ -580,9 +580,10 @@ fn file_section(file: &FileDiff, index: usize, view: View, links: Links, body: B
                 Body::Shown => (file_body(file, view, path)),
                 Body::Deferred => p.file-note.deferred {
                     (file.line_count()) " lines, not shown with the page. "
+                    @let url = format!("{}/{index}?view={}", links.file_url, view.name());
                     a.show-file
-                        href=(format!("{}/{index}?view={}", links.file_url, view.name()))
-                        hx-get=(format!("{}/{index}?view={}", links.file_url, view.name()))
+                        href=(url)
+                        hx-get=(url)
                         hx-target=(format!("#file-{index}"))
                         hx-swap="outerHTML"
                     { "Show this file" }
@@ -645,7 +646,7 @@ fn badges(file: &FileDiff) -> Markup {
 
 /// A link to show one file in `this` view: a whole page load without script, only the
 /// file's section with htmx.
-fn view_link(index: usize, this: View, current: View, links: Links) -> Markup {
+fn view_link(index: usize, this: View, current: View, links: &Links) -> Markup {
     let name = this.name();
     let page = if links.page_query.is_empty() {
         String::new()
@@ -680,15 +681,14 @@ fn file_body(file: &FileDiff, view: View, path: &str) -> Markup {
         };
         return html! { p.file-note { (note) } };
     }
-    let table = html! {
+    html! {
         div.file-body tabindex="0" role="region" aria-label=(format!("Changes to {path}")) {
             @match view {
                 View::Unified => (unified(file)),
                 View::Split => (split(file)),
             }
         }
-    };
-    table
+    }
 }
 
 fn kind_class(kind: LineKind) -> &'static str {
@@ -897,10 +897,12 @@ fn tree_link(name: &str, index: usize, f: &FileDiff) -> Markup {
 
 #[cfg(test)]
 mod tests {
-    const LINKS: Links = Links {
-        file_url: "/f",
-        page_query: "",
-    };
+    fn links() -> Links {
+        Links {
+            file_url: "/f".into(),
+            page_query: String::new(),
+        }
+    }
     use std::fmt::Write;
 
     use super::*;
@@ -968,8 +970,8 @@ mod tests {
         // Whatever parses also renders, in both views, and so does every cut-off input.
         for (end, _) in input.char_indices() {
             let files = parse(&input[..end]);
-            render(&files, View::Unified, LINKS);
-            render(&files, View::Split, LINKS);
+            render(&files, View::Unified, &links());
+            render(&files, View::Split, &links());
         }
     }
 
@@ -1363,7 +1365,7 @@ mod tests {
         check("", "");
         check("\n\n", "");
         assert_eq!(
-            render(&[], View::Unified, LINKS).into_string(),
+            render(&[], View::Unified, &links()).into_string(),
             r#"<div id="diff"><p class="diff-summary">No files changed</p></div>"#
         );
     }
@@ -1507,9 +1509,9 @@ mod tests {
         let html = render(
             &files,
             View::Unified,
-            Links {
-                file_url: "/ui/tasks/t1/diff",
-                page_query: "",
+            &Links {
+                file_url: "/ui/tasks/t1/diff".into(),
+                page_query: String::new(),
             },
         )
         .into_string();
@@ -1573,7 +1575,7 @@ mod tests {
     #[test]
     fn unified_rows() {
         let files = parse(SAMPLE);
-        let html = render(&files, View::Unified, LINKS).into_string();
+        let html = render(&files, View::Unified, &links()).into_string();
         let table = |k: usize| {
             let section = element(&html, &format!("id=\"file-{k}\""), "</section>");
             element(section, "<table class=\"unified\">", "</table>")
@@ -1607,7 +1609,7 @@ mod tests {
     #[test]
     fn split_rows_pair_deletions_with_additions() {
         let files = parse(SAMPLE);
-        let html = render_file(&files[1], 1, View::Split, LINKS).into_string();
+        let html = render_file(&files[1], 1, View::Split, &links()).into_string();
         assert!(html.starts_with("<section class=\"file\" id=\"file-1\""));
         assert!(html.contains("href=\"?view=split#file-1\" hx-get=\"/f/1?view=split\" hx-target=\"#file-1\" hx-swap=\"outerHTML\" aria-current=\"true\">"));
         assert!(!html.contains("<table class=\"unified\">"));
@@ -1712,7 +1714,7 @@ mod tests {
             Some("\"><img src=x onerror=alert(1)>")
         );
         for view in [View::Unified, View::Split] {
-            let html = render(&files, view, LINKS).into_string();
+            let html = render(&files, view, &links()).into_string();
             let lower = html.to_lowercase();
             assert!(!lower.contains("<script"), "{html}");
             assert!(!lower.contains("<img"), "{html}");
@@ -1771,7 +1773,7 @@ mod tests {
         let files = parse(&text);
         assert_eq!((files[0].added, files[0].removed), (2_500, 1_250));
         // With the page: a placeholder that loads it.
-        let page = render(&files, View::Unified, LINKS).into_string();
+        let page = render(&files, View::Unified, &links()).into_string();
         assert_eq!(page.matches("<td class=\"code ").count(), 0);
         assert!(
             page.contains("5000 lines, not shown with the page."),
@@ -1782,14 +1784,14 @@ mod tests {
             "{page}"
         );
         // Asked for, every line.
-        let unified = render_file(&files[0], 0, View::Unified, LINKS).into_string();
+        let unified = render_file(&files[0], 0, View::Unified, &links()).into_string();
         assert_eq!(unified.matches("<td class=\"code ").count(), 5_000);
         let rows = rows(&unified);
         assert_eq!(rows.len(), 1 + 5_000);
         assert_eq!(rows[5_000], "add||3750|line 4999");
         // Side by side, each context line is a row and each deletion shares one with the
         // first of its two additions.
-        let split = render_file(&files[0], 0, View::Split, LINKS).into_string();
+        let split = render_file(&files[0], 0, View::Split, &links()).into_string();
         assert_eq!(split.matches("<tr class=\"ctx\">").count(), 1_250);
         assert_eq!(split.matches("<tr class=\"change\">").count(), 2_500);
         assert_eq!(
@@ -1814,7 +1816,7 @@ mod tests {
         }
         let files = parse(&text);
         assert_eq!(files.len(), 40);
-        let page = render(&files, View::Split, LINKS).into_string();
+        let page = render(&files, View::Split, &links()).into_string();
         // Additions alone: one code cell a row, the old side empty.
         assert_eq!(page.matches("<td class=\"code ").count(), PAGE_LINES);
         assert_eq!(
@@ -1831,10 +1833,10 @@ mod tests {
     fn view_links_keep_the_page_query() {
         let files = parse(SAMPLE);
         let links = Links {
-            file_url: "/ui/tasks/t1/diff/2/file",
-            page_query: "diff=2",
+            file_url: "/ui/tasks/t1/diff/2/file".into(),
+            page_query: "diff=2".into(),
         };
-        let html = render_file(&files[1], 1, View::Unified, links).into_string();
+        let html = render_file(&files[1], 1, View::Unified, &links).into_string();
         assert!(
             html.contains(r##"href="?diff=2&amp;view=split#file-1""##),
             "{html}"

@@ -452,16 +452,17 @@ struct Shown {
     diff: Option<(u32, String)>,
 }
 
+/// What the page shows of `task` beside the task itself; `logs`: the stored log too (a
+/// running task's comes by its stream).
 async fn read(
     api: &Api,
     s: &Session,
-    id: &str,
+    task: TaskView,
     p: &ShowParams,
     logs: bool,
 ) -> Result<Shown, ApiError> {
     let all = AttemptQuery::default();
-    let task = api.task(&s.caller, id).await?;
-    // A task's id, not the prefix the URL may have, from here on.
+    // The task's id, not the prefix the URL may have.
     let id = task.task.id.clone();
     let (events, network) = tokio::try_join!(
         api.events(&s.caller, &id, &all),
@@ -500,7 +501,8 @@ async fn show(
     Path(id): Path<String>,
     Query(p): Query<ShowParams>,
 ) -> Page {
-    let shown = read(&api, &s, &id, &p, true)
+    let task = api.task(&s.caller, &id).await.or_page(&s, Section::Tasks)?;
+    let shown = read(&api, &s, task, &p, true)
         .await
         .or_page(&s, Section::Tasks)?;
     let t = &shown.task;
@@ -534,15 +536,17 @@ async fn live(
     Path(id): Path<String>,
     Query(p): Query<ShowParams>,
 ) -> Page {
-    let changed = |t: &TaskView| p.seen.as_deref() != Some(t.task.updated_at.as_str());
-    let shown = read(&api, &s, &id, &p, false)
+    let task = api.task(&s.caller, &id).await.or_page(&s, Section::Tasks)?;
+    let top = live_top(&s.csrf, &task, &p);
+    if p.seen.as_deref() == Some(task.task.updated_at.as_str()) {
+        return Ok(answer(StatusCode::OK, top));
+    }
+    let shown = read(&api, &s, task, &p, false)
         .await
         .or_page(&s, Section::Tasks)?;
     let markup = html! {
-        (live_top(&s.csrf, &shown.task, &p))
-        @if changed(&shown.task) {
-            (live_bottom(&shown, &p, true))
-        }
+        (top)
+        (live_bottom(&shown, &p, true))
     };
     Ok(answer(StatusCode::OK, markup))
 }
@@ -732,10 +736,10 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
     html! {
         section #live-bottom hx-swap-oob=[oob.then_some("true")] {
             @if let Some((attempt, patch)) = &shown.diff {
-                @let apply = if t.best == Some(*attempt) || (t.best.is_none() && *attempt == 1) {
-                    format!("hangar apply {id}")
-                } else {
-                    format!("hangar apply {id} --attempt {attempt}")
+                // Without `?diff=` the page shows the attempt `hangar apply` picks too.
+                @let apply = match p.diff {
+                    None => format!("hangar apply {id}"),
+                    Some(n) => format!("hangar apply {id} --attempt {n}"),
                 };
                 h2 #diff-heading { "Diff of attempt " (attempt) @if t.best == Some(*attempt) { " (best)" } }
                 div.toolbar {
@@ -756,12 +760,7 @@ fn live_bottom(shown: &Shown, p: &ShowParams, oob: bool) -> Markup {
                         " or print it with " code { "hangar diff " (id) } "."
                     }
                 } @else {
-                    @let files = diff::parse(patch);
-                    @let page_query = p.diff.map(|d| format!("diff={d}")).unwrap_or_default();
-                    (diff::render(&files, p.view, diff::Links {
-                        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
-                        page_query: &page_query,
-                    }))
+                    (diff::render(&diff::parse(patch), p.view, &links(id, *attempt)))
                 }
             } @else if !t.task.status.is_finished() {
                 p.empty #diff-pending { "The diff appears here when an attempt finishes." }
@@ -875,14 +874,19 @@ async fn diff_file(
             ))
         })
         .or_page(&s, Section::Tasks)?;
-    let links = diff::Links {
-        file_url: &format!("/ui/tasks/{id}/diff/{attempt}/file"),
-        page_query: &format!("diff={attempt}"),
-    };
     Ok(answer(
         StatusCode::OK,
-        diff::render_file(file, index, p.view, links),
+        diff::render_file(file, index, p.view, &links(&id, attempt)),
     ))
+}
+
+/// The links of attempt `attempt`'s diff: its files' fragments, and a page that shows
+/// that attempt's diff again.
+fn links(id: &str, attempt: u32) -> diff::Links {
+    diff::Links {
+        file_url: format!("/ui/tasks/{id}/diff/{attempt}/file"),
+        page_query: format!("diff={attempt}"),
+    }
 }
 
 /// An attempt's patch as a file to save (`git apply` reads it), for a diff too large
@@ -900,12 +904,8 @@ async fn diff_patch(
         .diff(&s.caller, &id, &q)
         .await
         .or_page(&s, Section::Tasks)?;
-    // The id as the API resolved it: a name made of hex digits only.
-    let task = api.task(&s.caller, &id).await.or_page(&s, Section::Tasks)?;
-    let name = format!(
-        "attachment; filename=\"task-{}-{attempt}.patch\"",
-        task.task.id
-    );
+    // The API found the task by `id`, so it is hex digits (a prefix at most).
+    let name = format!("attachment; filename=\"task-{id}-{attempt}.patch\"");
     Ok((
         [
             (
