@@ -39,7 +39,7 @@ fn file_name(env: &str) -> String {
 fn env_file(file: String, text: &str) -> EnvFile {
     EnvFile {
         file,
-        source: super::tasks::unix_lines(text),
+        source: super::unix_lines(text),
         base_dir: "/".to_string(),
     }
 }

@@ -93,11 +93,28 @@ pub(crate) fn status(word: &str) -> Markup {
 }
 
 /// An optional form value: empty means absent.
-pub(crate) fn given(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
+pub(crate) fn given(v: &str) -> Option<String> {
+    Some(v.trim()).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+/// A form's choice of one of hangar's words (a status, a harness): none when empty, a
+/// 400 naming the field and the words it may be otherwise.
+pub(crate) fn word<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    v: &str,
+) -> Result<Option<T>, ApiError> {
+    given(v)
+        .map(|v| {
+            v.parse()
+                .map_err(|e| ApiError::bad_request(format!("failed to read {field}: {e}")))
+        })
+        .transpose()
+}
+
+/// A textarea's text as a program reads it: browsers send its line breaks as CRLF, and
+/// a script with `\r` in it fails in bash.
+pub(crate) fn unix_lines(text: &str) -> String {
+    text.replace("\r\n", "\n")
 }
 
 #[cfg(test)]

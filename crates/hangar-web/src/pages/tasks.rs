@@ -19,7 +19,7 @@ use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{age, answer, given, see_other, status, time, OrPage, Page};
+use super::{age, answer, given, see_other, status, time, unix_lines, word, OrPage, Page};
 use crate::auth::Session;
 use crate::diff::{self, View};
 use crate::layout::{csrf_field, page, Section};
@@ -51,31 +51,18 @@ pub(super) fn routes() -> Router<Api> {
 
 /// The list's query, as the filter form sends it (an empty field is no filter).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ListParams {
-    environment: Option<String>,
-    status: Option<String>,
-    cursor: Option<String>,
+    environment: String,
+    status: String,
+    cursor: String,
 }
 
 impl ListParams {
     fn query(&self) -> Result<TaskQuery, ApiError> {
-        let status = given(&self.status)
-            .map(|s| {
-                s.parse::<TaskStatus>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "failed to filter tasks by status `{s}`: expected one of {}",
-                        TaskStatus::ALL
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })
-            })
-            .transpose()?;
         Ok(TaskQuery {
             environment: given(&self.environment),
-            status,
+            status: word("the status filter", &self.status)?,
             limit: Some(PAGE_SIZE),
             cursor: given(&self.cursor),
         })
@@ -121,7 +108,7 @@ async fn list(
                     select name="environment" {
                         option value="" { "all" }
                         @for e in &envs.environments {
-                            option value=(e.name) selected[given(&p.environment).as_deref() == Some(e.name.as_str())] { (e.name) }
+                            option value=(e.name) selected[p.environment.trim() == e.name] { (e.name) }
                         }
                     }
                 }
@@ -130,7 +117,7 @@ async fn list(
                     select name="status" {
                         option value="" { "all" }
                         @for st in TaskStatus::ALL {
-                            option value=(st.as_str()) selected[given(&p.status).as_deref() == Some(st.as_str())] { (st.as_str()) }
+                            option value=(st.as_str()) selected[p.status.trim() == st.as_str()] { (st.as_str()) }
                         }
                     }
                 }
@@ -258,8 +245,7 @@ struct NewTask {
 
 impl NewTask {
     fn request(&self) -> Result<SubmitTask, ApiError> {
-        let opt = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
-        let attempts = opt(&self.attempts)
+        let attempts = given(&self.attempts)
             .map(|a| {
                 a.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
                     ApiError::bad_request(format!(
@@ -268,51 +254,30 @@ impl NewTask {
                 })
             })
             .transpose()?;
-        let harness = opt(&self.harness)
-            .map(|h| {
-                h.parse::<Harness>().map_err(|_| {
-                    ApiError::bad_request(format!("failed to read harness `{h}`: no such harness"))
-                })
-            })
-            .transpose()?;
-        let approval = opt(&self.approval)
-            .map(|a| {
-                a.parse::<Approval>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "failed to read approval `{a}`: no such approval mode"
-                    ))
-                })
-            })
-            .transpose()?;
         // A hexadecimal name of 7 or more digits is a commit; anything else a branch.
-        let (branch, commit) = match opt(&self.git_ref) {
+        let (branch, commit) = match given(&self.git_ref) {
             Some(r) if r.len() >= 7 && r.bytes().all(|b| b.is_ascii_hexdigit()) => (None, Some(r)),
             r => (r, None),
         };
         Ok(SubmitTask {
             environment: self.environment.trim().to_string(),
-            from: opt(&self.from),
+            from: given(&self.from),
             prompt: unix_lines(&self.prompt),
             branch,
             commit,
-            harness,
-            approval,
+            harness: word("the harness", &self.harness)?,
+            approval: word("the approval", &self.approval)?,
             attempts,
             script: Some(unix_lines(&self.script)).filter(|s| !s.trim().is_empty()),
         })
     }
 }
 
-/// A textarea's text as a program reads it: browsers send its line breaks as CRLF, and
-/// a script with `\r` in it fails in bash.
-pub(super) fn unix_lines(text: &str) -> String {
-    text.replace("\r\n", "\n")
-}
-
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct NewParams {
-    from: Option<String>,
-    environment: Option<String>,
+    from: String,
+    environment: String,
 }
 
 async fn new_form(
@@ -1155,7 +1120,7 @@ mod tests {
         );
         check_request(
             form(|t| t.harness = "gpt".into()),
-            Err("failed to read harness `gpt`"),
+            Err("failed to read the harness: `gpt` is not one of codex, claude"),
         );
         check_request(
             form(|t| t.approval = "auto".into()),
@@ -1163,7 +1128,7 @@ mod tests {
         );
         check_request(
             form(|t| t.approval = "yolo".into()),
-            Err("failed to read approval `yolo`"),
+            Err("failed to read the approval: `yolo` is not one of read-only, auto, full-access"),
         );
         check_request(form(|t| t.script = "  \n".into()), request(|_| {}));
         check_request(
@@ -1209,18 +1174,18 @@ mod tests {
         check_filters(ListParams::default(), q(|_| {}), "");
         check_filters(
             ListParams {
-                environment: Some("".into()),
-                status: Some("".into()),
-                cursor: Some("".into()),
+                environment: "".into(),
+                status: "".into(),
+                cursor: "".into(),
             },
             q(|_| {}),
             "",
         );
         check_filters(
             ListParams {
-                environment: Some("web app".into()),
-                status: Some("running".into()),
-                cursor: Some("17:ab".into()),
+                environment: "web app".into(),
+                status: "running".into(),
+                cursor: "17:ab".into(),
             },
             q(|q| {
                 q.environment = Some("web app".into());
@@ -1231,10 +1196,10 @@ mod tests {
         );
         check_filters(
             ListParams {
-                status: Some("done".into()),
+                status: "done".into(),
                 ..ListParams::default()
             },
-            Err("failed to filter tasks by status `done`: expected one of pending, running"),
+            Err("failed to read the status filter: `done` is not one of pending, running"),
             "status=done",
         );
     }
