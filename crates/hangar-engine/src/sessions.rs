@@ -9,10 +9,10 @@ use std::time::Duration;
 use hangar_secrets::Secret;
 use hangar_spec::Workspace;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::dest::Principal;
-use crate::tokens::parse_workspace;
+use crate::tokens::{hash, parse_workspace};
 use crate::{Engine, EngineError, Result};
 
 /// How long a web session lasts from sign-in.
@@ -49,10 +49,6 @@ pub struct SessionGrant {
     pub csrf: String,
 }
 
-fn hash(value: &[u8]) -> String {
-    hex::encode(Sha256::digest(value))
-}
-
 fn random(prefix: &str) -> Result<Secret> {
     Ok(Secret::new(
         format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>())).into_bytes(),
@@ -84,7 +80,7 @@ impl Engine {
         let made = self
             .db
             .create_token_session(
-                &crate::tokens::hash(token.as_bytes()),
+                &hash(token.as_bytes()),
                 &hash(secret.expose()),
                 now,
                 expires_ms,

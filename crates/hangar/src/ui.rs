@@ -2,7 +2,6 @@
 //! (the daemon makes it; only the Unix socket's caller may ask), printed, and on a
 //! desktop opened in the user's browser.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::Result;
@@ -31,31 +30,19 @@ pub async fn ui(client: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Opens `url` with `xdg-open` on a desktop session; whether it was started. Never an
-/// error: the link is printed anyway. Not waited for, since xdg-open may run as long as
-/// the browser it starts.
+/// Opens `url` with `xdg-open` on a desktop session; whether it was started (not when
+/// there is no `xdg-open`). Never an error: the link is printed anyway. Not waited for,
+/// since xdg-open may run as long as the browser it starts.
 fn open(url: &str) -> bool {
     let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    if !desktop || !on_path("xdg-open") {
-        return false;
-    }
-    Command::new("xdg-open")
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .is_ok()
-}
-
-fn on_path(name: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(Path::new(&dir).join(name))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
+    desktop
+        && Command::new("xdg-open")
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .is_ok()
 }

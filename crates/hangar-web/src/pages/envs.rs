@@ -168,9 +168,8 @@ async fn show(
         .env(&s.caller, &name)
         .await
         .or_page(&s, Section::Environments)?;
-    let source = env.source.clone();
     let saved = p.saved.filter(|v| *v == env.version);
-    env_page(&api, &s, env, &source, Err(saved)).await
+    env_page(&api, &s, env, Editing::Stored { saved }).await
 }
 
 async fn save(
@@ -192,23 +191,29 @@ async fn save(
                 .env(&s.caller, &name)
                 .await
                 .or_page(&s, Section::Environments)?;
-            env_page(&api, &s, env, &f.file, Ok(&e)).await
+            let editing = Editing::Refused {
+                text: &f.file,
+                error: &e,
+            };
+            env_page(&api, &s, env, editing).await
         }
     }
 }
 
-/// The environment's page, its editor holding `text`: what was typed when saving it
-/// failed (`Ok(error)`), or the stored file (`Err(saved)`, with the version a save just
-/// made).
-async fn env_page(
-    api: &Api,
-    s: &Session,
-    env: EnvView,
-    text: &str,
-    outcome: Result<&ApiError, Option<i64>>,
-) -> Page {
-    let error = outcome.ok();
-    let saved = outcome.err().flatten();
+/// What the environment page's editor holds.
+enum Editing<'a> {
+    /// The stored file; `saved`: the version a save just made.
+    Stored { saved: Option<i64> },
+    /// What was typed, which saving refused for `error`.
+    Refused { text: &'a str, error: &'a ApiError },
+}
+
+/// The environment's page, its editor as `editing` says.
+async fn env_page(api: &Api, s: &Session, env: EnvView, editing: Editing<'_>) -> Page {
+    let (text, error, saved) = match editing {
+        Editing::Stored { saved } => (env.source.as_str(), None, saved),
+        Editing::Refused { text, error } => (text, Some(error), None),
+    };
     let recent = TaskQuery {
         environment: Some(env.name.clone()),
         limit: Some(10),
