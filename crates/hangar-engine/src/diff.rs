@@ -2,6 +2,7 @@
 //! paths of a patch, checked so that applying it cannot write outside the repository, and
 //! what an oversized patch is made of.
 
+use hangar_spec::gitpath::unquote;
 use hangar_store::db::DiffSummary;
 
 use crate::error::{EngineError, Result};
@@ -151,40 +152,6 @@ fn part_path(part: &[u8]) -> String {
             None => names.to_string(),
         }
     })
-}
-
-/// Undoes git's C-style quoting of a path (`"a\tb"`, octal escapes).
-fn unquote(s: &str) -> String {
-    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
-        return s.to_string();
-    };
-    let mut out = Vec::new();
-    let mut bytes = inner.bytes().peekable();
-    while let Some(b) = bytes.next() {
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        match bytes.next() {
-            Some(b'n') => out.push(b'\n'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'"') => out.push(b'"'),
-            Some(b'\\') => out.push(b'\\'),
-            Some(d @ b'0'..=b'7') => {
-                let mut v = u32::from(d - b'0');
-                for _ in 0..2 {
-                    if let Some(&n @ b'0'..=b'7') = bytes.peek() {
-                        v = v * 8 + u32::from(n - b'0');
-                        bytes.next();
-                    }
-                }
-                out.push(v as u8);
-            }
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod ids;
 mod size;
 mod task;
 
+pub mod gitpath;
 pub use duration::{format_ago, format_duration, format_millis, parse_duration};
 pub use env::{
     check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use hangar_spec::gitpath::{unquote, unquote_prefix};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -423,58 +424,6 @@ fn equal_halves<'a>(s: &'a str, sep: &str) -> Option<&'a str> {
     let half = s.len().checked_sub(sep.len())? / 2;
     let first = s.get(..half)?;
     (s.get(half..half + sep.len())? == sep && s.get(half + sep.len()..)? == first).then_some(first)
-}
-
-/// A name as git writes it: C-quoted (`"a\tb\303\251"`) or as is.
-fn unquote(s: &str) -> String {
-    if s.starts_with('"') {
-        if let Some((name, _)) = unquote_prefix(s) {
-            return name;
-        }
-    }
-    s.to_string()
-}
-
-/// The C-quoted string `s` starts with, decoded (bytes that are not UTF-8 become U+FFFD),
-/// and what follows its closing quote; `None` if it does not close.
-fn unquote_prefix(s: &str) -> Option<(String, &str)> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => return Some((String::from_utf8_lossy(&out).into_owned(), &s[i + 1..])),
-            b'\\' => {
-                i += 1;
-                let Some(&e) = bytes.get(i) else { break };
-                match e {
-                    b'0'..=b'7' => {
-                        let mut v: u32 = 0;
-                        let mut n = 0;
-                        while n < 3 && matches!(bytes.get(i), Some(b'0'..=b'7')) {
-                            v = v * 8 + u32::from(bytes[i] - b'0');
-                            i += 1;
-                            n += 1;
-                        }
-                        // Three octal digits can exceed a byte (`\777`); git never writes that.
-                        out.push((v & 0xff) as u8);
-                        continue;
-                    }
-                    b'a' => out.push(0x07),
-                    b'b' => out.push(0x08),
-                    b't' => out.push(b'\t'),
-                    b'n' => out.push(b'\n'),
-                    b'v' => out.push(0x0b),
-                    b'f' => out.push(0x0c),
-                    b'r' => out.push(b'\r'),
-                    other => out.push(other),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    None
 }
 
 /// A file over this many lines is not rendered with the page but on request (its own
