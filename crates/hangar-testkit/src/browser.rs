@@ -382,11 +382,6 @@ impl Browser {
         &self.scratch
     }
 
-    /// Where screenshots go.
-    pub fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
     /// How long the `wait_for*` methods wait from now on.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
@@ -440,21 +435,14 @@ impl Browser {
     }
 
     /// A command on this session: `path` is below `/session/ID`.
-    fn session_call(
-        &self,
-        method: hyper::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Error> {
-        self.call(method, &format!("/session/{}{path}", self.session), body)
-    }
-
     fn get(&self, path: &str) -> Result<Value, Error> {
-        self.session_call(hyper::Method::GET, path, None)
+        let path = format!("/session/{}{path}", self.session);
+        self.call(hyper::Method::GET, &path, None)
     }
 
     fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
-        self.session_call(hyper::Method::POST, path, Some(body))
+        let path = format!("/session/{}{path}", self.session);
+        self.call(hyper::Method::POST, &path, Some(body))
     }
 
     /// Sets the window's size; [`DESKTOP`] and [`PHONE`] are the sizes the pages must suit.
@@ -569,89 +557,69 @@ impl Browser {
             .flatten()
     }
 
-    /// Waits until an element matches `css`; returns the first.
-    pub fn wait_for(&self, css: &str) -> Element<'_> {
+    /// Asks `ready` every 50 ms until it gives a value; fails the test when the timeout
+    /// passes, with `waited … for` and what `ready` last said it waits for.
+    fn poll<T>(&self, mut ready: impl FnMut() -> Result<T, String>) -> T {
         let deadline = Instant::now() + self.timeout;
         loop {
-            if let Some(e) = self
-                .try_find_all(css)
-                .ok()
-                .and_then(|v| v.into_iter().next())
-            {
-                return e;
+            match ready() {
+                Ok(v) => return v,
+                Err(waiting) if Instant::now() >= deadline => {
+                    self.fail(&format!("waited {:?} for {waiting}", self.timeout))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
-            if Instant::now() >= deadline {
-                self.fail(&format!("waited {:?} for `{css}`", self.timeout));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Waits until no element matches `css`.
-    pub fn wait_for_none(&self, css: &str) {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            if self.try_find_all(css).is_ok_and(|v| v.is_empty()) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                self.fail(&format!("waited {:?} for no `{css}`", self.timeout));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Waits until an element matches `css`; returns the first.
+    pub fn wait_for(&self, css: &str) -> Element<'_> {
+        self.poll(|| {
+            self.try_find_all(css)
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .ok_or_else(|| format!("`{css}`"))
+        })
     }
 
     /// Waits until an element matching `css` has `needle` in its text; returns it.
     pub fn wait_for_text(&self, css: &str, needle: &str) -> Element<'_> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
+        self.poll(|| {
             let mut texts = Vec::new();
             for e in self.try_find_all(css).unwrap_or_default() {
                 // A stale element (the page replaced it meanwhile) is looked for again.
                 if let Ok(text) = e.try_text() {
                     if text.contains(needle) {
-                        return e;
+                        return Ok(e);
                     }
                     texts.push(text);
                 }
             }
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "waited {:?} for `{css}` to show {needle:?}; it shows {texts:?}",
-                    self.timeout
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Err(format!("`{css}` to show {needle:?}; it shows {texts:?}"))
+        })
     }
 
     /// Waits until the page's URL contains `needle`; returns the URL.
     pub fn wait_for_url(&self, needle: &str) -> String {
-        let deadline = Instant::now() + self.timeout;
-        loop {
+        self.poll(|| {
             let url = self.url();
             if url.contains(needle) {
-                return url;
+                Ok(url)
+            } else {
+                Err(format!("a URL with {needle:?}"))
             }
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "waited {:?} for a URL with {needle:?}",
-                    self.timeout
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Waits until `done` holds (asked every 50 ms); `what` names it in the failure.
     pub fn wait_until(&self, what: &str, mut done: impl FnMut(&Browser) -> bool) {
-        let deadline = Instant::now() + self.timeout;
-        while !done(self) {
-            if Instant::now() >= deadline {
-                self.fail(&format!("waited {:?} for {what}", self.timeout));
+        self.poll(|| {
+            if done(self) {
+                Ok(())
+            } else {
+                Err(what.to_string())
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Runs `script` (a function body: `arguments` are `args`, `return` gives the result)
@@ -694,13 +662,6 @@ impl Browser {
     /// The cookie called `name`, if the browser holds it for the current page.
     pub fn cookie(&self, name: &str) -> Option<Cookie> {
         self.cookies().into_iter().find(|c| c.name == name)
-    }
-
-    /// Forgets every cookie of the current page's site (signs a session out from the
-    /// browser's side).
-    pub fn delete_cookies(&self) {
-        self.session_call(hyper::Method::DELETE, "/cookie", None)
-            .unwrap_or_else(|e| panic!("failed to delete the cookies: {e}"));
     }
 
     fn try_screenshot(&self, name: &str) -> Result<PathBuf, String> {
@@ -768,11 +729,6 @@ impl Drop for Browser {
 }
 
 impl<'b> Element<'b> {
-    /// The selector this element was found by.
-    pub fn css(&self) -> &str {
-        &self.css
-    }
-
     fn path(&self, rest: &str) -> String {
         format!("/element/{}{rest}", self.id)
     }
