@@ -59,12 +59,7 @@ impl Daemon {
 
     /// The address of its TCP listener, as it says on start.
     fn tcp_addr(&self) -> String {
-        let said = std::fs::read_to_string(self.log()).unwrap();
-        said.lines()
-            .find_map(|l| l.strip_prefix("hangar: serving on tcp:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no TCP listener in: {said}"))
-            .to_string()
+        common::tcp_listener(&std::fs::read_to_string(self.log()).unwrap())
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.

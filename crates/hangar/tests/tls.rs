@@ -70,18 +70,7 @@ impl Daemon {
     /// A daemon that serves; returns once its listeners are up.
     fn start(args: &[String]) -> Daemon {
         let mut d = Daemon::spawn(args);
-        let started = Instant::now();
-        while !d.said().contains("hangar: serving on unix:") {
-            if let Some(status) = d.child.try_wait().unwrap() {
-                panic!("the daemon exited ({status}): {}", d.said());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the daemon did not start: {}",
-                d.said()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_serving(&mut d.child, &d.home.path().join("serve.log"));
         d
     }
 
@@ -106,13 +95,7 @@ impl Daemon {
 
     /// The port of its TCP listener, as it says on start.
     fn port(&self) -> u16 {
-        let said = self.said();
-        said.lines()
-            .find_map(|l| l.strip_prefix("hangar: serving on tcp:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.rsplit_once(':'))
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or_else(|| panic!("no TCP listener in: {said}"))
+        common::tcp_port(&self.said())
     }
 
     /// `hangar` on the daemon's own socket: the local admin.

@@ -83,37 +83,15 @@ impl Site {
             .spawn()
             .unwrap();
         site.child = Some(child);
-        let started = Instant::now();
-        let port = loop {
-            let said = site.said();
-            if said.contains("hangar: serving on unix:") {
-                break said
-                    .lines()
-                    .find_map(|l| l.strip_prefix("hangar: serving on tcp:"))
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|addr| addr.rsplit_once(':'))
-                    .and_then(|(_, port)| port.parse::<u16>().ok())
-                    .unwrap_or_else(|| panic!("no TCP listener in: {said}"));
-            }
-            if let Some(status) = site.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the daemon exited ({status}): {said}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the daemon did not start: {said}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let log = site.path("serve.log");
+        let said = common::wait_serving(site.child.as_mut().unwrap(), &log);
+        let port = common::tcp_port(&said);
         site.base = format!("https://127.0.0.1:{port}");
         site
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    fn said(&self) -> String {
-        std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
     }
 
     /// `hangar` on this daemon's socket (the local admin), over the shared data dir.

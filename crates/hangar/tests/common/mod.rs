@@ -60,3 +60,41 @@ pub fn write_pki(dir: &Path, names: &[&str]) {
         std::fs::write(dir.join(name), pem).unwrap();
     }
 }
+
+/// Waits until the `hangar serve` running as `child`, its stderr in `log`, serves: it
+/// says so once every listener is up. Fails the test, with what it said, if it exits
+/// first or takes a minute. What it said.
+pub fn wait_serving(child: &mut std::process::Child, log: &Path) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        if said.contains("hangar: serving on unix:") {
+            return said;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the daemon exited ({status}): {said}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the daemon did not start: {said}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The address (`HOST:PORT`) of the TCP listener a daemon's start-up lines name.
+pub fn tcp_listener(said: &str) -> String {
+    said.lines()
+        .find_map(|l| l.strip_prefix("hangar: serving on tcp:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no TCP listener in: {said}"))
+        .to_string()
+}
+
+/// The port of that listener.
+pub fn tcp_port(said: &str) -> u16 {
+    let addr = tcp_listener(said);
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in tcp:{addr}"))
+}
