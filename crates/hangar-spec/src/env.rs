@@ -69,6 +69,62 @@ pub struct Environment {
     /// `[toolchains]`: tool to the exact version installed in setup from its registry.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub toolchains: BTreeMap<String, String>,
+    /// `[forge]`: the forge the repository lives on, for pull requests and webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
+}
+
+spelled_enum! {
+    ForgeKind {
+        GitHub = "github",
+    }
+}
+
+/// The `author_association` values GitHub gives a comment's author.
+pub const ASSOCIATIONS: &[&str] = &[
+    "OWNER",
+    "MEMBER",
+    "COLLABORATOR",
+    "CONTRIBUTOR",
+    "FIRST_TIME_CONTRIBUTOR",
+    "FIRST_TIMER",
+    "MANNEQUIN",
+    "NONE",
+];
+
+/// Who may trigger hangar from a comment unless `[forge] trusted` says otherwise: those
+/// with write access.
+pub const DEFAULT_TRUSTED: &[&str] = &["OWNER", "MEMBER", "COLLABORATOR"];
+
+/// The commits hangar makes unless `[forge] author` names someone.
+pub const DEFAULT_AUTHOR: &str = "hangar <hangar@localhost>";
+
+/// github.com's API.
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// `[forge]`: where pull requests are opened and webhooks come from. The two secrets
+/// serve hangar on the host alone (no phase gets them unless their declarations say so).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Forge {
+    pub kind: ForgeKind,
+    /// `owner/name` on the forge.
+    pub repository: String,
+    /// The API's base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api: String,
+    /// The declared secret holding the token that pushes and calls the API.
+    pub token: String,
+    /// The declared secret that signs webhook deliveries; without it no webhook is heard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// The handle a comment names to call hangar, `@hangar`.
+    pub mention: String,
+    /// The `author_association`s that may trigger a task from a comment.
+    pub trusted: Vec<String>,
+    /// Workflows whose failed runs start an autofix task, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub autofix: Vec<String>,
+    /// `Name <email>`: the author and committer of hangar's commits.
+    pub author: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -605,6 +661,21 @@ struct RawEnv {
     resources: RawResources,
     #[serde(default)]
     toolchains: BTreeMap<String, Spanned<String>>,
+    forge: Option<Spanned<RawForge>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForge {
+    kind: Option<Spanned<String>>,
+    repository: Option<Spanned<String>>,
+    api: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    webhook_secret: Option<Spanned<String>>,
+    mention: Option<Spanned<String>>,
+    trusted: Option<Spanned<Vec<String>>>,
+    autofix: Option<Vec<String>>,
+    author: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -789,6 +860,21 @@ impl RawEnv {
                 }
             }
         }
+        let forge = match &self.forge {
+            Some(f) => validate_forge(cx, f, repo.as_deref(), &secrets),
+            None => None,
+        };
+        // The forge's secrets serve hangar on the host, unless their declarations name
+        // phases.
+        if let Some(f) = &forge {
+            for key in std::iter::once(&f.token).chain(f.webhook_secret.as_ref()) {
+                if let (Some(decl), Some(raw)) = (secrets.get_mut(key), self.secrets.get(key)) {
+                    if raw.get_ref().phases.is_none() {
+                        decl.phases.clear();
+                    }
+                }
+            }
+        }
         let on_secret_leak = match &self.setup.on_secret_leak {
             Some(p) => cx
                 .check("setup.on_secret_leak", p, |s| s.parse::<LeakPolicy>())
@@ -929,8 +1015,193 @@ impl RawEnv {
             cache,
             resources,
             toolchains,
+            forge,
         })
     }
+}
+
+fn validate_forge(
+    cx: &mut Cx<'_>,
+    raw: &Spanned<RawForge>,
+    repo: Option<&str>,
+    secrets: &BTreeMap<String, SecretDecl>,
+) -> Option<Forge> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let kind = match &raw.kind {
+        Some(k) => cx.check("forge.kind", k, |s| s.parse::<ForgeKind>()),
+        None => {
+            cx.err(&span, "forge.kind", "missing (required): `github`");
+            None
+        }
+    };
+    let repository = match &raw.repository {
+        Some(r) => cx.check("forge.repository", r, |s| check_forge_repository(s)),
+        None => match repo.map(repository_of_url) {
+            Some(Some(r)) => Some(r),
+            Some(None) => {
+                cx.err(
+                    &span,
+                    "forge.repository",
+                    "missing, and `repo` is not an https://HOST/OWNER/NAME URL to read it from",
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let api = match &raw.api {
+        Some(a) => cx.check("forge.api", a, |s| check_forge_api(s)),
+        None => Some(GITHUB_API.to_string()),
+    };
+    let secret = |cx: &mut Cx<'_>, key: &str, v: &Spanned<String>| {
+        cx.check(key, v, |s| {
+            if secrets.contains_key(s) {
+                Ok(s.clone())
+            } else {
+                Err(format!("names no secret: declare it with [secrets.{s}]"))
+            }
+        })
+    };
+    let token = match &raw.token {
+        Some(t) => secret(cx, "forge.token", t),
+        None => {
+            cx.err(
+                &span,
+                "forge.token",
+                "missing (required): the secret holding the token that pushes and opens pull requests",
+            );
+            None
+        }
+    };
+    let webhook_secret = match &raw.webhook_secret {
+        Some(w) => Some(secret(cx, "forge.webhook_secret", w)?),
+        None => None,
+    };
+    let mention = match &raw.mention {
+        Some(m) => cx.check("forge.mention", m, |s| {
+            let handle = s.strip_prefix('@').unwrap_or("");
+            if !handle.is_empty()
+                && handle
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                Ok(s.clone())
+            } else {
+                Err(format!("`{s}` is not a handle like `@hangar`"))
+            }
+        }),
+        None => Some("@hangar".to_string()),
+    };
+    let trusted = match &raw.trusted {
+        Some(t) => cx.check("forge.trusted", t, |list| {
+            let mut out: Vec<String> = Vec::new();
+            for a in list {
+                let up = a.to_ascii_uppercase();
+                if !ASSOCIATIONS.contains(&up.as_str()) {
+                    return Err(format!(
+                        "`{a}` is not an author association (one of {})",
+                        ASSOCIATIONS.join(", ")
+                    ));
+                }
+                if !out.contains(&up) {
+                    out.push(up);
+                }
+            }
+            Ok(out)
+        }),
+        None => Some(DEFAULT_TRUSTED.iter().map(|s| s.to_string()).collect()),
+    };
+    let author = match &raw.author {
+        Some(a) => cx.check("forge.author", a, |s| check_author(s)),
+        None => Some(DEFAULT_AUTHOR.to_string()),
+    };
+    Some(Forge {
+        kind: kind?,
+        repository: repository?,
+        api: api?,
+        token: token?,
+        webhook_secret,
+        mention: mention?,
+        trusted: trusted?,
+        autofix: raw.autofix.clone().unwrap_or_default(),
+        author: author?,
+    })
+}
+
+fn check_forge_repository(s: &str) -> Result<String, String> {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match s.split_once('/') {
+        Some((o, n)) if ok(o) && ok(n) => Ok(s.to_string()),
+        _ => Err(format!("`{s}` is not `owner/name`")),
+    }
+}
+
+/// `owner/name` out of `https://HOST/OWNER/NAME[.git][/]`.
+fn repository_of_url(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let mut parts = rest.trim_end_matches('/').split('/');
+    let _host = parts.next()?;
+    let owner = parts.next()?;
+    let name = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let name = name.strip_suffix(".git").unwrap_or(name);
+    check_forge_repository(&format!("{owner}/{name}")).ok()
+}
+
+/// An https URL, or plain http to a loopback address (a test's or a tunnel's).
+fn check_forge_api(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    let host_of = |rest: &str| rest.split(['/', '?', '#']).next().unwrap_or("").to_string();
+    if let Some(rest) = trimmed.strip_prefix("https://") {
+        return match HostRule::parse(&host_of(rest)) {
+            Ok(r) if !r.pattern.starts_with('*') => Ok(trimmed.to_string()),
+            _ => Err(format!("`{s}` names no host")),
+        };
+    }
+    if let Some(rest) = trimmed.strip_prefix("http://") {
+        let authority = host_of(rest);
+        let host = HostRule::parse(&authority)
+            .map(|r| r.pattern)
+            .unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(trimmed.to_string());
+        }
+        return Err(format!(
+            "`{s}` is plain http beyond loopback: the token would cross the network unencrypted"
+        ));
+    }
+    Err(format!("`{s}` is not an https:// URL"))
+}
+
+/// `Name <email>`, one line.
+fn check_author(s: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not `Name <email>`");
+    let (name, rest) = s.split_once('<').ok_or_else(bad)?;
+    let email = rest.strip_suffix('>').ok_or_else(bad)?;
+    if name.trim().is_empty()
+        || email.is_empty()
+        || !email.contains('@')
+        || s.chars().any(|c| c.is_control())
+        || email.contains(['<', '>'])
+        || name.contains('>')
+    {
+        return Err(bad());
+    }
+    Ok(format!("{} <{email}>", name.trim()))
 }
 
 /// A script's wall clock, `default` when unset.
@@ -1642,5 +1913,95 @@ node = "22.11.0"
             let got = HostRule::parse(host).unwrap().loopback_ip();
             assert_eq!(got.map(|ip| ip.to_string()).as_deref(), loopback, "{host}");
         }
+    }
+
+    #[test]
+    fn a_forge_section_parses_with_defaults_and_round_trips() {
+        let src = "name = \"e\"\nrepo = \"https://github.example/octo/hello.git\"\n\
+                   [secrets.GH]\n[secrets.HOOK]\n[secrets.NPM]\n\
+                   [forge]\nkind = \"github\"\ntoken = \"GH\"\nwebhook_secret = \"HOOK\"\n\
+                   trusted = [\"owner\", \"MEMBER\"]\nautofix = [\"CI\"]\n";
+        let env = Environment::parse("env.toml", src).unwrap();
+        let forge = env.forge.as_ref().unwrap();
+        assert_eq!(forge.kind, ForgeKind::GitHub);
+        assert_eq!(forge.repository, "octo/hello");
+        assert_eq!(forge.api, GITHUB_API);
+        assert_eq!(forge.mention, "@hangar");
+        assert_eq!(forge.trusted, ["OWNER", "MEMBER"]);
+        assert_eq!(forge.author, DEFAULT_AUTHOR);
+        // The forge's secrets serve the host alone; the others keep their default phases.
+        assert!(env.secrets["GH"].phases.is_empty());
+        assert!(env.secrets["HOOK"].phases.is_empty());
+        assert_eq!(
+            env.secrets["NPM"].phases,
+            [SecretPhase::Setup, SecretPhase::Maintenance]
+        );
+        assert_eq!(Environment::parse("x", &env.to_toml()).unwrap(), env);
+
+        let env = Environment::parse(
+            "env.toml",
+            &format!(
+                "{HEAD}[secrets.GH]\n[forge]\nkind = \"github\"\nrepository = \"o/r\"\n\
+                 api = \"http://127.0.0.1:9/api/v3/\"\ntoken = \"GH\"\n\
+                 author = \"Bot  <bot@example.org>\"\n"
+            ),
+        )
+        .unwrap();
+        let forge = env.forge.unwrap();
+        assert_eq!(forge.api, "http://127.0.0.1:9/api/v3");
+        assert_eq!(forge.author, "Bot <bot@example.org>");
+        assert_eq!(forge.webhook_secret, None);
+    }
+
+    #[test]
+    fn bad_forge_sections_name_the_key() {
+        let f = |body: &str| format!("[secrets.GH]\n[forge]\nkind = \"github\"\n{body}");
+        // HEAD's repo is a path: the repository must be named.
+        check(&f("token = \"GH\"\n"), 5, "`forge.repository`: missing");
+        let with = |body: &str| f(&format!("repository = \"o/r\"\ntoken = \"GH\"\n{body}"));
+        check(
+            "[forge]\nkind = \"gitlab\"\nrepository = \"o/r\"\n",
+            5,
+            "`forge.kind`",
+        );
+        check(
+            &f("repository = \"o\"\ntoken = \"GH\"\n"),
+            7,
+            "`forge.repository`: `o` is not `owner/name`",
+        );
+        check(&f("repository = \"o/r\"\n"), 5, "`forge.token`: missing");
+        check(
+            &f("repository = \"o/r\"\ntoken = \"NOPE\"\n"),
+            8,
+            "`forge.token`: names no secret",
+        );
+        check(
+            &with("webhook_secret = \"W\"\n"),
+            9,
+            "`forge.webhook_secret`: names no secret",
+        );
+        check(
+            &with("api = \"http://api.example\"\n"),
+            9,
+            "plain http beyond loopback",
+        );
+        check(&with("api = \"ftp://x\"\n"), 9, "not an https:// URL");
+        check(
+            &with("mention = \"hangar\"\n"),
+            9,
+            "is not a handle like `@hangar`",
+        );
+        check(
+            &with("trusted = [\"ANYONE\"]\n"),
+            9,
+            "`ANYONE` is not an author association",
+        );
+        check(&with("author = \"hangar\"\n"), 9, "is not `Name <email>`");
+        check(
+            &with("author = \"a <b@c>\\n\"\n"),
+            9,
+            "is not `Name <email>`",
+        );
+        check(&with("branch = \"x\"\n"), 9, "unknown key `branch`");
     }
 }

@@ -12,9 +12,10 @@ mod task;
 pub mod gitpath;
 pub use duration::{format_ago, format_duration, format_millis, parse_duration};
 pub use env::{
-    check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Harness, HostRule,
-    Inject, InstallChange, LeakPolicy, Maintenance, Network, NetworkPolicy, Preset, ResourceLimits,
-    SecretDecl, SecretPhase, Setup, SpecError, DEFAULT_IMAGE, INSTALL_TOOLS, REPO_ENV_FILE,
+    check_branch, Access, Agent, Approval, Cache, Diagnostic, Environment, Forge, ForgeKind,
+    Harness, HostRule, Inject, InstallChange, LeakPolicy, Maintenance, Network, NetworkPolicy,
+    Preset, ResourceLimits, SecretDecl, SecretPhase, Setup, SpecError, ASSOCIATIONS,
+    DEFAULT_AUTHOR, DEFAULT_IMAGE, DEFAULT_TRUSTED, GITHUB_API, INSTALL_TOOLS, REPO_ENV_FILE,
     TOOLCHAINS,
 };
 pub use ids::{EnvName, IdError, TaskId, Workspace};

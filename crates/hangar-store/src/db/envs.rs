@@ -84,6 +84,14 @@ impl Db {
             .map_err(query("list environments"))
     }
 
+    /// Every workspace's environments (the forge's webhooks choose among them).
+    pub async fn all_envs(&self) -> DbResult<Vec<EnvRecord>> {
+        sqlx::query_as("SELECT * FROM environments ORDER BY workspace, name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("list every workspace's environments"))
+    }
+
     /// Deletes an environment and its secrets.
     pub async fn delete_env(&self, workspace: &str, name: &str) -> DbResult<()> {
         let mut tx = self.begin().await?;

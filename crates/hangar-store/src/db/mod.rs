@@ -1,6 +1,6 @@
 //! hangar's metadata database (sqlx, embedded migrations): environments, secrets, tasks,
-//! attempts, snapshots, API tokens, web sessions and the per-attempt logs, one module per
-//! table. Times are epoch milliseconds.
+//! attempts, snapshots, API tokens, web sessions, the forge's pull requests, deliveries
+//! and triggers, and the per-attempt logs, one module per table. Times are epoch milliseconds.
 //!
 //! The backend is SQLite (`sqlite.rs`), and everything that only SQLite accepts lives
 //! there: the connection settings, the migrations and the few SQL expressions that have
@@ -16,6 +16,7 @@ use sqlx::Database;
 
 mod attempts;
 mod envs;
+mod forge;
 mod logs;
 mod secrets;
 mod sessions;
@@ -28,6 +29,7 @@ pub use attempts::{
     AttemptField, AttemptOutcome, AttemptRecord, CheckResult, DiffSummary, PhaseTiming,
 };
 pub use envs::EnvRecord;
+pub use forge::{PullRecord, TriggerRecord};
 pub use logs::{EventRow, LogLine, NetworkEntry, Stream};
 pub use secrets::SecretRow;
 pub use sessions::SessionRecord;
