@@ -387,6 +387,18 @@ impl Client {
         Ok(())
     }
 
+    /// PUTs a secret's value as the raw body, decoding the answer.
+    pub async fn put_secret_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        value: Secret,
+    ) -> Result<T> {
+        let resp = self
+            .send(Method::PUT, path, Some(Body::Secret(value)))
+            .await?;
+        decode(path, resp).await
+    }
+
     pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.send(Method::DELETE, path, None).await?;
         decode(path, resp).await

@@ -5,6 +5,7 @@
 mod activity;
 pub mod attach;
 pub mod client;
+mod forge;
 mod ops;
 mod resources;
 mod server;
@@ -13,6 +14,7 @@ pub mod tls;
 pub mod wire;
 
 pub use activity::Activity;
+pub use forge::GITHUB_WEBHOOK;
 pub use server::{router, Api, ApiError, AttemptDiff, Caller, Listener, HEALTH, ROUTES};
 pub use session::{SignedIn, WebSession};
 

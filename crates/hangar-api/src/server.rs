@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use hangar_engine::forge::{ForgeError, WebhookError};
 use hangar_engine::runner::Runner;
 use hangar_engine::{Engine, EngineError, Task, TaskFilter, Unfollowable};
 use hangar_spec::Workspace;
@@ -195,6 +196,8 @@ routes! {
     post "/v1/tokens" => create_token,
     delete "/v1/tokens/{id}" => remove_token,
     post "/v1/ui/links" => create_ui_links,
+    post "/v1/tasks/{id}/pull" => crate::forge::open_pull,
+    put "/v1/environments/{name}/forge" => crate::forge::connect_forge,
 }
 
 /// `GET /v1/health` answers without a token (it says nothing of any workspace).
@@ -209,6 +212,12 @@ pub fn router(api: Api) -> Router {
             authenticate,
         ))
         .route(HEALTH, get(health))
+        .route(
+            crate::forge::GITHUB_WEBHOOK,
+            post(crate::forge::github_webhook).layer(axum::extract::DefaultBodyLimit::max(
+                crate::forge::MAX_DELIVERY,
+            )),
+        )
         .fallback(no_such_route)
         .with_state(api)
 }
@@ -327,6 +336,30 @@ impl From<EngineError> for ApiError {
             | EngineError::BadVariable(_)
             | EngineError::Export { .. }
             | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
+            e @ (EngineError::NothingToPull { .. } | EngineError::TreeMismatch { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            e @ (EngineError::BadBranch { .. } | EngineError::ForgeSecretUnset { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
+            // The forge's own answer, relayed: it names no internals of hangar's.
+            e @ EngineError::Forge(
+                ForgeError::PullExists { .. }
+                | ForgeError::Rejected { .. }
+                | ForgeError::RateLimited { .. }
+                | ForgeError::Failing { .. }
+                | ForgeError::Unreachable { .. }
+                | ForgeError::BadAnswer { .. },
+            ) => ApiError::new(StatusCode::BAD_GATEWAY, "forge", e.to_string()),
+            e @ EngineError::Forge(ForgeError::BadRepoName { .. } | ForgeError::BadUrl { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
+            e @ EngineError::Webhook(WebhookError::Unsigned | WebhookError::BadSignature) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+            e @ EngineError::Webhook(WebhookError::BadPayload { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
             e @ EngineError::Forbidden { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
@@ -549,7 +582,16 @@ async fn load(engine: &Engine, id: &str) -> ApiResult<(Task, Vec<AttemptRecord>)
 /// A task of `engine`'s view as the API shows it.
 async fn view(engine: &Engine, task: &Task) -> ApiResult<TaskView> {
     let attempts = engine.attempts(task).await?;
-    TaskView::new(task.record(), &attempts, engine.queue_position(task)).map_err(ApiError::internal)
+    let pulls = engine.pull_requests(task).await?;
+    let trigger = engine.forge_trigger(task).await?;
+    TaskView::new(
+        task.record(),
+        &attempts,
+        engine.queue_position(task),
+        &pulls,
+        trigger.as_ref(),
+    )
+    .map_err(ApiError::internal)
 }
 
 async fn show_task(

@@ -5,7 +5,7 @@
 
 use hangar_engine::{cache, secrets, travel};
 use hangar_spec::TaskId;
-use hangar_store::db::{self, AttemptRecord, TaskRecord};
+use hangar_store::db::{self, AttemptRecord, PullRecord, TaskRecord, TriggerRecord};
 
 /// The words the documents spell (statuses, phases, harnesses), and the credential type
 /// secret values and tokens travel in: the API's clients name them from here.
@@ -181,6 +181,10 @@ pub struct TaskView {
     pub best: Option<u32>,
     /// While waiting for a slot: 1 when it is next.
     pub queue_position: Option<usize>,
+    /// The branches pushed for its attempts and their pull requests (`hangar pr`).
+    pub pull_requests: Vec<PullView>,
+    /// For a task a webhook started: what it owes the forge and how answering went.
+    pub forge: Option<ForgeAnswer>,
 }
 
 impl TaskView {
@@ -190,6 +194,8 @@ impl TaskView {
         t: &TaskRecord,
         attempts: &[AttemptRecord],
         queue_position: Option<usize>,
+        pulls: &[PullRecord],
+        trigger: Option<&TriggerRecord>,
     ) -> Result<Self, cache::CacheInfoError> {
         Ok(TaskView {
             task: t.into(),
@@ -204,8 +210,135 @@ impl TaskView {
             ranking: hangar_engine::best::rank(attempts),
             best: hangar_engine::best::best(attempts),
             queue_position,
+            pull_requests: pulls.iter().map(PullView::from).collect(),
+            forge: trigger.map(ForgeAnswer::from),
         })
     }
+}
+
+/// A branch hangar pushed for an attempt, and the pull request opened from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullView {
+    pub attempt: u32,
+    pub branch: String,
+    /// The branch the pull request goes into.
+    pub base: String,
+    pub commit: String,
+    /// `None`: the branch was pushed and no pull request opened (no forge, or not yet).
+    pub number: Option<u64>,
+    pub url: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&PullRecord> for PullView {
+    fn from(p: &PullRecord) -> PullView {
+        PullView {
+            attempt: p.attempt,
+            branch: p.branch.clone(),
+            base: p.base.clone(),
+            commit: p.commit.clone(),
+            number: p.number,
+            url: p.url.clone(),
+            created_at: rfc3339(p.created_ms),
+        }
+    }
+}
+
+/// What a task a webhook started owes the forge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgeAnswer {
+    /// `mention`, `review` or `autofix`.
+    pub kind: String,
+    /// `owner/name`.
+    pub repository: String,
+    /// The issue or pull request it answers on.
+    pub number: Option<u64>,
+    /// The branch a pull request of its change goes into.
+    pub base: String,
+    pub answered_at: Option<String>,
+    /// Why answering failed, if it did.
+    pub error: Option<String>,
+}
+
+impl From<&TriggerRecord> for ForgeAnswer {
+    fn from(t: &TriggerRecord) -> ForgeAnswer {
+        ForgeAnswer {
+            kind: t.kind.clone(),
+            repository: t.repository.clone(),
+            number: t.number,
+            base: t.base.clone(),
+            answered_at: t.answered_ms.map(rfc3339),
+            error: t.error.clone(),
+        }
+    }
+}
+
+/// `POST /v1/tasks/{id}/pull`: which attempt, onto what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPull {
+    /// The attempt; none: the best ready one.
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    /// The branch to push; none: `hangar/<task>-<attempt>`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The branch it goes into; none: the task's branch, else the default branch.
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// What `POST /v1/tasks/{id}/pull` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullOpened {
+    pub task: String,
+    #[serde(flatten)]
+    pub pull: PullView,
+    /// Whether this call pushed or opened anything (`false`: it was all there).
+    pub new: bool,
+    /// Whether the environment names a forge (without one only the branch is pushed).
+    pub forge: bool,
+}
+
+/// `PUT /v1/environments/{name}/forge`'s query (the webhook secret is the body).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectForge {
+    /// The secret that holds the token; default `GITHUB_TOKEN`.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// The secret the webhook secret goes into; default `GITHUB_WEBHOOK_SECRET`.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// `owner/name`; default: read from the repository's https URL.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// The API's base URL (GitHub Enterprise Server); default github.com's.
+    #[serde(default)]
+    pub api: Option<String>,
+}
+
+/// The forge an environment now names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgeConnected {
+    pub environment: String,
+    pub kind: String,
+    pub repository: String,
+    pub api: String,
+    pub token_secret: String,
+    pub webhook_secret: String,
+    /// Whether the token secret has a value (set it with `hangar secret set`).
+    pub token_set: bool,
+}
+
+/// The answer to a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookAnswer {
+    /// `accepted`, `duplicate` or `not-served`.
+    pub status: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1164,6 +1297,25 @@ mod tests {
                     bare,
                 ],
                 Some(1),
+                &[PullRecord {
+                    task: task().id,
+                    attempt: 1,
+                    branch: "hangar/01234567-1".into(),
+                    base: "main".into(),
+                    commit: "c0ffee".into(),
+                    number: Some(7),
+                    url: Some("https://forge.test/o/r/pull/7".into()),
+                    created_ms: 1_700_000_060_000,
+                }],
+                Some(&TriggerRecord {
+                    task: task().id,
+                    kind: "mention".into(),
+                    repository: "o/r".into(),
+                    number: Some(3),
+                    base: "main".into(),
+                    answered_ms: Some(1_700_000_060_000),
+                    error: Some("the forge answered 403".into()),
+                }),
             )
             .unwrap(),
             concat!(
@@ -1184,8 +1336,63 @@ mod tests {
                 r#""base_commit":null,"sandbox":null,"cache":null,"timings":[],"summary":null,"#,
                 r#""check":null,"created_at":"2023-11-14T22:13:20.000Z","started_at":null,"#,
                 r#""finished_at":null}],"#,
-                r#""ranking":[1,2],"best":1,"queue_position":1}"#,
+                r#""ranking":[1,2],"best":1,"queue_position":1,"pull_requests":[{"attempt":1,"#,
+                r#""branch":"hangar/01234567-1","base":"main","commit":"c0ffee","number":7,"#,
+                r#""url":"https://forge.test/o/r/pull/7","created_at":"2023-11-14T22:14:20.000Z"}],"#,
+                r#""forge":{"kind":"mention","repository":"o/r","number":3,"base":"main","#,
+                r#""answered_at":"2023-11-14T22:14:20.000Z","error":"the forge answered 403"}}"#,
             ),
+        );
+        check(
+            PullOpened {
+                task: "0123456789ab".into(),
+                pull: PullView {
+                    attempt: 2,
+                    branch: "fix".into(),
+                    base: "main".into(),
+                    commit: "c0ffee".into(),
+                    number: None,
+                    url: None,
+                    created_at: "2023-11-14T22:14:20.000Z".into(),
+                },
+                new: true,
+                forge: false,
+            },
+            concat!(
+                r#"{"task":"0123456789ab","attempt":2,"branch":"fix","base":"main","commit":"c0ffee","#,
+                r#""number":null,"url":null,"created_at":"2023-11-14T22:14:20.000Z","new":true,"forge":false}"#,
+            ),
+        );
+        check(
+            OpenPull {
+                attempt: Some(2),
+                branch: None,
+                base: Some("dev".into()),
+                draft: true,
+            },
+            r#"{"attempt":2,"branch":null,"base":"dev","draft":true}"#,
+        );
+        check(
+            ForgeConnected {
+                environment: "web".into(),
+                kind: "github".into(),
+                repository: "o/r".into(),
+                api: "https://api.github.com".into(),
+                token_secret: "GITHUB_TOKEN".into(),
+                webhook_secret: "GITHUB_WEBHOOK_SECRET".into(),
+                token_set: false,
+            },
+            concat!(
+                r#"{"environment":"web","kind":"github","repository":"o/r","api":"https://api.github.com","#,
+                r#""token_secret":"GITHUB_TOKEN","webhook_secret":"GITHUB_WEBHOOK_SECRET","token_set":false}"#,
+            ),
+        );
+        check(
+            WebhookAnswer {
+                status: "duplicate".into(),
+                message: "this delivery was heard before".into(),
+            },
+            r#"{"status":"duplicate","message":"this delivery was heard before"}"#,
         );
         check(
             TaskSummary::from(&TaskRecord {

@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// The internal hosts (`host` or `host:port`) a tenant's destinations may be: the
     /// local admin's decision (`hangar serve --open-internal`). Default: none.
     pub open_internal: Vec<HostRule>,
+    /// The daemon's address as its users reach it (`https://hangar.example:7700`), for
+    /// the links to a task's page that pull requests and comments carry. Default: none.
+    pub public_url: Option<String>,
 }
 
 impl EngineConfig {
@@ -58,6 +61,7 @@ impl EngineConfig {
             trusted_cas: None,
             clock: Arc::new(hangar_store::db::now_ms),
             open_internal: Vec::new(),
+            public_url: None,
         }
     }
 }

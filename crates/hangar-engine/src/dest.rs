@@ -65,6 +65,22 @@ impl Engine {
             self.check_host("[agent] endpoint", &rule.pattern, Some(port))
                 .await?;
         }
+        if let Some(forge) = &env.forge {
+            let (tls, rest) = match forge.api.strip_prefix("https://") {
+                Some(r) => (true, r),
+                None => (
+                    false,
+                    forge.api.strip_prefix("http://").unwrap_or(&forge.api),
+                ),
+            };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            // The file's check read the authority as a host rule already.
+            if let Ok(mut rule) = HostRule::parse(authority) {
+                rule.port.get_or_insert(if tls { 443 } else { 80 });
+                self.check_host("[forge] api", &rule.pattern, rule.port)
+                    .await?;
+            }
+        }
         for (phase, table) in [
             ("setup", &env.network.setup),
             ("maintenance", &env.network.maintenance),
@@ -316,6 +332,25 @@ mod tests {
             None,
             "admin",
         );
+    }
+
+    #[tokio::test]
+    async fn a_tenants_forge_api_is_an_external_or_opened_host() {
+        let (_dir, engine) = tenant(&["opened.test:443"]).await;
+        for (api, expected) in [
+            ("https://public.test/api/v3", None),
+            ("https://opened.test", None),
+            ("https://internal.test", Some("resolves to 10.0.0.1")),
+            ("http://127.0.0.1:9", Some("--open-internal 127.0.0.1:9")),
+            ("https://[::1]:8443/api", Some("--open-internal [::1]:8443")),
+        ] {
+            let source = format!(
+                "name = \"e\"\nrepo = \"https://public.test/o/r.git\"\n[secrets.T]\n\
+                 [forge]\nkind = \"github\"\napi = \"{api}\"\ntoken = \"T\"\n"
+            );
+            let env = Environment::parse("e.toml", &source).unwrap();
+            check(engine.check_destinations(&env).await, expected, api);
+        }
     }
 
     /// Regression: git looked the tenant's repository host up again after the check, so a

@@ -110,6 +110,34 @@ pub enum EngineError {
     #[error("failed to use the workspace: {0}")]
     InvalidWorkspace(hangar_spec::IdError),
 
+    // ---- the forge ----
+    #[error("failed to open a pull request for task {task}: {why}")]
+    NothingToPull { task: TaskId, why: String },
+    #[error("failed to use {what} `{branch}`: it {message}")]
+    BadBranch {
+        what: &'static str,
+        branch: String,
+        message: String,
+    },
+    /// The commit made on the host holds another tree than the attempt's workspace did.
+    #[error(
+        "failed to commit the attempt's diff: it makes tree {got} on the host, and the \
+         attempt's workspace held {expected}"
+    )]
+    TreeMismatch { expected: String, got: String },
+    #[error(
+        "failed to use the forge of environment `{env}`: secret `{name}` has no value; set it \
+         with `hangar secret set {env} {name}`"
+    )]
+    ForgeSecretUnset { env: String, name: String },
+    #[error("failed to {0}")]
+    Forge(#[from] hangar_forge::ForgeError),
+    #[error("failed to {0}")]
+    Webhook(#[from] hangar_forge::webhook::WebhookError),
+    /// A blocking step's thread ended without an answer (it panicked).
+    #[error("failed to finish a background step: {0}")]
+    Background(String),
+
     // ---- `hangar run` ----
     #[error("failed to run a command: none was given")]
     NoCommand,

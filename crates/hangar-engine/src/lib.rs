@@ -13,6 +13,7 @@ mod dest;
 pub mod diff;
 mod error;
 mod followup;
+pub mod forge;
 mod git;
 pub mod images;
 mod layers;
@@ -42,6 +43,7 @@ pub use apply::{apply_patch, ApplyReport};
 pub use config::{default_slots, EngineConfig, MAX_ATTEMPTS};
 use dest::Principal;
 pub use error::{EngineError, FollowRefusal, Invalid, Result, Unfollowable};
+pub use forge::{Delivery, ForgeConnect, Heard, PullOptions, Pulled};
 pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
 pub use layers::CacheGcReport;
@@ -117,6 +119,8 @@ pub struct Shared {
     boot_id: String,
     /// Snapshot, kept and harness layer directories, and their collector.
     layers: layers::Layers,
+    /// Where users reach the daemon, for links the forge shows.
+    public_url: Option<String>,
 }
 
 /// How this engine makes sandboxes.
@@ -173,6 +177,7 @@ impl Engine {
             trusted_cas,
             clock,
             open_internal,
+            public_url,
         } = config;
         let max_running = max_running.max(1);
         let max_attempts = match max_attempts {
@@ -209,6 +214,7 @@ impl Engine {
             ),
             clock,
             boot_id: boot_id(),
+            public_url,
             store,
         };
         Ok(Engine {
@@ -225,6 +231,15 @@ impl Engine {
             shared: self.shared.clone(),
             workspace: ws.clone(),
             principal: Principal::LocalAdmin,
+        }
+    }
+
+    /// Another handle on this same view (its workspace and principal).
+    pub(crate) fn again(&self) -> Engine {
+        Engine {
+            shared: self.shared.clone(),
+            workspace: self.workspace.clone(),
+            principal: self.principal,
         }
     }
 
@@ -440,6 +455,7 @@ impl Engine {
                 theirs.agent.endpoint != env.agent.endpoint,
             ),
             ("[agent] key", theirs.agent.key != env.agent.key),
+            ("[forge]", theirs.forge != env.forge),
         ];
         let changed: Vec<&str> = guarded
             .iter()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
 use hangar_spec::{TaskId, TaskStatus};
-use hangar_store::db::LogLine;
+use hangar_store::db::{LogLine, TriggerRecord};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -75,8 +75,37 @@ impl Runner {
     /// Stores the task through `engine` (the caller's view of this runner's engine: its
     /// workspace and principal), starts it in the background and returns it as accepted.
     pub async fn accept(self: &Arc<Self>, engine: Engine, req: &TaskRequest) -> Result<Task> {
+        self.start(engine, req, None::<fn(&TaskId) -> TriggerRecord>)
+            .await
+    }
+
+    /// As [`Runner::accept`], with what the task owes the forge stored before it runs, so
+    /// the answer goes however quickly it ends.
+    pub(crate) async fn accept_owing(
+        self: &Arc<Self>,
+        engine: Engine,
+        req: &TaskRequest,
+        owes: impl FnOnce(&TaskId) -> TriggerRecord,
+    ) -> Result<Task> {
+        self.start(engine, req, Some(owes)).await
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        engine: Engine,
+        req: &TaskRequest,
+        owes: Option<impl FnOnce(&TaskId) -> TriggerRecord>,
+    ) -> Result<Task> {
         let task = Task::checked(engine.submit(req).await?);
         let id = task.id().clone();
+        let owing = owes.is_some();
+        if let Some(owes) = owes {
+            if let Err(e) = engine.db.create_trigger(&owes(&id)).await {
+                let reason = format!("failed to note what the task owes the forge: {e}");
+                engine.fail_unfinished(&id, &reason).await?;
+                return Err(e.into());
+            }
+        }
         self.live.lock().expect("not poisoned").insert(
             id.clone(),
             Live {
@@ -100,8 +129,27 @@ impl Runner {
             }
             // Dropping the sender ends every follower's stream.
             runner.live.lock().expect("not poisoned").remove(&id);
+            if owing {
+                if let Err(e) = engine.answer_forge(&id).await {
+                    tracing::warn!("task {id}: failed to answer the forge: {e}");
+                }
+            }
         });
         Ok(task)
+    }
+
+    /// Runs forge work that a webhook's answer does not wait for, beside the tasks (so
+    /// shutdown waits for it too), logging how it failed.
+    pub(crate) fn spawn_forge_work(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) {
+        self.tasks.lock().expect("not poisoned").spawn(async move {
+            if let Err(e) = work.await {
+                tracing::warn!("webhook: failed to {what}: {e}");
+            }
+        });
     }
 
     fn publish(&self, id: &TaskId, e: &Event) {

@@ -26,5 +26,6 @@ CREATE TABLE forge_triggers (
     repository  TEXT    NOT NULL,   -- owner/name
     number      INTEGER,            -- the issue or pull request answered; NULL for autofix
     base        TEXT    NOT NULL,   -- the branch a pull request of the change goes into
-    answered_ms INTEGER             -- when the answer was posted
+    answered_ms INTEGER,            -- when the answer was posted
+    error       TEXT                -- why answering failed, if it did
 );

@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// loopback, private ranges or own addresses.
     #[arg(long, env = "HANGAR_OPEN_INTERNAL", value_delimiter = ',', value_parser = hangar_spec::HostRule::parse)]
     open_internal: Vec<hangar_spec::HostRule>,
+    /// The address users reach this daemon at (`https://hangar.example:7700`), for the
+    /// links to a task's page in pull requests and comments. Default: the first TCP
+    /// listener's.
+    #[arg(long, env = "HANGAR_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// How the TCP listeners speak: TLS, or plain HTTP where that is safe or asked for.
@@ -224,6 +229,10 @@ pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> 
         config.trusted_cas = Some(hangar_engine::read_cas(&args.trust_ca)?);
     }
     config.open_internal = args.open_internal.clone();
+    config.public_url = args
+        .public_url
+        .clone()
+        .or_else(|| tcp_listeners.first().map(|(_, site)| site.clone()));
     let engine = Arc::new(Engine::open(config).await?);
     let recovered = engine
         .recover()

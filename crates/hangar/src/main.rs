@@ -22,6 +22,7 @@ use hangar_store::Store;
 use tokio::io::AsyncReadExt;
 
 mod daemon;
+mod forge;
 mod progress;
 mod secrets;
 mod signals;
@@ -153,6 +154,13 @@ enum ApiCommand {
     Diff(tasks::TaskArgs),
     /// Apply a task's diff to the git repository you are in.
     Apply(tasks::TaskArgs),
+    /// Push an attempt's diff as a branch of the environment's repository and open its
+    /// pull request; prints its URL (the same attempt again: the same pull request).
+    Pr(forge::PrArgs),
+    /// Connect an environment to its forge (GitHub): pull requests, mentions, reviews
+    /// and autofixes of failed workflow runs.
+    #[command(subcommand)]
+    Forge(forge::ForgeCommand),
     /// Print a one-time link that signs a browser in to the web UI as the local admin
     /// (valid 10 minutes, one use); on a desktop, open it.
     Ui {
@@ -381,6 +389,8 @@ async fn through_api(client: &hangar_api::client::Client, command: ApiCommand) -
         ApiCommand::Diff(task) => tasks::diff(client, task).await.map(|()| 0),
         ApiCommand::Apply(task) => tasks::apply(client, task).await.map(|()| 0),
         ApiCommand::Ui { json } => ui::ui(client, json).await.map(|()| 0),
+        ApiCommand::Pr(args) => forge::pr(client, args).await.map(|()| 0),
+        ApiCommand::Forge(cmd) => forge::forge(client, cmd).await.map(|()| 0),
     }
 }
 

@@ -761,6 +761,28 @@ pub async fn show(client: &Client, args: TaskArgs, as_json: bool) -> Result<()> 
             None => println!("best        none ready (ranking {})", listed.join(", ")),
         }
     }
+    if let Some(f) = &t.forge {
+        let on = f.number.map(|n| format!(" #{n}")).unwrap_or_default();
+        let how = match (&f.error, &f.answered_at) {
+            (Some(e), _) => format!("failed: {e}"),
+            (None, Some(at)) => format!("answered {at}"),
+            (None, None) => "answers when the task ends".to_string(),
+        };
+        println!("forge       {} on {}{on}: {how}", f.kind, f.repository);
+    }
+    for p in &t.pull_requests {
+        let what = match (&p.url, p.number) {
+            (Some(url), Some(n)) => format!("#{n} {url}"),
+            _ => "no pull request".to_string(),
+        };
+        println!(
+            "pull        attempt {}: {what} (branch {} at {}, into {})",
+            p.attempt,
+            p.branch,
+            &p.commit[..p.commit.len().min(12)],
+            p.base
+        );
+    }
     for a in &t.attempts {
         println!();
         println!("attempt {}   {}", a.index, a.status);

@@ -883,3 +883,93 @@ fn exec_from_continues_an_earlier_task() {
         "{stderr}"
     );
 }
+
+#[test]
+fn pr_pushes_the_attempts_branch_and_forge_connect_names_the_forge() {
+    let name = unique("pr");
+    let repo = example(&name);
+    let r = repo.path();
+    ok_in(r, &["env", "create", "--file", ".hangar/environment.toml"], 0);
+    let out = ok_in(r, &["exec", "--env", &name, "--quiet", "Fix the failing test"], 0);
+    let id = out.lines().last().unwrap().to_string();
+
+    // No forge: the branch alone, pushed to the repository.
+    let got = json_in(r, &["pr", &id, "--branch", "fix/test", "--json"]);
+    assert_eq!(
+        keys(&got),
+        ["attempt", "base", "branch", "commit", "created_at", "forge", "new", "number", "task", "url"]
+    );
+    assert_eq!((got["new"].as_bool(), got["forge"].as_bool()), (Some(true), Some(false)));
+    assert_eq!((got["number"].clone(), got["base"].as_str()), (Value::Null, Some("main")));
+    let commit = got["commit"].as_str().unwrap().to_string();
+    let pushed = Command::new("git")
+        .current_dir(r)
+        .args(["rev-parse", "fix/test"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&pushed.stdout).trim(), commit);
+    // Asked again: the same branch, nothing pushed.
+    let out = hangar_in(r, &["pr", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("already pushed branch fix/test"), "{stderr}");
+    assert!(stderr.contains("no pull request was opened"), "{stderr}");
+    let shown = ok_in(r, &["show", &id], 0);
+    assert!(
+        shown.contains(&format!(
+            "pull        attempt 1: no pull request (branch fix/test at {}, into main)",
+            &commit[..12]
+        )),
+        "{shown}"
+    );
+    let view = json_in(r, &["show", &id, "--json"]);
+    assert_eq!(view["pull_requests"][0]["commit"], commit.as_str());
+
+    // A forge named: [forge] and its two secrets, declared for no phase.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "webhook secret value\n").unwrap();
+    let connected = json_in(
+        r,
+        &[
+            "forge",
+            "connect",
+            "github",
+            "--env",
+            &name,
+            "--webhook-secret-file",
+            secret.path().to_str().unwrap(),
+            "--repository",
+            "octo/app",
+            "--json",
+        ],
+    );
+    assert_eq!(connected["repository"], "octo/app");
+    assert_eq!(connected["token_secret"], "GITHUB_TOKEN");
+    assert_eq!(connected["token_set"], false);
+    let secrets = json_in(r, &["secret", "ls", &name, "--json"]);
+    let listed: Vec<(String, Value, Value)> = secrets["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["phases"].clone(), s["set"].clone()))
+        .collect();
+    assert!(listed.contains(&("GITHUB_TOKEN".into(), serde_json::json!([]), Value::Bool(false))), "{listed:?}");
+    assert!(
+        listed.contains(&("GITHUB_WEBHOOK_SECRET".into(), serde_json::json!([]), Value::Bool(true))),
+        "{listed:?}"
+    );
+    // The earlier task's pull request now needs the token: a clear error, nothing lost.
+    let out = hangar_in(r, &["pr", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hangar secret set"), "{stderr}");
+    assert!(stderr.contains("GITHUB_TOKEN"), "{stderr}");
+    // A bad webhook secret file is named.
+    let out = hangar_in(
+        r,
+        &["forge", "connect", "github", "--env", &name, "--webhook-secret-file", "/nonexistent"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+}

@@ -68,6 +68,8 @@ pub struct TriggerRecord {
     /// Where a pull request of the task's change goes.
     pub base: String,
     pub answered_ms: Option<i64>,
+    /// Why answering the forge failed, if it did.
+    pub error: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -78,6 +80,7 @@ struct TriggerColumns {
     number: Option<i64>,
     base: String,
     answered_ms: Option<i64>,
+    error: Option<String>,
 }
 
 impl TryFrom<TriggerColumns> for TriggerRecord {
@@ -97,6 +100,7 @@ impl TryFrom<TriggerColumns> for TriggerRecord {
                 .transpose()?,
             base: c.base,
             answered_ms: c.answered_ms,
+            error: c.error,
         })
     }
 }
@@ -213,7 +217,7 @@ impl Db {
 
     pub async fn trigger(&self, task: &TaskId) -> DbResult<Option<TriggerRecord>> {
         let row: Option<TriggerColumns> = sqlx::query_as(
-            "SELECT task_id, kind, repository, number, base, answered_ms FROM forge_triggers \
+            "SELECT task_id, kind, repository, number, base, answered_ms, error FROM forge_triggers \
              WHERE task_id = $1",
         )
         .bind(task.as_str())
@@ -235,6 +239,17 @@ impl Db {
         .map_err(query("mark the forge answered"))?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Notes why answering the forge failed.
+    pub async fn trigger_failed(&self, task: &TaskId, error: &str) -> DbResult<()> {
+        sqlx::query("UPDATE forge_triggers SET error = $1 WHERE task_id = $2")
+            .bind(error)
+            .bind(task.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(query("note why the forge was not answered"))?;
+        Ok(())
     }
 }
 
@@ -295,6 +310,7 @@ mod tests {
             number: Some(3),
             base: "main".into(),
             answered_ms: None,
+            error: None,
         };
         db.create_trigger(&t).await.unwrap();
         assert_eq!(db.trigger(&task.id).await.unwrap(), Some(t.clone()));

@@ -13,7 +13,8 @@ use axum::{Extension, Form, Router};
 use futures_util::StreamExt;
 use hangar_api::wire::{
     AgentEvent, Approval, AttemptQuery, AttemptStatus, AttemptView, EnvList, Harness, LogLine,
-    NetworkEntry, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary, TaskView,
+    NetworkEntry, OpenPull, StreamEvent, SubmitTask, TaskList, TaskQuery, TaskStatus, TaskSummary,
+    TaskView,
 };
 use hangar_api::{Api, ApiError};
 use maud::{html, Markup};
@@ -45,6 +46,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/ui/tasks/{id}/live", get(live))
         .route("/ui/tasks/{id}/log", get(log_stream))
         .route("/ui/tasks/{id}/cancel", post(cancel))
+        .route("/ui/tasks/{id}/attempts/{attempt}/pull", post(open_pull))
         .route("/ui/tasks/{id}/diff/{attempt}/file/{index}", get(diff_file))
         .route("/ui/tasks/{id}/diff/{attempt}/patch", get(diff_patch))
 }
@@ -546,14 +548,14 @@ fn live_top(csrf: &str, t: &TaskView, p: &ShowParams) -> Markup {
             h2 { "Attempts" }
             div #attempts.attempts {
                 @for a in &t.attempts {
-                    (attempt_card(t, a))
+                    (attempt_card(csrf, t, a))
                 }
             }
         }
     }
 }
 
-fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
+fn attempt_card(csrf: &str, t: &TaskView, a: &AttemptView) -> Markup {
     let best = t.best == Some(a.index);
     let rank = t.ranking.iter().position(|i| *i == a.index).map(|r| r + 1);
     html! {
@@ -604,6 +606,27 @@ fn attempt_card(t: &TaskView, a: &AttemptView) -> Markup {
             }
             @if a.status == AttemptStatus::Ready {
                 a.follow-up.button href={ "/ui/tasks/new?from=" (t.task.id) ":" (a.index) } { "Follow up" }
+            }
+            @let pull = t.pull_requests.iter().find(|p| p.attempt == a.index);
+            @match pull {
+                Some(p) => {
+                    p.pull-request {
+                        @match (&p.url, p.number) {
+                            // The forge's answer names the page; only a web address becomes a link.
+                            (Some(url), Some(n)) if url.starts_with("https://") || url.starts_with("http://") => { "Pull request " a href=(url) rel="noreferrer" { "#" (n) } " from " code { (p.branch) } }
+                            (Some(url), Some(n)) => { "Pull request #" (n) " (" (url) ") from " code { (p.branch) } }
+                            _ => { "Branch " code { (p.branch) } " pushed (no pull request: the environment names no forge)" }
+                        }
+                    }
+                }
+                None => {
+                    @if a.status == AttemptStatus::Ready && a.summary.is_some_and(|d| d.files_changed > 0) {
+                        form.open-pull method="post" action={ "/ui/tasks/" (t.task.id) "/attempts/" (a.index) "/pull" } {
+                            (csrf_field(csrf))
+                            button type="submit" { "Open pull request" }
+                        }
+                    }
+                }
             }
         }
     }
@@ -806,6 +829,24 @@ async fn cancel(
     Ok(see_other(&format!("/ui/tasks/{}", t.task.id)))
 }
 
+/// Pushes the attempt's diff as a branch and opens its pull request, then shows the
+/// task (whose attempt now links to it).
+async fn open_pull(
+    State(api): State<Api>,
+    Extension(s): Extension<Session>,
+    Path((id, attempt)): Path<(String, u32)>,
+) -> Page {
+    let req = OpenPull {
+        attempt: Some(attempt),
+        ..OpenPull::default()
+    };
+    let opened = api
+        .open_pull(&s.caller, &id, &req)
+        .await
+        .or_page(&s, Section::Tasks)?;
+    Ok(see_other(&format!("/ui/tasks/{}", opened.task)))
+}
+
 /// One file of a diff in the other view: what a file's view switch swaps in.
 async fn diff_file(
     State(api): State<Api>,
@@ -938,6 +979,16 @@ mod tests {
             best: attempts.first().map(|a| a.index),
             attempts,
             queue_position: None,
+            pull_requests: vec![hangar_api::wire::PullView {
+                attempt: 1,
+                branch: hostile::all(),
+                base: hostile::all(),
+                commit: hostile::all(),
+                number: Some(7),
+                url: Some("javascript:alert(1)".into()),
+                created_at: "2026-12-02T06:00:00.000Z".into(),
+            }],
+            forge: None,
         }
     }
 
@@ -948,8 +999,13 @@ mod tests {
         // The attempts' messages, errors and cache reasons.
         let t = view(vec![attempt(1), attempt(2)]);
         for a in &t.attempts {
-            assert_inert(&attempt_card(&t, a).into_string());
+            assert_inert(&attempt_card("csrf", &t, a).into_string());
         }
+        // A pull request's page address from the forge is a link only when it is a web
+        // address.
+        let card = attempt_card("csrf", &t, &t.attempts[0]).into_string();
+        assert!(card.contains("Pull request #7"), "{card}");
+        assert!(!card.contains("href=\"javascript:"), "{card}");
         // Log lines, stored or streamed.
         let line = LogLine {
             attempt: 1,
@@ -998,7 +1054,7 @@ mod tests {
         let cards: Vec<String> = t
             .attempts
             .iter()
-            .map(|a| attempt_card(&t, a).into_string())
+            .map(|a| attempt_card("csrf", &t, a).into_string())
             .collect();
         assert!(cards[1].contains(r#"class="attempt best""#), "{}", cards[1]);
         assert!(!cards[0].contains("attempt best"));
