@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hangar_sandbox::{HostConfig, SandboxId};
 
 pub mod browser;
+pub mod github;
 pub mod gitd;
 pub mod model;
 pub mod projects;
