@@ -121,7 +121,10 @@ fn parse_url(url: &str) -> Result<(Origin, String), String> {
             let (h, after) = r.split_once(']').ok_or("expected `]` after an IPv6 host")?;
             match after {
                 "" => (h, None),
-                p => (h, Some(p.strip_prefix(':').ok_or("expected `:` after `]`")?)),
+                p => (
+                    h,
+                    Some(p.strip_prefix(':').ok_or("expected `:` after `]`")?),
+                ),
             }
         }
         None => match authority.rsplit_once(':') {
@@ -186,7 +189,10 @@ pub struct GitHub {
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitHub")
-            .field("api", &format!("{}{}", self.origin.authority(), self.prefix))
+            .field(
+                "api",
+                &format!("{}{}", self.origin.authority(), self.prefix),
+            )
             .field("token", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -314,12 +320,10 @@ impl GitHub {
             .header(hyper::header::ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
             .header(hyper::header::USER_AGENT, "hangar");
-        let mut auth = hyper::header::HeaderValue::from_str(&format!(
-            "Bearer {}",
-            self.token.expose_str()
-        ))
-        // The value itself is never put in the message: it holds the token.
-        .map_err(|_| "the token holds characters a header may not".to_string())?;
+        let mut auth =
+            hyper::header::HeaderValue::from_str(&format!("Bearer {}", self.token.expose_str()))
+                // The value itself is never put in the message: it holds the token.
+                .map_err(|_| "the token holds characters a header may not".to_string())?;
         auth.set_sensitive(true);
         if let Some(h) = req.headers_mut() {
             h.insert(hyper::header::AUTHORIZATION, auth);
@@ -592,7 +596,9 @@ impl ErrorItem {
     fn text(&self) -> Option<String> {
         match self {
             ErrorItem::Text(t) => Some(t.clone()),
-            ErrorItem::Object { message: Some(m), .. } => Some(m.clone()),
+            ErrorItem::Object {
+                message: Some(m), ..
+            } => Some(m.clone()),
             ErrorItem::Object {
                 code: Some(c),
                 field,
@@ -790,10 +796,12 @@ impl Forge for GitHub {
         let p: wire::Pull = self.json(&what, Method::GET, &path, None).await?;
         let head_repo = match &p.head.repo {
             None => None,
-            Some(r) => Some(RepoName::parse(&r.full_name).map_err(|e| ForgeError::BadAnswer {
-                what: what.clone(),
-                message: e.to_string(),
-            })?),
+            Some(r) => Some(
+                RepoName::parse(&r.full_name).map_err(|e| ForgeError::BadAnswer {
+                    what: what.clone(),
+                    message: e.to_string(),
+                })?,
+            ),
         };
         Ok(PullInfo {
             number: p.number,
@@ -889,8 +897,14 @@ mod tests {
 
     #[test]
     fn api_urls_are_read() {
-        check("https://api.github.com", Ok(("api.github.com", 443, true, "/")));
-        check("https://api.github.com/", Ok(("api.github.com", 443, true, "/")));
+        check(
+            "https://api.github.com",
+            Ok(("api.github.com", 443, true, "/")),
+        );
+        check(
+            "https://api.github.com/",
+            Ok(("api.github.com", 443, true, "/")),
+        );
         check(
             "https://GHE.example:8443/api/v3/",
             Ok(("ghe.example", 8443, true, "/api/v3/")),
@@ -923,7 +937,10 @@ mod tests {
     fn redirects_resolve_against_their_origin() {
         let base = parse_url("https://api.github.com/x").unwrap().0;
         let (o, t) = resolve(&base, "https://storage.example/logs/1?sig=a%2Fb").unwrap();
-        assert_eq!((o.host.as_str(), t.as_str()), ("storage.example", "/logs/1?sig=a%2Fb"));
+        assert_eq!(
+            (o.host.as_str(), t.as_str()),
+            ("storage.example", "/logs/1?sig=a%2Fb")
+        );
         let (o, t) = resolve(&base, "/elsewhere?q=1").unwrap();
         assert_eq!((o, t.as_str()), (base.clone(), "/elsewhere?q=1"));
         assert!(resolve(&base, "http://storage.example/logs").is_err());
@@ -933,7 +950,8 @@ mod tests {
 
     #[test]
     fn error_messages_join_githubs_details() {
-        let check = |body: &str, expected: &str| assert_eq!(error_message(body.as_bytes()), expected);
+        let check =
+            |body: &str, expected: &str| assert_eq!(error_message(body.as_bytes()), expected);
         check(
             r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for o:b."}]}"#,
             "Validation Failed (A pull request already exists for o:b.)",
@@ -942,7 +960,10 @@ mod tests {
             r#"{"message":"Validation Failed","errors":[{"field":"head","code":"invalid"}]}"#,
             "Validation Failed (head: invalid)",
         );
-        check(r#"{"message":"Unprocessable","errors":["a","b"]}"#, "Unprocessable (a; b)");
+        check(
+            r#"{"message":"Unprocessable","errors":["a","b"]}"#,
+            "Unprocessable (a; b)",
+        );
         check(r#"{"message":"Not Found"}"#, "Not Found");
         check("<html>", "no message");
         check(r#"{"message":"a\nb"}"#, "a b");
@@ -950,7 +971,8 @@ mod tests {
 
     #[test]
     fn log_tails_keep_the_last_lines() {
-        let check = |log: &str, n: usize, expected: &str| assert_eq!(tail(log.as_bytes(), n), expected);
+        let check =
+            |log: &str, n: usize, expected: &str| assert_eq!(tail(log.as_bytes(), n), expected);
         check("a\nb\nc\n", 2, "b\nc");
         check("a\nb\nc", 5, "a\nb\nc");
         check("a\r\nb\r\n", 1, "b");
@@ -987,11 +1009,17 @@ mod tests {
         check(403, &[("x-ratelimit-remaining", "5")], None);
         check(403, &[], None);
         check(404, &[("retry-after", "2")], None);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let reset = (now + 30).to_string();
         let got = rate_limit_wait(&answer(
             403,
-            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)],
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset),
+            ],
         ))
         .unwrap()
         .as_secs();

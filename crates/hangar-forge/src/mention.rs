@@ -240,10 +240,7 @@ mod tests {
 
     #[test]
     fn a_mention_after_a_quote_or_a_block_counts() {
-        check(
-            "> @hangar do not\n\n@hangar do this",
-            task("do this"),
-        );
+        check("> @hangar do not\n\n@hangar do this", task("do this"));
         check("```\n@hangar no\n```\n@hangar yes", task("yes"));
         check("@hangarbot no\n@hangar yes", task("yes"));
         check("    ```\n@hangar yes", task("yes"));
@@ -270,7 +267,10 @@ mod tests {
             "## Review Guidelines ##\n- no unwrap\n### Details\n- really\n## Next\nx",
             Some("- no unwrap\n### Details\n- really"),
         );
-        guidelines("# Review guidelines\nall of it\n## sub\nstill", Some("all of it\n## sub\nstill"));
+        guidelines(
+            "# Review guidelines\nall of it\n## sub\nstill",
+            Some("all of it\n## sub\nstill"),
+        );
         guidelines(
             "## Review guidelines\n```md\n# not a heading\n```\ntail\n# Next",
             Some("```md\n# not a heading\n```\ntail"),

@@ -49,7 +49,10 @@ pub fn pull_title(prompt: &str) -> String {
 /// TASKID` when the prompt has no text.
 pub fn title(outcome: &Outcome) -> String {
     title_or(&outcome.prompt, || {
-        cut(&format!("hangar task {}", one_line(&outcome.task)), TITLE_MAX)
+        cut(
+            &format!("hangar task {}", one_line(&outcome.task)),
+            TITLE_MAX,
+        )
     })
 }
 
@@ -111,11 +114,7 @@ fn inline(s: &str) -> String {
 /// backticks in it, so nothing inside can close it, and GitHub neither renders HTML nor
 /// links mentions inside a code block.
 pub fn fenced(text: &str) -> String {
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat((longest + 1).max(3));
     let text = text.trim_end_matches(['\n', '\r']);
     format!("{fence}text\n{text}\n{fence}")
@@ -139,7 +138,7 @@ fn quoted(text: &str) -> String {
 
 /// A task id in code: hangar's own, yet never trusted to hold no backtick.
 fn code(s: &str) -> String {
-    let s = one_line(s).replace('`', "'");
+    let s = neutralize(&one_line(s)).replace('`', "'");
     format!("`{s}`")
 }
 
@@ -300,7 +299,10 @@ mod tests {
         check(&"a".repeat(72), &"a".repeat(72));
         check(&"a".repeat(73), &format!("{}…", "a".repeat(71)));
         check(&"é".repeat(80), &format!("{}…", "é".repeat(71)));
-        check(&format!("{} bc", "a".repeat(70)), &format!("{}…", "a".repeat(70)));
+        check(
+            &format!("{} bc", "a".repeat(70)),
+            &format!("{}…", "a".repeat(70)),
+        );
         check("ask @octocat", "ask @\u{200d}octocat");
         check("a\u{7}b\rc", "a b c");
     }
@@ -330,7 +332,10 @@ mod tests {
 
     #[test]
     fn inline_text_is_shown_as_written() {
-        assert_eq!(inline("<b>*x*</b> | @a"), "&lt;b&gt;\\*x\\*&lt;/b&gt; \\| @\u{200d}a");
+        assert_eq!(
+            inline("<b>*x*</b> | @a"),
+            "&lt;b&gt;\\*x\\*&lt;/b&gt; \\| @\u{200d}a"
+        );
     }
 
     #[test]

@@ -83,7 +83,10 @@ pub enum Hook {
     WorkflowFailed(WorkflowFailure),
     /// An event or action hangar does not act on (`ping`, an edited comment, a
     /// successful run, ...), with the event's name and action for the log.
-    Ignored { event: String, action: Option<String> },
+    Ignored {
+        event: String,
+        action: Option<String>,
+    },
 }
 
 /// Reads a verified delivery of event `event` (the `X-GitHub-Event` header).
@@ -288,11 +291,21 @@ mod tests {
         let good = sign(b"s3cret", body);
         let bad = Err("verify the webhook delivery: its signature does not match");
         check(b"s3cret", body, Some(&good), Ok(()));
-        check(b"s3cret", body, Some(&good.to_uppercase().replace("SHA256=", "sha256=")), Ok(()));
+        check(
+            b"s3cret",
+            body,
+            Some(&good.to_uppercase().replace("SHA256=", "sha256=")),
+            Ok(()),
+        );
         check(b"other", body, Some(&good), bad);
         check(b"s3cret", br#"{"action":"createD"}"#, Some(&good), bad);
         check(b"s3cret", body, Some(&good[..good.len() - 2]), bad);
-        check(b"s3cret", body, Some(&good.replace("sha256=", "sha1=")), bad);
+        check(
+            b"s3cret",
+            body,
+            Some(&good.replace("sha256=", "sha1=")),
+            bad,
+        );
         check(b"s3cret", body, Some(&good.replace("sha256=", "")), bad);
         check(b"s3cret", body, Some("sha256=zz"), bad);
         check(b"s3cret", body, Some(""), bad);
@@ -349,10 +362,16 @@ mod tests {
             r#"{"action":"created","issue":{"title":"t"},"comment":{},"repository":{}}"#,
         )
         .unwrap_err();
-        assert!(e.starts_with("read the `issue_comment` webhook delivery: "), "{e}");
+        assert!(
+            e.starts_with("read the `issue_comment` webhook delivery: "),
+            "{e}"
+        );
         assert!(e.contains("`number`"), "{e}");
         let e = parsed("issue_comment", "not json").unwrap_err();
-        assert!(e.starts_with("read the `issue_comment` webhook delivery: "), "{e}");
+        assert!(
+            e.starts_with("read the `issue_comment` webhook delivery: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct Recorded {
 }
 
 /// One path segment of a path template.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Segment {
     Literal(String),
     Param(String),
@@ -64,6 +64,9 @@ struct Operation {
     /// The operation object, with its path item's parameters merged into `parameters`.
     op: Value,
 }
+
+/// A path's parameters by name, decoded.
+type PathParams = Vec<(String, String)>;
 
 /// The description, indexed.
 struct Description {
@@ -97,10 +100,12 @@ fn description() -> &'static Description {
             let segments = template
                 .trim_start_matches('/')
                 .split('/')
-                .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(p) => Segment::Param(p.to_string()),
-                    None => Segment::Literal(s.to_string()),
-                })
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(p) => Segment::Param(p.to_string()),
+                        None => Segment::Literal(s.to_string()),
+                    },
+                )
                 .collect::<Vec<_>>();
             for method in METHODS {
                 let Some(op) = item.get(method) else {
@@ -113,13 +118,7 @@ fn description() -> &'static Description {
                 operations.push(Operation {
                     method: method.to_ascii_uppercase(),
                     template: template.clone(),
-                    segments: segments
-                        .iter()
-                        .map(|s| match s {
-                            Segment::Literal(l) => Segment::Literal(l.clone()),
-                            Segment::Param(p) => Segment::Param(p.clone()),
-                        })
-                        .collect(),
+                    segments: segments.clone(),
                     id: op["operationId"].as_str().unwrap_or_default().to_string(),
                     op,
                 });
@@ -154,7 +153,7 @@ impl Description {
     /// The operation a method and path are, and the path's parameters: of the templates
     /// the path fits, the one with literals earliest (`/pulls/comments` before
     /// `/pulls/{pull_number}`).
-    fn find(&self, method: &str, path: &str) -> Result<(&Operation, Vec<(String, String)>), String> {
+    fn find(&self, method: &str, path: &str) -> Result<(&Operation, PathParams), String> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let mut best: Option<(&Operation, Vec<bool>)> = None;
         let mut other_methods = Vec::new();
@@ -243,7 +242,12 @@ impl Description {
             .and_then(Value::as_object)
             .and_then(|e| e.values().next())
         {
-            return Some(self.deref(first).get("value").cloned().unwrap_or(Value::Null));
+            return Some(
+                self.deref(first)
+                    .get("value")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
         }
         if let Some(e) = content.get("example") {
             return Some(e.clone());
@@ -336,8 +340,11 @@ impl Description {
             }
         }
         if let Some(allowed) = schema["enum"].as_array() {
-            if !allowed.contains(value) && !(value.is_null() && nullable) {
-                errs.push(format!("{at} is {value}, not one of {}", Value::Array(allowed.clone())));
+            if !allowed.contains(value) {
+                errs.push(format!(
+                    "{at} is {value}, not one of {}",
+                    Value::Array(allowed.clone())
+                ));
             }
         }
         if let Some(s) = value.as_str() {
@@ -528,7 +535,8 @@ impl FakeGitHub {
     /// description's example for that status) and `headers`. A body that does not fit
     /// the description's schema for that answer (a wrong type, a value outside an enum,
     /// a property the schema forbids) is a violation; a status the operation does not
-    /// list is one too. Queued answers are used in order.
+    /// list is one too, but for 429 and 5xx, which GitHub may answer to anything. Queued
+    /// answers are used in order.
     pub fn answer_next(
         &self,
         operation_id: &str,
@@ -542,15 +550,17 @@ impl FakeGitHub {
             .unwrap_or_else(|| panic!("the description has no operation {operation_id}"));
         let mut state = self.state();
         match d.response(op, status) {
+            // GitHub answers any operation so when rate-limited or failing, though the
+            // description lists these per operation only here and there.
+            None if status == 429 || status >= 500 => {}
             None => state.violations.push(format!(
                 "{operation_id}: a test queued a {status} answer, which the description \
                  does not list"
             )),
             Some(response) => {
-                if let (Some(body), Some(schema)) = (
-                    &body,
-                    response.pointer("/content/application~1json/schema"),
-                ) {
+                if let (Some(body), Some(schema)) =
+                    (&body, response.pointer("/content/application~1json/schema"))
+                {
                     let mut errs = Vec::new();
                     d.validate(schema, body, "answer", &mut errs);
                     // GitHub's own examples leave out properties their schemas require
@@ -605,7 +615,11 @@ fn text_response(status: u16, body: String) -> Response<Full<Bytes>> {
 
 /// Answers one request: checks it against its operation, records it, and answers with
 /// a queued answer or the description's example.
-async fn serve(req: Request<Incoming>, addr: SocketAddr, state: &Mutex<State>) -> Response<Full<Bytes>> {
+async fn serve(
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    state: &Mutex<State>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -657,7 +671,15 @@ async fn serve(req: Request<Incoming>, addr: SocketAddr, state: &Mutex<State>) -
     };
     recorded.operation = op.id.clone();
     let mut errs = Vec::new();
-    check_request(d, op, &path_params, &query, &parts.headers, &body, &mut errs);
+    check_request(
+        d,
+        op,
+        &path_params,
+        &query,
+        &parts.headers,
+        &body,
+        &mut errs,
+    );
     if !errs.is_empty() {
         let errs: Vec<String> = errs
             .into_iter()
@@ -728,7 +750,9 @@ fn check_request(
             .iter()
             .find(|p| p["in"] == "path" && p["name"] == name.as_str())
         {
-            Some(p) => d.validate_text(&p["schema"], value, &format!("path parameter {name}"), errs),
+            Some(p) => {
+                d.validate_text(&p["schema"], value, &format!("path parameter {name}"), errs)
+            }
             None => errs.push(format!("path parameter {name} is not described")),
         }
     }
@@ -740,8 +764,15 @@ fn check_request(
             .iter()
             .find(|p| p["in"] == "query" && p["name"] == name.as_str())
         {
-            Some(p) => d.validate_text(&p["schema"], value, &format!("query parameter {name}"), errs),
-            None => errs.push(format!("query parameter {name} is not one the operation has")),
+            Some(p) => d.validate_text(
+                &p["schema"],
+                value,
+                &format!("query parameter {name}"),
+                errs,
+            ),
+            None => errs.push(format!(
+                "query parameter {name} is not one the operation has"
+            )),
         }
     }
     for p in &params {
@@ -754,7 +785,9 @@ fn check_request(
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match header("authorization") {
-        Some(a) if a.strip_prefix("Bearer ").is_some_and(|t| !t.trim().is_empty()) => {}
+        Some(a)
+            if a.strip_prefix("Bearer ")
+                .is_some_and(|t| !t.trim().is_empty()) => {}
         Some(_) => errs.push("the Authorization header is not `Bearer <token>`".into()),
         None => errs.push("the Authorization header is missing".into()),
     }
@@ -853,17 +886,56 @@ mod tests {
                 None => assert!(new.is_empty() && status < 400, "{method} {path}: {new:?}"),
                 Some(words) => {
                     assert_eq!(status, 400, "{method} {path}");
-                    assert!(new.iter().any(|v| v.contains(words)), "{method} {path}: {new:?}");
+                    assert!(
+                        new.iter().any(|v| v.contains(words)),
+                        "{method} {path}: {new:?}"
+                    );
                 }
             }
         };
         check("GET", "/repos/o/r", None, true, None);
-        check("GET", "/repos/o/r", None, false, Some("Authorization header is missing"));
-        check("GET", "/repos/o/r/nothing/here", None, true, Some("no operation"));
-        check("PATCH", "/repos/o/r/pulls", None, true, Some("no operation"));
-        check("GET", "/repos/o/r/pulls/abc", None, true, Some("not an integer"));
-        check("GET", "/repos/o/r/pulls?state=opened", None, true, Some("not one of"));
-        check("GET", "/repos/o/r/pulls?colour=red", None, true, Some("colour"));
+        check(
+            "GET",
+            "/repos/o/r",
+            None,
+            false,
+            Some("Authorization header is missing"),
+        );
+        check(
+            "GET",
+            "/repos/o/r/nothing/here",
+            None,
+            true,
+            Some("no operation"),
+        );
+        check(
+            "PATCH",
+            "/repos/o/r/pulls",
+            None,
+            true,
+            Some("no operation"),
+        );
+        check(
+            "GET",
+            "/repos/o/r/pulls/abc",
+            None,
+            true,
+            Some("not an integer"),
+        );
+        check(
+            "GET",
+            "/repos/o/r/pulls?state=opened",
+            None,
+            true,
+            Some("not one of"),
+        );
+        check(
+            "GET",
+            "/repos/o/r/pulls?colour=red",
+            None,
+            true,
+            Some("colour"),
+        );
         check(
             "POST",
             "/repos/o/r/issues/1/comments",
@@ -885,7 +957,13 @@ mod tests {
             true,
             Some("body.draft is a string, not boolean"),
         );
-        check("POST", "/repos/o/r/pulls", Some("{"), true, Some("not JSON"));
+        check(
+            "POST",
+            "/repos/o/r/pulls",
+            Some("{"),
+            true,
+            Some("not JSON"),
+        );
         check(
             "POST",
             "/repos/o/r/issues/1/comments",

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use hangar_sandbox::{HostConfig, SandboxId};
 
 pub mod browser;
-pub mod github;
 pub mod gitd;
+pub mod github;
 pub mod model;
 pub mod projects;
 pub mod upstream;

@@ -111,7 +111,11 @@ pub fn npm_file(name: &str, version: &str, file: &str) -> PathBuf {
             .arg(format!("package/{file}"))
             .status()
             .expect("run tar");
-        assert!(status.success(), "extract {file} from {}", archive.display());
+        assert!(
+            status.success(),
+            "extract {file} from {}",
+            archive.display()
+        );
         fs::copy(scratch.path().join("package").join(file), into).expect("keep the file");
     });
     dest
