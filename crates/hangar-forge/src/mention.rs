@@ -46,20 +46,23 @@ pub fn find(handle: &str, body: &str) -> Option<Mention> {
 /// Where in `line` a mention of `@handle` starts, after `@handle` (the byte offset just
 /// past it).
 fn mention_in(handle: &str, line: &str) -> Option<usize> {
-    let bytes = line.as_bytes();
     let mut from = 0;
     while let Some(i) = line[from..].find('@').map(|i| i + from) {
         from = i + 1;
-        let after_ws = i == 0 || (bytes[i - 1] as char).is_whitespace();
+        let after_ws = line[..i]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace);
         let end = i + 1 + handle.len();
-        let named = line
-            .get(i + 1..end)
-            .is_some_and(|h| h.eq_ignore_ascii_case(handle));
+        let Some(name) = line.get(i + 1..end) else {
+            continue;
+        };
         // A login goes on with letters, digits or `-`: `@hangarbot` is someone else.
-        let whole = line[end.min(line.len())..]
+        let whole = line[end..]
             .chars()
             .next()
             .is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'));
+        let named = name.eq_ignore_ascii_case(handle);
         if after_ws && named && whole {
             return Some(end);
         }
@@ -236,6 +239,12 @@ mod tests {
         check("```sh\n@hangar fix it\n", None);
         check("````\n```\n@hangar fix it\n````", None);
         check("@hangarbot fix it\n@hangar", None);
+        // Regression: a multi-byte character where the handle would end panicked.
+        check("@hanga€ fix it", None);
+        check("@€€€€ fix it", None);
+        // Regression: the byte before `@` was read as a character (`à` ends in 0xA0, a
+        // no-break space).
+        check("voilà@hangar fix it", None);
     }
 
     #[test]
