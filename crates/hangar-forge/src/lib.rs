@@ -27,7 +27,9 @@ impl RepoName {
             name: s.to_string(),
             why: why.to_string(),
         };
-        let (owner, name) = s.split_once('/').ok_or_else(|| bad("is not `owner/name`"))?;
+        let (owner, name) = s
+            .split_once('/')
+            .ok_or_else(|| bad("is not `owner/name`"))?;
         for part in [owner, name] {
             if part.is_empty() || part == "." || part == ".." {
                 return Err(bad("has an empty or dot-only part"));
@@ -118,8 +120,10 @@ pub struct FailedJob {
 /// suite in `tests/conformance.rs`.
 pub trait Forge: Send + Sync {
     /// The repository's default branch.
-    fn repository(&self, repo: &RepoName)
-        -> impl Future<Output = Result<RepoInfo, ForgeError>> + Send;
+    fn repository(
+        &self,
+        repo: &RepoName,
+    ) -> impl Future<Output = Result<RepoInfo, ForgeError>> + Send;
 
     /// The open pull request from `head` into `base`, if there is one.
     fn find_pull(

@@ -36,9 +36,8 @@ fn run(what: &str, mut make: impl FnMut() -> Command) {
     panic!("{what} failed three times:\n{last}");
 }
 
-/// `archive` (fetched by `fetch` into that path, under a lock, unless it is there),
-/// unpacked into a new repository whose top is the archive's one top directory.
-fn unpack(archive: &Path, fetch: impl FnOnce(&Path)) -> tempfile::TempDir {
+/// Fetches `archive` with `fetch` (into a partial file, under a lock) unless it is there.
+fn fetch_once(archive: &Path, fetch: impl FnOnce(&Path)) {
     let lock = fs::File::create(archive.with_extension("lock")).expect("create the lock file");
     lock.lock().expect("lock the fetch");
     if !archive.exists() {
@@ -47,7 +46,12 @@ fn unpack(archive: &Path, fetch: impl FnOnce(&Path)) -> tempfile::TempDir {
         fetch(&partial);
         fs::rename(&partial, archive).expect("keep the archive");
     }
-    drop(lock);
+}
+
+/// `archive` (fetched by `fetch` into that path, under a lock, unless it is there),
+/// unpacked into a new repository whose top is the archive's one top directory.
+fn unpack(archive: &Path, fetch: impl FnOnce(&Path)) -> tempfile::TempDir {
+    fetch_once(archive, fetch);
     let dir = tempfile::tempdir().expect("tempdir");
     let unpacked = Command::new("tar")
         .args(["-xzf"])
@@ -62,8 +66,20 @@ fn unpack(archive: &Path, fetch: impl FnOnce(&Path)) -> tempfile::TempDir {
 
 /// An npm package's published tarball, from the host npm's registry (`npm pack`).
 pub fn npm(name: &str, version: &str) -> tempfile::TempDir {
-    let archive = cache_dir().join(format!("npm-{name}-{version}.tgz"));
-    unpack(&archive, |into| {
+    let archive = npm_archive(name, version);
+    unpack(&archive, |_| unreachable!("fetched above"))
+}
+
+/// The tarball's name as npm writes it: `@scope/name` packs as `scope-name-VERSION.tgz`.
+fn npm_stem(name: &str) -> String {
+    name.trim_start_matches('@').replace('/', "-")
+}
+
+/// An npm package's tarball in the cache, fetched once per machine.
+fn npm_archive(name: &str, version: &str) -> PathBuf {
+    let stem = npm_stem(name);
+    let archive = cache_dir().join(format!("npm-{stem}-{version}.tgz"));
+    fetch_once(&archive, |into| {
         let scratch = tempfile::tempdir().expect("tempdir");
         run(&format!("npm pack {name}@{version}"), || {
             let mut c = Command::new("npm");
@@ -71,9 +87,38 @@ pub fn npm(name: &str, version: &str) -> tempfile::TempDir {
                 .args(["pack", "--silent", &format!("{name}@{version}")]);
             c
         });
-        let packed = scratch.path().join(format!("{name}-{version}.tgz"));
+        let packed = scratch.path().join(format!("{stem}-{version}.tgz"));
         fs::copy(packed, into).expect("copy the tarball");
-    })
+    });
+    archive
+}
+
+/// One file of an npm package (`file` under the tarball's `package/`), extracted once
+/// per machine into the cache: for data packages too large to unpack per test.
+pub fn npm_file(name: &str, version: &str, file: &str) -> PathBuf {
+    let archive = npm_archive(name, version);
+    let dest = cache_dir()
+        .join(format!("npm-{}-{version}", npm_stem(name)))
+        .join(file);
+    fs::create_dir_all(dest.parent().expect("a parent")).expect("create the file's dir");
+    fetch_once(&dest, |into| {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .args(["--no-same-owner", "-C"])
+            .arg(scratch.path())
+            .arg(format!("package/{file}"))
+            .status()
+            .expect("run tar");
+        assert!(
+            status.success(),
+            "extract {file} from {}",
+            archive.display()
+        );
+        fs::copy(scratch.path().join("package").join(file), into).expect("keep the file");
+    });
+    dest
 }
 
 /// A Python package's sdist, from the index the host's pip is configured for.
