@@ -13,8 +13,8 @@ use hangar_engine::runner::Runner;
 use hangar_engine::{Engine, EngineConfig, TaskFilter};
 use hangar_secrets::Secret;
 use hangar_spec::{Approval, TaskId};
-use hangar_testkit::github::{sign, webhook_examples, FakeGitHub, Recorded};
 use hangar_testkit::githttp::GitHttp;
+use hangar_testkit::github::{sign, webhook_examples, FakeGitHub, Recorded};
 use hangar_testkit::{git, repo_with};
 use tower::ServiceExt;
 
@@ -39,7 +39,9 @@ async fn rig() -> Rig {
         .await
         .expect("open the engine");
     let runner = Runner::new(Arc::new(engine));
-    let engine = runner.engine().in_workspace(&hangar_spec::Workspace::default_workspace());
+    let engine = runner
+        .engine()
+        .in_workspace(&hangar_spec::Workspace::default_workspace());
 
     let served = tempfile::tempdir().unwrap();
     let work = repo_with(&[
@@ -53,7 +55,13 @@ async fn rig() -> Rig {
     let bare = served.path().join("hello.git");
     git(
         served.path(),
-        &["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.path().to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
     );
     git(&bare, &["config", "http.receivepack", "true"]);
     let server = GitHttp::serve(served.path(), Some(("x-access-token", TOKEN)));
@@ -185,19 +193,26 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     let mut issue = payload("issue_comment", "created");
     issue["comment"]["body"] = "Thanks!\n\n@hangar write the prompt down".into();
     issue["comment"]["author_association"] = "OWNER".into();
-    let (status, answer) = deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
+    let (status, answer) =
+        deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "accepted");
     let requests = wait_for(&rig.github, "issues/create-comment", 0).await;
     assert_eq!(count(&requests, "pulls/create"), 1);
-    let create = requests.iter().find(|r| r.operation == "pulls/create").unwrap();
+    let create = requests
+        .iter()
+        .find(|r| r.operation == "pulls/create")
+        .unwrap();
     assert_eq!(create.body["base"], "main");
     let comment = requests
         .iter()
         .find(|r| r.operation == "issues/create-comment")
         .unwrap();
     let number = issue["issue"]["number"].as_u64().unwrap();
-    assert_eq!(comment.path, format!("/repos/{REPO}/issues/{number}/comments"));
+    assert_eq!(
+        comment.path,
+        format!("/repos/{REPO}/issues/{number}/comments")
+    );
     let pull = rig.github.example("pulls/create", 201);
     assert!(
         comment.body["body"]
@@ -210,21 +225,45 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     let tasks = tasks_of(&rig).await;
     assert_eq!(tasks.len(), 1);
     assert!(tasks[0].prompt.starts_with("write the prompt down"));
-    assert!(tasks[0].prompt.contains(issue["issue"]["title"].as_str().unwrap()));
+    assert!(tasks[0]
+        .prompt
+        .contains(issue["issue"]["title"].as_str().unwrap()));
 
     // The same delivery again: answered, and nothing more runs.
-    let (status, answer) = deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
-    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    let (status, answer) =
+        deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
 
     // A bad signature is refused and nothing of it is kept: the same id, signed, is new.
-    let (status, _) = deliver(&rig, "issue_comment", "d-forged", &issue, Some("not the secret")).await;
+    let (status, _) = deliver(
+        &rig,
+        "issue_comment",
+        "d-forged",
+        &issue,
+        Some("not the secret"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = deliver(&rig, "issue_comment", "d-forged", &issue, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut edited = issue.clone();
     edited["action"] = "edited".into();
-    let (status, _) = deliver(&rig, "issue_comment", "d-forged", &edited, Some(HOOK_SECRET)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "an edited comment is not acted on");
+    let (status, _) = deliver(
+        &rig,
+        "issue_comment",
+        "d-forged",
+        &edited,
+        Some(HOOK_SECRET),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "an edited comment is not acted on"
+    );
     // An event hangar does not act on.
     let star = serde_json::json!({"action": "created", "repository": issue["repository"]});
     let (status, _) = deliver(&rig, "star", "d-star", &star, Some(HOOK_SECRET)).await;
@@ -239,7 +278,14 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     let before = count(&rig.github.requests(), "issues/create-comment");
     let mut stranger = issue.clone();
     stranger["comment"]["author_association"] = "NONE".into();
-    let (status, _) = deliver(&rig, "issue_comment", "d-stranger", &stranger, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(
+        &rig,
+        "issue_comment",
+        "d-stranger",
+        &stranger,
+        Some(HOOK_SECRET),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let requests = wait_for(&rig.github, "issues/create-comment", before).await;
     let polite = requests
@@ -267,7 +313,14 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     head["head"]["repo"]["name"] = "Hello-World".into();
     head["head"]["repo"]["owner"]["login"] = "Codertocat".into();
     rig.github.answer_next("pulls/get", 200, Some(head), &[]);
-    let (status, _) = deliver(&rig, "pull_request_review_comment", "d-review", &review, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(
+        &rig,
+        "pull_request_review_comment",
+        "d-review",
+        &review,
+        Some(HOOK_SECRET),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let requests = wait_for(&rig.github, "pulls/create-review", 0).await;
     let posted = requests
@@ -285,26 +338,41 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         posted.body
     );
     let tasks = tasks_of(&rig).await;
-    let reviewed = tasks.iter().find(|t| t.approval == Some(Approval::ReadOnly)).unwrap();
+    let reviewed = tasks
+        .iter()
+        .find(|t| t.approval == Some(Approval::ReadOnly))
+        .unwrap();
     assert_eq!(reviewed.branch.as_deref(), Some("changes"));
     assert!(reviewed.prompt.contains("Focus: for security regressions"));
     assert!(reviewed.prompt.contains("Look for unchecked errors."));
     assert!(!reviewed.prompt.contains("Short lines."));
-    assert_eq!(count(&requests, "pulls/create"), 1, "a review opens no pull request");
+    assert_eq!(
+        count(&requests, "pulls/create"),
+        1,
+        "a review opens no pull request"
+    );
 
     // A failed run of a workflow [forge] autofix names: a task with the failing jobs'
     // log tails, then a pull request into the failed branch.
     let mut run = payload("workflow_run", "completed");
     run["workflow_run"]["name"] = "CI".into();
     run["workflow_run"]["conclusion"] = "failure".into();
-    let branch = run["workflow_run"]["head_branch"].as_str().unwrap().to_string();
-    let mut jobs = rig.github.example("actions/list-jobs-for-workflow-run", 200);
+    let branch = run["workflow_run"]["head_branch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut jobs = rig
+        .github
+        .example("actions/list-jobs-for-workflow-run", 200);
     jobs["jobs"][0]["conclusion"] = "failure".into();
     jobs["jobs"][0]["name"] = "unit tests".into();
     let job_id = jobs["jobs"][0]["id"].as_u64().unwrap();
-    rig.github.answer_next("actions/list-jobs-for-workflow-run", 200, Some(jobs), &[]);
     rig.github
-        .set_job_log(job_id, "collecting\nFAILED test_app.py::test_prints - AssertionError\n");
+        .answer_next("actions/list-jobs-for-workflow-run", 200, Some(jobs), &[]);
+    rig.github.set_job_log(
+        job_id,
+        "collecting\nFAILED test_app.py::test_prints - AssertionError\n",
+    );
     let (status, _) = deliver(&rig, "workflow_run", "d-run", &run, Some(HOOK_SECRET)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let requests = wait_for(&rig.github, "pulls/create", 1).await;
@@ -314,7 +382,11 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         .nth(1)
         .unwrap();
     assert_eq!(fix.body["base"], branch.as_str());
-    assert_ne!(fix.body["head"], branch.as_str(), "never a push to the failed branch");
+    assert_ne!(
+        fix.body["head"],
+        branch.as_str(),
+        "never a push to the failed branch"
+    );
     let tasks = tasks_of(&rig).await;
     let autofix = tasks
         .iter()
@@ -329,7 +401,14 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     assert_eq!(status, StatusCode::NO_CONTENT);
     let mut other = run.clone();
     other["workflow_run"]["name"] = "Docs".into();
-    let (status, _) = deliver(&rig, "workflow_run", "d-run-docs", &other, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(
+        &rig,
+        "workflow_run",
+        "d-run-docs",
+        &other,
+        Some(HOOK_SECRET),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     assert_eq!(rig.github.violations(), Vec::<String>::new());

@@ -86,6 +86,17 @@ struct Listening {
     forge: Forge,
 }
 
+impl Listening {
+    /// Its forge's client, with its token.
+    async fn client(&self) -> Result<GitHub> {
+        let token = self
+            .view
+            .forge_secret(&self.env.name.to_string(), &self.forge.token)
+            .await?;
+        self.view.github(&self.forge, token)
+    }
+}
+
 impl Engine {
     /// Pushes an attempt's diff as a branch and opens its pull request (when the
     /// environment names a forge); a second call for the same attempt returns the first
@@ -256,7 +267,7 @@ impl Engine {
             Some(p) => p,
             None => {
                 let new = NewPull {
-                    title: text::pull_title(&task.record().prompt),
+                    title: text::title(&outcome),
                     body: text::pull_body(&outcome),
                     head: record.branch.clone(),
                     base: record.base.clone(),
@@ -706,11 +717,7 @@ impl Runner {
         number: u64,
         sender: &str,
     ) -> Result<()> {
-        let token = l
-            .view
-            .forge_secret(&l.env.name.to_string(), &l.forge.token)
-            .await?;
-        let client = l.view.github(&l.forge, token)?;
+        let client = l.client().await?;
         client
             .comment(repo, number, &text::not_allowed(sender))
             .await?;
@@ -723,11 +730,7 @@ impl Runner {
         c: webhook::Comment,
         asked: Mention,
     ) -> Result<()> {
-        let token = l
-            .view
-            .forge_secret(&l.env.name.to_string(), &l.forge.token)
-            .await?;
-        let client = l.view.github(&l.forge, token)?;
+        let client = l.client().await?;
         let on_pull = c.place != CommentPlace::Issue;
         // The pull request's head branch, which must be in this repository: a fork's
         // branch is not in the mirror, and hangar pushes nowhere else.
@@ -803,11 +806,7 @@ impl Runner {
         l: Listening,
         w: webhook::WorkflowFailure,
     ) -> Result<()> {
-        let token = l
-            .view
-            .forge_secret(&l.env.name.to_string(), &l.forge.token)
-            .await?;
-        let client = l.view.github(&l.forge, token)?;
+        let client = l.client().await?;
         let jobs = client
             .failed_jobs(&w.repo, w.run_id, LOG_TAIL_LINES)
             .await?;
@@ -1024,6 +1023,9 @@ mod tests {
     #[test]
     fn an_author_becomes_gits_identity() {
         let id = identity("hangar bot <bot@hangar.test>").unwrap();
-        assert_eq!((id.name.as_str(), id.email.as_str()), ("hangar bot", "bot@hangar.test"));
+        assert_eq!(
+            (id.name.as_str(), id.email.as_str()),
+            ("hangar bot", "bot@hangar.test")
+        );
     }
 }

@@ -10,8 +10,8 @@ use hangar_engine::{Engine, EngineError, PullOptions};
 use hangar_secrets::Secret;
 use hangar_spec::{AttemptStatus, TaskId};
 use hangar_store::Bucket;
-use hangar_testkit::github::FakeGitHub;
 use hangar_testkit::githttp::GitHttp;
+use hangar_testkit::github::FakeGitHub;
 use hangar_testkit::{git, repo_with};
 
 mod common;
@@ -162,7 +162,12 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     let who = std::process::Command::new("git")
         .arg("-C")
         .arg(&bare)
-        .args(["log", "-1", "--format=%an <%ae>|%cn <%ce>|%P|%s", &rec.branch])
+        .args([
+            "log",
+            "-1",
+            "--format=%an <%ae>|%cn <%ce>|%P|%s",
+            &rec.branch,
+        ])
         .output()
         .unwrap();
     let who = String::from_utf8_lossy(&who.stdout).trim().to_string();
@@ -185,9 +190,15 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     assert_eq!(create.body["base"], "main");
     assert_eq!(create.body["title"], "Fix the app");
     let body = create.body["body"].as_str().unwrap();
-    assert!(body.contains("Fix the app") && body.contains(task.id.as_str()), "{body}");
+    assert!(
+        body.contains("Fix the app") && body.contains(task.id.as_str()),
+        "{body}"
+    );
     for r in &requests {
-        assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
     }
     // git got the token through its environment, as Basic credentials for the server.
     use base64::Engine as _;
@@ -201,13 +212,17 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     let mut holding = files_holding(&store.path(Bucket::Mirrors), TOKEN.as_bytes());
     for db_file in ["hangar.db", "hangar.db-wal"] {
         let path = store.root().join(db_file);
-        if std::fs::read(&path).is_ok_and(|d| d.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())) {
+        if std::fs::read(&path).is_ok_and(|d| d.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()))
+        {
             holding.push(path.display().to_string());
         }
     }
     assert_eq!(holding, Vec::<String>::new());
     // Nothing the agent planted ran on the host.
-    assert!(!marker.exists(), "a planted hook, filter or fsmonitor ran on the host");
+    assert!(
+        !marker.exists(),
+        "a planted hook, filter or fsmonitor ran on the host"
+    );
 
     // The same attempt again: the same pull request, and nothing sent.
     let again = engine
@@ -252,7 +267,10 @@ async fn a_repository_on_no_forge_gets_the_branch_alone() {
     };
     let pulled = engine.open_pull(&handle, &opts).await.unwrap();
     assert!(pulled.new && !pulled.forge);
-    assert_eq!((pulled.record.number, pulled.record.url.as_deref()), (None, None));
+    assert_eq!(
+        (pulled.record.number, pulled.record.url.as_deref()),
+        (None, None)
+    );
     let pushed = std::process::Command::new("git")
         .arg("-C")
         .arg(&bare)

@@ -642,19 +642,6 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-/// The part of a query string a value goes into, percent-encoded.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The last `n` lines of a log.
 fn tail(log: &[u8], n: usize) -> String {
     if n == 0 {
@@ -747,12 +734,12 @@ impl Forge for GitHub {
         base: &str,
     ) -> Result<Option<PullRequest>, ForgeError> {
         let what = format!("find the pull request from `{head}` into `{base}` on {repo}");
-        let path = format!(
-            "{}/pulls?head={}&base={}&state=open",
-            repo_path(repo),
-            encode(&format!("{}:{head}", repo.owner())),
-            encode(base)
-        );
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("head", &format!("{}:{head}", repo.owner()))
+            .append_pair("base", base)
+            .append_pair("state", "open")
+            .finish();
+        let path = format!("{}/pulls?{query}", repo_path(repo));
         let pulls: Vec<wire::Pull> = self.json(&what, Method::GET, &path, None).await?;
         // GitHub ignores a `head` it cannot read; the answer is checked, not trusted.
         Ok(pulls

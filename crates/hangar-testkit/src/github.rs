@@ -6,7 +6,6 @@
 //! examples (`@octokit/webhooks-examples`) and their signatures.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -14,7 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 /// The description's package and version: pinned, so a test's expectations hold.
@@ -485,24 +483,9 @@ impl FakeGitHub {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let served = state.clone();
-        let shutdown = crate::upstream::on_own_thread(move || async move {
-            listener.set_nonblocking(true).expect("nonblocking");
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = served.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(serve(req, addr, &state).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        let shutdown = crate::upstream::serve_http1(listener, move |req| {
+            let state = served.clone();
+            async move { serve(req, addr, &state).await }
         });
         FakeGitHub {
             addr,
@@ -858,9 +841,10 @@ mod tests {
         let send = |method: &str, path: &str, body: Option<&str>, auth: bool| {
             rt.block_on(async {
                 let tcp = tokio::net::TcpStream::connect(gh.addr).await.unwrap();
-                let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .unwrap();
+                let (mut s, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .unwrap();
                 tokio::spawn(conn);
                 let mut req = Request::builder()
                     .method(method)

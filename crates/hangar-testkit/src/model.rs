@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 /// One step of a script.
@@ -94,24 +93,9 @@ impl ModelServer {
             recorded: Mutex::default(),
         });
         let served = state.clone();
-        let shutdown = crate::upstream::on_own_thread(move || async move {
-            listener.set_nonblocking(true).expect("nonblocking");
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = served.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(req, &state).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        let shutdown = crate::upstream::serve_http1(listener, move |req| {
+            let state = served.clone();
+            async move { answer(req, &state).await }
         });
         ModelServer {
             addr,

@@ -156,6 +156,40 @@ where
     shutdown
 }
 
+/// Serves HTTP/1.1 on `listener` from a thread and runtime of its own, each request
+/// answered by `answer`, until the returned sender is dropped: the loop every plain
+/// test server here shares.
+pub(crate) fn serve_http1<F, Fut, B>(
+    listener: std::net::TcpListener,
+    answer: F,
+) -> tokio::sync::oneshot::Sender<()>
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    on_own_thread(move || async move {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
 impl Upstream {
     /// Starts both servers on `ip` (a loopback address, or else one outside the host,
     /// see [`outside_address`]), with a certificate for `names` and the IP.

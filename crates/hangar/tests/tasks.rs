@@ -889,18 +889,43 @@ fn pr_pushes_the_attempts_branch_and_forge_connect_names_the_forge() {
     let name = unique("pr");
     let repo = example(&name);
     let r = repo.path();
-    ok_in(r, &["env", "create", "--file", ".hangar/environment.toml"], 0);
-    let out = ok_in(r, &["exec", "--env", &name, "--quiet", "Fix the failing test"], 0);
+    ok_in(
+        r,
+        &["env", "create", "--file", ".hangar/environment.toml"],
+        0,
+    );
+    let out = ok_in(
+        r,
+        &["exec", "--env", &name, "--quiet", "Fix the failing test"],
+        0,
+    );
     let id = out.lines().last().unwrap().to_string();
 
     // No forge: the branch alone, pushed to the repository.
     let got = json_in(r, &["pr", &id, "--branch", "fix/test", "--json"]);
     assert_eq!(
         keys(&got),
-        ["attempt", "base", "branch", "commit", "created_at", "forge", "new", "number", "task", "url"]
+        [
+            "attempt",
+            "base",
+            "branch",
+            "commit",
+            "created_at",
+            "forge",
+            "new",
+            "number",
+            "task",
+            "url"
+        ]
     );
-    assert_eq!((got["new"].as_bool(), got["forge"].as_bool()), (Some(true), Some(false)));
-    assert_eq!((got["number"].clone(), got["base"].as_str()), (Value::Null, Some("main")));
+    assert_eq!(
+        (got["new"].as_bool(), got["forge"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (got["number"].clone(), got["base"].as_str()),
+        (Value::Null, Some("main"))
+    );
     let commit = got["commit"].as_str().unwrap().to_string();
     let pushed = Command::new("git")
         .current_dir(r)
@@ -912,7 +937,10 @@ fn pr_pushes_the_attempts_branch_and_forge_connect_names_the_forge() {
     let out = hangar_in(r, &["pr", &id]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("already pushed branch fix/test"), "{stderr}");
+    assert!(
+        stderr.contains("already pushed branch fix/test"),
+        "{stderr}"
+    );
     assert!(stderr.contains("no pull request was opened"), "{stderr}");
     let shown = ok_in(r, &["show", &id], 0);
     assert!(
@@ -951,11 +979,28 @@ fn pr_pushes_the_attempts_branch_and_forge_connect_names_the_forge() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["phases"].clone(), s["set"].clone()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["phases"].clone(),
+                s["set"].clone(),
+            )
+        })
         .collect();
-    assert!(listed.contains(&("GITHUB_TOKEN".into(), serde_json::json!([]), Value::Bool(false))), "{listed:?}");
     assert!(
-        listed.contains(&("GITHUB_WEBHOOK_SECRET".into(), serde_json::json!([]), Value::Bool(true))),
+        listed.contains(&(
+            "GITHUB_TOKEN".into(),
+            serde_json::json!([]),
+            Value::Bool(false)
+        )),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&(
+            "GITHUB_WEBHOOK_SECRET".into(),
+            serde_json::json!([]),
+            Value::Bool(true)
+        )),
         "{listed:?}"
     );
     // The earlier task's pull request now needs the token: a clear error, nothing lost.
@@ -967,7 +1012,15 @@ fn pr_pushes_the_attempts_branch_and_forge_connect_names_the_forge() {
     // A bad webhook secret file is named.
     let out = hangar_in(
         r,
-        &["forge", "connect", "github", "--env", &name, "--webhook-secret-file", "/nonexistent"],
+        &[
+            "forge",
+            "connect",
+            "github",
+            "--env",
+            &name,
+            "--webhook-secret-file",
+            "/nonexistent",
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
