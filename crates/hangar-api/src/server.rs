@@ -336,10 +336,22 @@ impl From<EngineError> for ApiError {
             | EngineError::BadVariable(_)
             | EngineError::Export { .. }
             | EngineError::Import { .. }) => ApiError::bad_request(e.to_string()),
-            e @ (EngineError::NothingToPull { .. } | EngineError::TreeMismatch { .. }) => {
+            e @ (EngineError::NothingToPull { .. }
+            | EngineError::TreeMismatch { .. }
+            | EngineError::NothingToCommit { .. }
+            | EngineError::PatchDoesNotApply { .. }
+            | EngineError::NoSuchCommit { .. }
+            | EngineError::PushRejected { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            e @ (EngineError::BadBranch { .. } | EngineError::ForgeSecretUnset { .. }) => {
+            // git's own words, the token taken out: the remote's, not hangar's internals.
+            e @ EngineError::PushFailed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "forge", e.to_string())
+            }
+            e @ (EngineError::BadIdentity { .. }
+            | EngineError::BadBranch(_)
+            | EngineError::BadPushUrl { .. }) => ApiError::bad_request(e.to_string()),
+            e @ (EngineError::PullBranch { .. } | EngineError::ForgeSecretUnset { .. }) => {
                 ApiError::bad_request(e.to_string())
             }
             // The forge's own answer, relayed: it names no internals of hangar's.

@@ -28,6 +28,8 @@ struct Rig {
     engine: Engine,
     github: FakeGitHub,
     env: String,
+    /// The webhook secret.
+    secret: String,
     _served: tempfile::TempDir,
     _server: GitHttp,
 }
@@ -84,7 +86,10 @@ async fn rig() -> Rig {
         .create_env("hooks.toml", &source, served.path())
         .await
         .expect("create the environment");
-    for (name, value) in [("GH", TOKEN), ("HOOK", HOOK_SECRET)] {
+    // Every run's environment stays in the shared data dir: a secret of its own, so
+    // deliveries verify only under this run's.
+    let secret = format!("{HOOK_SECRET} {env}");
+    for (name, value) in [("GH", TOKEN), ("HOOK", secret.as_str())] {
         engine
             .secret_set(&env, name, &Secret::new(value.into()).unwrap())
             .await
@@ -101,6 +106,7 @@ async fn rig() -> Rig {
         engine,
         github,
         env,
+        secret,
         _served: served,
         _server: server,
     }
@@ -120,7 +126,8 @@ async fn deliver(
         .uri(hangar_api::GITHUB_WEBHOOK)
         .header("content-type", "application/json")
         .header("x-github-event", event)
-        .header("x-github-delivery", id);
+        // Delivery ids are kept in the shared data dir: unique per run.
+        .header("x-github-delivery", format!("{}-{id}", rig.env));
     if let Some(s) = secret {
         req = req.header("x-hub-signature-256", sign(s.as_bytes(), &body));
     }
@@ -194,7 +201,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     issue["comment"]["body"] = "Thanks!\n\n@hangar write the prompt down".into();
     issue["comment"]["author_association"] = "OWNER".into();
     let (status, answer) =
-        deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
+        deliver(&rig, "issue_comment", "d-issue", &issue, Some(&rig.secret)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "accepted");
     let requests = wait_for(&rig.github, "issues/create-comment", 0).await;
@@ -231,7 +238,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
 
     // The same delivery again: answered, and nothing more runs.
     let (status, answer) =
-        deliver(&rig, "issue_comment", "d-issue", &issue, Some(HOOK_SECRET)).await;
+        deliver(&rig, "issue_comment", "d-issue", &issue, Some(&rig.secret)).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (StatusCode::OK, Some("duplicate"))
@@ -256,7 +263,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         "issue_comment",
         "d-forged",
         &edited,
-        Some(HOOK_SECRET),
+        Some(&rig.secret),
     )
     .await;
     assert_eq!(
@@ -266,12 +273,12 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     );
     // An event hangar does not act on.
     let star = serde_json::json!({"action": "created", "repository": issue["repository"]});
-    let (status, _) = deliver(&rig, "star", "d-star", &star, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(&rig, "star", "d-star", &star, Some(&rig.secret)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // A comment that does not call hangar.
     let mut chat = issue.clone();
     chat["comment"]["body"] = "email hangar@example.org about it".into();
-    let (status, _) = deliver(&rig, "issue_comment", "d-chat", &chat, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(&rig, "issue_comment", "d-chat", &chat, Some(&rig.secret)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     // A sender without write access gets a polite answer and no task.
@@ -283,7 +290,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         "issue_comment",
         "d-stranger",
         &stranger,
-        Some(HOOK_SECRET),
+        Some(&rig.secret),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -318,7 +325,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         "pull_request_review_comment",
         "d-review",
         &review,
-        Some(HOOK_SECRET),
+        Some(&rig.secret),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -373,7 +380,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         job_id,
         "collecting\nFAILED test_app.py::test_prints - AssertionError\n",
     );
-    let (status, _) = deliver(&rig, "workflow_run", "d-run", &run, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(&rig, "workflow_run", "d-run", &run, Some(&rig.secret)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let requests = wait_for(&rig.github, "pulls/create", 1).await;
     let fix = requests
@@ -397,7 +404,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
     // A successful run, or a workflow it does not name, starts nothing.
     let mut passed = run.clone();
     passed["workflow_run"]["conclusion"] = "success".into();
-    let (status, _) = deliver(&rig, "workflow_run", "d-run-ok", &passed, Some(HOOK_SECRET)).await;
+    let (status, _) = deliver(&rig, "workflow_run", "d-run-ok", &passed, Some(&rig.secret)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let mut other = run.clone();
     other["workflow_run"]["name"] = "Docs".into();
@@ -406,7 +413,7 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         "workflow_run",
         "d-run-docs",
         &other,
-        Some(HOOK_SECRET),
+        Some(&rig.secret),
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);

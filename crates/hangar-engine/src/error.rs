@@ -51,6 +51,40 @@ pub enum EngineError {
     #[error("failed to use {what}: {reason}")]
     Forbidden { what: String, reason: String },
 
+    // ---- committing and pushing an attempt's diff ----
+    #[error("failed to use the commit identity: {reason}")]
+    BadIdentity { reason: String },
+    #[error("failed to read commit `{commit}` of {repo}: {reason}")]
+    NoSuchCommit {
+        repo: String,
+        commit: String,
+        reason: String,
+    },
+    #[error("failed to commit the diff on commit {base} of {repo}: the diff changes nothing")]
+    NothingToCommit { repo: String, base: String },
+    #[error("failed to apply the diff to commit {base}: {reason}")]
+    PatchDoesNotApply { base: String, reason: String },
+    #[error("failed to push to branch `{0}`: it is not a valid branch name")]
+    BadBranch(String),
+    /// `url` never holds a user name or password.
+    #[error("failed to push to {url}: {reason}")]
+    BadPushUrl { url: String, reason: String },
+    /// The remote refused the ref: not a fast-forward, or its hooks or rules said no.
+    #[error("failed to push branch `{branch}` to {url}: the remote refused it: {reason}")]
+    PushRejected {
+        branch: String,
+        url: String,
+        reason: String,
+    },
+    /// The push did not reach a verdict on the ref (authentication, network, protocol);
+    /// the reason is git's, with the token taken out.
+    #[error("failed to push branch `{branch}` to {url}: {reason}")]
+    PushFailed {
+        branch: String,
+        url: String,
+        reason: String,
+    },
+
     // ---- the engine's configuration ----
     #[error(
         "failed to configure the engine: a task's attempts must be 1 to {max_running} here \
@@ -114,7 +148,7 @@ pub enum EngineError {
     #[error("failed to open a pull request for task {task}: {why}")]
     NothingToPull { task: TaskId, why: String },
     #[error("failed to use {what} `{branch}`: it {message}")]
-    BadBranch {
+    PullBranch {
         what: &'static str,
         branch: String,
         message: String,

@@ -21,7 +21,7 @@ use hangar_spec::{check_branch, Approval, Environment, Forge, TaskId, Workspace}
 use hangar_store::db::{now_ms, AttemptRecord, PullRecord, TriggerRecord};
 
 use crate::error::{EngineError, Result};
-use crate::git::{CommitRequest, Identity, Push};
+use crate::push::{CommitRequest, Identity, Push};
 use crate::runner::Runner;
 use crate::{best, Engine, Task, TaskRequest};
 
@@ -148,7 +148,7 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| format!("hangar/{}-{n}", short(&rec.id)));
         for (what, b) in [("--branch", &branch), ("--base", &base)] {
-            check_branch(b).map_err(|message| EngineError::BadBranch {
+            check_branch(b).map_err(|message| EngineError::PullBranch {
                 what,
                 branch: b.clone(),
                 message,
@@ -156,7 +156,7 @@ impl Engine {
         }
         // A pull request proposes; it never lands on the branch it proposes to.
         if branch == base || branch == env.default_branch {
-            return Err(EngineError::BadBranch {
+            return Err(EngineError::PullBranch {
                 what: "--branch",
                 branch,
                 message: "is the branch the change is proposed to; hangar pushes only a branch \
@@ -646,10 +646,19 @@ impl Runner {
                 }))
             }
         };
-        let Some(l) = signed
-            .into_iter()
-            .find(|l| RepoName::parse(&l.forge.repository).is_ok_and(|r| r.same(&repo)))
-        else {
+        let serves =
+            |l: &Listening| RepoName::parse(&l.forge.repository).is_ok_and(|r| r.same(&repo));
+        // Listening environments come in (workspace, name) order, so when two serve the
+        // same repository with the same secret, the same one always answers.
+        let serving = signed.iter().filter(|l| serves(l)).count();
+        if serving > 1 {
+            tracing::warn!(
+                "webhook delivery {}: {serving} environments serve {repo} with this secret; \
+                 the first by workspace and name takes it",
+                delivery.id
+            );
+        }
+        let Some(l) = signed.into_iter().find(|l| serves(l)) else {
             tracing::info!(
                 "webhook delivery {}: no environment serves {repo}",
                 delivery.id
@@ -942,10 +951,7 @@ fn short(id: &TaskId) -> &str {
 /// `Name <email>` (checked by the environment file's parse) as git's identity.
 fn identity(author: &str) -> Result<Identity> {
     let (name, rest) = author.split_once('<').unwrap_or((author, ""));
-    Ok(Identity {
-        name: name.trim().to_string(),
-        email: rest.trim_end_matches('>').to_string(),
-    })
+    Identity::new(name.trim(), rest.trim_end_matches('>'))
 }
 
 /// A TOML basic string.

@@ -18,7 +18,7 @@ pub struct Mirrors {
 }
 
 /// A git command that reads no config but hangar's own and runs no hooks.
-fn hardened_git(home: &Path) -> Command {
+pub(crate) fn hardened_git(home: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.env_clear();
     for var in ["PATH", "SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "LANG"] {
@@ -58,7 +58,7 @@ fn hardened_git(home: &Path) -> Command {
 }
 
 /// Runs git; its stdout, or its last line of stderr as the error.
-fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd.output().map_err(|e| EngineError::Git {
         what: what.to_string(),
         message: format!("cannot start git: {e}"),
@@ -106,7 +106,7 @@ pub struct Pin {
 impl Reach {
     /// The `-c` settings that hold git to this reach: curl's resolve list for http(s);
     /// for `git://`, which connects on its own, the URL rewritten to the first address.
-    fn git_config(&self) -> Vec<String> {
+    pub(crate) fn git_config(&self) -> Vec<String> {
         let Reach::Checked(pin) = self else {
             return Vec::new();
         };
@@ -149,8 +149,13 @@ impl Mirrors {
     }
 
     /// The hardened git, with an empty home of hangar's own.
-    fn git(&self) -> Command {
+    pub(crate) fn git(&self) -> Command {
         hardened_git(&self.home())
+    }
+
+    /// The directory the mirrors are in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn home(&self) -> PathBuf {

@@ -20,6 +20,7 @@ mod layers;
 pub mod limits;
 mod net;
 mod phase;
+mod push;
 pub mod run;
 pub mod runner;
 mod scheduler;
@@ -47,6 +48,7 @@ pub use forge::{Delivery, ForgeConnect, Heard, PullOptions, Pulled};
 pub use git::{Mirrors, Pin, Reach};
 pub use hangar_net::trust::{host_cas, read_cas};
 pub use layers::CacheGcReport;
+pub use push::{CommitRequest, Committed, Identity, Push, Pushed};
 pub use view::{Task, TaskFilter};
 
 /// What a running task reports as it goes.

@@ -233,7 +233,7 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     assert_eq!(again.record, pulled.record);
     assert_eq!(github.requests().len(), 2);
     let listed = engine.pull_requests(&handle).await.unwrap();
-    assert_eq!(listed, [pulled.record.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&pulled.record));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,7 +259,7 @@ async fn a_repository_on_no_forge_gets_the_branch_alone() {
         ..PullOptions::default()
     };
     let e = engine.open_pull(&handle, &onto_main).await.unwrap_err();
-    assert!(matches!(e, EngineError::BadBranch { .. }), "{e}");
+    assert!(matches!(e, EngineError::PullBranch { .. }), "{e}");
 
     let opts = PullOptions {
         branch: Some("fix/two".into()),

@@ -13,6 +13,7 @@ use hangar_sandbox::{HostConfig, SandboxId};
 
 pub mod browser;
 pub mod gitd;
+pub mod githttp;
 pub mod github;
 pub mod model;
 pub mod projects;
