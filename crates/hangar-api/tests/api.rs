@@ -91,7 +91,10 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
         .collect();
     let mut routed: Vec<(String, String)> = hangar_api::ROUTES
         .iter()
-        .chain([&("get", hangar_api::HEALTH)])
+        .chain([
+            &("get", hangar_api::HEALTH),
+            &("post", hangar_api::GITHUB_WEBHOOK),
+        ])
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     documented.sort();
@@ -127,6 +130,7 @@ async fn the_openapi_document_lists_exactly_the_routers_routes() {
             ("POST", "/v1/images/import") => Some(r#"{"path": "/nonexistent"}"#),
             ("POST", "/v1/environments/nosuchenv/cache/export") => Some(r#"{"reference": "x"}"#),
             ("POST", "/v1/cache/gc") => Some("{}"),
+            ("POST", "/v1/tasks/nosuchtask/pull") => Some("{}"),
             ("PUT", _) => Some("value"),
             _ => None,
         };

@@ -271,6 +271,24 @@ async fn webhooks_start_tasks_that_answer_with_comments_pull_requests_and_review
         StatusCode::NO_CONTENT,
         "an edited comment is not acted on"
     );
+    // A delivery without GitHub's headers is named as such.
+    let resp = rig
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri(hangar_api::GITHUB_WEBHOOK)
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("X-GitHub-Event"));
     // An event hangar does not act on.
     let star = serde_json::json!({"action": "created", "repository": issue["repository"]});
     let (status, _) = deliver(&rig, "star", "d-star", &star, Some(&rig.secret)).await;

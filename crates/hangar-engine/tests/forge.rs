@@ -140,11 +140,23 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     let (task, attempt) = common::run(&engine, &request(&name, "Fix the app")).await;
     assert_eq!(attempt.status, AttemptStatus::Ready, "{:?}", attempt.error);
     let handle = common::handle(&engine, &task.id).await;
+    // The forge refuses first (its own 403): a clear error; the branch is pushed and
+    // recorded, and the next ask opens the pull request from it.
+    github.answer_next("pulls/create", 403, None, &[]);
+    let e = engine
+        .open_pull(&handle, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("the forge answered 403"), "{e}");
+    assert!(!e.to_string().contains(TOKEN));
+    let pushed = engine.pull_requests(&handle).await.unwrap();
+    assert_eq!((pushed.len(), pushed[0].number), (1, None));
     let pulled = engine
         .open_pull(&handle, &PullOptions::default())
         .await
         .expect("open the pull request");
     assert!(pulled.new && pulled.forge);
+    assert_eq!(pulled.record.commit, pushed[0].commit);
     let rec = &pulled.record;
     assert_eq!(rec.base, "main");
     assert_eq!(rec.branch, format!("hangar/{}-1", &task.id.as_str()[..8]));
@@ -183,8 +195,11 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
     assert_eq!(github.violations(), Vec::<String>::new());
     let requests = github.requests();
     let ops: Vec<&str> = requests.iter().map(|r| r.operation.as_str()).collect();
-    assert_eq!(ops, ["pulls/list", "pulls/create"]);
-    let create = &requests[1];
+    assert_eq!(
+        ops,
+        ["pulls/list", "pulls/create", "pulls/list", "pulls/create"]
+    );
+    let create = &requests[3];
     assert_eq!(create.path, "/repos/octocat/Hello-World/pulls");
     assert_eq!(create.body["head"], rec.branch.as_str());
     assert_eq!(create.body["base"], "main");
@@ -231,7 +246,7 @@ async fn a_pull_request_is_opened_from_the_attempts_commit_and_found_again() {
         .unwrap();
     assert!(!again.new);
     assert_eq!(again.record, pulled.record);
-    assert_eq!(github.requests().len(), 2);
+    assert_eq!(github.requests().len(), 4);
     let listed = engine.pull_requests(&handle).await.unwrap();
     assert_eq!(listed, std::slice::from_ref(&pulled.record));
 }
@@ -260,6 +275,29 @@ async fn a_repository_on_no_forge_gets_the_branch_alone() {
     };
     let e = engine.open_pull(&handle, &onto_main).await.unwrap_err();
     assert!(matches!(e, EngineError::PullBranch { .. }), "{e}");
+
+    // The remote refuses a branch: a clear error with its reason, and nothing is lost.
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do case $ref in refs/heads/protected/*) \
+         echo \"$ref is protected\" >&2; exit 1;; esac; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let protected = PullOptions {
+        branch: Some("protected/two".into()),
+        ..PullOptions::default()
+    };
+    let e = engine.open_pull(&handle, &protected).await.unwrap_err();
+    assert!(matches!(e, EngineError::PushRejected { .. }), "{e}");
+    assert!(e.to_string().contains("protected/two"), "{e}");
+    assert!(engine.pull_requests(&handle).await.unwrap().is_empty());
+    assert!(engine
+        .diff(&handle, 1)
+        .await
+        .unwrap()
+        .is_some_and(|d| !d.is_empty()));
 
     let opts = PullOptions {
         branch: Some("fix/two".into()),
