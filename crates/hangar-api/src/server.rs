@@ -350,10 +350,9 @@ impl From<EngineError> for ApiError {
             }
             e @ (EngineError::BadIdentity { .. }
             | EngineError::BadBranch(_)
-            | EngineError::BadPushUrl { .. }) => ApiError::bad_request(e.to_string()),
-            e @ (EngineError::PullBranch { .. } | EngineError::ForgeSecretUnset { .. }) => {
-                ApiError::bad_request(e.to_string())
-            }
+            | EngineError::BadPushUrl { .. }
+            | EngineError::PullBranch { .. }
+            | EngineError::ForgeSecretUnset { .. }) => ApiError::bad_request(e.to_string()),
             // The forge's own answer, relayed: it names no internals of hangar's.
             e @ EngineError::Forge(
                 ForgeError::PullExists { .. }

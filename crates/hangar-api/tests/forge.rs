@@ -54,18 +54,7 @@ async fn rig() -> Rig {
         ),
     ]);
     git(work.path(), &["branch", "changes"]);
-    let bare = served.path().join("hello.git");
-    git(
-        served.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.path().to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    git(&bare, &["config", "http.receivepack", "true"]);
+    hangar_testkit::githttp::publish(work.path(), served.path(), "hello.git");
     let server = GitHttp::serve(served.path(), Some(("x-access-token", TOKEN)));
     let github = FakeGitHub::start();
 

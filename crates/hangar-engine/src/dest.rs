@@ -65,21 +65,9 @@ impl Engine {
             self.check_host("[agent] endpoint", &rule.pattern, Some(port))
                 .await?;
         }
-        if let Some(forge) = &env.forge {
-            let (tls, rest) = match forge.api.strip_prefix("https://") {
-                Some(r) => (true, r),
-                None => (
-                    false,
-                    forge.api.strip_prefix("http://").unwrap_or(&forge.api),
-                ),
-            };
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            // The file's check read the authority as a host rule already.
-            if let Ok(mut rule) = HostRule::parse(authority) {
-                rule.port.get_or_insert(if tls { 443 } else { 80 });
-                self.check_host("[forge] api", &rule.pattern, rule.port)
-                    .await?;
-            }
+        if let Some((rule, _)) = env.forge.as_ref().and_then(|f| f.api_rule()) {
+            self.check_host("[forge] api", &rule.pattern, rule.port)
+                .await?;
         }
         for (phase, table) in [
             ("setup", &env.network.setup),

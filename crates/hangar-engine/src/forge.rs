@@ -375,28 +375,20 @@ impl Engine {
         let row =
             rows.iter()
                 .find(|r| r.name == name)
-                .ok_or_else(|| EngineError::SecretsUnset {
+                .ok_or_else(|| EngineError::ForgeSecretUnset {
                     env: env.to_string(),
-                    names: vec![name.to_string()],
+                    name: name.to_string(),
                 })?;
         Ok(self.keyring()?.decrypt(name, &row.ciphertext)?)
     }
 
+    /// The forge's client: its TLS verified as the proxies verify servers (the host's
+    /// roots and the admin's CAs).
     fn github(&self, forge: &Forge, token: Secret) -> Result<GitHub> {
-        let extra_roots = match &self.net.trusted {
-            Some(pems) => pems
-                .iter()
-                .filter_map(|pem| {
-                    use rustls::pki_types::pem::PemObject as _;
-                    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()
-                })
-                .collect(),
-            None => Vec::new(),
-        };
         Ok(GitHub::new(GitHubConfig {
             api: forge.api.clone(),
             token,
-            extra_roots,
+            tls: self.net.config()?.proxy.upstream_tls,
             max_retry_wait: MAX_RETRY_WAIT,
             tries: 4,
         })?)
@@ -685,8 +677,8 @@ impl Runner {
                         runner.refuse(&l, &c.repo, c.number, &sender).await
                     });
                     return Ok(Heard::Accepted(format!(
-                        "{} ({}) may not call {}: answered politely",
-                        c.sender, c.association, "hangar"
+                        "{} ({}) may not call hangar: answered politely",
+                        c.sender, c.association
                     )));
                 }
                 let runner = Arc::clone(self);
@@ -760,41 +752,28 @@ impl Runner {
         } else {
             None
         };
-        let work = match asked {
+        // Either way the answer goes to the head branch, or for an issue the default one.
+        let base = head.clone().unwrap_or_else(|| l.env.default_branch.clone());
+        let (prompt, approval, kind) = match asked {
             Mention::Review(focus) => {
-                let branch = head.clone().unwrap_or_else(|| l.env.default_branch.clone());
-                let guidelines = self.review_guidelines(&l, &branch).await;
-                let prompt = review_prompt(&c, &branch, focus.as_deref(), guidelines.as_deref());
-                Work {
-                    request: TaskRequest {
-                        environment: l.env.name.to_string(),
-                        prompt,
-                        branch: head,
-                        approval: Some(Approval::ReadOnly),
-                        attempts: 1,
-                        ..TaskRequest::default()
-                    },
-                    kind: TriggerKind::Review,
-                    number: Some(c.number),
-                    base: branch,
-                }
+                let guidelines = self.review_guidelines(&l, &base).await;
+                let prompt = review_prompt(&c, &base, focus.as_deref(), guidelines.as_deref());
+                (prompt, Some(Approval::ReadOnly), TriggerKind::Review)
             }
-            Mention::Task(prompt) => {
-                let prompt = mention_prompt(&prompt, &c);
-                let base = head.clone().unwrap_or_else(|| l.env.default_branch.clone());
-                Work {
-                    request: TaskRequest {
-                        environment: l.env.name.to_string(),
-                        prompt,
-                        branch: head,
-                        attempts: 1,
-                        ..TaskRequest::default()
-                    },
-                    kind: TriggerKind::Mention,
-                    number: Some(c.number),
-                    base,
-                }
-            }
+            Mention::Task(asked) => (mention_prompt(&asked, &c), None, TriggerKind::Mention),
+        };
+        let work = Work {
+            request: TaskRequest {
+                environment: l.env.name.to_string(),
+                prompt,
+                branch: head,
+                approval,
+                attempts: 1,
+                ..TaskRequest::default()
+            },
+            kind,
+            number: Some(c.number),
+            base,
         };
         let repo = c.repo.clone();
         if let Err(e) = self.start_work(&l, &repo, work).await {

@@ -158,7 +158,8 @@ impl Mirrors {
         &self.dir
     }
 
-    fn home(&self) -> PathBuf {
+    /// git's empty home of hangar's own.
+    pub(crate) fn home(&self) -> PathBuf {
         self.dir.join(".home")
     }
 

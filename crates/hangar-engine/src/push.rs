@@ -322,7 +322,7 @@ impl Mirrors {
             },
         })?;
 
-        let home = self.dir().join(".home");
+        let home = self.home();
         std::fs::create_dir_all(&home).map_err(io_err("create", &home))?;
         let scratch = tempfile::Builder::new()
             .prefix(".commit-")

@@ -12,7 +12,7 @@ use hangar_spec::{AttemptStatus, TaskId};
 use hangar_store::Bucket;
 use hangar_testkit::githttp::GitHttp;
 use hangar_testkit::github::FakeGitHub;
-use hangar_testkit::{git, repo_with};
+use hangar_testkit::repo_with;
 
 mod common;
 use common::{engine, request};
@@ -43,20 +43,7 @@ fn hostile_agent(marker: &Path) -> String {
 
 /// A bare repository `name` under `root` holding `files` on main.
 fn origin(root: &Path, name: &str, files: &[(&str, &[u8])]) {
-    let work = repo_with(files);
-    let bare = root.join(name);
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.path().to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    // Pushes over HTTP are allowed to whoever the server authenticated.
-    git(&bare, &["config", "http.receivepack", "true"]);
+    hangar_testkit::githttp::publish(repo_with(files).path(), root, name);
 }
 
 async fn env(engine: &Engine, source: &str, dir: &Path) -> String {

@@ -41,8 +41,9 @@ pub struct GitHubConfig {
     pub api: String,
     /// An installation token or a fine-grained token; sent only to `api`'s origin.
     pub token: Secret,
-    /// Certificates trusted beside the host's roots (the admin's CAs).
-    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// How the forge's certificate is verified: the installation's trust (the host's
+    /// roots and the admin's CAs), the same the proxies verify servers with.
+    pub tls: Arc<rustls::ClientConfig>,
     /// The longest wait a `Retry-After` may ask for before hangar gives up on it.
     pub max_retry_wait: Duration,
     /// How many times a request is tried when the forge says to try again.
@@ -50,13 +51,13 @@ pub struct GitHubConfig {
 }
 
 impl GitHubConfig {
-    /// github.com with `token`, the host's roots, a wait of at most a minute and three
+    /// github.com with `token` verified by `tls`, a wait of at most a minute and three
     /// tries.
-    pub fn new(token: Secret) -> GitHubConfig {
+    pub fn new(token: Secret, tls: Arc<rustls::ClientConfig>) -> GitHubConfig {
         GitHubConfig {
             api: DEFAULT_API.to_string(),
             token,
-            extra_roots: Vec::new(),
+            tls,
             max_retry_wait: Duration::from_secs(60),
             tries: 3,
         }
@@ -68,7 +69,6 @@ impl std::fmt::Debug for GitHubConfig {
         f.debug_struct("GitHubConfig")
             .field("api", &self.api)
             .field("token", &"[redacted]")
-            .field("extra_roots", &self.extra_roots.len())
             .field("max_retry_wait", &self.max_retry_wait)
             .field("tries", &self.tries)
             .finish()
@@ -219,25 +219,11 @@ impl GitHub {
         };
         let (origin, path) = parse_url(&config.api).map_err(bad)?;
         let prefix = path.trim_end_matches('/').to_string();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A host root rustls cannot use is skipped, as every TLS client does.
-            let _ = roots.add(cert);
-        }
-        for cert in &config.extra_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| bad(format!("an extra root certificate is unusable: {e}")))?;
-        }
-        let mut tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(GitHub {
             origin,
             prefix,
             token: config.token,
-            tls: Arc::new(tls),
+            tls: config.tls,
             max_retry_wait: config.max_retry_wait,
             tries: config.tries.max(1),
         })
@@ -910,11 +896,20 @@ mod tests {
         check("https://h a/", Err("characters"));
     }
 
+    /// A TLS client that trusts nothing: these tests never open TLS.
+    fn no_roots() -> Arc<rustls::ClientConfig> {
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
     #[test]
     fn a_bad_api_url_is_refused_at_construction() {
         let config = GitHubConfig {
             api: "http://192.0.2.1".into(),
-            ..GitHubConfig::new(Secret::new(b"ghs_t0ken".to_vec()).unwrap())
+            ..GitHubConfig::new(Secret::new(b"ghs_t0ken".to_vec()).unwrap(), no_roots())
         };
         let e = GitHub::new(config).unwrap_err();
         assert!(matches!(e, ForgeError::BadUrl { .. }), "{e}");
@@ -1016,7 +1011,7 @@ mod tests {
     #[test]
     fn the_token_is_not_in_debug_output() {
         let token = "ghs_SuperSecretT0ken";
-        let config = GitHubConfig::new(Secret::new(token.as_bytes().to_vec()).unwrap());
+        let config = GitHubConfig::new(Secret::new(token.as_bytes().to_vec()).unwrap(), no_roots());
         assert!(!format!("{config:?}").contains(token));
         let gh = GitHub::new(config).unwrap();
         assert!(!format!("{gh:?}").contains(token));

@@ -2,6 +2,7 @@
 //! pointed at the testkit's fake GitHub, which checks every request against GitHub's
 //! OpenAPI description and answers with its examples.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_forge::github::{GitHub, GitHubConfig};
@@ -12,11 +13,20 @@ use serde_json::json;
 
 const TOKEN: &str = "ghs_c0nformanceT0kenNeverShown";
 
+/// A TLS client that trusts nothing: the fake speaks plain HTTP on loopback.
+fn no_tls() -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
+}
+
 fn github(fake: &FakeGitHub, max_retry_wait: Duration) -> GitHub {
     GitHub::new(GitHubConfig {
         api: fake.api(),
         token: Secret::new(TOKEN.as_bytes().to_vec()).unwrap(),
-        extra_roots: Vec::new(),
+        tls: no_tls(),
         max_retry_wait,
         tries: 3,
     })
@@ -425,7 +435,7 @@ fn an_unreachable_forge_is_named_without_the_token() {
     let gh = GitHub::new(GitHubConfig {
         api: "http://127.0.0.1:1".into(),
         token: Secret::new(TOKEN.as_bytes().to_vec()).unwrap(),
-        extra_roots: Vec::new(),
+        tls: no_tls(),
         max_retry_wait: Duration::from_secs(1),
         tries: 2,
     })
@@ -448,7 +458,7 @@ fn an_enterprise_server_path_prefix_is_kept() {
     let fake = FakeGitHub::start();
     let gh = GitHub::new(GitHubConfig {
         api: format!("{}/api/v3", fake.api()),
-        ..GitHubConfig::new(Secret::new(TOKEN.as_bytes().to_vec()).unwrap())
+        ..GitHubConfig::new(Secret::new(TOKEN.as_bytes().to_vec()).unwrap(), no_tls())
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

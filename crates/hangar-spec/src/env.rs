@@ -387,16 +387,28 @@ impl Agent {
     /// The endpoint's exact host and port (the scheme's port when it names none), as a
     /// rule, and whether it is https.
     pub fn endpoint_rule(&self) -> Option<(HostRule, bool)> {
-        let url = self.endpoint.as_deref()?;
-        let (tls, rest) = match url.strip_prefix("https://") {
-            Some(r) => (true, r),
-            None => (false, url.strip_prefix("http://")?),
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let mut rule = HostRule::parse(authority).ok()?;
-        rule.port.get_or_insert(if tls { 443 } else { 80 });
-        Some((rule, tls))
+        url_rule(self.endpoint.as_deref()?)
     }
+}
+
+impl Forge {
+    /// The API's exact host and port, as a rule, and whether it is https.
+    pub fn api_rule(&self) -> Option<(HostRule, bool)> {
+        url_rule(&self.api)
+    }
+}
+
+/// An http(s) URL's exact host and port (the scheme's port when it names none), as a
+/// rule, and whether it is https; `None` for another scheme or a bad host.
+fn url_rule(url: &str) -> Option<(HostRule, bool)> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://")?),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let mut rule = HostRule::parse(authority).ok()?;
+    rule.port.get_or_insert(if tls { 443 } else { 80 });
+    Some((rule, tls))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1160,31 +1172,17 @@ fn repository_of_url(url: &str) -> Option<String> {
 /// An https URL, or plain http to a loopback address (a test's or a tunnel's).
 fn check_forge_api(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
-    let host_of = |rest: &str| rest.split(['/', '?', '#']).next().unwrap_or("").to_string();
-    if let Some(rest) = trimmed.strip_prefix("https://") {
-        return match HostRule::parse(&host_of(rest)) {
-            Ok(r) if !r.pattern.starts_with('*') => Ok(trimmed.to_string()),
-            _ => Err(format!("`{s}` names no host")),
-        };
+    if !trimmed.starts_with("https://") && !trimmed.starts_with("http://") {
+        return Err(format!("`{s}` is not an https:// URL"));
     }
-    if let Some(rest) = trimmed.strip_prefix("http://") {
-        let authority = host_of(rest);
-        let host = HostRule::parse(&authority)
-            .map(|r| r.pattern)
-            .unwrap_or_default();
-        let loopback = host == "localhost"
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
-            return Ok(trimmed.to_string());
-        }
-        return Err(format!(
+    match url_rule(trimmed) {
+        Some((rule, _)) if rule.pattern.starts_with('*') => Err(format!("`{s}` names no host")),
+        None => Err(format!("`{s}` names no host")),
+        Some((rule, false)) if rule.loopback_ip().is_none() => Err(format!(
             "`{s}` is plain http beyond loopback: the token would cross the network unencrypted"
-        ));
+        )),
+        Some(_) => Ok(trimmed.to_string()),
     }
-    Err(format!("`{s}` is not an https:// URL"))
 }
 
 /// `Name <email>`, one line.

@@ -75,6 +75,23 @@ impl GitHttp {
     }
 }
 
+/// Publishes the repository at `work` as the bare repository `name` under `root` (what
+/// a [`GitHttp`] of `root` serves); its path.
+pub fn publish(work: &Path, root: &Path, name: &str) -> PathBuf {
+    let bare = root.join(name);
+    crate::git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("a UTF-8 path"),
+            bare.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    bare
+}
+
 fn answer(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;

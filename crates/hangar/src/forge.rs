@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hangar_api::client::{query, segment, Client};
 use hangar_api::wire::{ForgeConnected, OpenPull, PullOpened};
-use hangar_secrets::Secret;
 
 use crate::print_json;
 
@@ -114,18 +113,14 @@ pub async fn forge(client: &Client, cmd: ForgeCommand) -> Result<()> {
             api,
             json,
         } => {
-            let bytes = std::fs::read(&webhook_secret_file).with_context(|| {
-                format!(
-                    "failed to read the webhook secret from {}",
-                    webhook_secret_file.display()
-                )
-            })?;
-            let value = Secret::new(bytes).with_context(|| {
-                format!(
-                    "failed to read the webhook secret from {}",
-                    webhook_secret_file.display()
-                )
-            })?;
+            let value =
+                crate::secrets::read_value(Some(&webhook_secret_file), "the webhook secret")
+                    .with_context(|| {
+                        format!(
+                            "failed to read the webhook secret from {}",
+                            webhook_secret_file.display()
+                        )
+                    })?;
             let path = format!(
                 "{}/forge{}",
                 crate::tasks::env_path(&environment),

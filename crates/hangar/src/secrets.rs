@@ -36,6 +36,27 @@ fn secrets_path(env: &str) -> String {
     format!("{}/secrets", crate::tasks::env_path(env))
 }
 
+/// A secret's value from `from_file`, else from stdin (prompting on a terminal), checked
+/// here too so that a bad value is refused before it travels.
+pub(crate) fn read_value(from_file: Option<&std::path::Path>, name: &str) -> Result<Secret> {
+    let bytes = match from_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("failed to read the secret from {}", path.display()))?,
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                eprintln!("type the value of {name}, then Ctrl-D:");
+            }
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("failed to read the secret from stdin")?;
+            buf
+        }
+    };
+    Ok(Secret::new(bytes)?)
+}
+
 pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
     match cmd {
         SecretCommand::Set {
@@ -43,24 +64,7 @@ pub async fn secret(client: &Client, cmd: SecretCommand) -> Result<()> {
             name,
             from_file,
         } => {
-            let bytes = match &from_file {
-                Some(path) => std::fs::read(path).with_context(|| {
-                    format!("failed to read the secret from {}", path.display())
-                })?,
-                None => {
-                    use std::io::IsTerminal;
-                    if std::io::stdin().is_terminal() {
-                        eprintln!("type the value of {name}, then Ctrl-D:");
-                    }
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .context("failed to read the secret from stdin")?;
-                    buf
-                }
-            };
-            // Checked here too, so a bad value is refused before it travels.
-            let value = Secret::new(bytes)?;
+            let value = read_value(from_file.as_deref(), &name)?;
             let path = format!("{}/{}", secrets_path(&environment), segment(&name));
             client.put_secret(&path, value).await?;
             eprintln!("set secret {name} of {environment}");
