@@ -208,45 +208,7 @@ pub fn assert_no_traces(host: &HostConfig, id: &SandboxId) {
 }
 
 /// Percentiles for the project's benchmarks.
-pub mod bench {
-    use std::time::Duration;
-
-    /// One line of a benchmark's table.
-    pub struct Row {
-        pub name: String,
-        pub p50: Duration,
-        pub p95: Duration,
-    }
-
-    fn percentile(sorted: &[Duration], p: f64) -> Duration {
-        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-    }
-
-    /// Prints a table: a header, then each row's name (in `width` columns) with its p50
-    /// and p95 in milliseconds.
-    pub fn print_table(title: &str, width: usize, rows: &[Row]) {
-        println!("\n{title}");
-        println!("{:<width$} {:>9} {:>9}", "", "p50 ms", "p95 ms");
-        for r in rows {
-            println!(
-                "{:<width$} {:>9.2} {:>9.2}",
-                r.name,
-                r.p50.as_secs_f64() * 1000.0,
-                r.p95.as_secs_f64() * 1000.0
-            );
-        }
-    }
-
-    /// p50 and p95 of `samples` (at least one).
-    pub fn summarize(name: &str, mut samples: Vec<Duration>) -> Row {
-        samples.sort();
-        Row {
-            name: name.into(),
-            p50: percentile(&samples, 0.5),
-            p95: percentile(&samples, 0.95),
-        }
-    }
-}
+pub mod bench;
 
 /// Asserts that `script` is valid bash (`bash -n`), whatever quotes it holds.
 pub fn assert_bash_parses(script: &str, what: &str) {
