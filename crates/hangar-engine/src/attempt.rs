@@ -132,8 +132,8 @@ impl LayerDirs<'_> {
         self.0.snapshot_dir(key)
     }
 
-    async fn lock_snapshot(&self, key: &str) -> Result<std::fs::File> {
-        self.0.lock_snapshot(key).await
+    async fn hold_snapshot(&self, key: &str, found: bool) -> Result<std::fs::File> {
+        self.0.hold_snapshot(key, found).await
     }
 
     fn serves(&self, s: &SnapshotRecord) -> bool {
@@ -471,9 +471,16 @@ impl Engine {
         plan: &AttemptPlan<'_>,
         cancel: watch::Receiver<bool>,
     ) -> Result<()> {
+        let reserve = crate::admission::reservation(plan.env);
         let _slot = self
             .scheduler
-            .take(&self.workspace, plan.task, plan.index, cancel.clone())
+            .take(
+                &self.workspace,
+                plan.task,
+                plan.index,
+                reserve,
+                cancel.clone(),
+            )
             .await;
         self.db.start_attempt(plan.task, plan.index).await?;
         let secrets = self.env_secrets(plan.env).await;
@@ -635,7 +642,8 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
             (lowers, None, f.meta.snapshot.clone())
         }
         None => {
-            let hold = ctx.deps.layers.lock_snapshot(&p.key).await?;
+            let found = matches!(p.lookup, Lookup::Hit(_));
+            let hold = ctx.deps.layers.hold_snapshot(&p.key, found).await?;
             snapshot_for(ctx, &p).await?;
             (
                 vec![ctx.deps.layers.snapshot_dir(&p.key)],
@@ -665,7 +673,7 @@ async fn attempt(ctx: &mut Ctx<'_>, p: Prepared) -> Result<AttemptOutcome, Stop>
         && ctx.secrets.reach(env, Phase::Maintenance);
     let (sandbox, workspace) = if apart {
         let (upper, base) = maintain_apart(ctx, lowers.clone(), hold, &p).await?;
-        let hold = ctx.deps.layers.lock_snapshot(&snapshot_key).await?;
+        let hold = ctx.deps.layers.hold_snapshot(&snapshot_key, true).await?;
         // The sandbox leases what it stands on before it is returned.
         let sandbox = sandbox_over(ctx, lowers, Some(upper), &p, Role::Attempt).await?;
         drop(hold);

@@ -9,7 +9,7 @@ use hangar_net::Resolve;
 use hangar_spec::HostRule;
 use hangar_store::{Bucket, Store};
 
-use crate::Clock;
+use crate::{default_max_running, Clock};
 
 /// Attempts of one task, at most, unless configured (each is a sandbox, a proxy and an
 /// agent CLI).
@@ -23,8 +23,9 @@ pub struct EngineConfig {
     pub store: Store,
     /// The static hangar-init, PID 1 of every sandbox.
     pub init_binary: PathBuf,
-    /// How many attempts run at once (at least 1); the others queue. Default:
-    /// [`default_slots`].
+    /// How many attempts run at once, at most (at least 1); the others queue. Within it
+    /// each attempt reserves memory and, past two per core, waits for the machine's load
+    /// to leave room (see `admission.rs`). Default: [`default_max_running`].
     pub max_running: usize,
     /// How many attempts one task may ask for (best-of-N): 1 to `max_running`, since more
     /// would only queue behind each other (checked by `open`). `None`: [`MAX_ATTEMPTS`].
@@ -55,7 +56,7 @@ impl EngineConfig {
             secret_key_file: store.path(Bucket::SecretKey),
             store,
             init_binary,
-            max_running: default_slots(),
+            max_running: default_max_running(),
             max_attempts: None,
             resolver: Arc::new(hangar_net::SystemResolver::default()),
             trusted_cas: None,
@@ -64,19 +65,4 @@ impl EngineConfig {
             public_url: None,
         }
     }
-}
-
-/// The default number of attempts running at once: two per core, and no more than one
-/// per 2 GiB of memory (an agent CLI with its sandbox and proxy uses up to about that).
-pub fn default_slots() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: sysconf only reads system constants.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    let gib = (pages.max(0) as u64 * page.max(0) as u64) >> 30;
-    (cores * 2).min((gib / 2) as usize).max(1)
 }

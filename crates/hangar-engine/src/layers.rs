@@ -161,13 +161,27 @@ impl Layers {
     /// Takes the lock that makes one builder (or importer) per key, waiting for its
     /// holder; gc leaves a layer whose lock is held alone.
     pub(crate) async fn lock(&self, kind: Kind, key: &str) -> Result<File> {
+        self.lock_as(kind, key, File::lock).await
+    }
+
+    /// The key's lock shared with other sharers: taken while nobody holds it alone.
+    pub(crate) async fn lock_shared(&self, kind: Kind, key: &str) -> Result<File> {
+        self.lock_as(kind, key, File::lock_shared).await
+    }
+
+    async fn lock_as(
+        &self,
+        kind: Kind,
+        key: &str,
+        how: fn(&File) -> std::io::Result<()>,
+    ) -> Result<File> {
         let parent = self.store.path(kind.bucket());
         let lock_path = self.lock_path(kind, key);
         let waited = self.dir(kind, key);
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
             let f = File::create(&lock_path).map_err(io_err("create", &lock_path))?;
-            f.lock().map_err(io_err("lock", &lock_path))?;
+            how(&f).map_err(io_err("lock", &lock_path))?;
             Ok(f)
         })
         .await
@@ -561,6 +575,20 @@ impl Engine {
     /// Takes the lock that makes one builder (or importer) per key; others wait here.
     pub(crate) async fn lock_snapshot(&self, key: &str) -> Result<File> {
         self.layers.lock(Kind::Snapshot, key).await
+    }
+
+    /// The lock an attempt holds on the snapshot it stands on until its sandbox leases
+    /// it: shared when the snapshot is stored (`found`) and on disk, so the attempts of
+    /// a burst over one snapshot start side by side while `cache gc` and a builder,
+    /// which take it alone, wait; else taken alone, since the attempt builds it.
+    pub(crate) async fn hold_snapshot(&self, key: &str, found: bool) -> Result<File> {
+        if found {
+            let shared = self.layers.lock_shared(Kind::Snapshot, key).await?;
+            if self.snapshot_dir(key).is_dir() {
+                return Ok(shared);
+            }
+        }
+        self.lock_snapshot(key).await
     }
 
     /// Whether a stored snapshot may serve a task now.

@@ -2,6 +2,7 @@
 //! runs each attempt through its phases in a sandbox, stores logs, timings and the diff,
 //! and applies a finished diff to a user's checkout. It speaks no HTTP.
 
+mod admission;
 mod agent;
 mod apply;
 mod attempt;
@@ -40,8 +41,9 @@ use hangar_store::db::{Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskReco
 use hangar_store::{Bucket, Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
+pub use admission::{default_max_running, DEFAULT_RESERVATION, SCRIPT_RESERVATION};
 pub use apply::{apply_patch, ApplyReport};
-pub use config::{default_slots, EngineConfig, MAX_ATTEMPTS};
+pub use config::{EngineConfig, MAX_ATTEMPTS};
 use dest::Principal;
 pub use error::{EngineError, FollowRefusal, Invalid, Result, Unfollowable};
 pub use forge::{Delivery, ForgeConnect, Heard, PullOptions, Pulled};
@@ -193,6 +195,7 @@ impl Engine {
             }
         };
         let db = Db::open(&store.path(Bucket::Database)).await?;
+        let budget = admission::Budget::detect(max_running);
         let shared = Shared {
             mirrors: Mirrors::new(store.path(Bucket::Mirrors)),
             layers: layers::Layers::new(store.clone(), db.clone()),
@@ -200,13 +203,9 @@ impl Engine {
             sandboxes: Sandboxes {
                 host: HostConfig::new(store.path(Bucket::Run), init_binary),
                 runtime: RuntimeKind::default(),
-                limits: limits::MachineLimits::detect(store.root(), max_running),
+                limits: limits::MachineLimits::detect(store.root(), budget.cpu_slots),
             },
-            scheduler: scheduler::Scheduler::new(
-                max_running,
-                max_attempts,
-                store.path(Bucket::Locks),
-            ),
+            scheduler: scheduler::Scheduler::new(budget, max_attempts, store.path(Bucket::Locks)),
             keys: secrets::Keys::new(secret_key_file),
             net: net::NetSettings::new(
                 resolver,

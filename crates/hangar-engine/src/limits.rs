@@ -21,11 +21,12 @@ pub struct MachineLimits {
 }
 
 impl MachineLimits {
-    /// Memory: three quarters of the machine's, shared by the attempts that run at
-    /// once (the rest is the host's, the daemon's and the proxies'). CPUs: all cores,
-    /// since an idle core lent is no loss; the kernel shares them fairly. Disk: half of
-    /// the data dir's filesystem, shared by the attempts that run at once (snapshots
-    /// and kept layers need the rest).
+    /// Memory: three quarters of the machine's, shared by `slots` attempts, those that
+    /// start whatever the machine's load (the rest is the host's, the daemon's and the
+    /// proxies'). More may run; a limit is a ceiling, and admission keeps what the
+    /// running attempts reserve within the machine. CPUs: all cores, since an idle core
+    /// lent is no loss; the kernel shares them fairly. Disk: half of the data dir's
+    /// filesystem, shared likewise (snapshots and kept layers need the rest).
     pub fn detect(data_dir: &Path, slots: usize) -> MachineLimits {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         // SAFETY: sysconf only reads system constants.

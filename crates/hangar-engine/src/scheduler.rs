@@ -1,10 +1,11 @@
-//! Which attempts run now and which wait: the engine's slots, the fair queue of the
-//! attempts waiting for one, their positions, and the locks of the tasks this engine runs.
+//! Which attempts run now and which wait: admission (by reserved memory and the
+//! machine's load, see `admission.rs`), the fair queue of the attempts waiting, their
+//! positions, and the locks of the tasks this engine runs.
 //!
-//! Workspace views of one engine share its slots, so a FIFO would let one workspace's
-//! burst queue every other workspace's task behind all of its own. Waiters are kept in
-//! one lane per workspace and a freed slot goes to the lanes in turn: a workspace waits
-//! at most one turn per other waiting workspace. Within a lane, arrival order.
+//! Workspace views of one engine share its admission, so a FIFO would let one
+//! workspace's burst queue every other workspace's task behind all of its own. Waiters
+//! are kept in one lane per workspace and admitted from the lanes in turn: a workspace
+//! waits at most one turn per other waiting workspace. Within a lane, arrival order.
 //!
 //! A task's lock (`locks/task-<id>.lock`, a flock) is taken before the task is stored and
 //! held until it has run, so recovery can tell a task whose process died (its lock is
@@ -12,12 +13,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hangar_spec::TaskId;
 use tokio::sync::{oneshot, watch};
 
+use crate::admission::{Budget, LoadProbe};
 use crate::error::{io_err, EngineError, Result};
 
 /// The engine's part that decides when attempts run.
@@ -30,12 +32,11 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    /// `max_running` slots (at least 1); task locks under `locks_dir`.
-    pub(crate) fn new(max_running: usize, max_attempts: u32, locks_dir: PathBuf) -> Scheduler {
-        let max_running = max_running.max(1);
+    /// Admission within `budget`; task locks under `locks_dir`.
+    pub(crate) fn new(budget: Budget, max_attempts: u32, locks_dir: PathBuf) -> Scheduler {
         Scheduler {
-            slots: Arc::new(Slots::new(max_running)),
-            max_running,
+            slots: Arc::new(Slots::new(budget)),
+            max_running: budget.max_running,
             max_attempts,
             locks: TaskLocks {
                 dir: locks_dir,
@@ -52,7 +53,7 @@ impl Scheduler {
         self.max_attempts
     }
 
-    /// How many attempts hold a slot.
+    /// How many attempts are admitted.
     pub(crate) fn running(&self) -> usize {
         self.slots.running()
     }
@@ -63,16 +64,20 @@ impl Scheduler {
         self.slots.position(task)
     }
 
-    /// Waits for a slot for one attempt, in `workspace`'s turn, unless the task is
-    /// cancelled meanwhile (then `None`: it goes on without one, to be marked cancelled).
+    /// Waits until one attempt reserving `reserve` bytes is admitted, in `workspace`'s
+    /// turn, unless the task is cancelled meanwhile (then `None`: it goes on without
+    /// one, to be marked cancelled).
     pub(crate) async fn take(
         &self,
         workspace: &str,
         task: &TaskId,
         index: u32,
+        reserve: u64,
         cancel: watch::Receiver<bool>,
     ) -> Option<Slot> {
-        self.slots.take(workspace, task, index, cancel).await
+        self.slots
+            .take(workspace, task, index, reserve, cancel)
+            .await
     }
 
     /// Takes a new task's lock, before the task is stored; [`Scheduler::hold`] keeps it
@@ -184,6 +189,11 @@ impl<T> FairQueue<T> {
         item
     }
 
+    /// The waiter [`FairQueue::pop`] would serve next.
+    pub(crate) fn peek(&self) -> Option<&T> {
+        self.lanes.front().and_then(|(_, lane)| lane.front())
+    }
+
     /// Takes out the first waiter that `pred` picks.
     pub(crate) fn remove(&mut self, pred: impl Fn(&T) -> bool) -> Option<T> {
         let (l, i) = self
@@ -215,30 +225,40 @@ impl<T> FairQueue<T> {
 struct Waiter {
     task: TaskId,
     index: u32,
-    /// Told when a slot is handed over; a send that fails means the waiter left.
+    /// The memory it reserves once it runs.
+    reserve: u64,
+    /// Told when it is admitted; a send that fails means the waiter left.
     grant: oneshot::Sender<()>,
 }
 
 struct State {
-    free: usize,
+    running: usize,
+    reserved: u64,
     queue: FairQueue<Waiter>,
 }
 
-/// The slots of one engine. Its lock is held only to count or move waiters, never
-/// across an await.
+/// How often a waiter held back by the machine's load (not by a running attempt, whose
+/// end would admit it) asks again.
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// The engine's admission: the running attempts, what they reserve, and who waits. Its
+/// lock is held only to count or move waiters, never across an await.
 struct Slots {
+    budget: Budget,
+    probe: LoadProbe,
     state: Mutex<State>,
-    running: AtomicUsize,
 }
 
 impl Slots {
-    fn new(n: usize) -> Slots {
+    fn new(budget: Budget) -> Slots {
         Slots {
+            budget,
+            probe: LoadProbe::default(),
             state: Mutex::new(State {
-                free: n,
+                running: 0,
+                reserved: 0,
                 queue: FairQueue::default(),
             }),
-            running: AtomicUsize::new(0),
         }
     }
 
@@ -247,7 +267,7 @@ impl Slots {
     }
 
     fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        self.state().running
     }
 
     fn position(&self, task: &TaskId) -> Option<usize> {
@@ -265,12 +285,20 @@ impl Slots {
         workspace: &str,
         task: &TaskId,
         index: u32,
+        reserve: u64,
         mut cancel: watch::Receiver<bool>,
     ) -> Option<Slot> {
+        // Read before the lock is taken (at most every LOAD_TTL: it is cached).
+        let load = self.probe.load();
         let granted = {
             let mut state = self.state();
-            if state.free > 0 && state.queue.is_empty() {
-                state.free -= 1;
+            if state.queue.is_empty()
+                && self
+                    .budget
+                    .admits(state.running, state.reserved, reserve, || load)
+            {
+                state.running += 1;
+                state.reserved += reserve;
                 None
             } else {
                 let (grant, granted) = oneshot::channel();
@@ -279,6 +307,7 @@ impl Slots {
                     Waiter {
                         task: task.clone(),
                         index,
+                        reserve,
                         grant,
                     },
                 );
@@ -290,44 +319,70 @@ impl Slots {
                 slots: self,
                 task,
                 index,
+                reserve,
                 granted,
                 served: false,
             };
-            let got = tokio::select! {
-                got = &mut wait.granted => got.is_ok(),
-                _ = cancel.wait_for(|c| *c) => false,
+            let got = loop {
+                tokio::select! {
+                    got = &mut wait.granted => break got.is_ok(),
+                    _ = cancel.wait_for(|c| *c) => break false,
+                    _ = tokio::time::sleep(RECHECK) => self.admit(),
+                }
             };
             if !got {
-                return None; // `wait` leaves the queue, giving back a slot it was handed
+                return None; // `wait` leaves the queue, giving back what it was granted
             }
             wait.served = true;
         }
-        self.running.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             slots: self.clone(),
+            reserve,
         })
     }
 
-    /// Hands a freed slot to the next waiter still there, or counts it free.
-    fn release(&self) {
+    /// Admits the waiters at the head of the queue that fit, in turn; the first that
+    /// does not fit holds the rest back, so a big reservation is not starved by small
+    /// ones behind it.
+    fn admit(&self) {
+        let load = self.probe.load();
         let mut state = self.state();
-        while let Some(w) = state.queue.pop() {
-            if w.grant.send(()).is_ok() {
+        while let Some(next) = state.queue.peek() {
+            let reserve = next.reserve;
+            if !self
+                .budget
+                .admits(state.running, state.reserved, reserve, || load)
+            {
                 return;
             }
+            let w = state.queue.pop().expect("peeked");
+            if w.grant.send(()).is_ok() {
+                state.running += 1;
+                state.reserved += w.reserve;
+            }
         }
-        state.free += 1;
+    }
+
+    /// An attempt's end: what it reserved is free for the next waiters.
+    fn release(&self, reserve: u64) {
+        {
+            let mut state = self.state();
+            state.running -= 1;
+            state.reserved -= reserve;
+        }
+        self.admit();
     }
 }
 
 /// A waiter that stops waiting (cancelled, or its future dropped): out of the queue,
-/// and a slot handed over meanwhile goes on to the next.
+/// and what it was granted meanwhile goes on to the next.
 struct Leave<'a> {
     slots: &'a Slots,
     task: &'a TaskId,
     index: u32,
+    reserve: u64,
     granted: oneshot::Receiver<()>,
-    /// The slot was received: nothing to undo.
+    /// The grant was received: nothing to undo.
     served: bool,
 }
 
@@ -343,20 +398,20 @@ impl Drop for Leave<'_> {
             .remove(|w| &w.task == self.task && w.index == self.index)
             .is_some();
         if !removed && self.granted.try_recv().is_ok() {
-            self.slots.release();
+            self.slots.release(self.reserve);
         }
     }
 }
 
-/// A running attempt's slot; given back on drop.
+/// A running attempt's admission; given back on drop.
 pub(crate) struct Slot {
     slots: Arc<Slots>,
+    reserve: u64,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.running.fetch_sub(1, Ordering::Relaxed);
-        self.slots.release();
+        self.slots.release(self.reserve);
     }
 }
 
@@ -424,8 +479,8 @@ mod tests {
     #[test]
     fn a_task_lock_is_one_holders_until_released() {
         let dir = tempfile::tempdir().unwrap();
-        let scheduler = Scheduler::new(1, 1, dir.path().join("locks"));
-        let other = Scheduler::new(1, 1, dir.path().join("locks"));
+        let scheduler = Scheduler::new(slots(1, 1), 1, dir.path().join("locks"));
+        let other = Scheduler::new(slots(1, 1), 1, dir.path().join("locks"));
         let lock = scheduler.lock_task(&task(1)).unwrap();
         assert!(matches!(
             other.lock_task(&task(1)),
@@ -443,11 +498,25 @@ mod tests {
             .exists());
     }
 
+    /// `n` attempts at once, each reservation of 1 within a memory budget of `memory`;
+    /// the load never asked (every attempt within the CPU slots).
+    fn slots(n: usize, memory: u64) -> Budget {
+        Budget {
+            max_running: n,
+            memory,
+            cpu_slots: n,
+            headroom: 0,
+        }
+    }
+
     #[tokio::test]
     async fn slots_are_handed_round_robin_and_a_cancelled_waiter_passes_its_turn() {
-        let slots = Arc::new(Slots::new(1));
+        let slots = Arc::new(Slots::new(slots(1, 1)));
         let (_keep, never) = watch::channel(false);
-        let first = slots.take("a", &task(0), 0, never.clone()).await.unwrap();
+        let first = slots
+            .take("a", &task(0), 0, 1, never.clone())
+            .await
+            .unwrap();
         let mut waiting = Vec::new();
         let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
         let (cancel_tx, cancel) = watch::channel(false);
@@ -459,7 +528,7 @@ mod tests {
         ] {
             let (mine, tx) = (slots.clone(), served_tx.clone());
             waiting.push(tokio::spawn(async move {
-                let slot = mine.take(ws, &task(n), 0, rx).await;
+                let slot = mine.take(ws, &task(n), 0, 1, rx).await;
                 let _ = tx.send((n, slot.is_some()));
                 // Held until the test's next step lets it go.
                 tokio::task::yield_now().await;
@@ -491,6 +560,57 @@ mod tests {
             w.await.unwrap();
         }
         assert_eq!(slots.running(), 0);
-        assert_eq!(slots.state().free, 1);
+        assert_eq!(slots.state().reserved, 0);
+    }
+
+    #[tokio::test]
+    async fn reservations_admit_while_they_fit_and_a_big_one_is_not_passed() {
+        let slots = Arc::new(Slots::new(slots(10, 4)));
+        let (_keep, never) = watch::channel(false);
+        let a = slots
+            .take("a", &task(0), 0, 2, never.clone())
+            .await
+            .unwrap();
+        let b = slots
+            .take("a", &task(1), 0, 1, never.clone())
+            .await
+            .unwrap();
+        assert_eq!((slots.running(), slots.state().reserved), (2, 3));
+        // 3 reserved of 4: a reservation of 3 waits, and a small one behind it too.
+        let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiting = Vec::new();
+        for (n, reserve) in [(2, 3), (3, 1)] {
+            let (mine, tx, rx) = (slots.clone(), served_tx.clone(), never.clone());
+            waiting.push(tokio::spawn(async move {
+                let slot = mine.take("b", &task(n), 0, reserve, rx).await.unwrap();
+                tx.send(n).unwrap();
+                slot
+            }));
+            while slots.position(&task(n)).is_none() {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(b);
+        assert_eq!(slots.position(&task(2)), Some(1), "2 free: still too small");
+        assert_eq!(
+            slots.position(&task(3)),
+            Some(2),
+            "the small one waits its turn"
+        );
+        drop(a);
+        assert_eq!(served.recv().await, Some(2));
+        assert_eq!(served.recv().await, Some(3));
+        let held: Vec<Slot> = futures_join(waiting).await;
+        assert_eq!((slots.running(), slots.state().reserved), (2, 4));
+        drop(held);
+        assert_eq!((slots.running(), slots.state().reserved), (0, 0));
+    }
+
+    async fn futures_join(handles: Vec<tokio::task::JoinHandle<Slot>>) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
     }
 }

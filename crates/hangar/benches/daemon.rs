@@ -1,11 +1,16 @@
-//! Daemon benchmark (root; `cargo bench -p hangar --bench daemon`): from task accepted to
-//! the agent process started on the cached example environment (examples/pyfix),
+//! Daemon benchmark (root; `cargo bench -p hangar --bench daemon`, or `scripts/bench
+//! daemon`) on the cached example environment (examples/pyfix):
 //!
-//! 1. in-process (the engine called directly: the baseline the cache benchmark measures),
-//! 2. through the daemon, one task at a time (`hangar exec --detach`, then `wait`),
-//! 3. a burst of 50 tasks submitted at once through the daemon: p50/p95 and total time.
+//! 1. task accepted -> agent started, in-process (the engine called directly, the
+//!    baseline) beside the same through the daemon (`hangar exec --detach`, then `wait`),
+//!    one task at a time;
+//! 2. a burst of 50 tasks submitted at once through the daemon, their agent waiting on
+//!    the model (it sleeps): when each agent started, and that none failed;
+//! 3. host memory per idle running attempt: 100 attempts whose agent sleeps, running at
+//!    once, against the machine before them (`MemAvailable`, with the daemon's own
+//!    growth reported beside it).
 //!
-//! Every figure comes from the same stored timestamps: the task's creation (when it was
+//! Every latency comes from the same stored timestamps: the task's creation (when it was
 //! accepted) and its agent phase's start.
 
 use std::path::Path;
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hangar_engine::{Engine, EngineConfig, Event, Progress, TaskRequest};
 use hangar_spec::{Phase, TaskId};
-use hangar_testkit::bench::{print_table, summarize};
+use hangar_testkit::bench::{print_table, report, summarize, Measure, Stat, Target, Unit};
 use tokio::sync::watch;
 
 #[path = "../tests/common/mod.rs"]
@@ -22,19 +27,33 @@ mod common;
 
 const SINGLE: usize = 15;
 const BURST: usize = 50;
+const IDLE: usize = 100;
 
-/// Accepted → agent started, from the task's stored records.
-async fn accepted_to_agent(engine: &Engine, id: &TaskId) -> Duration {
+/// When `id`'s agent started, as milliseconds since the task was accepted; `None` while
+/// it has not.
+async fn agent_started(engine: &Engine, id: &TaskId) -> Option<Duration> {
     let handle = engine.task(id.as_str()).await.unwrap();
     let task = handle.record();
-    assert_eq!(task.status, hangar_spec::TaskStatus::Ready, "task {id}");
     let attempts = engine.attempts(&handle).await.unwrap();
-    let agent = attempts[0]
+    let agent = attempts
+        .first()?
         .phases
         .iter()
-        .find(|p| p.phase == Phase::Agent)
-        .expect("an agent phase");
-    Duration::from_millis((agent.started_ms - task.created_ms).max(0) as u64)
+        .find(|p| p.phase == Phase::Agent)?;
+    Some(Duration::from_millis(
+        (agent.started_ms - task.created_ms).max(0) as u64,
+    ))
+}
+
+/// Accepted -> agent started of a task that ended ready.
+async fn accepted_to_agent(engine: &Engine, id: &TaskId) -> Duration {
+    let handle = engine.task(id.as_str()).await.unwrap();
+    assert_eq!(
+        handle.record().status,
+        hangar_spec::TaskStatus::Ready,
+        "task {id}"
+    );
+    agent_started(engine, id).await.expect("an agent phase")
 }
 
 /// `hangar` over the shared test data dir, through the daemon at `socket`.
@@ -53,6 +72,70 @@ fn hangar(socket: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Submits `n` tasks at once through the daemon; their ids.
+fn submit(socket: &Path, env: &str, n: usize) -> Vec<String> {
+    let exec = ["exec", "--detach", "--env", env, "Fix the failing test"];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let exec = &exec;
+                s.spawn(move || hangar(socket, exec))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The environment file of the example with its agent replaced by `sleep SECS` (an
+/// agent waiting on its model) and no check.
+fn sleeping(source: &str, secs: u64) -> String {
+    let source = source
+        .replace(
+            "script = \"bash .hangar/agent.sh\"",
+            &format!("script = \"sleep {secs}\""),
+        )
+        .replace("check = \"python3 -m unittest -q\"", "");
+    assert!(source.contains("sleep"), "the example's agent line changed");
+    source
+}
+
+fn mem_available() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemAvailable");
+    kib << 10
+}
+
+/// A process's proportional set size (its share of the pages it maps).
+fn pss(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("Pss");
+    kib << 10
+}
+
+/// What the machine holds, settled: the page cache dropped, the median of a few reads.
+fn settled_available() -> u64 {
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let mut reads: Vec<u64> = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            mem_available()
+        })
+        .collect();
+    reads.sort();
+    reads[2]
+}
+
+const MIB: f64 = (1 << 20) as f64;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -103,16 +186,20 @@ async fn main() {
         single.push(accepted_to_agent(&engine, &id.parse().unwrap()).await);
     }
 
+    // The burst's environment: the example's, its agent waiting on the model.
+    let waiting = format!("{name}-wait");
+    let source = sleeping(&example.source, 5).replace(
+        &format!("name = \"{name}\""),
+        &format!("name = \"{waiting}\""),
+    );
+    engine
+        .create_env("bench-wait.toml", &source, &example.dir)
+        .await
+        .unwrap();
+    // Its snapshot is built first: the burst is on a cached environment.
+    hangar(&socket, &["wait", &submit(&socket, &waiting, 1)[0]]);
     let started = Instant::now();
-    let ids: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..BURST)
-            .map(|_| {
-                let (socket, exec) = (&socket, &exec);
-                s.spawn(move || hangar(socket, exec))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let ids = submit(&socket, &waiting, BURST);
     for id in &ids {
         hangar(&socket, &["wait", id]);
     }
@@ -121,8 +208,57 @@ async fn main() {
     for id in &ids {
         burst.push(accepted_to_agent(&engine, &id.parse().unwrap()).await);
     }
+
+    // Idle attempts: the daemon's growth and the machine's, 100 at once.
+    let idle_env = format!("{name}-idle");
+    let source = sleeping(&example.source, 600).replace(
+        &format!("name = \"{name}\""),
+        &format!("name = \"{idle_env}\""),
+    );
+    engine
+        .create_env("bench-idle.toml", &source, &example.dir)
+        .await
+        .unwrap();
+    let warm = submit(&socket, &idle_env, 1);
+    while agent_started(&engine, &warm[0].parse().unwrap())
+        .await
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hangar(&socket, &["cancel", &warm[0]]);
+    // It ends cancelled: `wait` says so with its exit code.
+    let _ = hangar_at(&socket)
+        .args(["wait", &warm[0]])
+        .output()
+        .unwrap();
+    let daemon_before = pss(daemon.id());
+    let before = settled_available();
+    let idle: Vec<TaskId> = submit(&socket, &idle_env, IDLE)
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut started = 0;
+        for id in &idle {
+            started += agent_started(&engine, id).await.is_some() as usize;
+        }
+        if started == IDLE {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {started} of {IDLE} idle attempts started in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during = settled_available();
+    let daemon_during = pss(daemon.id());
     hangar(&socket, &["shutdown"]);
     let _ = daemon.wait();
+    let per_attempt = before.saturating_sub(during) as f64 / IDLE as f64 / MIB;
+    let daemon_per_attempt = daemon_during.saturating_sub(daemon_before) as f64 / IDLE as f64 / MIB;
 
     print_table(
         "task accepted -> agent started, cached environment",
@@ -130,19 +266,66 @@ async fn main() {
         &[
             summarize(
                 &format!("in-process engine, one at a time ({SINGLE})"),
-                in_process,
+                in_process.clone(),
             ),
             summarize(
                 &format!("through the daemon, one at a time ({SINGLE})"),
-                single,
+                single.clone(),
             ),
-            summarize(&format!("through the daemon, {BURST} at once"), burst),
+            summarize(
+                &format!("through the daemon, {BURST} at once"),
+                burst.clone(),
+            ),
         ],
     );
     println!(
-        "burst of {BURST}: all finished in {:.1}s ({} attempts at once)",
+        "burst of {BURST}: all finished in {:.1}s; {IDLE} idle attempts: {per_attempt:.2} MiB \
+         each on the machine, of which the daemon {daemon_per_attempt:.2} MiB",
         total.as_secs_f64(),
-        hangar_engine::default_slots()
     );
+    report(&Measure {
+        measure: "task accepted -> agent started, cached environment, through the daemon".into(),
+        baseline: Some("the engine in-process".into()),
+        unit: Unit::Ms,
+        ours: Stat::of_durations(&single),
+        base: Some(Stat::of_durations(&in_process)),
+        target: Target::AtMost {
+            p50: 60.0,
+            p95: Some(100.0),
+            max: None,
+        },
+        note: None,
+    });
+    report(&Measure {
+        measure: format!(
+            "burst: {BURST} tasks at once, agent waiting on the model: accepted -> agent started"
+        ),
+        baseline: None,
+        unit: Unit::Ms,
+        ours: Stat::of_durations(&burst),
+        base: None,
+        target: Target::AtMost {
+            p50: 1000.0,
+            p95: None,
+            max: Some(2000.0),
+        },
+        note: Some(format!(
+            "none failed; max {:.0} ms",
+            Stat::of_durations(&burst).max
+        )),
+    });
+    report(&Measure {
+        measure: format!("host memory per idle running attempt, {IDLE} at once"),
+        baseline: None,
+        unit: Unit::MiB,
+        ours: Stat::one(per_attempt),
+        base: None,
+        target: Target::AtMost {
+            p50: 4.0,
+            p95: None,
+            max: None,
+        },
+        note: Some(format!("of which the daemon {daemon_per_attempt:.2} MiB")),
+    });
     engine.cache_gc(None).await.unwrap();
 }

@@ -30,8 +30,11 @@ pub struct ServeArgs {
     listen: Vec<String>,
     #[command(flatten)]
     tcp: TcpArgs,
-    /// Attempts running at once (default: from the machine's cores and memory); the
-    /// rest queue.
+    /// Attempts running at once, at most; within it each reserves memory (its
+    /// environment's `[resources] memory`, else 256 MiB for an agent CLI and 64 MiB for a
+    /// script) from three quarters of the machine's, and past two per core waits for
+    /// the machine's load to leave room. Default: as many as the smallest reservation
+    /// fits; the rest queue.
     #[arg(long, env = "HANGAR_MAX_RUNNING")]
     max_running: Option<usize>,
     /// Attempts one task may ask for, best-of-N (default 4; at most --max-running).
@@ -267,7 +270,7 @@ pub async fn serve(socket: &Path, mut config: EngineConfig, args: ServeArgs) -> 
             .with_context(|| format!("failed to restrict {}", path.display()))?;
     }
     eprintln!(
-        "hangar: serving on unix:{} ({} attempts at once)",
+        "hangar: serving on unix:{} (up to {} attempts at once, as memory and load allow)",
         path.display(),
         engine.max_running()
     );
