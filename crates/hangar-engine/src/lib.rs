@@ -27,6 +27,7 @@ pub mod runner;
 mod scheduler;
 pub mod secrets;
 pub mod sessions;
+mod syncs;
 pub mod tokens;
 pub mod travel;
 mod validate;
@@ -110,6 +111,8 @@ pub struct Shared {
     store: Store,
     db: Db,
     mirrors: Mirrors,
+    /// The mirror refreshes under way and just done, shared by the attempts of a burst.
+    syncs: syncs::Syncs,
     /// How sandboxes are made here, and their limits.
     sandboxes: Sandboxes,
     /// When attempts run: the slots, the fair queue, the task locks.
@@ -198,6 +201,7 @@ impl Engine {
         let budget = admission::Budget::detect(max_running);
         let shared = Shared {
             mirrors: Mirrors::new(store.path(Bucket::Mirrors)),
+            syncs: syncs::Syncs::default(),
             layers: layers::Layers::new(store.clone(), db.clone()),
             db,
             sandboxes: Sandboxes {
@@ -689,22 +693,11 @@ impl Engine {
     /// repository's mirror (synced) and the auto-install plan from the default branch.
     async fn keyed(&self, env: &Environment, secrets: &secrets::EnvSecrets) -> Result<Keyed> {
         let image = self.image_for(env).await?;
-        let (mirrors, repo, branch) = (
-            self.mirrors.clone(),
-            env.repo.clone(),
-            env.default_branch.clone(),
-        );
         let reach = self.check_repo(&env.repo).await?;
-        let (mirror, top) = tokio::task::spawn_blocking(move || {
-            let mirror = mirrors.sync(&repo, &reach)?;
-            let top = mirrors.top_files(&repo, &branch)?;
-            Ok::<_, EngineError>((mirror, top))
-        })
-        .await
-        .map_err(|e| EngineError::Git {
-            what: "mirror".into(),
-            message: e.to_string(),
-        })??;
+        let syncs::Synced { mirror, top } = self
+            .syncs
+            .sync(&self.mirrors, &env.repo, &env.default_branch, &reach)
+            .await?;
         let steps = if env.setup.auto_install {
             autoinstall::plan(&top, &env.setup.install)
         } else {
