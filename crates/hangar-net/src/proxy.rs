@@ -624,16 +624,16 @@ async fn fresh(conn: &Conn, to: &Destination) -> Result<Upstream, String> {
 
 /// Keeps `sender` in the pool once its last response has been read to the end (a
 /// connection left mid-body or closed is not kept), until it has been idle too long.
-fn give_back(conn: &Conn, key: pool::Key, mut sender: Upstream) {
+async fn give_back(conn: &Conn, key: pool::Key, mut sender: Upstream) {
+    let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+    if !matches!(ready, Ok(Ok(()))) {
+        return;
+    }
     let (pool, generation) = (conn.pool.clone(), conn.cut.generation);
+    let Some(id) = pool.put(generation, key.clone(), sender) else {
+        return;
+    };
     conn.cut.spawn(async move {
-        let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
-        if !matches!(ready, Ok(Ok(()))) {
-            return;
-        }
-        let Some(id) = pool.put(generation, key.clone(), sender) else {
-            return;
-        };
         tokio::time::sleep(pool::IDLE).await;
         pool.expire(&key, id);
     });
@@ -712,11 +712,13 @@ async fn intercepted(
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(client_tls), svc)
         .await;
-    drop(guard);
     let sender = slot.lock().unwrap_or_else(|e| e.into_inner()).sender.take();
     if let Some(sender) = sender {
-        give_back(&conn, to.key(), sender);
+        give_back(&conn, to.key(), sender).await;
     }
+    // Logged once the upstream connection is back in the pool (or gone): the entry
+    // says the connection is over.
+    drop(guard);
 }
 
 /// An intercepted connection's upstream, between its requests.
@@ -759,7 +761,8 @@ async fn inner_request(
     // A pooled connection its server closed while idle fails before the request is
     // written (it comes back), or just after with no response (a body-less request is
     // rebuilt): either goes again on a new connection to the same checked address.
-    let again = (reused && hyper::body::Body::is_end_stream(req.body())).then(|| bodiless_copy(&req));
+    let again =
+        (reused && hyper::body::Body::is_end_stream(req.body())).then(|| bodiless_copy(&req));
     let sent = match s.ready().await {
         Ok(()) => s.try_send_request(req).await.map_err(|mut e| {
             let message = e.take_message();
