@@ -7,6 +7,7 @@ pub mod audit;
 pub mod ca;
 mod error;
 pub mod policy;
+mod pool;
 pub mod presets;
 pub mod proxy;
 pub mod resolve;

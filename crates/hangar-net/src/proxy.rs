@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::{HeaderValue, CONNECTION, HOST};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -28,6 +28,7 @@ use crate::audit::AuditEntry;
 use crate::ca::Ca;
 use crate::error::{NetError, Result};
 use crate::policy::{normalize, Internal, PhasePolicy, Reason, Verdict};
+use crate::pool::{self, Pool};
 use crate::resolve::Resolve;
 
 /// The header of a 403 that names why.
@@ -35,7 +36,7 @@ pub const REASON_HEADER: &str = "x-hangar-reason";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// What every sandbox's proxy shares.
 #[derive(Clone)]
@@ -81,6 +82,8 @@ pub struct Proxy {
     epoch: watch::Sender<Epoch>,
     config: Arc<ProxyConfig>,
     audit: mpsc::UnboundedSender<AuditEntry>,
+    /// Idle upstream connections of intercepted connections, this generation's only.
+    pool: Arc<Pool>,
     accepts: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -118,6 +121,7 @@ impl Proxy {
             epoch,
             config: Arc::new(config),
             audit,
+            pool: Arc::default(),
             accepts: Vec::new(),
         };
         proxy.serve(listener, Mode::Proxy)?;
@@ -146,7 +150,7 @@ impl Proxy {
         listener.set_nonblocking(true).map_err(NetError::Serve)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(NetError::Serve)?;
         let rx = self.epoch.subscribe();
-        let (config, audit) = (self.config.clone(), self.audit.clone());
+        let (config, audit, pool) = (self.config.clone(), self.audit.clone(), self.pool.clone());
         self.accepts.push(tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -164,6 +168,7 @@ impl Proxy {
                     config: config.clone(),
                     policy: current.policy,
                     audit: audit.clone(),
+                    pool: pool.clone(),
                     cut: Cut {
                         rx: rx.clone(),
                         generation: current.generation,
@@ -178,10 +183,15 @@ impl Proxy {
 
     /// Switches to another phase's policy, ending every connection of the previous one.
     pub fn set_policy(&self, policy: PhasePolicy) {
+        let mut generation = 0;
         self.epoch.send_modify(|e| {
             e.generation += 1;
             e.policy = Arc::new(policy);
+            generation = e.generation;
         });
+        // The old generation's idle connections go too (their tasks end with it), and
+        // one it gives back from now on is refused.
+        self.pool.new_generation(generation);
     }
 
     /// The phase whose policy is in force.
@@ -234,6 +244,7 @@ struct Conn {
     config: Arc<ProxyConfig>,
     policy: Arc<PhasePolicy>,
     audit: mpsc::UnboundedSender<AuditEntry>,
+    pool: Arc<Pool>,
     cut: Cut,
 }
 
@@ -290,28 +301,80 @@ impl Conn {
         note: Option<String>,
     ) -> Result<(Counted<TcpStream>, LogOnClose), Response<Body>> {
         let upstream = match self.connect(&entry.host, entry.port, internal_ok).await {
-            Ok(s) => s,
-            Err(Fail::Internal(why)) => {
-                return Err(self.refuse(entry, Reason::PrivateAddress, why))
-            }
-            Err(Fail::Unreachable(why)) => return Err(self.fail(entry, why)),
+            Ok((_, s)) => s,
+            Err(fail) => return Err(self.failed(entry, fail)),
         };
         entry.note = note;
         let counted = Counted::new(upstream);
         let guard = LogOnClose {
             conn: self.clone(),
             entry: Some(entry),
-            up: counted.up.clone(),
-            down: counted.down.clone(),
+            up: counted.written.clone(),
+            down: counted.read.clone(),
         };
         Ok((counted, guard))
+    }
+
+    /// The upstream side of an intercepted connection: an idle connection of the pool to
+    /// one of the checked addresses, or else a new connection to one of them. The
+    /// returned guard logs the entry with the bytes `Counted::client` counts.
+    async fn open_link(
+        self: &Arc<Self>,
+        mut entry: AuditEntry,
+        internal_ok: bool,
+        note: Option<String>,
+    ) -> Result<(Link, SocketAddr, LogOnClose), Response<Body>> {
+        let (host, port) = (entry.host.clone(), entry.port);
+        let addrs = match self.checked_addresses(&host, port, internal_ok).await {
+            Ok(a) => a,
+            Err(fail) => return Err(self.failed(entry, fail)),
+        };
+        let (link, addr) = match self.pool.take(self.cut.generation, &host, port, &addrs) {
+            Some((addr, sender)) => (Link::Pooled(sender), addr),
+            None => match self.connect_to(&host, port, addrs).await {
+                Ok((addr, tcp)) => (Link::Fresh(tcp), addr),
+                Err(fail) => return Err(self.failed(entry, fail)),
+            },
+        };
+        entry.note = note;
+        let guard = LogOnClose {
+            conn: self.clone(),
+            entry: Some(entry),
+            up: Arc::default(),
+            down: Arc::default(),
+        };
+        Ok((link, addr, guard))
+    }
+
+    fn failed(&self, entry: AuditEntry, fail: Fail) -> Response<Body> {
+        match fail {
+            Fail::Internal(why) => self.refuse(entry, Reason::PrivateAddress, why),
+            Fail::Unreachable(why) => self.fail(entry, why),
+        }
     }
 
     /// Resolves `host` and connects to one of its addresses, every one of which must be
     /// external (neither internal nor one of the host's own) unless the policy opens
     /// internal addresses for this host and port. The addresses checked are the addresses
     /// connected to: no second lookup, no rebinding window.
-    async fn connect(&self, host: &str, port: u16, internal_ok: bool) -> Result<TcpStream, Fail> {
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        internal_ok: bool,
+    ) -> Result<(SocketAddr, TcpStream), Fail> {
+        let addrs = self.checked_addresses(host, port, internal_ok).await?;
+        self.connect_to(host, port, addrs).await
+    }
+
+    /// `host`'s addresses (one lookup), each external unless the policy opens internal
+    /// ones for it: the only addresses any connection for this request may go to.
+    async fn checked_addresses(
+        &self,
+        host: &str,
+        port: u16,
+        internal_ok: bool,
+    ) -> Result<Vec<IpAddr>, Fail> {
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => self
@@ -338,13 +401,23 @@ impl Conn {
                 )));
             }
         }
+        Ok(addrs)
+    }
+
+    /// A connection to the first of `addrs` (checked) that answers.
+    async fn connect_to(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: Vec<IpAddr>,
+    ) -> Result<(SocketAddr, TcpStream), Fail> {
         let mut last = format!("{host} has no address");
         for ip in addrs {
             let addr = SocketAddr::new(ip, port);
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    return Ok(s);
+                    return Ok((addr, s));
                 }
                 Ok(Err(e)) => last = format!("failed to connect to {host} ({addr}): {e}"),
                 Err(_) => last = format!("failed to connect to {host} ({addr}): timed out"),
@@ -433,41 +506,145 @@ async fn connect_method(req: Request<Incoming>, conn: Arc<Conn>) -> Response<Bod
         }
     };
     let rule = entry.rule.clone();
-    let note = Some(if intercept { "intercept" } else { "tunnel" }.into());
+    let work_conn = conn.clone();
+    if intercept {
+        let note = Some("intercept".into());
+        let (link, addr, guard) = match conn.open_link(entry, internal_ok, note).await {
+            Ok(opened) => opened,
+            Err(refused) => return refused,
+        };
+        conn.cut.spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let client = Counted::client(TokioIo::new(upgraded), &guard);
+            let to = Destination {
+                host,
+                port,
+                rule,
+                addr,
+            };
+            intercepted(client, link, to, work_conn, guard).await;
+        });
+        return Response::new(empty());
+    }
+    let note = Some("tunnel".into());
     let (counted, guard) = match conn.open(entry, internal_ok, note).await {
         Ok(opened) => opened,
         Err(refused) => return refused,
     };
-    let work_conn = conn.clone();
     conn.cut.spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
-        let client = TokioIo::new(upgraded);
-        if intercept {
-            let to = Destination { host, port, rule };
-            intercepted(client, counted, to, work_conn, guard).await;
-        } else {
-            let (mut client, mut upstream) = (client, counted);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            drop(guard);
-        }
+        let (mut client, mut upstream) = (TokioIo::new(upgraded), counted);
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            TUNNEL_BUFFER,
+            TUNNEL_BUFFER,
+        )
+        .await;
+        drop(guard);
     });
     Response::new(empty())
 }
 
-/// Where an intercepted connection goes, and the rule that allowed it.
+/// Each direction's buffer in a tunnel: large enough that a download takes few reads
+/// and writes (tokio's default is 8 KiB).
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
+/// Where an intercepted connection goes (the address checked for it), and the rule that
+/// allowed it.
 struct Destination {
     host: String,
     port: u16,
     rule: Option<String>,
+    addr: SocketAddr,
+}
+
+impl Destination {
+    fn key(&self) -> pool::Key {
+        pool::Key {
+            host: self.host.clone(),
+            port: self.port,
+            addr: self.addr,
+        }
+    }
+}
+
+/// The upstream side of an intercepted connection when CONNECT is answered.
+enum Link {
+    /// A new TCP connection to a checked address; TLS is opened with the client's.
+    Fresh(TcpStream),
+    /// An idle TLS connection of this generation to the same host, port and address.
+    Pooled(Upstream),
+}
+
+type Upstream = hyper::client::conn::http1::SendRequest<Body>;
+
+/// TLS toward `host` over `tcp`, verified with the upstream trust, and HTTP/1.1 on it;
+/// the connection's task ends with `conn`'s generation.
+async fn upstream_session(conn: &Conn, host: &str, tcp: TcpStream) -> Result<Upstream, String> {
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host} is no TLS server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(conn.config.upstream_tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("upstream TLS with {host}: {e}"))?;
+    let (sender, upstream_conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("HTTP with {host}: {e}"))?;
+    conn.cut.spawn(async move {
+        let _ = upstream_conn.await;
+    });
+    Ok(sender)
+}
+
+/// A new upstream connection to the destination's checked address (no lookup).
+async fn fresh(conn: &Conn, to: &Destination) -> Result<Upstream, String> {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "failed to connect to {} ({}): {e}",
+                to.host, to.addr
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "failed to connect to {} ({}): timed out",
+                to.host, to.addr
+            ))
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    upstream_session(conn, &to.host, tcp).await
+}
+
+/// Keeps `sender` in the pool once its last response has been read to the end (a
+/// connection left mid-body or closed is not kept), until it has been idle too long.
+async fn give_back(conn: &Conn, key: pool::Key, mut sender: Upstream) {
+    let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+    if !matches!(ready, Ok(Ok(()))) {
+        return;
+    }
+    let (pool, generation) = (conn.pool.clone(), conn.cut.generation);
+    let Some(id) = pool.put(generation, key.clone(), sender) else {
+        return;
+    };
+    conn.cut.spawn(async move {
+        tokio::time::sleep(pool::IDLE).await;
+        pool.expire(&key, id);
+    });
 }
 
 /// TLS opened on both sides; each request inside is checked (Host, method) and may have
-/// a placeholder swapped before it goes on over the one upstream connection.
+/// a placeholder swapped before it goes on over the one upstream connection, which is
+/// given back to the pool when the client's connection ends.
 async fn intercepted(
-    client: TokioIo<hyper::upgrade::Upgraded>,
-    upstream: Counted<TcpStream>,
+    client: Counted<TokioIo<hyper::upgrade::Upgraded>>,
+    link: Link,
     to: Destination,
     conn: Arc<Conn>,
     guard: LogOnClose,
@@ -476,10 +653,18 @@ async fn intercepted(
     let Ok(server_config) = conn.config.ca.server_config(&host) else {
         return;
     };
-    let Ok(client_tls) = tokio_rustls::TlsAcceptor::from(server_config)
-        .accept(client)
-        .await
-    else {
+    let accept = tokio_rustls::TlsAcceptor::from(server_config).accept(client);
+    // A new upstream connection's handshake runs beside the client's: it names the
+    // checked host and carries nothing of the client's, which goes nowhere before the
+    // server name check below.
+    let (client_tls, upstream) = match link {
+        Link::Pooled(sender) => (accept.await, Ok((sender, true))),
+        Link::Fresh(tcp) => {
+            let (client_tls, upstream) = tokio::join!(accept, upstream_session(&conn, &host, tcp));
+            (client_tls, upstream.map(|s| (s, false)))
+        }
+    };
+    let Ok(client_tls) = client_tls else {
         return;
     };
     // The upstream handshake names the CONNECT host whatever the client said; a client
@@ -498,47 +683,51 @@ async fn intercepted(
             return;
         }
     }
-    let Ok(name) = ServerName::try_from(host.clone()) else {
-        return;
-    };
-    let upstream_tls = match tokio_rustls::TlsConnector::from(conn.config.upstream_tls.clone())
-        .connect(name, upstream)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
+    let (sender, reused) = match upstream {
+        Ok(up) => up,
+        Err(why) => {
             let mut guard = guard;
             if let Some(entry) = guard.entry.as_mut() {
                 entry.decision = "failed".into();
-                entry.note = Some(format!("upstream TLS with {host}: {e}"));
+                entry.note = Some(why);
             }
             return;
         }
     };
-    let Ok((sender, upstream_conn)) =
-        hyper::client::conn::http1::handshake(TokioIo::new(upstream_tls)).await
-    else {
-        return;
-    };
-    conn.cut.spawn(async move {
-        let _guard = guard;
-        let _ = upstream_conn.await;
-    });
     // The server half handles one request at a time, so the sender is taken for a
     // request and put back when its response head is in.
-    let sender = Arc::new(Mutex::new(Some(sender)));
+    let slot = Arc::new(Mutex::new(Slot {
+        sender: Some(sender),
+        reused,
+    }));
     let to = Arc::new(to);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (conn, to, sender) = (conn.clone(), to.clone(), sender.clone());
-        async move { Ok::<_, Infallible>(inner_request(req, conn, &to, sender).await) }
-    });
+    let svc = {
+        let (conn, to, slot) = (conn.clone(), to.clone(), slot.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (conn, to, slot) = (conn.clone(), to.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(inner_request(req, conn, &to, slot).await) }
+        })
+    };
     let _ = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(client_tls), svc)
         .await;
+    let sender = slot.lock().unwrap_or_else(|e| e.into_inner()).sender.take();
+    if let Some(sender) = sender {
+        give_back(&conn, to.key(), sender).await;
+    }
+    // Logged once the upstream connection is back in the pool (or gone): the entry
+    // says the connection is over.
+    drop(guard);
 }
 
-type Sender = Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Body>>>>;
+/// An intercepted connection's upstream, between its requests.
+struct Slot {
+    sender: Option<Upstream>,
+    /// Taken from the pool, and no request answered on it yet: its server may have
+    /// closed it while it was idle.
+    reused: bool,
+}
 
 /// One request inside an intercepted connection. Its entry carries the connection's rule
 /// and the bytes of both bodies, and is logged when the response's body is done.
@@ -546,7 +735,7 @@ async fn inner_request(
     mut req: Request<Incoming>,
     conn: Arc<Conn>,
     to: &Destination,
-    sender: Sender,
+    slot: Arc<Mutex<Slot>>,
 ) -> Response<Body> {
     let (host, port) = (to.host.as_str(), to.port);
     let mut entry = conn.entry(Some(&req), host, port);
@@ -559,16 +748,51 @@ async fn inner_request(
     }
     entry.note = inject(&mut req, &conn.policy, host, port, Wire::Tls);
     *req.uri_mut() = origin_form(req.uri());
+    keep_alive(req.headers_mut());
     let up = Arc::new(AtomicU64::new(0));
     let req = req.map(|body| counted_body(body, up.clone(), None));
-    let Some(mut s) = sender.lock().expect("sender slot").take() else {
-        return conn.fail(entry, "the upstream connection is busy".into());
+    let (mut s, reused) = {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.sender.take() {
+            Some(s) => (s, slot.reused),
+            None => return conn.fail(entry, "the upstream connection is busy".into()),
+        }
     };
-    if s.ready().await.is_err() {
-        return conn.fail(entry, format!("the connection to {host} closed"));
-    }
-    let sent = s.send_request(req).await;
-    *sender.lock().expect("sender slot") = Some(s);
+    // A pooled connection its server closed while idle fails before the request is
+    // written (it comes back), or just after with no response (a body-less request is
+    // rebuilt): either goes again on a new connection to the same checked address.
+    let again =
+        (reused && hyper::body::Body::is_end_stream(req.body())).then(|| bodiless_copy(&req));
+    let sent = match s.ready().await {
+        Ok(()) => s.try_send_request(req).await.map_err(|mut e| {
+            let message = e.take_message();
+            (message, e.into_error())
+        }),
+        Err(e) => Err((Some(req), e)),
+    };
+    let sent = match sent {
+        Err((message, e)) if reused => {
+            let retry =
+                message.or_else(|| again.filter(|_| e.is_incomplete_message() || e.is_canceled()));
+            match retry {
+                Some(req) => match fresh(&conn, to).await {
+                    Ok(mut new) => {
+                        let sent = new.send_request(req).await;
+                        s = new;
+                        sent
+                    }
+                    Err(why) => {
+                        put_back(&slot, s);
+                        return conn.fail(entry, why);
+                    }
+                },
+                None => Err(e),
+            }
+        }
+        Err((_, e)) => Err(e),
+        Ok(resp) => Ok(resp),
+    };
+    put_back(&slot, s);
     match sent {
         Ok(resp) => {
             let down = Arc::new(AtomicU64::new(0));
@@ -584,6 +808,40 @@ async fn inner_request(
             entry.bytes_up = up.load(Ordering::Relaxed);
             conn.fail(entry, format!("failed to forward to {host}: {e}"))
         }
+    }
+}
+
+fn put_back(slot: &Mutex<Slot>, sender: Upstream) {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    slot.sender = Some(sender);
+    slot.reused = false;
+}
+
+/// The request's head again, with an empty body (for a request that had none).
+fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Drops a `Connection` header that only says `close` or `keep-alive`: the client's
+/// connection to the proxy is its own, and the upstream one may serve the next client
+/// connection to the same host. Any other token (an upgrade, say) is left as it is.
+fn keep_alive(headers: &mut hyper::HeaderMap) {
+    let only_persistence = headers.get_all(CONNECTION).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').all(|t| {
+                let t = t.trim();
+                t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")
+            })
+        })
+    });
+    if only_persistence {
+        headers.remove(CONNECTION);
+        headers.remove("keep-alive");
     }
 }
 
@@ -871,16 +1129,28 @@ impl Drop for LogOnClose {
 /// A stream that counts the bytes read from and written to it.
 struct Counted<S> {
     inner: S,
-    up: Arc<AtomicU64>,
-    down: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
 }
 
 impl<S> Counted<S> {
+    /// An upstream stream: what is written to it goes up, what is read from it down.
     fn new(inner: S) -> Counted<S> {
         Counted {
             inner,
-            up: Arc::default(),
-            down: Arc::default(),
+            written: Arc::default(),
+            read: Arc::default(),
+        }
+    }
+
+    /// A client's stream, counted into `guard`'s entry: what the client sends goes up,
+    /// what it is sent down. (An intercepted connection's upstream may be another
+    /// client connection's before and after, so its bytes are counted on this side.)
+    fn client(inner: S, guard: &LogOnClose) -> Counted<S> {
+        Counted {
+            inner,
+            written: guard.down.clone(),
+            read: guard.up.clone(),
         }
     }
 }
@@ -894,7 +1164,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        self.down.fetch_add(n as u64, Ordering::Relaxed);
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         r
     }
 }
@@ -907,7 +1177,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
-            self.up.fetch_add(*n as u64, Ordering::Relaxed);
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
         r
     }
