@@ -117,10 +117,8 @@ fn podman_run_command() -> impl Fn() -> Command {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into a valid rlimit owned by this frame.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    assert_eq!(got, 0, "getrlimit(RLIMIT_NOFILE)");
     let nofile = format!("nofile={}:{}", nofile.rlim_cur, nofile.rlim_max);
     move || {
         let mut cmd = Command::new("podman");
