@@ -18,7 +18,7 @@ use hangar_sandbox::overlay::{mount_overlay, unmount, OverlayDirs};
 use hangar_sandbox::runtime::{runtime, runtime_command};
 use hangar_sandbox::spec::{build, BundleSpec, Resources};
 use hangar_sandbox::{netns, ExecSpec, OciRuntime, RuntimeKind, Sandbox, SandboxSpec};
-use hangar_testkit::bench::{summarize, Row};
+use hangar_testkit::bench::{report, summarize, Measure, Row, Stat, Target, Unit};
 
 const ITERATIONS: usize = 100;
 const WARMUP: usize = 5;
@@ -40,6 +40,7 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = Vec::new();
+    let mut measures = Vec::new();
     for kind in RuntimeKind::ALL {
         let mut raw = RawBaseline::new(&store, &host, &lowers, kind);
         let (mut raw_samples, mut ours, mut ready) = (Vec::new(), Vec::new(), Vec::new());
@@ -71,6 +72,19 @@ fn main() {
             }
         }
         raw.finish();
+        let measure = Measure {
+            measure: format!("sandbox create + exec /bin/true + destroy ({kind})"),
+            baseline: Some(format!("raw {kind} run of the same bundle")),
+            unit: Unit::Ms,
+            ours: Stat::of_durations(&ours),
+            base: Some(Stat::of_durations(&raw_samples)),
+            target: Target::RatioAtMost {
+                p50: 1.1,
+                p95: Some(1.1),
+            },
+            note: None,
+        };
+        measures.push(measure);
         let raw = summarize(
             &format!("raw {kind} run (same bundle, process /bin/true)"),
             raw_samples,
@@ -110,6 +124,10 @@ fn main() {
                 r.p95.as_secs_f64() * 1e3
             );
         }
+    }
+    println!();
+    for m in &measures {
+        report(m);
     }
 }
 
