@@ -11,7 +11,6 @@
 //! pack really is that big) and cached under the shared test data dir by a key of how it
 //! is made, so later runs reuse it. `BIGREPO_TASKS` sets how many tasks of each run.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,17 +106,17 @@ fn generate(dir: &Path) {
         .unwrap();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().unwrap());
     let mut rng = StdRng::seed_from_u64(19);
-    let mut data = |out: &mut dyn std::io::Write, bytes: &[u8]| {
+    let data = |out: &mut dyn std::io::Write, bytes: &[u8]| {
         write!(out, "data {}\n", bytes.len()).unwrap();
         out.write_all(bytes).unwrap();
         out.write_all(b"\n").unwrap();
     };
-    let mut small = |rng: &mut StdRng, path: &str| {
+    let small = |rng: &mut StdRng, path: &str| {
         let mut b = [0u8; 24];
         rng.fill_bytes(&mut b);
         format!("{path}\n{}\n", hex::encode(b)).into_bytes()
     };
-    let mut file = |out: &mut dyn std::io::Write, path: &str, bytes: &[u8]| {
+    let file = |out: &mut dyn std::io::Write, path: &str, bytes: &[u8]| {
         writeln!(out, "M 100644 inline {path}").unwrap();
         data(out, bytes);
     };
@@ -179,18 +178,23 @@ fn ms(from: i64, to: i64) -> Duration {
     Duration::from_millis((to - from).max(0) as u64)
 }
 
-/// One task to its end: accepted → agent phase started, the agent phase, collect.
-async fn task(engine: &Engine, env: &str) -> [Duration; 3] {
+/// One task to its end: accepted → agent phase started, the agent phase, collect,
+/// prepare (the mirror's refresh among it), checkout.
+async fn task(engine: &Engine, env: &str) -> [Duration; 5] {
     let (task, a) = common::run(engine, &common::request(env, "change 10 files")).await;
     assert_eq!(a.status, AttemptStatus::Ready, "{:?}", a.error);
     let summary = a.summary.as_ref().expect("a diff summary");
     assert_eq!(summary.files_changed, 10, "the agent's 10 files");
     let agent = phase(&a, Phase::Agent);
     let collect = phase(&a, Phase::Collect);
+    let prepare = phase(&a, Phase::Prepare);
+    let checkout = phase(&a, Phase::Checkout);
     [
         ms(task.created_ms, agent.started_ms),
         ms(agent.started_ms, agent.ended_ms),
         ms(collect.started_ms, collect.ended_ms),
+        ms(prepare.started_ms, prepare.ended_ms),
+        ms(checkout.started_ms, checkout.ended_ms),
     ]
 }
 
@@ -220,13 +224,17 @@ async fn main() {
         big_runs.push(task(&engine, &big).await);
         small_runs.push(task(&engine, &small).await);
     }
-    let col = |runs: &[[Duration; 3]], i: usize| runs.iter().map(|r| r[i]).collect::<Vec<_>>();
+    let col = |runs: &[[Duration; 5]], i: usize| runs.iter().map(|r| r[i]).collect::<Vec<_>>();
     print_table(
         &format!("big (100k files, ~1 GB history) and small repositories, warm, {tasks} tasks each interleaved"),
         56,
         &[
             summarize("big: accepted -> agent phase started", col(&big_runs, 0)),
             summarize("small: accepted -> agent phase started", col(&small_runs, 0)),
+            summarize("big: prepare (the mirror refreshed)", col(&big_runs, 3)),
+            summarize("small: prepare (the mirror refreshed)", col(&small_runs, 3)),
+            summarize("big: checkout", col(&big_runs, 4)),
+            summarize("small: checkout", col(&small_runs, 4)),
             summarize("big: agent phase (mark + the script)", col(&big_runs, 1)),
             summarize("small: agent phase (mark + the script)", col(&small_runs, 1)),
             summarize("big: collect of a 10-file change", col(&big_runs, 2)),
