@@ -953,7 +953,21 @@ async fn setup(
         )
         .await?;
     }
-    own(ctx, sandbox, Phase::Setup).await
+    own(ctx, sandbox, Phase::Setup).await?;
+    let workdir = ctx.workdir.clone();
+    ctx.internal(
+        sandbox,
+        Own {
+            phase: Phase::Setup,
+            name: "settle",
+            script: SETTLE,
+            cwd: "/",
+            env: &[("HANGAR_WORKDIR", &workdir), ("HANGAR_CLEAN", CLEAN)],
+            what: "record the workspace's state",
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Drops what setup made of the workspace repository and then let go of (a commit
@@ -1124,6 +1138,7 @@ async fn checkout(ctx: &mut Ctx<'_>, sandbox: &Sandbox, workdir: &str) -> Result
                     ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
                     ("HANGAR_COMMIT", plan.commit.unwrap_or("")),
                     ("HANGAR_RUN", RUN_DIR),
+                    ("HANGAR_CLEAN", CLEAN),
                 ],
                 what: "check out the task's branch or commit",
             },
@@ -1745,8 +1760,21 @@ git clone --quiet --no-hardlinks --branch "$HANGAR_DEFAULT_BRANCH" "$HANGAR_MIRR
 /// read-only, refreshed on the host for this task), then check out the task's branch,
 /// commit, or the default branch's tip. `--force`: the base is exactly the commit, even
 /// where setup changed tracked files.
+/// When [`SETTLE`] found the snapshot's workspace exactly at the commit wanted, on the
+/// branch wanted, nothing needs checking out: the sandbox's own writes start after this
+/// script, so its workspace is still the snapshot's, and a forced checkout would only
+/// stat every file (and read each one whose entry the clone wrote in the same second as
+/// the index).
 const CHECKOUT: &str = r#"git fetch --quiet --prune origin
-if [ -n "$HANGAR_BRANCH" ]; then
+settled() {
+  [ -f "$HANGAR_CLEAN" ] && [ "$(cat "$HANGAR_CLEAN")" = "$(git rev-parse --verify --quiet "$1^{commit}")" ] &&
+    [ "$(git rev-parse --verify --quiet HEAD)" = "$(cat "$HANGAR_CLEAN")" ] && [ "$(git symbolic-ref --quiet HEAD)" = "$2" ]
+}
+if [ -n "$HANGAR_BRANCH" ] && settled "refs/remotes/origin/$HANGAR_BRANCH" "refs/heads/$HANGAR_BRANCH"; then
+  :
+elif [ -z "$HANGAR_BRANCH$HANGAR_COMMIT" ] && settled "refs/remotes/origin/$HANGAR_DEFAULT_BRANCH" "refs/heads/$HANGAR_DEFAULT_BRANCH"; then
+  :
+elif [ -n "$HANGAR_BRANCH" ]; then
   if ! git rev-parse --verify --quiet "refs/remotes/origin/$HANGAR_BRANCH^{commit}" >/dev/null; then
     echo "branch $HANGAR_BRANCH is not in the repository" >&2; exit 1
   fi
@@ -1761,6 +1789,36 @@ else
 fi
 git rev-parse HEAD > "$HANGAR_RUN/base"
 git log -1 --format='at %h %s'
+"#;
+
+/// Where [`SETTLE`] records the commit the snapshot's workspace is exactly at.
+const CLEAN: &str = "/.hangar/clean";
+
+/// The end of setup, once nothing of it runs any more: the index's stat data is recorded
+/// again a second after the last write, in index version 4 (its paths prefix-compressed:
+/// half the bytes for every later copy and read of a big repository's index) (entries written in the same second as the index
+/// are checked by content on every read, which for a fresh clone is every file), then,
+/// when every tracked file hashed again without trusting any stat data is the commit's
+/// and the index is the commit's too, that commit is recorded for [`CHECKOUT`]. Anything
+/// else (setup changed a tracked file, forged the index, left no repository) records
+/// nothing, and every attempt checks out in full.
+const SETTLE: &str = r#"kill -KILL -1 2>/dev/null || true
+rm -f "$HANGAR_CLEAN"
+cd "$HANGAR_WORKDIR" 2>/dev/null || exit 0
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.ignoreStat=false -c core.checkStat=default -c core.trustctime=true "$@"; }
+head="$(g rev-parse --verify --quiet HEAD)" || exit 0
+sleep 1
+g update-index -q --refresh --index-version 4 >/dev/null 2>&1 || exit 0
+scratch="$(mktemp -d)"
+objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
+hashed="$(export GIT_INDEX_FILE="$scratch/index" GIT_OBJECT_DIRECTORY="$scratch" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
+  g read-tree "$head" && g add -u && g write-tree)" || { rm -rf "$scratch"; exit 0; }
+rm -rf "$scratch"
+[ "$hashed" = "$(g rev-parse "$head^{tree}")" ] || exit 0
+g diff-index --cached --quiet "$head" -- || exit 0
+g diff-files --quiet || exit 0
+echo "$head" > "$HANGAR_CLEAN"
 "#;
 
 /// Kills every process of the agent's sandbox but this script's, so that the upper

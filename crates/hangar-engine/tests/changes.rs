@@ -136,3 +136,31 @@ cd "$here" && echo more >> a.txt
     assert!(diff.contains("+more"), "{diff}");
     assert_eq!(a.summary.unwrap().files_changed, 1, "{diff}");
 }
+
+/// A snapshot whose setup changed a tracked file (same size, its mtime put back) is not
+/// taken as being at the commit: the attempt checks out in full and the agent finds the
+/// commit's file.
+#[tokio::test]
+async fn a_setup_that_changed_a_tracked_file_is_checked_out_again() {
+    let engine = engine().await;
+    let origin = repo(&[("a.txt", b"aaaa\n"), ("b.txt", b"b\n")]);
+    let extra = r#"[setup]
+script = '''
+m="$(stat -c %Y a.txt)"
+echo AAAA > a.txt
+touch -d "@$m" a.txt
+'''
+
+[agent]
+script = '''
+cat a.txt
+'''
+"#;
+    let name = env(&engine, origin.path(), extra).await;
+    for round in 0..2 {
+        let (task, a) = common::run(&engine, &request(&name, "read a")).await;
+        assert_eq!(a.status, AttemptStatus::Ready, "{round}: {:?}", a.error);
+        assert_eq!(a.final_message.as_deref(), Some("aaaa"), "{round}");
+        assert_eq!(common::diff(&engine, &task.id, 1).await, "", "{round}");
+    }
+}
