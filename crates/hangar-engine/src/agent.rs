@@ -152,7 +152,10 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>, sandbox: &Sandbox) -> Result<AgentDon
     let inv = h
         .invocation(&run)
         .map_err(|e| Stop::error(format!("failed to start the agent: {e}")))?;
-    // The CLI's config files need their directories.
+    // The run's directory (the CLI's output files) and the config files' directories,
+    // made here rather than by a `mkdir` in the script; `own` below gives them to
+    // `[agent] user`.
+    sandbox.create_dir_all(hangar_harness::RUN_DIR)?;
     for (path, content) in &inv.files {
         if let Some(dir) = std::path::Path::new(path).parent() {
             sandbox.create_dir_all(&dir.display().to_string())?;

@@ -28,8 +28,13 @@ impl Harness for Codex {
         if let Some(m) = run.model {
             config.push_str(&format!("model = {}\n", json_str(m)));
         }
+        // Nothing but the model is reached: the update check, the plugin and app syncs
+        // (github.com, chatgpt.com) and analytics would each be a connection the proxy
+        // refuses, on the run's clock.
         config.push_str(&format!(
-            "model_provider = \"hangar\"\n\n[model_providers.hangar]\nname = \"hangar\"\n\
+            "model_provider = \"hangar\"\ncheck_for_update_on_startup = false\n\n\
+             [features]\nplugins = false\napps = false\n\n[analytics]\nenabled = false\n\n\
+             [model_providers.hangar]\nname = \"hangar\"\n\
              base_url = {}\nenv_key = \"{KEY_VAR}\"\nwire_api = \"responses\"\n",
             json_str(endpoint)
         ));

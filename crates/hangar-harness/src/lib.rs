@@ -227,7 +227,8 @@ pub(crate) fn json_str(s: &str) -> String {
 }
 
 /// The script's common head: errexit, the CLI's directory on PATH, stdin closed (CLIs
-/// wait for EOF on an open pipe). The home stays the workspace user's, so the agent's
+/// wait for EOF on an open pipe). [`RUN_DIR`] is the engine's to make before the run
+/// (no process spent on a `mkdir`). The home stays the workspace user's, so the agent's
 /// commands find what setup left there (cargo's registry, npm's cache, `~/.bashrc`);
 /// each CLI's own state and configuration go to a directory of its own under
 /// [`RUN_DIR`], named by its own variable or flag. A login shell (Codex runs every
@@ -235,7 +236,7 @@ pub(crate) fn json_str(s: &str) -> String {
 /// the PATH the phase began with (the image's, `[env]`'s and `~/.bashrc`'s) back in front.
 pub(crate) fn prelude(kind: Kind) -> String {
     format!(
-        "set -o pipefail\nexec </dev/null\nmkdir -p {RUN_DIR}\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
+        "set -o pipefail\nexec </dev/null\nexport HANGAR_AGENT_PATH=\"$PATH\"\n\
          export PATH={bin}:\"$PATH\"\n",
         bin = install::bin_path(kind),
     )
