@@ -107,7 +107,7 @@ fn generate(dir: &Path) {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().unwrap());
     let mut rng = StdRng::seed_from_u64(19);
     let data = |out: &mut dyn std::io::Write, bytes: &[u8]| {
-        write!(out, "data {}\n", bytes.len()).unwrap();
+        writeln!(out, "data {}", bytes.len()).unwrap();
         out.write_all(bytes).unwrap();
         out.write_all(b"\n").unwrap();
     };

@@ -82,7 +82,16 @@ impl Syncs {
                 Next::Done(synced) => return Ok(synced),
                 // Whatever it found, ask again: it may have started too early, or failed.
                 Next::Wait(mut done) => {
-                    let _ = done.wait_for(Option::is_some).await;
+                    if done.wait_for(Option::is_some).await.is_err() {
+                        // Its runner was dropped mid-refresh (its task cancelled): the
+                        // refresh is nobody's, and the next caller runs one.
+                        let mut entries = self.entries.lock().expect("not poisoned");
+                        if let Some(e) = entries.get_mut(&key) {
+                            if e.running.as_ref().is_some_and(|r| r.same_channel(&done)) {
+                                e.running = None;
+                            }
+                        }
+                    }
                 }
                 Next::Run(tx, started) => {
                     let got = refresh(mirrors.clone(), repo, branch, reach.clone()).await;
