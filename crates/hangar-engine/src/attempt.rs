@@ -961,21 +961,7 @@ async fn setup(
         )
         .await?;
     }
-    own(ctx, sandbox, Phase::Setup).await?;
-    let workdir = ctx.workdir.clone();
-    ctx.internal(
-        sandbox,
-        Own {
-            phase: Phase::Setup,
-            name: "settle",
-            script: SETTLE,
-            cwd: "/",
-            env: &[("HANGAR_WORKDIR", &workdir), ("HANGAR_CLEAN", CLEAN)],
-            what: "record the workspace's state",
-        },
-    )
-    .await
-    .map(|_| ())
+    own(ctx, sandbox, Phase::Setup).await
 }
 
 /// Drops what setup made of the workspace repository and then let go of (a commit
@@ -1146,7 +1132,6 @@ async fn checkout(ctx: &mut Ctx<'_>, sandbox: &Sandbox, workdir: &str) -> Result
                     ("HANGAR_BRANCH", plan.branch.unwrap_or("")),
                     ("HANGAR_COMMIT", plan.commit.unwrap_or("")),
                     ("HANGAR_RUN", RUN_DIR),
-                    ("HANGAR_CLEAN", CLEAN),
                 ],
                 what: "check out the task's branch or commit",
             },
@@ -1275,14 +1260,7 @@ async fn phases(
         Workspace::Maintained { base } => base,
     };
 
-    // A follow-up's record is its source's, made before the source's agent, whose
-    // changes are in a kept layer below this sandbox's upper: its lists would miss them.
-    let listed = follow_up.is_empty();
     let agent = timed(ctx.deps.db, plan, Phase::Agent, async {
-        let changes = match listed {
-            true => list_changes(ctx, sandbox, "mark").await,
-            false => String::new(),
-        };
         ctx.internal(
             sandbox,
             Own {
@@ -1294,7 +1272,6 @@ async fn phases(
                     ("HANGAR_BASE", base.as_str()),
                     ("HANGAR_START", START_DIR),
                     ("HANGAR_FOLLOW_UP", follow_up),
-                    ("HANGAR_CHANGES", &changes),
                 ],
                 what: "record the workspace before the agent",
             },
@@ -1306,23 +1283,6 @@ async fn phases(
     // The diff is collected whether or not the agent succeeded: a failed agent's
     // partial work is still worth reading.
     let collected = timed(ctx.deps.db, plan, Phase::Collect, async {
-        // Nothing of the agent's may write on while its upper directory is listed.
-        ctx.internal(
-            sandbox,
-            Own {
-                phase: Phase::Collect,
-                name: "stop",
-                script: STOP,
-                cwd: "/",
-                env: &[],
-                what: "stop the agent's processes",
-            },
-        )
-        .await?;
-        let changes = match listed {
-            true => list_changes(ctx, sandbox, "collect").await,
-            false => String::new(),
-        };
         ctx.internal(
             sandbox,
             Own {
@@ -1334,7 +1294,6 @@ async fn phases(
                     ("HANGAR_BASE", base.as_str()),
                     ("HANGAR_RUN", RUN_DIR),
                     ("HANGAR_START", START_DIR),
-                    ("HANGAR_CHANGES", &changes),
                 ],
                 what: "collect the diff",
             },
@@ -1614,150 +1573,6 @@ fn base_env(env: &Environment, defaults: ImageDefaults, workdir: &str) -> Vec<(S
     out
 }
 
-/// Most paths a list of changes holds; past it, the scripts walk the whole workspace
-/// (as they do without a list): a long list costs git more than the walk it saves.
-const MAX_CHANGES: usize = 20_000;
-
-/// Lists what the attempt changed in its workspace so far, from the sandbox's upper
-/// directory on the host, into a fresh directory of [`RUN_DIR`] (`present`: what is
-/// there, `gone`: what was deleted; NUL-terminated paths relative to the workspace);
-/// that directory, or "" when the scripts must walk the workspace instead (see
-/// [`upper_changes`]).
-///
-/// The upper directory is the one account of the sandbox's writes that nothing inside it
-/// can edit: every write, deletion, rename, mode or owner change of a file below it puts
-/// an entry there. So the scripts hash again exactly these paths, whatever the workspace's
-/// index (which the repository and the agent can write) says of them, and take every other
-/// path as the snapshot has it.
-async fn list_changes(ctx: &mut Ctx<'_>, sandbox: &Sandbox, what: &str) -> String {
-    let upper = sandbox.dir().join("upper");
-    let workdir = ctx.workdir.clone();
-    let listed = tokio::task::spawn_blocking(move || upper_changes(&upper, &workdir))
-        .await
-        .ok()
-        .flatten();
-    let Some(changes) = listed else {
-        return String::new();
-    };
-    // A name of its own: nothing the agent left in the run directory is written through.
-    let dir = format!("{RUN_DIR}/changes-{what}-{}", TaskId::random());
-    let written = sandbox.create_dir_all(&dir).and_then(|()| {
-        sandbox.write_file(&format!("{dir}/present"), &changes.present, 0o600)?;
-        sandbox.write_file(&format!("{dir}/gone"), &changes.gone, 0o600)
-    });
-    match written {
-        Ok(()) => dir,
-        Err(e) => {
-            ctx.logger.note(
-                Phase::Collect,
-                &format!("listing the changed paths: {e}; the workspace is walked instead"),
-            );
-            String::new()
-        }
-    }
-}
-
-/// Paths of the workspace, relative to it and NUL-terminated.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Changes {
-    /// What is there: files, links and other entries; a directory whose lower content is
-    /// hidden (an opaque one: removed and made again) or that holds a repository of its
-    /// own, whole.
-    pub present: Vec<u8>,
-    /// What was deleted (overlay's whiteouts).
-    pub gone: Vec<u8>,
-    count: usize,
-}
-
-impl Changes {
-    fn push(list: &mut Vec<u8>, rel: &[u8]) {
-        list.extend_from_slice(rel);
-        list.push(0);
-    }
-}
-
-/// What `upper` (a sandbox's upper directory, overlay's format, redirects and metacopy
-/// off) holds under the workspace `workdir`; `None` when it cannot tell (the workspace
-/// or a directory above it replaced, more than [`MAX_CHANGES`] paths, an unreadable
-/// entry), so the caller walks the workspace as before. The repository's own `.git` is
-/// left out, as `git add` leaves it.
-pub(crate) fn upper_changes(upper: &Path, workdir: &str) -> Option<Changes> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut top = upper.to_path_buf();
-    for part in workdir.split('/').filter(|p| !p.is_empty()) {
-        top.push(part);
-        match std::fs::symlink_metadata(&top) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Changes::default()),
-            Ok(m) if m.file_type().is_dir() && !opaque(&top) => {}
-            _ => return None,
-        }
-    }
-    let mut out = Changes::default();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(top, Vec::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).ok()? {
-            let entry = entry.ok()?;
-            let name = entry.file_name();
-            let name = name.as_bytes();
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name);
-            let meta = std::fs::symlink_metadata(entry.path()).ok()?;
-            let kind = meta.file_type();
-            out.count += 1;
-            if out.count > MAX_CHANGES {
-                return None;
-            }
-            if name == b".git" {
-                // The repository's own is not its content; another's (a nested
-                // repository) is its directory, which git adds whole.
-                if !rel.is_empty() {
-                    Changes::push(&mut out.present, &rel);
-                }
-            } else if kind.is_dir() {
-                if opaque(&entry.path()) {
-                    Changes::push(&mut out.present, &path);
-                } else {
-                    stack.push((entry.path(), path));
-                }
-            } else if kind.is_char_device() && meta.rdev() == 0 {
-                Changes::push(&mut out.gone, &path);
-            } else {
-                Changes::push(&mut out.present, &path);
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Whether overlay marks `dir` opaque: what the layers below hold there is hidden.
-fn opaque(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let name = std::ffi::CString::new(*name).expect("a constant name");
-            let mut value = [0u8; 4];
-            // SAFETY: both strings are NUL-terminated and live across the call; the
-            // buffer is `value`, whose length is passed, and lgetxattr writes no more.
-            let n = unsafe {
-                libc::lgetxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            n > 0 && value[0] == b'y'
-        })
-}
-
 // ---- hangar's own scripts, run in the attempt's sandboxes ----
 
 const CLONE: &str = r#"mkdir -p "$(dirname "$HANGAR_WORKDIR")"
@@ -1768,21 +1583,8 @@ git clone --quiet --no-hardlinks --branch "$HANGAR_DEFAULT_BRANCH" "$HANGAR_MIRR
 /// read-only, refreshed on the host for this task), then check out the task's branch,
 /// commit, or the default branch's tip. `--force`: the base is exactly the commit, even
 /// where setup changed tracked files.
-/// When [`SETTLE`] found the snapshot's workspace exactly at the commit wanted, on the
-/// branch wanted, nothing needs checking out: the sandbox's own writes start after this
-/// script, so its workspace is still the snapshot's, and a forced checkout would only
-/// stat every file (and read each one whose entry the clone wrote in the same second as
-/// the index).
 const CHECKOUT: &str = r#"git fetch --quiet --prune origin
-settled() {
-  [ -f "$HANGAR_CLEAN" ] && [ "$(cat "$HANGAR_CLEAN")" = "$(git rev-parse --verify --quiet "$1^{commit}")" ] &&
-    [ "$(git rev-parse --verify --quiet HEAD)" = "$(cat "$HANGAR_CLEAN")" ] && [ "$(git symbolic-ref --quiet HEAD)" = "$2" ]
-}
-if [ -n "$HANGAR_BRANCH" ] && settled "refs/remotes/origin/$HANGAR_BRANCH" "refs/heads/$HANGAR_BRANCH"; then
-  :
-elif [ -z "$HANGAR_BRANCH$HANGAR_COMMIT" ] && settled "refs/remotes/origin/$HANGAR_DEFAULT_BRANCH" "refs/heads/$HANGAR_DEFAULT_BRANCH"; then
-  :
-elif [ -n "$HANGAR_BRANCH" ]; then
+if [ -n "$HANGAR_BRANCH" ]; then
   if ! git rev-parse --verify --quiet "refs/remotes/origin/$HANGAR_BRANCH^{commit}" >/dev/null; then
     echo "branch $HANGAR_BRANCH is not in the repository" >&2; exit 1
   fi
@@ -1799,139 +1601,38 @@ git rev-parse HEAD > "$HANGAR_RUN/base"
 git log -1 --format='at %h %s'
 "#;
 
-/// Where [`SETTLE`] records the commit the snapshot's workspace is exactly at.
-const CLEAN: &str = "/.hangar/clean";
-
-/// The end of setup, once nothing of it runs any more: the index's stat data is recorded
-/// again a second after the last write, in index version 4 (its paths prefix-compressed:
-/// half the bytes for every later copy and read of a big repository's index) (entries written in the same second as the index
-/// are checked by content on every read, which for a fresh clone is every file), then,
-/// when every tracked file hashed again without trusting any stat data is the commit's
-/// and the index is the commit's too, that commit is recorded for [`CHECKOUT`]. Anything
-/// else (setup changed a tracked file, forged the index, left no repository) records
-/// nothing, and every attempt checks out in full.
-const SETTLE: &str = r#"kill -KILL -1 2>/dev/null || true
-rm -f "$HANGAR_CLEAN"
-cd "$HANGAR_WORKDIR" 2>/dev/null || exit 0
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.ignoreStat=false -c core.checkStat=default -c core.trustctime=true "$@"; }
-head="$(g rev-parse --verify --quiet HEAD)" || exit 0
-sleep 1
-g update-index -q --refresh --index-version 4 >/dev/null 2>&1 || exit 0
-scratch="$(mktemp -d)"
-objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
-hashed="$(export GIT_INDEX_FILE="$scratch/index" GIT_OBJECT_DIRECTORY="$scratch" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
-  g read-tree "$head" && g add -u && g write-tree)" || { rm -rf "$scratch"; exit 0; }
-rm -rf "$scratch"
-[ "$hashed" = "$(g rev-parse "$head^{tree}")" ] || exit 0
-g diff-index --cached --quiet "$head" -- || exit 0
-g diff-files --quiet || exit 0
-echo "$head" > "$HANGAR_CLEAN"
-"#;
-
-/// Kills every process of the agent's sandbox but this script's, so that the upper
-/// directory is listed (see [`list_changes`]) with nothing writing on.
-const STOP: &str = "kill -KILL -1 2>/dev/null || true\n";
-
-/// The shell function [`MARK`] and [`COLLECT`] share: `changes DIR TREE` brings the index
-/// (`$GIT_INDEX_FILE`) up to date with the paths the host listed in DIR (see
-/// [`list_changes`]) and with nothing else. Their entries are first put back from TREE
-/// without stat data, so git hashes each of them again whatever the index said of their
-/// size and times; deleted paths that were recorded are removed; what is there is added
-/// unless git ignores it (untracked and excluded: `git add` refuses such a path when named,
-/// and `git add -A .` would leave it out). The paths are literal pathspecs.
-macro_rules! changes_fn {
-    () => {
-        r#"changes() {
-  : > "$1/add"
-  cat "$1/present" "$1/gone" | GIT_LITERAL_PATHSPECS=1 xargs -0 -r git -c core.fsmonitor=false ls-tree -r -z --full-tree "$2" -- > "$1/entries"
-  if [ -s "$1/entries" ]; then g update-index -z --index-info < "$1/entries"; fi
-  declare -A known
-  while IFS= read -r -d '' line; do
-    p="${line#*$'\t'}"
-    known["$p"]=1
-    while [ "${p%/*}" != "$p" ]; do p="${p%/*}"; known["$p"]=1; done
-  done < "$1/entries"
-  while IFS= read -r -d '' p; do
-    if [ -n "${known[$p]}" ]; then printf '%s\0' "$p"; fi
-  done < "$1/gone" >> "$1/add"
-  while IFS= read -r -d '' p; do
-    if [ -n "${known[$p]}" ]; then printf '%s\0' "$p"; else printf '%s\0' "$p" >> "$1/untracked"; fi
-  done < "$1/present" >> "$1/add"
-  if [ -s "$1/untracked" ]; then
-    g check-ignore --no-index -z --stdin --verbose --non-matching < "$1/untracked" > "$1/ignored" || [ $? = 1 ]
-    while IFS= read -r -d '' source && IFS= read -r -d '' _ && IFS= read -r -d '' pattern && IFS= read -r -d '' p; do
-      if [ -z "$source" ] || [ "${pattern#!}" != "$pattern" ]; then printf '%s\0' "$p"; fi
-    done < "$1/ignored" >> "$1/add"
-  fi
-  if [ -s "$1/add" ]; then GIT_LITERAL_PATHSPECS=1 g add -A --pathspec-from-file="$1/add" --pathspec-file-nul; fi
-}
-"#
-    };
-}
-
 /// The workspace as the agent finds it, recorded so that the diff holds only what the
 /// agent changed: setup's and maintenance's files (a `node_modules` without a
 /// `.gitignore`, a venv, build output) were there before it and are not its work. The
 /// tree and its objects live in hangar's own object directory beside the repository's,
 /// so nothing is added to the repository and the agent's `git gc` cannot lose them; the
-/// index starts from the repository's, so only files changed since checkout are hashed:
-/// with the host's list of them (`HANGAR_CHANGES`, see [`list_changes`]) just those,
-/// else after a walk of the whole workspace.
+/// index starts from the repository's, so only files changed since checkout are hashed.
 /// Indexes are copied with their mtime (`cp -p`): git tells a file changed within the
 /// second its entry was recorded (same size, same mtime in seconds) by comparing entries
 /// with the index file's own mtime, which a plain copy would make later.
 /// A follow-up keeps its source's record: its diff holds both agents' work.
-const MARK: &str = concat!(
-    r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.ignoreStat=false -c core.checkStat=default -c core.trustctime=true "$@"; }
+const MARK: &str = r#"export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
 if [ -n "$HANGAR_FOLLOW_UP" ] && [ -f "$HANGAR_START/tree" ]; then exit 0; fi
-"#,
-    changes_fn!(),
-    r#"rm -rf "$HANGAR_START"
+rm -rf "$HANGAR_START"
 mkdir -p "$HANGAR_START/objects"
 index="$(g rev-parse --git-path index)"
 objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
 export GIT_INDEX_FILE="$HANGAR_START/index" GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
 cp -p "$index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$HANGAR_BASE"
-if [ -n "$HANGAR_CHANGES" ]; then
-  recorded="$(g write-tree)"
-  changes "$HANGAR_CHANGES" "$recorded"
-else
-  g add -A .
-fi
+g add -A .
 g write-tree > "$HANGAR_START/tree.new"
 mv "$HANGAR_START/tree.new" "$HANGAR_START/tree"
-"#
-);
+"#;
 
 /// The diff against the base, of the paths the agent changed (between the record
 /// [`MARK`] made and the workspace now), as the agent left them; from temporary indexes,
 /// so the agent's own index (and any commits it made) do not matter. Deleting a file
 /// setup made is no change to the base. The agent may have rewritten the repository's
-/// config: external diff drivers, textconv, hooks and fsmonitor are switched off, and
-/// the stat checks pinned. With the host's list of changed paths (`HANGAR_CHANGES`),
-/// only those are hashed and the result is the workspace's index with setup's and
-/// maintenance's changes (start against the base) put back to the base, diffed tree to
-/// tree; without, the workspace is walked and the result built from the base.
-const COLLECT: &str = concat!(
-    r#"kill -KILL -1 2>/dev/null || true
+/// config: external diff drivers, textconv, hooks and fsmonitor are switched off.
+const COLLECT: &str = r#"kill -KILL -1 2>/dev/null || true
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=true -c core.ignoreStat=false -c core.checkStat=default -c core.trustctime=true "$@"; }
-"#,
-    changes_fn!(),
-    r#"# diff-tree's raw lines as --index-info's: side 1 (before) or 2 (after) of each path.
-entries() {
-  while IFS= read -r -d '' meta && IFS= read -r -d '' path; do
-    set -- $meta
-    if [ "$side" = 1 ]; then mode="${1#:}" oid="$3" gone=A; else mode="$2" oid="$4" gone=D; fi
-    if [ "$5" = "$gone" ]; then
-      printf '0 0000000000000000000000000000000000000000\t%s\0' "$path"
-    else
-      printf '%s %s\t%s\0' "$mode" "$oid" "$path"
-    fi
-  done
-}
+g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=true "$@"; }
 objects="$(cd "$(g rev-parse --git-path objects)" && pwd)"
 export GIT_OBJECT_DIRECTORY="$HANGAR_START/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
 mkdir -p "$GIT_OBJECT_DIRECTORY"
@@ -1939,31 +1640,28 @@ export GIT_INDEX_FILE="$HANGAR_RUN/collect.index"
 rm -f "$GIT_INDEX_FILE"
 if start="$(cat "$HANGAR_START/tree" 2>/dev/null)" && g cat-file -e "$start^{tree}" 2>/dev/null; then
   cp -p "$HANGAR_START/index" "$GIT_INDEX_FILE" 2>/dev/null || g read-tree "$start"
-  if [ -n "$HANGAR_CHANGES" ]; then
-    changes "$HANGAR_CHANGES" "$start"
-    end="$(g write-tree)"
-    { g diff-tree -r -z --no-renames "$HANGAR_BASE" "$start" | side=1 entries
-      g diff-tree -r -z --no-renames "$start" "$end" | side=2 entries
-    } | g update-index -z --index-info
-  else
-    g add -A .
-    end="$(g write-tree)"
-    export GIT_INDEX_FILE="$HANGAR_RUN/result.index"
-    rm -f "$GIT_INDEX_FILE"
-    g read-tree "$HANGAR_BASE"
-    g diff-tree -r -z --no-renames "$start" "$end" | side=2 entries | g update-index -z --index-info
-  fi
+  g add -A .
+  end="$(g write-tree)"
+  export GIT_INDEX_FILE="$HANGAR_RUN/result.index"
+  rm -f "$GIT_INDEX_FILE"
+  g read-tree "$HANGAR_BASE"
+  g diff-tree -r -z --no-renames "$start" "$end" | while IFS= read -r -d '' meta && IFS= read -r -d '' path; do
+    set -- $meta
+    if [ "$5" = D ]; then
+      printf '0 0000000000000000000000000000000000000000\t%s\0' "$path"
+    else
+      printf '%s %s\t%s\0' "$2" "$4" "$path"
+    fi
+  done | g update-index -z --index-info
 else
   echo "the record of the workspace at the agent's start is gone: the diff holds every change since the base"
   g read-tree "$HANGAR_BASE"
   g add -A .
 fi
-tree="$(g write-tree)"
-echo "$tree" > "$HANGAR_RUN/tree"
-g diff --binary --full-index --no-ext-diff --no-textconv -M "$HANGAR_BASE" "$tree" > "$HANGAR_RUN/diff.patch"
-g diff --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" "$tree" > "$HANGAR_RUN/numstat"
-"#
-);
+g write-tree > "$HANGAR_RUN/tree"
+g diff --cached --binary --full-index --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/diff.patch"
+g diff --cached --numstat --no-ext-diff --no-textconv -M "$HANGAR_BASE" > "$HANGAR_RUN/numstat"
+"#;
 
 /// `[agent] user`, made in setup's sandbox (before the clone, so setup fills the user's
 /// home) unless the image has it. Its home starts without /etc/skel's `.bashrc`, which
