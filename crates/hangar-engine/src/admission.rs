@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use hangar_spec::{Environment, Harness};
 
+use crate::limits::Machine;
+
 /// What an attempt reserves when its environment sets no memory limit: about what an
 /// agent CLI waiting on its model holds, with its sandbox and proxy.
 pub const DEFAULT_RESERVATION: u64 = 256 << 20;
@@ -104,29 +106,6 @@ pub(crate) fn cpu_slots(memory: u64, cores: usize) -> usize {
 pub fn default_max_running() -> usize {
     let m = Machine::detect();
     ((m.memory / 4 * 3) / SCRIPT_RESERVATION).max(1) as usize
-}
-
-/// The machine's size.
-struct Machine {
-    memory: u64,
-    cores: usize,
-}
-
-impl Machine {
-    fn detect() -> Machine {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: sysconf only reads system constants.
-        let (pages, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        Machine {
-            memory: pages.max(0) as u64 * page.max(0) as u64,
-            cores,
-        }
-    }
 }
 
 /// The machine's load, as the kernel reports it.

@@ -42,7 +42,7 @@ use hangar_store::db::{Db, EnvRecord, LogLine, NewTask, SnapshotRecord, TaskReco
 use hangar_store::{Bucket, Digest, ImageRecord, Store};
 use tokio::sync::watch;
 
-pub use admission::{default_max_running, DEFAULT_RESERVATION, SCRIPT_RESERVATION};
+pub use admission::default_max_running;
 pub use apply::{apply_patch, ApplyReport};
 pub use config::{EngineConfig, MAX_ATTEMPTS};
 use dest::Principal;

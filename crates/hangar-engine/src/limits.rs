@@ -11,6 +11,31 @@ use hangar_spec::{format_bytes, ResourceLimits};
 /// `[resources] pids` unless set: far above what a build runs, far below a fork bomb.
 pub const DEFAULT_PIDS: i64 = 4096;
 
+/// The machine's size: what the default limits and admission are shares of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Machine {
+    /// Physical memory, in bytes.
+    pub memory: u64,
+    pub cores: usize,
+}
+
+impl Machine {
+    pub(crate) fn detect() -> Machine {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        Machine {
+            memory: pages.max(0) as u64 * page.max(0) as u64,
+            cores,
+        }
+    }
+}
+
 /// The machine's defaults for one sandbox, computed once per engine.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MachineLimits {
@@ -28,17 +53,8 @@ impl MachineLimits {
     /// lent is no loss; the kernel shares them fairly. Disk: half of the data dir's
     /// filesystem, shared likewise (snapshots and kept layers need the rest).
     pub fn detect(data_dir: &Path, slots: usize) -> MachineLimits {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: sysconf only reads system constants.
-        let (pages, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PHYS_PAGES),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        let memory = pages.max(0) as u64 * page.max(0) as u64;
-        let fs_size = fs_size(data_dir);
-        MachineLimits::from_machine(memory, cores, fs_size, slots)
+        let m = Machine::detect();
+        MachineLimits::from_machine(m.memory, m.cores, fs_size(data_dir), slots)
     }
 
     /// The defaults of a machine with `memory` bytes, `cores` and a data dir

@@ -215,10 +215,6 @@ impl<T> FairQueue<T> {
             .flat_map(|round| self.lanes.iter().filter_map(move |(_, l)| l.get(round)))
             .collect()
     }
-
-    fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
 }
 
 /// One waiting attempt.
@@ -288,53 +284,39 @@ impl Slots {
         reserve: u64,
         mut cancel: watch::Receiver<bool>,
     ) -> Option<Slot> {
-        // Read before the lock is taken (at most every LOAD_TTL: it is cached).
-        let load = self.probe.load();
-        let granted = {
-            let mut state = self.state();
-            if state.queue.is_empty()
-                && self
-                    .budget
-                    .admits(state.running, state.reserved, reserve, || load)
-            {
-                state.running += 1;
-                state.reserved += reserve;
-                None
-            } else {
-                let (grant, granted) = oneshot::channel();
-                state.queue.push(
-                    workspace,
-                    Waiter {
-                        task: task.clone(),
-                        index,
-                        reserve,
-                        grant,
-                    },
-                );
-                Some(granted)
-            }
-        };
-        if let Some(granted) = granted {
-            let mut wait = Leave {
-                slots: self,
-                task,
+        let (grant, granted) = oneshot::channel();
+        self.state().queue.push(
+            workspace,
+            Waiter {
+                task: task.clone(),
                 index,
                 reserve,
-                granted,
-                served: false,
-            };
-            let got = loop {
-                tokio::select! {
-                    got = &mut wait.granted => break got.is_ok(),
-                    _ = cancel.wait_for(|c| *c) => break false,
-                    _ = tokio::time::sleep(RECHECK) => self.admit(),
-                }
-            };
-            if !got {
-                return None; // `wait` leaves the queue, giving back what it was granted
+                grant,
+            },
+        );
+        // Admitted at once when nobody is ahead of it and it fits.
+        self.admit();
+        let mut wait = Leave {
+            slots: self,
+            task,
+            index,
+            reserve,
+            granted,
+            served: false,
+        };
+        let got = loop {
+            tokio::select! {
+                // An admission already made is taken even if the task was cancelled.
+                biased;
+                got = &mut wait.granted => break got.is_ok(),
+                _ = cancel.wait_for(|c| *c) => break false,
+                _ = tokio::time::sleep(RECHECK) => self.admit(),
             }
-            wait.served = true;
+        };
+        if !got {
+            return None; // `wait` leaves the queue, giving back what it was granted
         }
+        wait.served = true;
         Some(Slot {
             slots: self.clone(),
             reserve,

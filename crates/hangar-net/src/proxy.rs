@@ -603,22 +603,12 @@ async fn upstream_session(conn: &Conn, host: &str, tcp: TcpStream) -> Result<Ups
 
 /// A new upstream connection to the destination's checked address (no lookup).
 async fn fresh(conn: &Conn, to: &Destination) -> Result<Upstream, String> {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "failed to connect to {} ({}): {e}",
-                to.host, to.addr
-            ))
-        }
-        Err(_) => {
-            return Err(format!(
-                "failed to connect to {} ({}): timed out",
-                to.host, to.addr
-            ))
-        }
-    };
-    let _ = tcp.set_nodelay(true);
+    let (_, tcp) = conn
+        .connect_to(&to.host, to.port, vec![to.addr.ip()])
+        .await
+        .map_err(|fail| match fail {
+            Fail::Internal(why) | Fail::Unreachable(why) => why,
+        })?;
     upstream_session(conn, &to.host, tcp).await
 }
 

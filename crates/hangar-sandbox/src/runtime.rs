@@ -167,20 +167,7 @@ pub fn runtime_command(
     unsafe {
         cmd.pre_exec(move || {
             if private_ns {
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+                leave_hybrid_cgroup2()?;
             }
             if let Some(fd) = control_raw {
                 if fd == hangar_init::CONTROL_FD {
@@ -193,4 +180,30 @@ pub fn runtime_command(
         });
     }
     cmd
+}
+
+/// For a child between fork and exec (a `pre_exec` hook): a private mount namespace
+/// without the cgroup2 mount a hybrid layout has at `/sys/fs/cgroup/unified`, which crun
+/// refuses. Only raw syscalls with static, NUL-terminated strings: no allocation, no
+/// locks, so it is safe after fork.
+pub fn leave_hybrid_cgroup2() -> std::io::Result<()> {
+    // SAFETY: unshare, mount and umount2 take only the static C strings and null
+    // pointers given here; none of them allocates or locks.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+    }
+    Ok(())
 }

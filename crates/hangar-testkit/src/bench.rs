@@ -248,21 +248,30 @@ impl Machine {
     pub fn detect() -> Machine {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let kib: f64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
+        let bytes = proc_bytes(&meminfo, "MemTotal").unwrap_or(0);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
             .to_string();
         Machine {
             cores,
-            memory_gib: kib / (1 << 20) as f64,
+            memory_gib: bytes as f64 / (1u64 << 30) as f64,
             kernel,
         }
     }
+}
+
+/// The `KEY:   N kB` line of a /proc file (meminfo, smaps_rollup, status), in bytes.
+pub fn proc_bytes(text: &str, key: &str) -> Option<u64> {
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
 }
 
 /// The measures as one Markdown table, under a line naming the machine and `date`.

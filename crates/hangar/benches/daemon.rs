@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use hangar_engine::{Engine, EngineConfig, Event, Progress, TaskRequest};
 use hangar_spec::{Phase, TaskId};
-use hangar_testkit::bench::{print_table, report, summarize, Measure, Stat, Target, Unit};
+use hangar_testkit::bench::{
+    print_table, proc_bytes, report, summarize, Measure, Stat, Target, Unit,
+};
 use tokio::sync::watch;
 
 #[path = "../tests/common/mod.rs"]
@@ -87,17 +89,30 @@ fn submit(socket: &Path, env: &str, n: usize) -> Vec<String> {
     })
 }
 
-/// The environment file of the example with its agent replaced by `sleep SECS` (an
-/// agent waiting on its model) and no check.
-fn sleeping(source: &str, secs: u64) -> String {
-    let source = source
+/// Creates environment `<name>-<suffix>`: the example's, with its agent replaced by
+/// `sleep SECS` (an agent waiting on its model) and no check; its name.
+async fn sleeping_env(
+    engine: &Engine,
+    example: &hangar_testkit::ExampleEnv,
+    name: &str,
+    suffix: &str,
+    secs: u64,
+) -> String {
+    let env = format!("{name}-{suffix}");
+    let source = example
+        .source
         .replace(
             "script = \"bash .hangar/agent.sh\"",
             &format!("script = \"sleep {secs}\""),
         )
-        .replace("check = \"python3 -m unittest -q\"", "");
+        .replace("check = \"python3 -m unittest -q\"", "")
+        .replace(&format!("name = \"{name}\""), &format!("name = \"{env}\""));
     assert!(source.contains("sleep"), "the example's agent line changed");
-    source
+    engine
+        .create_env(&format!("bench-{suffix}.toml"), &source, &example.dir)
+        .await
+        .unwrap();
+    env
 }
 
 /// How many processes on the host run exactly `cmdline`.
@@ -115,23 +130,13 @@ fn agents_running(cmdline: &str) -> usize {
 
 fn mem_available() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("MemAvailable");
-    kib << 10
+    proc_bytes(&meminfo, "MemAvailable").expect("MemAvailable")
 }
 
 /// A process's proportional set size (its share of the pages it maps).
 fn pss(pid: u32) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    let kib: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("Pss");
-    kib << 10
+    proc_bytes(&rollup, "Pss").expect("Pss")
 }
 
 /// What the machine holds, settled: the page cache dropped, the median of a few reads.
@@ -200,15 +205,7 @@ async fn main() {
     }
 
     // The burst's environment: the example's, its agent waiting on the model.
-    let waiting = format!("{name}-wait");
-    let source = sleeping(&example.source, 5).replace(
-        &format!("name = \"{name}\""),
-        &format!("name = \"{waiting}\""),
-    );
-    engine
-        .create_env("bench-wait.toml", &source, &example.dir)
-        .await
-        .unwrap();
+    let waiting = sleeping_env(&engine, &example, &name, "wait", 5).await;
     // Its snapshot is built first: the burst is on a cached environment.
     hangar(&socket, &["wait", &submit(&socket, &waiting, 1)[0]]);
     // Past two per core, admission asks the machine's load: say what it was.
@@ -283,15 +280,7 @@ async fn main() {
     });
 
     // Idle attempts: the daemon's growth and the machine's, 100 at once.
-    let idle_env = format!("{name}-idle");
-    let source = sleeping(&example.source, 600).replace(
-        &format!("name = \"{name}\""),
-        &format!("name = \"{idle_env}\""),
-    );
-    engine
-        .create_env("bench-idle.toml", &source, &example.dir)
-        .await
-        .unwrap();
+    let idle_env = sleeping_env(&engine, &example, &name, "idle", 600).await;
     let warm = submit(&socket, &idle_env, 1);
     while agents_running("sleep 600") == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;

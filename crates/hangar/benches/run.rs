@@ -126,24 +126,9 @@ fn podman_run_command() -> impl Fn() -> Command {
         cmd.args(["run", "--rm", "--ulimit", &nofile])
             .args(["--ulimit", "nproc=4096:4096"]);
         if hybrid {
-            // SAFETY: between fork and exec, only raw syscalls with static NUL-terminated
-            // strings: no allocation, no locks.
+            // SAFETY: the hook only makes raw syscalls (see leave_hybrid_cgroup2).
             unsafe {
-                cmd.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0
-                        || libc::mount(
-                            std::ptr::null(),
-                            c"/".as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
-                    Ok(())
-                });
+                cmd.pre_exec(hangar_sandbox::runtime::leave_hybrid_cgroup2);
             }
         }
         cmd
